@@ -1,0 +1,41 @@
+/** @module Switchboard wire protocol: frames, codes and channel rules. No I/O. */
+export {
+  ErrorCode,
+  DisconnectCode,
+  errorHttpStatus,
+  isTemporary,
+  shouldReconnect,
+} from './codes.js';
+export { channelError, channelNamespace, CHANNEL_CHARSET, MAX_CHANNEL_LENGTH } from './channel.js';
+export {
+  BATCH_SUBPROTOCOL,
+  PROTOCOL_VERSION,
+  MAX_MESSAGE_ID_LENGTH,
+  MAX_NAME_LENGTH,
+  MAX_REQUEST_ID_LENGTH,
+  decodeCommand,
+  encodeMessageHead,
+  closeMessageFrame,
+  closeMessageFrameUnpositioned,
+  encodeReply,
+  encodeError,
+  messageIdError,
+  messageNameError,
+} from './frames.js';
+export type {
+  ErrorCodeName,
+  ErrorCodeValue,
+  DisconnectCodeName,
+  DisconnectCodeValue,
+} from './codes.js';
+export type {
+  Command,
+  CommandError,
+  DecodeResult,
+  MessageHeadFields,
+  PingCommand,
+  PublishCommand,
+  RequestId,
+  SubscribeCommand,
+  UnsubscribeCommand,
+} from './frames.js';

@@ -1,0 +1,207 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import {
+  ErrorCode,
+  channelError,
+  errorHttpStatus,
+  messageIdError,
+  messageNameError,
+  type ErrorCodeValue,
+} from '@switchboard/protocol';
+import type { Logger } from 'pino';
+import { ReplyError, toReplyError } from '../errors.js';
+import type { Metrics } from '../metrics.js';
+import type { Node, PublishInput, Published } from '../node.js';
+
+export interface HttpApiOptions {
+  readonly node: Node;
+  readonly metrics: Metrics;
+  readonly logger: Logger;
+  readonly maxBodyBytes: number;
+  readonly maxMessageBytes: number;
+  /** Whether the node should receive traffic (broker up, not draining). */
+  readonly ready: () => boolean;
+}
+
+/** Messages one POST may carry. */
+export const MAX_BATCH = 1000;
+
+const MESSAGES_PATH = /^\/v1\/channels\/([^/]+)\/messages$/;
+
+/**
+ * The REST API: one handler per route, JSON in and out, errors as `{"error": text, "code": n}`
+ * with the code's HTTP status.
+ */
+export function createHttpHandler(
+  options: HttpApiOptions,
+): (req: IncomingMessage, res: ServerResponse) => void {
+  return (req, res) => {
+    handle(options, req, res).catch((err: unknown) => {
+      const e = toReplyError(err);
+      if (e.code === ErrorCode.INTERNAL) options.logger.error({ err }, 'http handler failed');
+      sendError(res, e.code, e.message);
+    });
+  };
+}
+
+async function handle(o: HttpApiOptions, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const url = new URL(req.url ?? '/', 'http://localhost');
+  const path = url.pathname;
+  if (path === '/healthz') {
+    if (!allow(req, res, 'GET')) return;
+    return sendJson(res, 200, { status: 'ok' });
+  }
+  if (path === '/readyz') {
+    if (!allow(req, res, 'GET')) return;
+    const ready = o.ready();
+    return sendJson(res, ready ? 200 : 503, {
+      status: ready ? 'ready' : 'not ready',
+      broker: o.node.broker.name,
+    });
+  }
+  if (path === '/metrics') {
+    if (!allow(req, res, 'GET')) return;
+    const body = await o.metrics.registry.metrics();
+    res.writeHead(200, { 'content-type': o.metrics.registry.contentType }).end(body);
+    return;
+  }
+  const match = MESSAGES_PATH.exec(path);
+  if (match !== null) {
+    if (!allow(req, res, 'POST')) return;
+    return publish(o, decodeURIComponent(match[1] as string), req, res);
+  }
+  sendError(res, ErrorCode.NOT_FOUND, `no route for ${path}`);
+}
+
+async function publish(
+  o: HttpApiOptions,
+  channel: string,
+  req: IncomingMessage,
+  res: ServerResponse,
+): Promise<void> {
+  const why = channelError(channel);
+  if (why !== undefined) throw new ReplyError(ErrorCode.INVALID_CHANNEL, why);
+  const body = await readJson(req, o.maxBodyBytes);
+  const items = Array.isArray(body) ? body : [body];
+  if (items.length === 0) throw new ReplyError(ErrorCode.BAD_REQUEST, 'no messages to publish');
+  if (items.length > MAX_BATCH)
+    throw new ReplyError(ErrorCode.LIMIT_EXCEEDED, `at most ${MAX_BATCH} messages per request`);
+  const inputs = items.map((item, i) =>
+    toInput(channel, item, Array.isArray(body) ? `messages[${i}]` : 'message', o.maxMessageBytes),
+  );
+  // Issued in order without awaiting in between: the broker keeps their order.
+  const results = await Promise.allSettled(inputs.map((input) => o.node.publish(input, 'http')));
+  if (results.every((r): r is PromiseFulfilledResult<Published> => r.status === 'fulfilled')) {
+    const messages = results.map((r) => position(r.value));
+    return sendJson(res, 200, { ids: messages.map((m) => m.id), messages });
+  }
+  const first = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  const err = toReplyError(first?.reason);
+  sendJson(res, errorHttpStatus[err.code], {
+    error: err.message,
+    code: err.code,
+    messages: results.map((r) =>
+      r.status === 'fulfilled' ? position(r.value) : { error: toReplyError(r.reason).message },
+    ),
+  });
+}
+
+function position(p: Published): { id: string; offset: number; epoch: string; duplicate?: true } {
+  return p.duplicate
+    ? { id: p.id, offset: p.offset, epoch: p.epoch, duplicate: true }
+    : { id: p.id, offset: p.offset, epoch: p.epoch };
+}
+
+function toInput(channel: string, item: unknown, where: string, maxBytes: number): PublishInput {
+  if (typeof item !== 'object' || item === null || Array.isArray(item)) {
+    throw new ReplyError(ErrorCode.BAD_REQUEST, `${where} must be an object {name?, data, id?}`);
+  }
+  const m = item as Record<string, unknown>;
+  if (m['data'] === undefined)
+    throw new ReplyError(ErrorCode.BAD_REQUEST, `${where}.data is required`);
+  const id = m['id'];
+  const name = m['name'];
+  if (id !== undefined) {
+    const bad = messageIdError(id);
+    if (bad !== undefined) throw new ReplyError(ErrorCode.BAD_REQUEST, `${where}.${bad}`);
+  }
+  if (name !== undefined) {
+    const bad = messageNameError(name);
+    if (bad !== undefined) throw new ReplyError(ErrorCode.BAD_REQUEST, `${where}.${bad}`);
+  }
+  const dataJson = JSON.stringify(m['data']);
+  if (dataJson.length > maxBytes)
+    throw new ReplyError(
+      ErrorCode.PAYLOAD_TOO_LARGE,
+      `${where}.data is larger than ${maxBytes} bytes`,
+    );
+  return { channel, dataJson, id: id as string | undefined, name: name as string | undefined };
+}
+
+function readJson(req: IncomingMessage, limit: number): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const declared = Number(req.headers['content-length'] ?? 0);
+    if (declared > limit) {
+      reject(
+        new ReplyError(ErrorCode.PAYLOAD_TOO_LARGE, `request body is larger than ${limit} bytes`),
+      );
+      return;
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let failed = false;
+    req.on('data', (chunk: Buffer) => {
+      if (failed) return;
+      size += chunk.length;
+      if (size > limit) {
+        failed = true;
+        reject(
+          new ReplyError(ErrorCode.PAYLOAD_TOO_LARGE, `request body is larger than ${limit} bytes`),
+        );
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.on('error', (err) => {
+      if (!failed) reject(err);
+    });
+    req.on('end', () => {
+      if (failed) return;
+      try {
+        resolve(JSON.parse(Buffer.concat(chunks).toString('utf8')));
+      } catch {
+        reject(new ReplyError(ErrorCode.INVALID_JSON, 'request body is not valid JSON'));
+      }
+    });
+  });
+}
+
+function allow(req: IncomingMessage, res: ServerResponse, method: string): boolean {
+  if (req.method === method || (method === 'GET' && req.method === 'HEAD')) return true;
+  res.setHeader('allow', method === 'GET' ? 'GET, HEAD' : method);
+  sendError(
+    res,
+    ErrorCode.METHOD_NOT_ALLOWED,
+    `${req.method ?? '?'} is not allowed here; use ${method}`,
+  );
+  return false;
+}
+
+function sendError(res: ServerResponse, code: ErrorCodeValue, message: string): void {
+  sendJson(res, errorHttpStatus[code], { error: message, code });
+}
+
+function sendJson(res: ServerResponse, status: number, body: unknown): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  const text = JSON.stringify(body);
+  // A body we stopped reading (413) must not be left to poison the keep-alive connection.
+  if (status === 413) res.setHeader('connection', 'close');
+  res
+    .writeHead(status, {
+      'content-type': 'application/json; charset=utf-8',
+      'content-length': Buffer.byteLength(text),
+    })
+    .end(text);
+}

@@ -1,0 +1,95 @@
+/**
+ * The Broker contract: cross-node fan-out plus per-channel history, in one atomic step per channel.
+ * The broker never sees sessions; it calls back into a BrokerHandler (the Node), and the Hub fans
+ * out locally. This file holds only types.
+ */
+
+/** A place in a channel's stream. `epoch` names one life of the stream; offsets restart only with a new epoch. */
+export interface StreamPosition {
+  readonly offset: number;
+  readonly epoch: string;
+}
+
+export interface HistoryOptions {
+  /** Messages kept per channel; 0 keeps none (offsets are still assigned). */
+  readonly size: number;
+  /** How long history lives after the channel's last publish. */
+  readonly ttlMs: number;
+}
+
+export interface PublishRequest {
+  readonly channel: string;
+  /** The message id; the idempotency key when `dedupeMs` > 0. */
+  readonly id: string;
+  /** The encoded message frame without its position (see protocol `encodeMessageHead`). */
+  readonly head: string;
+  readonly history: HistoryOptions;
+  /** Window in which a second publish with the same (channel, id) is stored once; 0 disables it. */
+  readonly dedupeMs: number;
+}
+
+export interface PublishResult extends StreamPosition {
+  /** True when (channel, id) was already stored inside the dedupe window; the original position is returned. */
+  readonly duplicate: boolean;
+}
+
+export interface HistoryEntry {
+  readonly offset: number;
+  /** The complete message frame, as delivered live. */
+  readonly frame: Buffer;
+}
+
+export interface HistoryQuery {
+  /** Return entries after this offset (exclusive). */
+  readonly sinceOffset?: number;
+  /** At most this many entries; 0 returns none, only the current position. */
+  readonly limit: number;
+  /** Newest first. */
+  readonly reverse?: boolean;
+}
+
+export interface HistoryResult {
+  readonly entries: readonly HistoryEntry[];
+  /** The channel's current top position (offset 0 when nothing was ever published in this epoch). */
+  readonly position: StreamPosition;
+}
+
+/** Implemented by the Node. Called for every publication on a channel this node subscribed to. */
+export interface BrokerHandler {
+  /**
+   * A message frame for `channel`. `offset` and `epoch` are set when the message went through
+   * publish(); bridged raw messages have neither.
+   */
+  onPublication(
+    channel: string,
+    frame: Buffer,
+    offset: number | undefined,
+    epoch: string | undefined,
+  ): void;
+  /** The broker lost its fan-out link and has restored it; messages may have been missed meanwhile. */
+  onResubscribed(channels: readonly string[]): void;
+}
+
+export interface Broker {
+  readonly name: string;
+  /** Connects and starts calling `handler`. Rejects when the backend cannot be reached in time. */
+  start(handler: BrokerHandler): Promise<void>;
+  /** Whether the broker can currently publish and deliver. */
+  readonly ready: boolean;
+  /**
+   * Starts delivering `channel`'s publications to the handler. The Node calls it when a channel's
+   * first local subscriber joins and unsubscribe() when its last one leaves; calls are applied in
+   * call order, so interleaved subscribe/unsubscribe leave the backend matching the last call.
+   * Resolves once the backend confirmed the subscription.
+   */
+  subscribe(channel: string): Promise<void>;
+  unsubscribe(channel: string): Promise<void>;
+  /**
+   * Stores the message (when history is on), assigns the next offset and publishes it to every
+   * node, as one atomic step. Resolves only after the message is stored; rejects otherwise.
+   */
+  publish(req: PublishRequest): Promise<PublishResult>;
+  history(channel: string, query: HistoryQuery): Promise<HistoryResult>;
+  /** Stops deliveries and releases connections. */
+  close(): Promise<void>;
+}

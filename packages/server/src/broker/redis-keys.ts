@@ -1,0 +1,34 @@
+/**
+ * The only place Redis key and pub/sub channel names are built (listed in docs/redis.md).
+ * Every name of a channel carries the channel as its hash tag, so stream, metadata, idempotency keys
+ * and the pub/sub channel share one Redis Cluster slot and one Lua script can touch them all.
+ * Channel names come from a safe set without braces (protocol `channelError`), so the tag is exact.
+ */
+export interface RedisKeys {
+  readonly prefix: string;
+  /** Pub/sub channel carrying the channel's publications. */
+  pubsub(channel: string): string;
+  /** Hash holding the channel's epoch (`e`) and last offset (`o`). */
+  meta(channel: string): string;
+  /** Stream holding the channel's history; entry ids are `<offset>-0`. */
+  stream(channel: string): string;
+  /** Idempotency record of one message id. */
+  dedupe(channel: string, id: string): string;
+  /** The channel named by a pub/sub channel of ours, or undefined when it is not one. */
+  channelOf(pubsub: string): string | undefined;
+}
+
+export function createRedisKeys(prefix: string): RedisKeys {
+  const pubsubHead = prefix + 'p:{';
+  return {
+    prefix,
+    pubsub: (channel) => pubsubHead + channel + '}',
+    meta: (channel) => prefix + 'm:{' + channel + '}',
+    stream: (channel) => prefix + 's:{' + channel + '}',
+    dedupe: (channel, id) => prefix + 'i:{' + channel + '}:' + id,
+    channelOf: (pubsub) =>
+      pubsub.startsWith(pubsubHead) && pubsub.endsWith('}')
+        ? pubsub.slice(pubsubHead.length, -1)
+        : undefined,
+  };
+}

@@ -1,0 +1,275 @@
+import { Redis, type RedisOptions } from 'ioredis';
+import {
+  channelError,
+  closeMessageFrameUnpositioned,
+  encodeMessageHead,
+} from '@switchboard/protocol';
+import type { Logger } from 'pino';
+import type {
+  Broker,
+  BrokerHandler,
+  HistoryEntry,
+  HistoryQuery,
+  HistoryResult,
+  PublishRequest,
+  PublishResult,
+} from './broker.js';
+import { newEpoch } from './epoch.js';
+import { createRedisKeys, type RedisKeys } from './redis-keys.js';
+import { HISTORY_LUA, PUBLISH_LUA } from './redis-scripts.js';
+
+export interface RedisBrokerOptions {
+  /** redis://[user:password@]host:port[/db] */
+  readonly url: string;
+  /** Prefix of every key and pub/sub channel, so deployments can share one Redis. */
+  readonly prefix: string;
+  /**
+   * Glob patterns of plain Redis channels whose raw PUBLISHes are delivered to the channel of the
+   * same name (the classic tutorial's publishers). Operator input only: client input never becomes a pattern.
+   */
+  readonly bridgePatterns?: readonly string[];
+  readonly logger: Logger;
+  /** How long a command may take before it fails (publish then reports NOT_AVAILABLE). */
+  readonly commandTimeoutMs?: number;
+  /** How long a channel's epoch and offset outlive its last publish. */
+  readonly metaTtlMs?: number;
+}
+
+interface ScriptCommands {
+  sbPublish(
+    meta: string,
+    stream: string,
+    dedupe: string,
+    pubsub: string,
+    head: string,
+    size: number,
+    ttlMs: number,
+    dedupeMs: number,
+    epoch: string,
+    metaTtlMs: number,
+  ): Promise<[number, string, number]>;
+  sbHistoryBuffer(
+    meta: string,
+    stream: string,
+    since: number,
+    limit: number,
+    reverse: number,
+    epoch: string,
+    metaTtlMs: number,
+  ): Promise<Buffer[] | (number | Buffer)[]>;
+}
+
+const SPACE = 0x20;
+
+/**
+ * Redis as fan-out and persistence. One command connection and one subscriber connection per node,
+ * whatever the number of channels. Publish is one Lua script (see redis-scripts.ts).
+ */
+export class RedisBroker implements Broker {
+  readonly name = 'redis';
+  readonly #options: RedisBrokerOptions;
+  readonly #keys: RedisKeys;
+  readonly #metaTtlMs: number;
+  #cmd: (Redis & ScriptCommands) | undefined;
+  #sub: Redis | undefined;
+  #handler: BrokerHandler | undefined;
+  /** Channels the Node wants; what is resubscribed after a reconnect. */
+  readonly #desired = new Set<string>();
+  #closing = false;
+
+  constructor(options: RedisBrokerOptions) {
+    this.#options = options;
+    this.#keys = createRedisKeys(options.prefix);
+    this.#metaTtlMs = options.metaTtlMs ?? 24 * 60 * 60 * 1000;
+  }
+
+  get ready(): boolean {
+    return this.#cmd?.status === 'ready' && this.#sub?.status === 'ready';
+  }
+
+  async start(handler: BrokerHandler): Promise<void> {
+    this.#handler = handler;
+    const log = this.#options.logger;
+    const base: RedisOptions = {
+      lazyConnect: true,
+      // Retry forever with a capped backoff: a node outlives Redis restarts.
+      retryStrategy: (attempt) => Math.min(50 * 2 ** Math.min(attempt, 6), 2000),
+      connectionName: 'switchboard',
+    };
+    const cmd = new Redis(this.#options.url, {
+      ...base,
+      // Fail publishes at once while Redis is away instead of queueing them: a queued publish could
+      // be stored after its publisher was told it failed.
+      enableOfflineQueue: false,
+      commandTimeout: this.#options.commandTimeoutMs ?? 5000,
+      maxRetriesPerRequest: 1,
+    }) as Redis & ScriptCommands;
+    cmd.defineCommand('sbPublish', { numberOfKeys: 3, lua: PUBLISH_LUA });
+    cmd.defineCommand('sbHistory', { numberOfKeys: 2, lua: HISTORY_LUA });
+    // We resubscribe ourselves from #desired: it is the Node's view, which ioredis's own set is not.
+    const sub = new Redis(this.#options.url, {
+      ...base,
+      autoResubscribe: false,
+      maxRetriesPerRequest: null,
+    });
+    this.#cmd = cmd;
+    this.#sub = sub;
+    for (const [role, conn] of [
+      ['command', cmd],
+      ['subscriber', sub],
+    ] as const) {
+      conn.on('error', (err: Error) =>
+        log.warn({ err: err.message, role }, 'redis connection error'),
+      );
+      conn.on('end', () => {
+        if (!this.#closing) log.error({ role }, 'redis connection ended');
+      });
+      conn.on('reconnecting', () => log.warn({ role }, 'redis reconnecting'));
+    }
+    sub.on('messageBuffer', (channel: Buffer, message: Buffer) =>
+      this.#onMessage(channel, message),
+    );
+    sub.on('pmessageBuffer', (_pattern: string, channel: Buffer, message: Buffer) =>
+      this.#onBridged(channel, message),
+    );
+    await Promise.all([cmd.connect(), sub.connect()]);
+    const patterns = this.#options.bridgePatterns ?? [];
+    if (patterns.length > 0) await sub.psubscribe(...patterns);
+    sub.on('ready', () => this.#resubscribe());
+  }
+
+  subscribe(channel: string): Promise<void> {
+    this.#desired.add(channel);
+    return this.#requireSub().subscribe(this.#keys.pubsub(channel)).then(noop);
+  }
+
+  unsubscribe(channel: string): Promise<void> {
+    this.#desired.delete(channel);
+    return this.#requireSub().unsubscribe(this.#keys.pubsub(channel)).then(noop);
+  }
+
+  async publish(req: PublishRequest): Promise<PublishResult> {
+    const keys = this.#keys;
+    const [offset, epoch, duplicate] = await this.#requireCmd().sbPublish(
+      keys.meta(req.channel),
+      keys.stream(req.channel),
+      keys.dedupe(req.channel, req.id),
+      keys.pubsub(req.channel),
+      req.head,
+      req.history.size,
+      req.history.ttlMs,
+      req.dedupeMs,
+      newEpoch(),
+      this.#metaTtlMs,
+    );
+    return { offset, epoch, duplicate: duplicate === 1 };
+  }
+
+  async history(channel: string, query: HistoryQuery): Promise<HistoryResult> {
+    const keys = this.#keys;
+    const reply = await this.#requireCmd().sbHistoryBuffer(
+      keys.meta(channel),
+      keys.stream(channel),
+      query.sinceOffset ?? -1,
+      query.limit,
+      query.reverse === true ? 1 : 0,
+      newEpoch(),
+      this.#metaTtlMs,
+    );
+    const position = { offset: Number(reply[0]), epoch: String(reply[1]) };
+    const entries: HistoryEntry[] = [];
+    for (let i = 2; i + 1 < reply.length; i += 2) {
+      const id = String(reply[i]);
+      entries.push({ offset: Number(id.slice(0, id.indexOf('-'))), frame: reply[i + 1] as Buffer });
+    }
+    return { entries, position };
+  }
+
+  async close(): Promise<void> {
+    this.#closing = true;
+    this.#desired.clear();
+    await Promise.all([quit(this.#sub), quit(this.#cmd)]);
+  }
+
+  #resubscribe(): void {
+    const channels = [...this.#desired];
+    this.#options.logger.info(
+      { channels: channels.length },
+      'redis subscriber ready again: resubscribing',
+    );
+    const sub = this.#requireSub();
+    const done =
+      channels.length === 0
+        ? Promise.resolve()
+        : sub.subscribe(...channels.map((c) => this.#keys.pubsub(c))).then(noop);
+    done.then(
+      () => this.#handler?.onResubscribed(channels),
+      (err: unknown) => this.#options.logger.error({ err }, 'redis resubscribe failed'),
+    );
+  }
+
+  #onMessage(pubsub: Buffer, payload: Buffer): void {
+    const channel = this.#keys.channelOf(pubsub.toString('latin1'));
+    if (channel === undefined || this.#handler === undefined) return;
+    // payload: `<offset> <epoch> <frame>`
+    const a = payload.indexOf(SPACE);
+    const b = payload.indexOf(SPACE, a + 1);
+    if (a <= 0 || b <= a) return;
+    const offset = Number(payload.toString('latin1', 0, a));
+    const epoch = payload.toString('latin1', a + 1, b);
+    this.#handler.onPublication(channel, payload.subarray(b + 1), offset, epoch);
+  }
+
+  #onBridged(pubsub: Buffer, payload: Buffer): void {
+    const channel = pubsub.toString('utf8');
+    if (
+      this.#handler === undefined ||
+      channel.startsWith(this.#keys.prefix) ||
+      channelError(channel) !== undefined
+    )
+      return;
+    const text = payload.toString('utf8');
+    let dataJson: string;
+    try {
+      // Re-serialized so the frame holds no raw newline (the batch separator).
+      dataJson = JSON.stringify(JSON.parse(text));
+    } catch {
+      dataJson = JSON.stringify(text);
+    }
+    const head = encodeMessageHead({ channel, dataJson, id: bridgeId(), timestamp: Date.now() });
+    this.#handler.onPublication(
+      channel,
+      Buffer.from(closeMessageFrameUnpositioned(head)),
+      undefined,
+      undefined,
+    );
+  }
+
+  #requireCmd(): Redis & ScriptCommands {
+    if (this.#cmd === undefined) throw new Error('RedisBroker is not started');
+    return this.#cmd;
+  }
+
+  #requireSub(): Redis {
+    if (this.#sub === undefined) throw new Error('RedisBroker is not started');
+    return this.#sub;
+  }
+}
+
+function noop(): void {}
+
+async function quit(conn: Redis | undefined): Promise<void> {
+  if (conn === undefined || conn.status === 'end') return;
+  try {
+    await conn.quit();
+  } catch {
+    conn.disconnect();
+  }
+}
+
+let bridgeSeq = 0;
+const bridgePrefix = 'b-' + newEpoch() + '-';
+/** Ids for bridged messages: unique per node, no randomness per message. */
+function bridgeId(): string {
+  return bridgePrefix + (++bridgeSeq).toString(36);
+}

@@ -1,0 +1,21 @@
+/**
+ * The edge's view of one client connection, whatever carries it (ws today; uWebSockets.js, SSE
+ * and long-polling later). Nothing below the edge knows which one it is.
+ */
+import type { Sink } from '../hub.js';
+
+export type TransportName = 'websocket';
+
+export interface Connection extends Sink {
+  readonly transport: TransportName;
+  /** Sends a control frame (reply, error); same queue and limits as message frames. */
+  sendText(frame: string): void;
+  /** Ends the connection with a close code and a reason of at most 123 bytes. */
+  close(code: number, reason: string): void;
+}
+
+/** What the edge calls as frames arrive; implemented by Session. */
+export interface ConnectionHandler {
+  onFrame(text: string): void;
+  onClose(): void;
+}

@@ -1,0 +1,196 @@
+import type { IncomingMessage, Server as HttpServer } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { WebSocketServer, type WebSocket } from 'ws';
+import { BATCH_SUBPROTOCOL, DisconnectCode } from '@switchboard/protocol';
+import type { Logger } from 'pino';
+import type { Connection, ConnectionHandler } from './connection.js';
+
+export interface WsEngineOptions {
+  readonly path: string;
+  readonly maxMessageBytes: number;
+  readonly maxOutboundBytes: number;
+  readonly pingIntervalMs: number;
+  readonly logger: Logger;
+  /** Called for each new connection; returns what receives its frames. */
+  readonly accept: (conn: Connection, req: IncomingMessage) => ConnectionHandler;
+  /** Called whenever the server closes a connection, with the code. */
+  readonly onDisconnect?: (code: number) => void;
+}
+
+/** A slow client gets this long to take its close frame before the socket is destroyed. */
+const SLOW_CLOSE_GRACE_MS = 2000;
+const TEXT = { binary: false } as const;
+
+/** One ws socket as a Connection. */
+class WsConnection implements Connection {
+  readonly transport = 'websocket';
+  readonly batched: boolean;
+  readonly ws: WebSocket;
+  handler: ConnectionHandler | undefined;
+  alive = true;
+  closed = false;
+  readonly engine: WsEngine;
+
+  constructor(engine: WsEngine, ws: WebSocket) {
+    this.engine = engine;
+    this.ws = ws;
+    this.batched = ws.protocol === BATCH_SUBPROTOCOL;
+  }
+
+  send(frame: Buffer): void {
+    if (this.closed) return;
+    this.ws.send(frame, TEXT);
+    if (this.ws.bufferedAmount > this.engine.maxOutboundBytes) this.#tooSlow();
+  }
+
+  sendText(frame: string): void {
+    if (this.closed) return;
+    this.ws.send(frame);
+    if (this.ws.bufferedAmount > this.engine.maxOutboundBytes) this.#tooSlow();
+  }
+
+  close(code: number, reason: string): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.engine.disconnected(code);
+    this.ws.close(code, reason);
+  }
+
+  #tooSlow(): void {
+    this.close(DisconnectCode.SLOW, 'too slow: outbound queue full');
+    // The close frame sits behind everything the client has not read; do not wait 30 s for it.
+    setTimeout(terminate, SLOW_CLOSE_GRACE_MS, this.ws).unref();
+  }
+}
+
+function terminate(ws: WebSocket): void {
+  ws.terminate();
+}
+
+const owners = new WeakMap<WebSocket, WsConnection>();
+
+function socketOnMessage(this: WebSocket, data: Buffer, isBinary: boolean): void {
+  const conn = owners.get(this);
+  if (conn === undefined || conn.handler === undefined) return;
+  if (isBinary) {
+    conn.sendText('{"error":"binary frames are not supported; send JSON text","code":107}');
+    return;
+  }
+  conn.handler.onFrame(data.toString());
+}
+
+function socketOnPong(this: WebSocket): void {
+  const conn = owners.get(this);
+  if (conn !== undefined) conn.alive = true;
+}
+
+function socketOnClose(this: WebSocket): void {
+  const conn = owners.get(this);
+  if (conn === undefined) return;
+  conn.closed = true;
+  owners.delete(this);
+  conn.engine.forget(conn);
+  conn.handler?.onClose();
+}
+
+function socketOnError(this: WebSocket): void {
+  // ws closes the socket itself (1002, 1007, 1009, ...) and then emits 'close'; nothing else to do.
+}
+
+/**
+ * The WebSocket edge on the `ws` library: upgrades on `path`, text frames in, pre-encoded frames
+ * out, one heartbeat timer for all sockets.
+ */
+export class WsEngine {
+  readonly maxOutboundBytes: number;
+  readonly #options: WsEngineOptions;
+  readonly #wss: WebSocketServer;
+  readonly #connections = new Set<WsConnection>();
+  #heartbeat: NodeJS.Timeout | undefined;
+
+  constructor(options: WsEngineOptions) {
+    this.#options = options;
+    this.maxOutboundBytes = options.maxOutboundBytes;
+    this.#wss = new WebSocketServer({
+      noServer: true,
+      maxPayload: options.maxMessageBytes,
+      perMessageDeflate: false,
+      clientTracking: false,
+      handleProtocols: (protocols) =>
+        protocols.has(BATCH_SUBPROTOCOL) ? BATCH_SUBPROTOCOL : false,
+    });
+  }
+
+  get connections(): number {
+    return this.#connections.size;
+  }
+
+  /** Handles upgrades of `server` on the engine's path; other upgrade requests get 404. */
+  attach(server: HttpServer): void {
+    server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      const path = (req.url ?? '/').split('?', 1)[0];
+      if (path !== this.#options.path) {
+        socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+        return;
+      }
+      this.#wss.handleUpgrade(req, socket, head, (ws) => this.#onConnection(ws, req));
+    });
+    this.#heartbeat = setInterval(() => this.#beat(), this.#options.pingIntervalMs);
+    this.#heartbeat.unref();
+  }
+
+  forget(conn: WsConnection): void {
+    this.#connections.delete(conn);
+  }
+
+  disconnected(code: number): void {
+    this.#options.onDisconnect?.(code);
+  }
+
+  /** Closes every connection with `code`; resolves when all are gone or after `timeoutMs`. */
+  async closeAll(code: number, reason: string, timeoutMs: number): Promise<void> {
+    if (this.#heartbeat !== undefined) clearInterval(this.#heartbeat);
+    const open = [...this.#connections];
+    const gone = open.map(
+      (conn) =>
+        new Promise<void>((resolve) => {
+          if (conn.ws.readyState === conn.ws.CLOSED) resolve();
+          else conn.ws.once('close', () => resolve());
+        }),
+    );
+    for (const conn of open) conn.close(code, reason);
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.all(gone),
+      new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, timeoutMs);
+      }),
+    ]);
+    clearTimeout(timer);
+    for (const conn of this.#connections) conn.ws.terminate();
+    this.#wss.close();
+  }
+
+  #onConnection(ws: WebSocket, req: IncomingMessage): void {
+    const conn = new WsConnection(this, ws);
+    owners.set(ws, conn);
+    this.#connections.add(conn);
+    ws.on('message', socketOnMessage);
+    ws.on('pong', socketOnPong);
+    ws.on('error', socketOnError);
+    ws.on('close', socketOnClose);
+    conn.handler = this.#options.accept(conn, req);
+  }
+
+  #beat(): void {
+    for (const conn of this.#connections) {
+      if (!conn.alive) {
+        this.#options.onDisconnect?.(DisconnectCode.NO_PONG);
+        conn.ws.terminate();
+        continue;
+      }
+      conn.alive = false;
+      conn.ws.ping();
+    }
+  }
+}

@@ -1,0 +1,32 @@
+/** @module Switchboard server: start one with startServer(resolveConfig(...), createLogger(...)). */
+export { startServer } from './server.js';
+export { MemoryBroker } from './broker/memory.js';
+export { RedisBroker } from './broker/redis.js';
+export { Hub } from './hub.js';
+export { Node } from './node.js';
+export { ReplyError } from './errors.js';
+export {
+  ConfigError,
+  defaults,
+  resolveConfig,
+  readConfigFile,
+  readEnv,
+  settings,
+} from './config.js';
+export { createLogger } from './logger.js';
+export { ErrorCode, DisconnectCode } from '@switchboard/protocol';
+export type { RunningServer } from './server.js';
+export type {
+  Broker,
+  BrokerHandler,
+  HistoryEntry,
+  HistoryOptions,
+  HistoryQuery,
+  HistoryResult,
+  PublishRequest,
+  PublishResult,
+  StreamPosition,
+} from './broker/broker.js';
+export type { RedisBrokerOptions } from './broker/redis.js';
+export type { Config, LogLevel } from './config.js';
+export type { Sink } from './hub.js';

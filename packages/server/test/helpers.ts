@@ -1,0 +1,293 @@
+/**
+ * Test helpers: real servers, real Redis processes, real sockets. Nothing here mocks I/O.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { createServer as createNetServer } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { WebSocket } from 'ws';
+import {
+  createLogger,
+  resolveConfig,
+  startServer,
+  type Config,
+  type RunningServer,
+} from '../src/index.js';
+
+export const CLI = fileURLToPath(new URL('../dist/cli/main.js', import.meta.url));
+
+/** Whether a binary exists. Under CI=true a missing binary fails the test instead of skipping it. */
+export function requireBinary(name: string): string | false {
+  const found = spawnSync('sh', ['-c', `command -v ${name}`]).status === 0;
+  if (found) return false;
+  const why = `${name} is not installed`;
+  if (process.env['CI'] === 'true') throw new Error(`${why} (CI=true: required)`);
+  process.stderr.write(`\n*** SKIPPING: ${why} ***\n\n`);
+  return why;
+}
+
+export async function freePort(): Promise<number> {
+  const srv = createNetServer();
+  srv.listen(0, '127.0.0.1');
+  await once(srv, 'listening');
+  const port = (srv.address() as { port: number }).port;
+  srv.close();
+  await once(srv, 'close');
+  return port;
+}
+
+/** Resolves when `check` returns true, polling every `everyMs`; rejects after `timeoutMs`. */
+export async function eventually(
+  check: () => boolean | Promise<boolean>,
+  timeoutMs = 5000,
+  what = 'condition',
+  everyMs = 20,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await check()) return;
+    if (Date.now() > deadline)
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+/** An in-process server on a free port with test-friendly defaults. */
+export async function startTestServer(
+  overrides: Partial<Record<keyof Config, unknown>> = {},
+): Promise<RunningServer & { url: string; wsUrl: string }> {
+  const config = resolveConfig([
+    { source: 'test', values: { port: 0, host: '127.0.0.1', logLevel: 'silent', ...overrides } },
+  ]);
+  const server = await startServer(config, createLogger(config.logLevel));
+  return {
+    ...server,
+    url: `http://127.0.0.1:${server.port}`,
+    wsUrl: `ws://127.0.0.1:${server.port}/ws`,
+  };
+}
+
+export interface RedisProcess {
+  readonly port: number;
+  readonly url: string;
+  readonly pid: number;
+  /** Stops the server (SIGKILL when `hard`), waiting for the process to exit. */
+  stop(hard?: boolean): Promise<void>;
+  /** Starts it again on the same port, with no data (no persistence). */
+  restart(): Promise<void>;
+  /** Runs redis-cli against this server and returns its stdout. */
+  cli(...args: string[]): string;
+}
+
+/** A private redis-server on a free loopback port, no persistence. Stop it by pid when done. */
+export async function startRedis(): Promise<RedisProcess> {
+  const port = await freePort();
+  let child: ChildProcess;
+  const launch = async (): Promise<void> => {
+    child = spawn(
+      'redis-server',
+      [
+        '--port',
+        String(port),
+        '--bind',
+        '127.0.0.1',
+        '--save',
+        '',
+        '--appendonly',
+        'no',
+        '--loglevel',
+        'warning',
+      ],
+      {
+        stdio: 'ignore',
+      },
+    );
+    await eventually(
+      () =>
+        spawnSync('redis-cli', ['-p', String(port), 'ping'])
+          .stdout?.toString()
+          .trim() === 'PONG',
+      10_000,
+      `redis on ${port}`,
+    );
+  };
+  await launch();
+  const cli = (...args: string[]): string => {
+    const r = spawnSync('redis-cli', ['-p', String(port), ...args]);
+    if (r.status !== 0)
+      throw new Error(`redis-cli ${args.join(' ')} failed: ${r.stderr.toString()}`);
+    return r.stdout.toString();
+  };
+  const stop = async (hard = false): Promise<void> => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    const exited = once(child, 'exit');
+    child.kill(hard ? 'SIGKILL' : 'SIGTERM');
+    await exited;
+  };
+  return {
+    port,
+    url: `redis://127.0.0.1:${port}`,
+    get pid() {
+      return child.pid ?? -1;
+    },
+    stop,
+    async restart() {
+      await stop();
+      await launch();
+    },
+    cli,
+  };
+}
+
+export interface NodeProcess {
+  readonly port: number;
+  readonly url: string;
+  readonly wsUrl: string;
+  readonly child: ChildProcess;
+  /** Sends SIGTERM and waits for exit; returns the exit code. */
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+  /** Everything the process wrote to stdout and stderr. */
+  output(): string;
+}
+
+/** A `switchboard serve` process (the built CLI) on a free port. */
+export async function startNodeProcess(
+  args: string[] = [],
+  env: NodeJS.ProcessEnv = {},
+): Promise<NodeProcess> {
+  const port = await freePort();
+  const child = spawn(
+    process.execPath,
+    [CLI, 'serve', '--port', String(port), '--host', '127.0.0.1', '--log-level', 'info', ...args],
+    {
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
+  let out = '';
+  child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
+  await eventually(
+    () => {
+      if (child.exitCode !== null)
+        throw new Error(`switchboard exited with ${child.exitCode}: ${out}`);
+      return out.includes('switchboard listening');
+    },
+    10_000,
+    'switchboard to listen',
+  );
+  return {
+    port,
+    url: `http://127.0.0.1:${port}`,
+    wsUrl: `ws://127.0.0.1:${port}/ws`,
+    child,
+    async stop(signal = 'SIGTERM') {
+      if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
+      const exited = once(child, 'exit');
+      child.kill(signal);
+      const [code] = (await exited) as [number | null];
+      return code;
+    },
+    output: () => out,
+  };
+}
+
+export type Frame = Record<string, unknown>;
+
+/** A WebSocket test client that records every frame (split on '\n' when batched) for awaiting. */
+export class TestClient {
+  readonly ws: WebSocket;
+  readonly frames: Frame[] = [];
+  closeCode: number | undefined;
+  closeReason = '';
+  readonly #waiters = new Set<() => void>();
+
+  constructor(url: string, protocols: string[] = []) {
+    this.ws = new WebSocket(url, protocols);
+    this.ws.on('message', (data: Buffer) => {
+      for (const line of data.toString().split('\n')) this.frames.push(JSON.parse(line) as Frame);
+      this.#notify();
+    });
+    this.ws.on('close', (code, reason) => {
+      this.closeCode = code;
+      this.closeReason = reason.toString();
+      this.#notify();
+    });
+    this.ws.on('error', () => this.#notify());
+  }
+
+  static async open(url: string, protocols: string[] = []): Promise<TestClient> {
+    const c = new TestClient(url, protocols);
+    await once(c.ws, 'open');
+    return c;
+  }
+
+  send(frame: unknown): void {
+    this.ws.send(typeof frame === 'string' ? frame : JSON.stringify(frame));
+  }
+
+  /** Message pushes received for `channel`. */
+  messages(channel?: string): Frame[] {
+    return this.frames.filter(
+      (f) =>
+        f['message'] !== undefined &&
+        f['channel'] !== undefined &&
+        (channel === undefined || f['channel'] === channel),
+    );
+  }
+
+  /** Waits until `predicate` holds over the frames received so far. */
+  async until(
+    predicate: (frames: Frame[]) => boolean,
+    timeoutMs = 5000,
+    what = 'frames',
+  ): Promise<void> {
+    if (predicate(this.frames)) return;
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#waiters.delete(check);
+        reject(
+          new Error(
+            `timed out after ${timeoutMs} ms waiting for ${what}; got ${JSON.stringify(this.frames.slice(-5))}`,
+          ),
+        );
+      }, timeoutMs);
+      const check = (): void => {
+        if (predicate(this.frames)) {
+          clearTimeout(timer);
+          this.#waiters.delete(check);
+          resolve();
+        }
+      };
+      this.#waiters.add(check);
+    });
+  }
+
+  /** Sends a command with request id `id` and resolves with its reply or error frame. */
+  async request(cmd: Frame & { id: string | number }, timeoutMs = 5000): Promise<Frame> {
+    this.send(cmd);
+    await this.until(
+      (fs) => fs.some((f) => f['reply'] === cmd.id),
+      timeoutMs,
+      `reply to ${String(cmd.id)}`,
+    );
+    return this.frames.find((f) => f['reply'] === cmd.id) as Frame;
+  }
+
+  async subscribe(channel: string, id: string | number = `sub-${channel}`): Promise<Frame> {
+    return this.request({ action: 'subscribe', channel, id });
+  }
+
+  async closed(timeoutMs = 5000): Promise<number> {
+    await this.until(() => this.closeCode !== undefined, timeoutMs, 'close');
+    return this.closeCode as number;
+  }
+
+  close(): void {
+    this.ws.close();
+  }
+
+  #notify(): void {
+    for (const w of [...this.#waiters]) w();
+  }
+}
