@@ -1,0 +1,123 @@
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { CLI, startNodeProcess, TestClient, type NodeProcess } from './helpers.js';
+
+function run(args: string[], env: NodeJS.ProcessEnv = {}): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, encoding: 'utf8', timeout: 10_000 });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+describe('switchboard CLI', () => {
+  describe('usage errors exit 2 with a message naming the problem', () => {
+    it('an unknown flag', () => {
+      const r = run(['serve', '--no-such-flag']);
+      assert.equal(r.status, 2);
+      assert.match(r.stderr, /--no-such-flag/);
+    });
+    it('a bad flag value', () => {
+      const r = run(['serve', '--port', 'eighty']);
+      assert.equal(r.status, 2);
+      assert.match(r.stderr, /port/);
+    });
+    it('a bad environment value', () => {
+      const r = run(['serve'], { SWITCHBOARD_REDIS: 'http://not-redis' });
+      assert.equal(r.status, 2);
+      assert.match(r.stderr, /SWITCHBOARD_REDIS/);
+    });
+    it('an unknown key in the config file', () => {
+      const dir = mkdtempSync(join(tmpdir(), 'sb-cli-'));
+      const file = join(dir, 'config.json');
+      writeFileSync(file, JSON.stringify({ port: 1, colour: 'blue' }));
+      const r = run(['serve', '--config', file]);
+      assert.equal(r.status, 2);
+      assert.match(r.stderr, /colour/);
+    });
+    it('an out-of-range config file value', () => {
+      const dir = mkdtempSync(join(tmpdir(), 'sb-cli-'));
+      const file = join(dir, 'config.json');
+      writeFileSync(file, JSON.stringify({ maxMessageBytes: 1 }));
+      const r = run(['serve', '--config', file]);
+      assert.equal(r.status, 2);
+      assert.match(r.stderr, /maxMessageBytes/);
+    });
+    it('an unknown command', () => {
+      const r = run(['frobnicate']);
+      assert.equal(r.status, 2);
+      assert.match(r.stderr, /frobnicate/);
+    });
+    it('publish without data', () => {
+      const r = run(['publish', 'chan']);
+      assert.equal(r.status, 2);
+    });
+  });
+
+  it('prints help for every command', () => {
+    for (const [cmd, needle] of [['serve', '--redis-bridge'], ['publish', '--id'], ['subscribe', '--url']] as const) {
+      const r = run([cmd, '--help']);
+      assert.equal(r.status, 0, cmd);
+      assert.match(r.stdout, new RegExp(`switchboard ${cmd}`));
+      assert.ok(r.stdout.includes(needle), `${cmd} --help mentions ${needle}`);
+    }
+    assert.match(run(['--help']).stdout, /Commands:/);
+  });
+
+  describe('against a running server', () => {
+    let node: NodeProcess;
+    before(async () => {
+      node = await startNodeProcess();
+    });
+    after(async () => {
+      await node.stop();
+    });
+
+    it('publish sends JSON data (or a string) and prints the stored id', async () => {
+      const sub = await TestClient.open(node.wsUrl);
+      await sub.subscribe('cli');
+      const r = run(['publish', 'cli', '{"n":1}', '--url', node.url, '--name', 'tick', '--id', 'cli-1']);
+      assert.equal(r.status, 0, r.stderr);
+      assert.deepEqual((JSON.parse(r.stdout) as { ids: string[] }).ids, ['cli-1']);
+      assert.equal(run(['publish', 'cli', 'plain words', '--url', node.url]).status, 0);
+      await sub.until(() => sub.messages('cli').length === 2);
+      assert.deepEqual(sub.messages('cli').map((m) => m['message']), [{ n: 1 }, 'plain words']);
+      assert.equal(sub.messages('cli')[0]?.['name'], 'tick');
+      sub.close();
+    });
+
+    it('publish to an unreachable server exits 1', () => {
+      const r = run(['publish', 'cli', '1', '--url', 'http://127.0.0.1:1']);
+      assert.equal(r.status, 1);
+      assert.match(r.stderr, /cannot reach/);
+    });
+
+    it('subscribe prints each message as a JSON line until interrupted', async () => {
+      const child = spawn(process.execPath, [CLI, 'subscribe', 'lines', '--url', node.wsUrl], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      let err = '';
+      child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+      await new Promise<void>((resolve) => {
+        const check = (): void => {
+          if (err.includes('subscribed to lines')) resolve();
+        };
+        child.stderr.on('data', check);
+      });
+      for (let i = 0; i < 3; i++) assert.equal(run(['publish', 'lines', String(i), '--url', node.url]).status, 0);
+      await new Promise<void>((resolve) => {
+        const check = (): void => {
+          if (out.split('\n').filter(Boolean).length >= 3) resolve();
+        };
+        check();
+        child.stdout.on('data', check);
+      });
+      const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+      child.kill('SIGINT');
+      assert.equal(await exited, 0);
+      const lines = out.split('\n').filter(Boolean).map((l) => JSON.parse(l) as { channel: string; message: number });
+      assert.deepEqual(lines.map((l) => [l.channel, l.message]), [['lines', 0], ['lines', 1], ['lines', 2]]);
+    });
+  });
+});
