@@ -22,4 +22,18 @@ export default tseslint.config(
     files: ['packages/*/src/**/*.ts'],
     rules: { 'no-console': 'error' },
   },
+  {
+    // node:test's describe/it return promises the runner itself awaits; they never float.
+    files: ['packages/*/test/**/*.ts'],
+    rules: {
+      '@typescript-eslint/no-floating-promises': [
+        'error',
+        {
+          allowForKnownSafeCalls: [
+            { from: 'package', package: 'node:test', name: ['describe', 'it', 'test', 'suite'] },
+          ],
+        },
+      ],
+    },
+  },
 );

@@ -19,10 +19,33 @@ export const PROTOCOL_VERSION = 1;
 
 export type RequestId = string | number;
 
+/** A place in a channel's stream: the offset of a message and the epoch of the stream it belongs to. */
+export interface Position {
+  readonly offset: number;
+  readonly epoch: string;
+}
+
 export interface SubscribeCommand {
   readonly action: 'subscribe';
   readonly id?: RequestId;
   readonly channel: string;
+  /** Resume after this position. */
+  readonly since?: Position;
+  /** Deliver the last `rewind` messages first. */
+  readonly rewind?: number;
+}
+export interface HistoryCommand {
+  readonly action: 'history';
+  readonly id?: RequestId;
+  readonly channel: string;
+  readonly limit: number;
+  readonly direction: 'forward' | 'backward';
+  /** Forward: messages after this position. */
+  readonly since?: Position;
+  /** Backward: messages before this offset. */
+  readonly before?: number;
+  /** Opaque cursor from a previous page; replaces since/before/direction. */
+  readonly cursor?: string;
 }
 export interface UnsubscribeCommand {
   readonly action: 'unsubscribe';
@@ -43,7 +66,8 @@ export interface PingCommand {
   readonly action: 'ping';
   readonly id?: RequestId;
 }
-export type Command = SubscribeCommand | UnsubscribeCommand | PublishCommand | PingCommand;
+export type Command =
+  SubscribeCommand | UnsubscribeCommand | PublishCommand | PingCommand | HistoryCommand;
 
 export interface CommandError {
   readonly id?: RequestId;
@@ -57,6 +81,29 @@ export type DecodeResult =
 export const MAX_REQUEST_ID_LENGTH = 64;
 export const MAX_MESSAGE_ID_LENGTH = 128;
 export const MAX_NAME_LENGTH = 255;
+/** Largest `rewind` and history page. */
+export const MAX_PAGE = 1000;
+export const DEFAULT_HISTORY_LIMIT = 100;
+const MAX_EPOCH_LENGTH = 64;
+
+/** Reads a `{offset, epoch}` object or returns why it is not one. */
+export function positionOf(value: unknown): Position | string {
+  if (typeof value !== 'object' || value === null) return 'must be an object {offset, epoch}';
+  const v = value as Record<string, unknown>;
+  const offset = v['offset'];
+  const epoch = v['epoch'];
+  if (typeof offset !== 'number' || !Number.isSafeInteger(offset) || offset < 0)
+    return 'offset must be a non-negative integer';
+  if (typeof epoch !== 'string' || epoch.length === 0 || epoch.length > MAX_EPOCH_LENGTH)
+    return 'epoch must be a non-empty string';
+  return { offset, epoch };
+}
+
+function intIn(value: unknown, min: number, max: number): number | undefined {
+  return typeof value === 'number' && Number.isSafeInteger(value) && value >= min && value <= max
+    ? value
+    : undefined;
+}
 
 function fail(code: ErrorCodeValue, message: string, id: RequestId | undefined): DecodeResult {
   return id === undefined ? { ok: false, code, message } : { ok: false, id, code, message };
@@ -113,7 +160,6 @@ export function decodeCommand(text: string): DecodeResult {
   switch (action) {
     case 'ping':
       return { ok: true, command: id === undefined ? { action } : { action, id } };
-    case 'subscribe':
     case 'unsubscribe': {
       const channel = obj['channel'];
       const why = channelError(channel);
@@ -121,11 +167,77 @@ export function decodeCommand(text: string): DecodeResult {
       const command = { action, channel: channel as string };
       return { ok: true, command: id === undefined ? command : { ...command, id } };
     }
+    case 'subscribe':
+      return decodeSubscribe(obj, id);
+    case 'history':
+      return decodeHistory(obj, id);
     case 'publish':
       return decodePublish(obj, id);
     default:
       return fail(ErrorCode.UNKNOWN_ACTION, 'unknown action', id);
   }
+}
+
+function decodeSubscribe(obj: Record<string, unknown>, id: RequestId | undefined): DecodeResult {
+  const channel = obj['channel'];
+  const why = channelError(channel);
+  if (why !== undefined) return fail(ErrorCode.INVALID_CHANNEL, why, id);
+  const command: { -readonly [K in keyof SubscribeCommand]: SubscribeCommand[K] } = {
+    action: 'subscribe',
+    channel: channel as string,
+  };
+  if (id !== undefined) command.id = id;
+  if (obj['since'] !== undefined) {
+    const since = positionOf(obj['since']);
+    if (typeof since === 'string') return fail(ErrorCode.BAD_REQUEST, `since ${since}`, id);
+    command.since = since;
+  }
+  if (obj['rewind'] !== undefined) {
+    const rewind = intIn(obj['rewind'], 1, MAX_PAGE);
+    if (rewind === undefined)
+      return fail(ErrorCode.BAD_REQUEST, `rewind must be an integer from 1 to ${MAX_PAGE}`, id);
+    if (command.since !== undefined)
+      return fail(ErrorCode.BAD_REQUEST, 'since and rewind cannot be combined', id);
+    command.rewind = rewind;
+  }
+  return { ok: true, command };
+}
+
+function decodeHistory(obj: Record<string, unknown>, id: RequestId | undefined): DecodeResult {
+  const channel = obj['channel'];
+  const why = channelError(channel);
+  if (why !== undefined) return fail(ErrorCode.INVALID_CHANNEL, why, id);
+  const limit =
+    obj['limit'] === undefined ? DEFAULT_HISTORY_LIMIT : intIn(obj['limit'], 1, MAX_PAGE);
+  if (limit === undefined)
+    return fail(ErrorCode.BAD_REQUEST, `limit must be an integer from 1 to ${MAX_PAGE}`, id);
+  const direction = obj['direction'] ?? 'forward';
+  if (direction !== 'forward' && direction !== 'backward')
+    return fail(ErrorCode.BAD_REQUEST, 'direction must be "forward" or "backward"', id);
+  const command: { -readonly [K in keyof HistoryCommand]: HistoryCommand[K] } = {
+    action: 'history',
+    channel: channel as string,
+    limit,
+    direction,
+  };
+  if (id !== undefined) command.id = id;
+  if (obj['since'] !== undefined) {
+    const since = positionOf(obj['since']);
+    if (typeof since === 'string') return fail(ErrorCode.BAD_REQUEST, `since ${since}`, id);
+    command.since = since;
+  }
+  if (obj['before'] !== undefined) {
+    const before = intIn(obj['before'], 1, Number.MAX_SAFE_INTEGER);
+    if (before === undefined)
+      return fail(ErrorCode.BAD_REQUEST, 'before must be a positive integer offset', id);
+    command.before = before;
+  }
+  if (obj['cursor'] !== undefined) {
+    if (typeof obj['cursor'] !== 'string' || obj['cursor'].length > 200)
+      return fail(ErrorCode.BAD_REQUEST, 'cursor must be a string from a previous page', id);
+    command.cursor = obj['cursor'];
+  }
+  return { ok: true, command };
 }
 
 function decodePublish(obj: Record<string, unknown>, id: RequestId | undefined): DecodeResult {

@@ -21,27 +21,53 @@ describe('decodeCommand', () => {
   });
 
   it('keeps the request id, string or integer', () => {
-    assert.deepEqual(decodeCommand('{"action":"ping","id":"a"}'), { ok: true, command: { action: 'ping', id: 'a' } });
-    assert.deepEqual(decodeCommand('{"action":"ping","id":3}'), { ok: true, command: { action: 'ping', id: 3 } });
+    assert.deepEqual(decodeCommand('{"action":"ping","id":"a"}'), {
+      ok: true,
+      command: { action: 'ping', id: 'a' },
+    });
+    assert.deepEqual(decodeCommand('{"action":"ping","id":3}'), {
+      ok: true,
+      command: { action: 'ping', id: 3 },
+    });
   });
 
   it('encodes publish data once, as JSON text, accepting "message" as an alias', () => {
-    const r = decodeCommand('{"action":"publish","channel":"c","data":{"a":[1,2]},"name":"n","messageId":"k","id":1}');
-    assert.deepEqual(r, { ok: true, command: { action: 'publish', channel: 'c', dataJson: '{"a":[1,2]}', name: 'n', messageId: 'k', id: 1 } });
+    const r = decodeCommand(
+      '{"action":"publish","channel":"c","data":{"a":[1,2]},"name":"n","messageId":"k","id":1}',
+    );
+    assert.deepEqual(r, {
+      ok: true,
+      command: {
+        action: 'publish',
+        channel: 'c',
+        dataJson: '{"a":[1,2]}',
+        name: 'n',
+        messageId: 'k',
+        id: 1,
+      },
+    });
     const alias = decodeCommand('{"action":"publish","channel":"c","message":"hi"}');
     assert.ok(alias.ok && alias.command.action === 'publish' && alias.command.dataJson === '"hi"');
   });
 
   it('reports errors with the request id when it could be read', () => {
-    assert.deepEqual(decodeCommand('nope'), { ok: false, code: ErrorCode.INVALID_JSON, message: 'frame is not valid JSON' });
+    assert.deepEqual(decodeCommand('nope'), {
+      ok: false,
+      code: ErrorCode.INVALID_JSON,
+      message: 'frame is not valid JSON',
+    });
     const r = decodeCommand('{"action":"subscribe","channel":"a b","id":5}');
     assert.ok(!r.ok && r.code === ErrorCode.INVALID_CHANNEL && r.id === 5);
     const fractional = decodeCommand('{"action":"ping","id":1.5}');
-    assert.ok(!fractional.ok && fractional.id === undefined && fractional.code === ErrorCode.BAD_REQUEST);
+    assert.ok(
+      !fractional.ok && fractional.id === undefined && fractional.code === ErrorCode.BAD_REQUEST,
+    );
   });
 
   it('ignores __proto__ keys and never touches Object.prototype', () => {
-    const r = decodeCommand('{"action":"publish","channel":"c","data":{"__proto__":{"polluted":1}},"__proto__":{"x":1}}');
+    const r = decodeCommand(
+      '{"action":"publish","channel":"c","data":{"__proto__":{"polluted":1}},"__proto__":{"x":1}}',
+    );
     assert.ok(r.ok);
     assert.equal(({} as Record<string, unknown>)['polluted'], undefined);
     assert.equal(({} as Record<string, unknown>)['x'], undefined);
@@ -54,7 +80,8 @@ describe('channel names', () => {
     assert.equal(channelError('x'.repeat(255)), undefined);
   });
   it('rejects globs, braces, spaces, empty and long names', () => {
-    for (const bad of ['a*', 'a?', '[a]', '{a}', 'a b', '', 'x'.repeat(256), 'é']) assert.notEqual(channelError(bad), undefined, bad);
+    for (const bad of ['a*', 'a?', '[a]', '{a}', 'a b', '', 'x'.repeat(256), 'é'])
+      assert.notEqual(channelError(bad), undefined, bad);
   });
   it('takes the namespace before the first colon', () => {
     assert.equal(channelNamespace('chat:room:1'), 'chat');
@@ -64,13 +91,34 @@ describe('channel names', () => {
 
 describe('frame encoding', () => {
   it('builds message frames the tutorial clients can read', () => {
-    const head = encodeMessageHead({ channel: 'c', dataJson: '{"v":1}', id: 'i', timestamp: 5, name: 'n' });
-    assert.deepEqual(JSON.parse(closeMessageFrame(head, 7, 'E1')), { channel: 'c', message: { v: 1 }, id: 'i', timestamp: 5, name: 'n', offset: 7, epoch: 'E1' });
+    const head = encodeMessageHead({
+      channel: 'c',
+      dataJson: '{"v":1}',
+      id: 'i',
+      timestamp: 5,
+      name: 'n',
+    });
+    assert.deepEqual(JSON.parse(closeMessageFrame(head, 7, 'E1')), {
+      channel: 'c',
+      message: { v: 1 },
+      id: 'i',
+      timestamp: 5,
+      name: 'n',
+      offset: 7,
+      epoch: 'E1',
+    });
   });
   it('builds replies and errors', () => {
     assert.deepEqual(JSON.parse(encodeReply('r', '"x":1')), { reply: 'r', ok: true, x: 1 });
-    assert.deepEqual(JSON.parse(encodeError({ code: 107, message: 'bad "thing"' })), { error: 'bad "thing"', code: 107 });
-    assert.deepEqual(JSON.parse(encodeError({ id: 2, code: 107, message: 'm' })), { reply: 2, error: 'm', code: 107 });
+    assert.deepEqual(JSON.parse(encodeError({ code: 107, message: 'bad "thing"' })), {
+      error: 'bad "thing"',
+      code: 107,
+    });
+    assert.deepEqual(JSON.parse(encodeError({ id: 2, code: 107, message: 'm' })), {
+      reply: 2,
+      error: 'm',
+      code: 107,
+    });
   });
   it('classifies close codes by range', () => {
     assert.equal(shouldReconnect(3008), true);

@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
  * is validated at start; a bad one raises ConfigError naming its key and where it came from.
  */
 
-type Kind = 'int' | 'string' | 'url' | 'list' | 'level';
+type Kind = 'int' | 'string' | 'url' | 'list' | 'level' | 'namespaces';
 
 interface Setting {
   readonly kind: Kind;
@@ -16,6 +16,12 @@ interface Setting {
 
 const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export type LogLevel = (typeof LEVELS)[number];
+
+/** Settings of the channels in one namespace (the part of a channel name before its first ':'). */
+export interface NamespaceConfig {
+  readonly historySize?: number;
+  readonly historyTtlMs?: number;
+}
 
 export interface Config {
   readonly port: number;
@@ -32,6 +38,8 @@ export interface Config {
   readonly historySize: number;
   readonly historyTtlMs: number;
   readonly dedupeMs: number;
+  readonly recoveryMaxMessages: number;
+  readonly namespaces: Readonly<Record<string, NamespaceConfig>>;
   readonly shutdownTimeoutMs: number;
 }
 
@@ -50,6 +58,8 @@ export const defaults: Config = {
   historySize: 1000,
   historyTtlMs: 10 * 60_000,
   dedupeMs: 2 * 60_000,
+  recoveryMaxMessages: 10_000,
+  namespaces: {},
   shutdownTimeoutMs: 10_000,
 };
 
@@ -114,6 +124,16 @@ export const settings: Readonly<Record<keyof Config, Setting>> = {
     min: 0,
     max: 24 * 3_600_000,
     doc: 'window in which a repeated publisher-supplied message id is stored once',
+  },
+  recoveryMaxMessages: {
+    kind: 'int',
+    min: 0,
+    max: 1_000_000,
+    doc: 'most messages a resuming subscriber may be replayed; a larger gap answers recovered: false',
+  },
+  namespaces: {
+    kind: 'namespaces',
+    doc: 'JSON object: namespace → {historySize?, historyTtlMs?}, overriding the history settings for channels "<namespace>:..."',
   },
   shutdownTimeoutMs: {
     kind: 'int',
@@ -184,6 +204,33 @@ function parseValue(key: keyof Config, value: unknown, source: string): unknown 
       if (!Array.isArray(list) || !list.every((p) => typeof p === 'string'))
         return bad('expected a list of strings');
       return list.map((p) => p.trim()).filter((p) => p !== '');
+    }
+    case 'namespaces': {
+      let obj: unknown = value;
+      if (typeof value === 'string') {
+        try {
+          obj = JSON.parse(value) as unknown;
+        } catch {
+          return bad('expected a JSON object');
+        }
+      }
+      if (typeof obj !== 'object' || obj === null || Array.isArray(obj))
+        return bad('expected an object of namespaces');
+      const out: Record<string, NamespaceConfig> = {};
+      for (const [ns, raw] of Object.entries(obj as Record<string, unknown>)) {
+        if (!/^[A-Za-z0-9_.@/=,~-]{1,64}$/.test(ns))
+          return bad(`namespace ${JSON.stringify(ns)} is not a valid namespace name`);
+        if (typeof raw !== 'object' || raw === null)
+          return bad(`namespace ${ns} must be an object`);
+        const nsOut: { historySize?: number; historyTtlMs?: number } = {};
+        for (const [k, v] of Object.entries(raw as Record<string, unknown>)) {
+          if (k !== 'historySize' && k !== 'historyTtlMs')
+            return bad(`namespace ${ns}: unknown setting ${k}`);
+          nsOut[k] = parseValue(k, v, `${source} (namespace ${ns})`) as number;
+        }
+        out[ns] = nsOut;
+      }
+      return out;
     }
     case 'level':
       if (typeof value !== 'string' || !(LEVELS as readonly string[]).includes(value))

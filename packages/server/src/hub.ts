@@ -11,6 +11,8 @@ export interface Sink {
   readonly batched: boolean;
   /** Queues one transport message. Must not throw; a sink that cannot keep up closes itself. */
   send(frame: Buffer): void;
+  /** Ends the subscriber's connection (the node could not keep its stream consistent). */
+  close(code: number, reason: string): void;
 }
 
 const NEWLINE = Buffer.from('\n');
@@ -21,6 +23,8 @@ export class Hub {
   #pending = new Map<string, Buffer[]>();
   #scheduled = false;
   #subscriptions = 0;
+  /** Callbacks run once, right after the next flush. */
+  #afterFlush: (() => void)[] = [];
   readonly #onDelivered: (count: number) => void;
   readonly #flush = (): void => this.#flushPending();
 
@@ -51,6 +55,32 @@ export class Hub {
     if (set.size > 0) return false;
     this.#subscribers.delete(channel);
     return true;
+  }
+
+  /**
+   * Swaps one subscriber for another without the channel ever having no subscriber, so the broker
+   * subscription stays. False when `from` is no longer subscribed.
+   */
+  replace(channel: string, from: Sink, to: Sink): boolean {
+    const set = this.#subscribers.get(channel);
+    if (set === undefined || !set.delete(from)) return false;
+    if (set.has(to)) this.#subscriptions--;
+    else set.add(to);
+    return true;
+  }
+
+  /** The channel's local subscribers (a copy). */
+  sinksOf(channel: string): Sink[] {
+    return [...(this.#subscribers.get(channel) ?? [])];
+  }
+
+  /**
+   * Resolves once every frame already queued for `channel` has been handed to its subscribers.
+   * Resolution runs in a microtask right after the flush, before any new I/O is processed.
+   */
+  settled(channel: string): Promise<void> {
+    if (!this.#pending.has(channel)) return Promise.resolve();
+    return new Promise((resolve) => this.#afterFlush.push(resolve));
   }
 
   has(channel: string): boolean {
@@ -102,6 +132,11 @@ export class Hub {
       delivered += set.size * frames.length;
     }
     this.#onDelivered(delivered);
+    if (this.#afterFlush.length > 0) {
+      const callbacks = this.#afterFlush;
+      this.#afterFlush = [];
+      for (const cb of callbacks) cb();
+    }
   }
 }
 

@@ -11,6 +11,8 @@ export interface Metrics {
   readonly errors: Counter<'code'>;
   readonly disconnects: Counter<'code'>;
   readonly brokerErrors: Counter<'op'>;
+  readonly repaired: Counter;
+  readonly resumes: Counter<'recovered'>;
 }
 
 export function createMetrics(read: {
@@ -73,6 +75,17 @@ export function createMetrics(read: {
       name: 'switchboard_broker_errors_total',
       help: 'Failed broker operations, by operation',
       labelNames: ['op'],
+      registers: [registry],
+    }),
+    repaired: new Counter({
+      name: 'switchboard_gap_repaired_messages_total',
+      help: 'Messages this node fetched from history because pub/sub skipped them',
+      registers: [registry],
+    }),
+    resumes: new Counter({
+      name: 'switchboard_resumes_total',
+      help: 'Subscribes with a position, by whether everything after it was recovered',
+      labelNames: ['recovered'],
       registers: [registry],
     }),
   };

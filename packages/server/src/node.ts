@@ -1,18 +1,28 @@
 import { randomUUID } from 'node:crypto';
-import { ErrorCode, encodeMessageHead } from '@switchboard/protocol';
+import { DisconnectCode, ErrorCode, encodeMessageHead, type Position } from '@switchboard/protocol';
 import type { Logger } from 'pino';
-import type { Broker, BrokerHandler, HistoryOptions, PublishResult } from './broker/broker.js';
+import type {
+  Broker,
+  BrokerHandler,
+  HistoryOptions,
+  PublishResult,
+  StreamPosition,
+} from './broker/broker.js';
 import { ReplyError } from './errors.js';
 import type { Hub, Sink } from './hub.js';
 import type { Metrics } from './metrics.js';
+import { BufferingSink, framePosition, mergeAfter, type Positioned } from './recovery.js';
 
 export interface NodeOptions {
   readonly broker: Broker;
   readonly hub: Hub;
   readonly logger: Logger;
   readonly metrics: Metrics;
-  readonly history: HistoryOptions;
+  /** History retention of a channel (by its namespace). */
+  readonly historyFor: (channel: string) => HistoryOptions;
   readonly dedupeMs: number;
+  /** Most messages a resume may replay; a larger gap answers recovered: false. */
+  readonly recoveryMaxMessages: number;
   /** How long a subscribe waits for the broker before failing with NOT_AVAILABLE. */
   readonly subscribeTimeoutMs?: number;
 }
@@ -30,28 +40,79 @@ export interface Published extends PublishResult {
   readonly id: string;
 }
 
+export interface SubscribeOptions {
+  readonly since?: Position | undefined;
+  readonly rewind?: number | undefined;
+}
+
+export interface Subscribed {
+  /** The frames that follow on this channel are exactly those after this position. */
+  readonly position: StreamPosition;
+  /** Set when `since` was given: whether everything after it is replayed. */
+  readonly recovered?: boolean;
+  /** Frames to write, in order, before any live frame (the caller does so synchronously). */
+  readonly replay: readonly Buffer[];
+}
+
+export interface HistoryPageQuery {
+  readonly limit: number;
+  readonly direction: 'forward' | 'backward';
+  readonly since?: Position | undefined;
+  readonly before?: number | undefined;
+  readonly cursor?: string | undefined;
+}
+
+export interface HistoryPage {
+  readonly frames: readonly Buffer[];
+  readonly position: StreamPosition;
+  /** Cursor of the next page, or null when this is the last. */
+  readonly next: string | null;
+}
+
+/** What the node knows of a channel it delivers: the last position handed to the Hub. */
+interface ChannelState {
+  epoch: string | undefined;
+  offset: number;
+  /** A range is being fetched from history; live frames wait in `backlog`. */
+  repairing: boolean;
+  backlog: { frame: Buffer; offset: number; epoch: string }[];
+  /** Resolved when the state reaches an offset (or the epoch changes). */
+  waiters: { epoch: string; offset: number; resolve: () => void }[];
+}
+
+/** Frames a channel may hold back while a gap is repaired; more and its subscribers must resume. */
+const MAX_BACKLOG = 10_000;
+const REPAIR_RETRY_MS = 250;
+/** How long a resume waits for live delivery to reach the history it read. */
+const CATCH_UP_TIMEOUT_MS = 10_000;
+
 /**
- * The rules between the edge and the broker: subscribe, unsubscribe, publish. Knows interfaces
- * only; the composition root picks the implementations.
+ * The rules between the edge and the broker: subscribe (with resume), unsubscribe, publish,
+ * history; and keeping each channel's delivery gap-free. Knows interfaces only; the composition
+ * root picks the implementations.
  */
 export class Node implements BrokerHandler {
   readonly #broker: Broker;
   readonly #hub: Hub;
   readonly #log: Logger;
   readonly #metrics: Metrics;
-  readonly #history: HistoryOptions;
+  readonly #historyFor: (channel: string) => HistoryOptions;
   readonly #dedupeMs: number;
+  readonly #recoveryMax: number;
   readonly #subscribeTimeoutMs: number;
   /** Broker subscriptions in flight, so later local subscribers wait for the same confirmation. */
   readonly #subscribing = new Map<string, Promise<void>>();
+  readonly #states = new Map<string, ChannelState>();
+  #closed = false;
 
   constructor(options: NodeOptions) {
     this.#broker = options.broker;
     this.#hub = options.hub;
     this.#log = options.logger;
     this.#metrics = options.metrics;
-    this.#history = options.history;
+    this.#historyFor = options.historyFor;
     this.#dedupeMs = options.dedupeMs;
+    this.#recoveryMax = options.recoveryMaxMessages;
     this.#subscribeTimeoutMs = options.subscribeTimeoutMs ?? 5000;
   }
 
@@ -59,44 +120,38 @@ export class Node implements BrokerHandler {
     return this.#broker;
   }
 
+  /** Stops background repairs (shutdown). */
+  close(): void {
+    this.#closed = true;
+  }
+
   /**
-   * Adds `sink` to the channel's local subscribers; resolves once the broker delivers the channel to
-   * this node. On failure the sink is not subscribed and a ReplyError says why.
+   * Subscribes `sink` to `channel`, resuming after `since` or rewinding when asked. On failure the
+   * sink is not subscribed and a ReplyError says why. The caller writes `replay` before anything
+   * else, synchronously on resolution.
    */
-  async subscribe(sink: Sink, channel: string): Promise<void> {
-    let confirmed: Promise<void> | undefined;
-    if (this.#hub.add(channel, sink)) {
-      confirmed = withTimeout(this.#broker.subscribe(channel), this.#subscribeTimeoutMs);
-      this.#subscribing.set(channel, confirmed);
-      const clear = (): void => {
-        if (this.#subscribing.get(channel) === confirmed) this.#subscribing.delete(channel);
-      };
-      confirmed.then(clear, clear);
-    } else {
-      confirmed = this.#subscribing.get(channel);
+  async subscribe(
+    sink: Sink,
+    channel: string,
+    options: SubscribeOptions = {},
+  ): Promise<Subscribed> {
+    if (options.since === undefined && options.rewind === undefined) {
+      await this.#attach(sink, channel);
+      return { position: this.#positionOf(channel), replay: [] };
     }
-    if (confirmed === undefined) return;
+    const proxy = new BufferingSink(sink, this.#recoveryMax + MAX_BACKLOG);
+    await this.#attach(proxy, channel);
     try {
-      await confirmed;
+      return await this.#resume(proxy, channel, options);
     } catch (err) {
-      this.#metrics.brokerErrors.inc({ op: 'subscribe' });
-      this.#log.warn({ err: errorText(err), channel }, 'broker subscribe failed');
-      this.unsubscribe(sink, channel);
-      throw new ReplyError(
-        ErrorCode.NOT_AVAILABLE,
-        'subscription backend unavailable, retry later',
-        { cause: err },
-      );
+      this.#release(proxy, channel);
+      throw err;
     }
   }
 
   /** Removes `sink` from the channel; the broker subscription goes with the last local subscriber. */
   unsubscribe(sink: Sink, channel: string): void {
-    if (!this.#hub.remove(channel, sink)) return;
-    this.#broker.unsubscribe(channel).catch((err: unknown) => {
-      this.#metrics.brokerErrors.inc({ op: 'unsubscribe' });
-      this.#log.warn({ err: errorText(err), channel }, 'broker unsubscribe failed');
-    });
+    this.#release(sink, channel);
   }
 
   /**
@@ -118,7 +173,7 @@ export class Node implements BrokerHandler {
         channel: input.channel,
         id,
         head,
-        history: this.#history,
+        history: this.#historyFor(input.channel),
         dedupeMs: input.id === undefined ? 0 : this.#dedupeMs,
       })
       .then(
@@ -138,13 +193,365 @@ export class Node implements BrokerHandler {
       );
   }
 
-  onPublication(channel: string, frame: Buffer): void {
-    this.#hub.publish(channel, frame);
+  /** One page of a channel's history, forwards or backwards, with a cursor for the next. */
+  async history(channel: string, q: HistoryPageQuery): Promise<HistoryPage> {
+    let direction = q.direction;
+    let from: number | undefined = direction === 'forward' ? q.since?.offset : q.before;
+    // An empty epoch means the caller did not say which stream its offset belongs to.
+    let epoch = q.since?.epoch === '' ? undefined : q.since?.epoch;
+    if (q.cursor !== undefined) {
+      const c = decodeCursor(q.cursor);
+      if (c === undefined)
+        throw new ReplyError(ErrorCode.BAD_REQUEST, 'cursor is not one this server issued');
+      ({ direction, offset: from, epoch } = c);
+    }
+    const forward = direction === 'forward';
+    const h = await this.#brokerCall('history', () =>
+      this.#broker.history(
+        channel,
+        forward
+          ? { sinceOffset: from ?? 0, limit: q.limit + 1 }
+          : { untilOffset: from, limit: q.limit + 1, reverse: true },
+      ),
+    );
+    if (epoch !== undefined && epoch !== h.position.epoch) {
+      throw new ReplyError(
+        ErrorCode.UNRECOVERABLE_POSITION,
+        "the channel's stream was reset since that position (epoch changed)",
+      );
+    }
+    const entries = h.entries.slice(0, q.limit);
+    const last = entries[entries.length - 1];
+    const next =
+      h.entries.length > q.limit && last !== undefined
+        ? encodeCursor(direction, last.offset, h.position.epoch)
+        : null;
+    return { frames: entries.map((e) => e.frame), position: h.position, next };
+  }
+
+  onPublication(
+    channel: string,
+    frame: Buffer,
+    offset: number | undefined,
+    epoch: string | undefined,
+  ): void {
+    const st = this.#states.get(channel);
+    if (st === undefined || offset === undefined || epoch === undefined) {
+      this.#hub.publish(channel, frame);
+      return;
+    }
+    if (st.repairing) {
+      this.#holdBack(channel, st, frame, offset, epoch);
+      return;
+    }
+    this.#accept(channel, st, frame, offset, epoch);
   }
 
   onResubscribed(channels: readonly string[]): void {
-    this.#log.info({ channels: channels.length }, 'broker resubscribed');
+    this.#log.info(
+      { channels: channels.length },
+      'broker resubscribed: checking channels for missed messages',
+    );
+    for (const channel of channels) {
+      const st = this.#states.get(channel);
+      if (st !== undefined && st.epoch !== undefined && !st.repairing)
+        this.#startRepair(channel, st);
+    }
   }
+
+  async #attach(sink: Sink, channel: string): Promise<void> {
+    let confirmed: Promise<void> | undefined;
+    if (this.#hub.add(channel, sink)) {
+      const st: ChannelState = {
+        epoch: undefined,
+        offset: 0,
+        repairing: false,
+        backlog: [],
+        waiters: [],
+      };
+      this.#states.set(channel, st);
+      confirmed = withTimeout(
+        this.#broker.subscribe(channel).then(() => this.#seed(channel, st)),
+        this.#subscribeTimeoutMs,
+      );
+      this.#subscribing.set(channel, confirmed);
+      const clear = (): void => {
+        if (this.#subscribing.get(channel) === confirmed) this.#subscribing.delete(channel);
+      };
+      confirmed.then(clear, clear);
+    } else {
+      confirmed = this.#subscribing.get(channel);
+    }
+    if (confirmed === undefined) return;
+    try {
+      await confirmed;
+    } catch (err) {
+      this.#metrics.brokerErrors.inc({ op: 'subscribe' });
+      this.#log.warn({ err: errorText(err), channel }, 'broker subscribe failed');
+      this.#release(sink, channel);
+      throw new ReplyError(
+        ErrorCode.NOT_AVAILABLE,
+        'subscription backend unavailable, retry later',
+        { cause: err },
+      );
+    }
+  }
+
+  /** Learns the channel's top position, unless live frames taught it first. */
+  async #seed(channel: string, st: ChannelState): Promise<void> {
+    const h = await this.#broker.history(channel, { limit: 0 });
+    if (st.epoch === undefined) {
+      st.epoch = h.position.epoch;
+      st.offset = h.position.offset;
+    }
+  }
+
+  #release(sink: Sink, channel: string): void {
+    if (!this.#hub.remove(channel, sink)) return;
+    this.#states.delete(channel);
+    this.#broker.unsubscribe(channel).catch((err: unknown) => {
+      this.#metrics.brokerErrors.inc({ op: 'unsubscribe' });
+      this.#log.warn({ err: errorText(err), channel }, 'broker unsubscribe failed');
+    });
+  }
+
+  #positionOf(channel: string): StreamPosition {
+    const st = this.#states.get(channel);
+    return { offset: st?.offset ?? 0, epoch: st?.epoch ?? '' };
+  }
+
+  async #resume(
+    proxy: BufferingSink,
+    channel: string,
+    options: SubscribeOptions,
+  ): Promise<Subscribed> {
+    const since = options.since;
+    const h =
+      since !== undefined
+        ? await this.#brokerCall('history', () =>
+            this.#broker.history(channel, {
+              sinceOffset: since.offset,
+              limit: this.#recoveryMax + 1,
+            }),
+          )
+        : await this.#brokerCall('history', () =>
+            this.#broker.history(channel, { limit: options.rewind ?? 0, reverse: true }),
+          );
+    const top = h.position;
+    await this.#caughtUp(channel, top);
+    await this.#hub.settled(channel);
+    // From here on synchronous: no frame can reach the Hub until the caller has written the replay.
+    if (proxy.closed || !this.#hub.replace(channel, proxy, proxy.target)) {
+      throw new ReplyError(ErrorCode.INTERNAL, 'subscription ended while resuming');
+    }
+    if (proxy.overflowed) {
+      proxy.target.close(DisconnectCode.INSUFFICIENT_STATE, 'too many messages while resuming');
+      throw new ReplyError(ErrorCode.LIMIT_EXCEEDED, 'too many messages arrived while resuming');
+    }
+    const live = positioned(proxy.frames, top.epoch);
+    if (since === undefined) {
+      const entries = [...h.entries].reverse();
+      const start = entries[0]?.offset ?? top.offset + 1;
+      const merged =
+        mergeAfter(start - 1, entries, live.frames) ??
+        mergeAfter(top.offset, [], live.frames) ??
+        [];
+      return {
+        position: { offset: start - 1, epoch: top.epoch },
+        replay: [...frames(merged), ...live.unpositioned],
+      };
+    }
+    const inEpoch = since.epoch === top.epoch && since.offset <= top.offset;
+    const merged =
+      inEpoch && top.offset - since.offset <= this.#recoveryMax
+        ? mergeAfter(since.offset, h.entries, live.frames)
+        : undefined;
+    if (merged !== undefined) {
+      return {
+        position: since,
+        recovered: true,
+        replay: [...frames(merged), ...live.unpositioned],
+      };
+    }
+    const after = mergeAfter(top.offset, [], live.frames) ?? [];
+    return { position: top, recovered: false, replay: [...frames(after), ...live.unpositioned] };
+  }
+
+  /** Resolves once the frames up to `target` were handed to the Hub (repairing if they lag). */
+  #caughtUp(channel: string, target: StreamPosition): Promise<void> {
+    const st = this.#states.get(channel);
+    if (st === undefined)
+      return Promise.reject(
+        new ReplyError(ErrorCode.INTERNAL, 'subscription ended while resuming'),
+      );
+    if (st.epoch !== target.epoch || st.offset >= target.offset) return Promise.resolve();
+    if (!st.repairing) this.#startRepair(channel, st);
+    return withTimeout(
+      new Promise<void>((resolve) => st.waiters.push({ ...target, resolve })),
+      CATCH_UP_TIMEOUT_MS,
+    ).catch((err: unknown) => {
+      throw new ReplyError(
+        ErrorCode.NOT_AVAILABLE,
+        'could not catch up with the channel, retry later',
+        { cause: err },
+      );
+    });
+  }
+
+  #accept(channel: string, st: ChannelState, frame: Buffer, offset: number, epoch: string): void {
+    if (st.epoch !== epoch) {
+      if (st.epoch !== undefined)
+        this.#log.warn(
+          { channel, from: st.epoch, to: epoch },
+          'channel stream restarted with a new epoch',
+        );
+      st.epoch = epoch;
+      st.offset = offset;
+      this.#hub.publish(channel, frame);
+      this.#wake(st);
+      return;
+    }
+    if (offset <= st.offset) return;
+    if (offset === st.offset + 1) {
+      st.offset = offset;
+      this.#hub.publish(channel, frame);
+      if (st.waiters.length > 0) this.#wake(st);
+      return;
+    }
+    this.#holdBack(channel, st, frame, offset, epoch);
+    this.#startRepair(channel, st);
+  }
+
+  #holdBack(channel: string, st: ChannelState, frame: Buffer, offset: number, epoch: string): void {
+    if (st.backlog.length < MAX_BACKLOG) {
+      st.backlog.push({ frame, offset, epoch });
+      return;
+    }
+    this.#log.error({ channel }, 'gap repair backlog overflowed: subscribers must resume');
+    this.#dropSubscribers(channel, 'too far behind while repairing a gap');
+  }
+
+  #startRepair(channel: string, st: ChannelState): void {
+    st.repairing = true;
+    this.#repair(channel, st).catch((err: unknown) =>
+      this.#log.error({ err, channel }, 'gap repair failed'),
+    );
+  }
+
+  /**
+   * Fills the channel's gap from history, then lets the frames held back through. Retries while the
+   * broker is unreachable; when history no longer holds the gap, the channel's local subscribers are
+   * closed with INSUFFICIENT_STATE so they resume (and learn recovered: false).
+   */
+  async #repair(channel: string, st: ChannelState): Promise<void> {
+    while (!this.#closed && this.#states.get(channel) === st) {
+      let h;
+      try {
+        h = await this.#broker.history(channel, { sinceOffset: st.offset, limit: MAX_BACKLOG });
+      } catch (err) {
+        this.#metrics.brokerErrors.inc({ op: 'repair' });
+        this.#log.warn(
+          { err: errorText(err), channel },
+          'gap repair: history unavailable, retrying',
+        );
+        await new Promise((r) => setTimeout(r, REPAIR_RETRY_MS));
+        continue;
+      }
+      if (this.#states.get(channel) !== st) return;
+      if (h.position.epoch !== st.epoch) {
+        st.epoch = undefined;
+      } else {
+        const merged = mergeAfter(st.offset, h.entries, []);
+        if (merged === undefined || (merged.length === 0 && h.position.offset > st.offset)) {
+          this.#log.warn(
+            { channel, from: st.offset, top: h.position.offset },
+            'gap no longer in history: subscribers must resume',
+          );
+          this.#dropSubscribers(channel, 'missed messages are no longer in history');
+          st.offset = h.position.offset;
+        } else {
+          for (const e of merged) this.#hub.publish(channel, e.frame);
+          if (merged.length > 0) this.#metrics.repaired.inc(merged.length);
+          st.offset = Math.max(st.offset, merged[merged.length - 1]?.offset ?? st.offset);
+        }
+      }
+      st.repairing = false;
+      const backlog = st.backlog.sort((a, b) => a.offset - b.offset);
+      st.backlog = [];
+      for (const b of backlog) {
+        if (st.repairing) st.backlog.push(b);
+        else this.#accept(channel, st, b.frame, b.offset, b.epoch);
+      }
+      this.#wake(st);
+      return;
+    }
+  }
+
+  #wake(st: ChannelState): void {
+    st.waiters = st.waiters.filter((w) => {
+      if (w.epoch !== st.epoch || st.offset >= w.offset) {
+        w.resolve();
+        return false;
+      }
+      return true;
+    });
+  }
+
+  #dropSubscribers(channel: string, reason: string): void {
+    for (const sink of this.#hub.sinksOf(channel))
+      sink.close(DisconnectCode.INSUFFICIENT_STATE, reason);
+  }
+
+  async #brokerCall<T>(op: string, call: () => Promise<T>): Promise<T> {
+    try {
+      return await call();
+    } catch (err) {
+      if (err instanceof ReplyError) throw err;
+      this.#metrics.brokerErrors.inc({ op });
+      this.#log.warn({ err: errorText(err), op }, 'broker call failed');
+      throw new ReplyError(ErrorCode.NOT_AVAILABLE, 'history backend unavailable, retry later', {
+        cause: err,
+      });
+    }
+  }
+}
+
+function positioned(
+  list: readonly Buffer[],
+  epoch: string,
+): { frames: Positioned[]; unpositioned: Buffer[] } {
+  const out: Positioned[] = [];
+  const unpositioned: Buffer[] = [];
+  for (const frame of list) {
+    const p = framePosition(frame);
+    if (p === undefined) unpositioned.push(frame);
+    else if (p.epoch === epoch) out.push({ offset: p.offset, frame });
+  }
+  return { frames: out, unpositioned };
+}
+
+function frames(list: readonly Positioned[]): Buffer[] {
+  return list.map((p) => p.frame);
+}
+
+function encodeCursor(direction: 'forward' | 'backward', offset: number, epoch: string): string {
+  return Buffer.from(`${direction === 'forward' ? 'f' : 'b'}:${offset}:${epoch}`).toString(
+    'base64url',
+  );
+}
+
+function decodeCursor(
+  cursor: string,
+): { direction: 'forward' | 'backward'; offset: number; epoch: string } | undefined {
+  const m = /^([fb]):(\d{1,16}):([A-Za-z0-9_-]{1,64})$/.exec(
+    Buffer.from(cursor, 'base64url').toString('latin1'),
+  );
+  if (m === null) return undefined;
+  return {
+    direction: m[1] === 'f' ? 'forward' : 'backward',
+    offset: Number(m[2]),
+    epoch: m[3] as string,
+  };
 }
 
 function errorText(err: unknown): string {

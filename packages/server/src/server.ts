@@ -10,6 +10,8 @@ import type { Config } from './config.js';
 import { WsEngine } from './engine/ws.js';
 import { Hub } from './hub.js';
 import { createMetrics } from './metrics.js';
+import { channelNamespace } from '@switchboard/protocol';
+import type { HistoryOptions } from './broker/broker.js';
 import { Node } from './node.js';
 import { Session } from './session.js';
 
@@ -49,8 +51,9 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     hub,
     logger,
     metrics,
-    history: { size: config.historySize, ttlMs: config.historyTtlMs },
+    historyFor: historyResolver(config),
     dedupeMs: config.dedupeMs,
+    recoveryMaxMessages: config.recoveryMaxMessages,
   });
   const limits = {
     maxSubscriptions: config.maxSubscriptionsPerConnection,
@@ -118,10 +121,25 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
           config.shutdownTimeoutMs,
         );
         http.closeAllConnections();
+        node.close();
         await broker.close();
         logger.info('shutdown complete');
       })();
       return closing;
     },
   };
+}
+
+/** History retention per channel: its namespace's settings over the global ones. */
+function historyResolver(config: Config): (channel: string) => HistoryOptions {
+  const fallback: HistoryOptions = { size: config.historySize, ttlMs: config.historyTtlMs };
+  const byNamespace = new Map<string, HistoryOptions>();
+  for (const [ns, c] of Object.entries(config.namespaces)) {
+    byNamespace.set(ns, {
+      size: c.historySize ?? fallback.size,
+      ttlMs: c.historyTtlMs ?? fallback.ttlMs,
+    });
+  }
+  if (byNamespace.size === 0) return () => fallback;
+  return (channel) => byNamespace.get(channelNamespace(channel)) ?? fallback;
 }

@@ -5,7 +5,9 @@ import {
   encodeReply,
   type Command,
   type CommandError,
+  type HistoryCommand,
   type RequestId,
+  type SubscribeCommand,
 } from '@switchboard/protocol';
 import type { Connection, ConnectionHandler } from './engine/connection.js';
 import { ReplyError, toReplyError } from './errors.js';
@@ -62,7 +64,10 @@ export class Session implements ConnectionHandler {
         );
         return;
       case 'subscribe':
-        this.#subscribe(cmd.channel, cmd.id);
+        this.#subscribe(cmd);
+        return;
+      case 'history':
+        this.#history(cmd);
         return;
       case 'unsubscribe':
         if (!this.#channels.delete(cmd.channel)) {
@@ -103,7 +108,8 @@ export class Session implements ConnectionHandler {
     }
   }
 
-  #subscribe(channel: string, id: RequestId | undefined): void {
+  #subscribe(cmd: SubscribeCommand): void {
+    const { channel, id } = cmd;
     if (this.#channels.has(channel)) {
       this.#fail(
         id,
@@ -123,19 +129,54 @@ export class Session implements ConnectionHandler {
     }
     if (!this.#admit(id)) return;
     this.#channels.add(channel);
-    this.#node.subscribe(this.#conn, channel).then(
-      () => {
+    this.#node.subscribe(this.#conn, channel, { since: cmd.since, rewind: cmd.rewind }).then(
+      (sub) => {
         this.#inFlight--;
         // The client may have left, or unsubscribed, while the broker confirmed.
         if (this.#closed || !this.#channels.has(channel)) {
           this.#node.unsubscribe(this.#conn, channel);
+          // Still answered when an unsubscribe overtook the confirmation: both commands took effect
+          // in the order sent, and a command with an id always gets a reply (#reply skips closed
+          // connections). Returning silently left the client waiting for this reply forever.
+          this.#ok(id);
           return;
         }
-        this.#ok(id);
+        if (sub.recovered !== undefined)
+          this.#metrics.resumes.inc({ recovered: String(sub.recovered) });
+        // The reply goes first, then the replay, in this same turn: the Hub cannot interleave live frames.
+        if (id !== undefined) {
+          const recovered = sub.recovered === undefined ? '' : `"recovered":${sub.recovered},`;
+          this.#reply(
+            id,
+            `${recovered}"position":{"offset":${sub.position.offset},"epoch":${JSON.stringify(sub.position.epoch)}}`,
+          );
+        }
+        for (const frame of sub.replay) this.#conn.send(frame);
       },
       (err: unknown) => {
         this.#inFlight--;
         this.#channels.delete(channel);
+        this.#fail(id, toReplyError(err));
+      },
+    );
+  }
+
+  #history(cmd: HistoryCommand): void {
+    if (!this.#admit(cmd.id)) return;
+    const id = cmd.id;
+    this.#node.history(cmd.channel, cmd).then(
+      (page) => {
+        this.#inFlight--;
+        if (id === undefined || this.#closed) return;
+        const next = page.next === null ? 'null' : JSON.stringify(page.next);
+        const position = `{"offset":${page.position.offset},"epoch":${JSON.stringify(page.position.epoch)}}`;
+        this.#reply(
+          id,
+          `"messages":[${page.frames.join(',')}],"position":${position},"next":${next}`,
+        );
+      },
+      (err: unknown) => {
+        this.#inFlight--;
         this.#fail(id, toReplyError(err));
       },
     );

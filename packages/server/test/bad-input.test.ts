@@ -15,7 +15,10 @@ describe('bad input over WebSocket', () => {
   };
 
   before(async () => {
-    server = await startTestServer({ maxSubscriptionsPerConnection: 3, maxOutboundBytes: 64 * 1024 });
+    server = await startTestServer({
+      maxSubscriptionsPerConnection: 3,
+      maxOutboundBytes: 64 * 1024,
+    });
   });
   after(async () => {
     for (const c of clients) c.close();
@@ -29,16 +32,56 @@ describe('bad input over WebSocket', () => {
     ['no action', '{"channel":"x","id":1}', ErrorCode.BAD_REQUEST, 1],
     ['an unknown action', '{"action":"explode","id":2}', ErrorCode.UNKNOWN_ACTION, 2],
     ['a numeric action', '{"action":7,"id":3}', ErrorCode.BAD_REQUEST, 3],
-    ['a channel that is not a string', '{"action":"subscribe","channel":42,"id":4}', ErrorCode.INVALID_CHANNEL, 4],
-    ['an empty channel', '{"action":"subscribe","channel":"","id":5}', ErrorCode.INVALID_CHANNEL, 5],
-    ['a channel with a glob', '{"action":"subscribe","channel":"news.*","id":6}', ErrorCode.INVALID_CHANNEL, 6],
-    ['a channel with spaces', '{"action":"publish","channel":"a b","data":1,"id":7}', ErrorCode.INVALID_CHANNEL, 7],
-    ['a 256-character channel', JSON.stringify({ action: 'subscribe', channel: 'c'.repeat(256), id: 8 }), ErrorCode.INVALID_CHANNEL, 8],
+    [
+      'a channel that is not a string',
+      '{"action":"subscribe","channel":42,"id":4}',
+      ErrorCode.INVALID_CHANNEL,
+      4,
+    ],
+    [
+      'an empty channel',
+      '{"action":"subscribe","channel":"","id":5}',
+      ErrorCode.INVALID_CHANNEL,
+      5,
+    ],
+    [
+      'a channel with a glob',
+      '{"action":"subscribe","channel":"news.*","id":6}',
+      ErrorCode.INVALID_CHANNEL,
+      6,
+    ],
+    [
+      'a channel with spaces',
+      '{"action":"publish","channel":"a b","data":1,"id":7}',
+      ErrorCode.INVALID_CHANNEL,
+      7,
+    ],
+    [
+      'a 256-character channel',
+      JSON.stringify({ action: 'subscribe', channel: 'c'.repeat(256), id: 8 }),
+      ErrorCode.INVALID_CHANNEL,
+      8,
+    ],
     ['publish without data', '{"action":"publish","channel":"x","id":9}', ErrorCode.BAD_REQUEST, 9],
-    ['a non-string name', '{"action":"publish","channel":"x","data":1,"name":5,"id":10}', ErrorCode.BAD_REQUEST, 10],
-    ['an empty messageId', '{"action":"publish","channel":"x","data":1,"messageId":"","id":11}', ErrorCode.BAD_REQUEST, 11],
+    [
+      'a non-string name',
+      '{"action":"publish","channel":"x","data":1,"name":5,"id":10}',
+      ErrorCode.BAD_REQUEST,
+      10,
+    ],
+    [
+      'an empty messageId',
+      '{"action":"publish","channel":"x","data":1,"messageId":"","id":11}',
+      ErrorCode.BAD_REQUEST,
+      11,
+    ],
     ['an object as request id', '{"action":"ping","id":{"a":1}}', ErrorCode.BAD_REQUEST, undefined],
-    ['unsubscribe from a channel never subscribed', '{"action":"unsubscribe","channel":"never","id":12}', ErrorCode.NOT_SUBSCRIBED, 12],
+    [
+      'unsubscribe from a channel never subscribed',
+      '{"action":"unsubscribe","channel":"never","id":12}',
+      ErrorCode.NOT_SUBSCRIBED,
+      12,
+    ],
   ];
 
   for (const [what, frame, code, id] of cases) {
@@ -50,7 +93,11 @@ describe('bad input over WebSocket', () => {
       assert.equal(err?.['code'], code);
       assert.equal(typeof err?.['error'], 'string');
       assert.equal(err?.['reply'], id);
-      assert.deepEqual(await c.request({ action: 'ping', id: 'after' }), { reply: 'after', ok: true, pong: true });
+      assert.deepEqual(await c.request({ action: 'ping', id: 'after' }), {
+        reply: 'after',
+        ok: true,
+        pong: true,
+      });
     });
   }
 
@@ -89,7 +136,12 @@ describe('bad input over WebSocket', () => {
   it('accepts a frame just under the limit', async () => {
     const c = await open();
     await c.subscribe('large');
-    const ack = await c.request({ action: 'publish', channel: 'large', data: 'z'.repeat(60 * 1024), id: 'big' });
+    const ack = await c.request({
+      action: 'publish',
+      channel: 'large',
+      data: 'z'.repeat(60 * 1024),
+      id: 'big',
+    });
     assert.equal(ack['ok'], true);
     await c.until(() => c.messages('large').length === 1);
   });
@@ -103,12 +155,30 @@ describe('bad input over WebSocket', () => {
     slow.ws.pause();
     const payload = 'p'.repeat(30 * 1024);
     const total = 400; // 12 MB: more than the kernel's socket buffers plus the 64 KiB queue
-    for (let i = 0; i < total; i++) pub.send({ action: 'publish', channel: 'flood', data: { i, payload } });
-    await fast.until(() => fast.messages('flood').length === total, 30_000, 'all flood messages at the fast client');
-    assert.deepEqual(fast.messages('flood').map((m) => (m['message'] as { i: number }).i), Array.from({ length: total }, (_, i) => i));
-    await eventually(async () => /switchboard_disconnects_total\{code="3008"\} 1/.test(await (await fetch(`${server.url}/metrics`)).text()), 10_000, 'slow disconnect counted');
+    for (let i = 0; i < total; i++)
+      pub.send({ action: 'publish', channel: 'flood', data: { i, payload } });
+    await fast.until(
+      () => fast.messages('flood').length === total,
+      30_000,
+      'all flood messages at the fast client',
+    );
+    assert.deepEqual(
+      fast.messages('flood').map((m) => (m['message'] as { i: number }).i),
+      Array.from({ length: total }, (_, i) => i),
+    );
+    await eventually(
+      async () =>
+        /switchboard_disconnects_total\{code="3008"\} 1/.test(
+          await (await fetch(`${server.url}/metrics`)).text(),
+        ),
+      10_000,
+      'slow disconnect counted',
+    );
     slow.ws.resume();
     await slow.closed(10_000);
-    assert.ok(slow.messages('flood').length < total, 'the slow client was cut off before it got everything');
+    assert.ok(
+      slow.messages('flood').length < total,
+      'the slow client was cut off before it got everything',
+    );
   });
 });

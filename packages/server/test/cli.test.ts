@@ -6,8 +6,15 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { CLI, startNodeProcess, TestClient, type NodeProcess } from './helpers.js';
 
-function run(args: string[], env: NodeJS.ProcessEnv = {}): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, encoding: 'utf8', timeout: 10_000 });
+function run(
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [CLI, ...args], {
+    env: { ...process.env, ...env },
+    encoding: 'utf8',
+    timeout: 10_000,
+  });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -56,7 +63,11 @@ describe('switchboard CLI', () => {
   });
 
   it('prints help for every command', () => {
-    for (const [cmd, needle] of [['serve', '--redis-bridge'], ['publish', '--id'], ['subscribe', '--url']] as const) {
+    for (const [cmd, needle] of [
+      ['serve', '--redis-bridge'],
+      ['publish', '--id'],
+      ['subscribe', '--url'],
+    ] as const) {
       const r = run([cmd, '--help']);
       assert.equal(r.status, 0, cmd);
       assert.match(r.stdout, new RegExp(`switchboard ${cmd}`));
@@ -77,12 +88,25 @@ describe('switchboard CLI', () => {
     it('publish sends JSON data (or a string) and prints the stored id', async () => {
       const sub = await TestClient.open(node.wsUrl);
       await sub.subscribe('cli');
-      const r = run(['publish', 'cli', '{"n":1}', '--url', node.url, '--name', 'tick', '--id', 'cli-1']);
+      const r = run([
+        'publish',
+        'cli',
+        '{"n":1}',
+        '--url',
+        node.url,
+        '--name',
+        'tick',
+        '--id',
+        'cli-1',
+      ]);
       assert.equal(r.status, 0, r.stderr);
       assert.deepEqual((JSON.parse(r.stdout) as { ids: string[] }).ids, ['cli-1']);
       assert.equal(run(['publish', 'cli', 'plain words', '--url', node.url]).status, 0);
       await sub.until(() => sub.messages('cli').length === 2);
-      assert.deepEqual(sub.messages('cli').map((m) => m['message']), [{ n: 1 }, 'plain words']);
+      assert.deepEqual(
+        sub.messages('cli').map((m) => m['message']),
+        [{ n: 1 }, 'plain words'],
+      );
       assert.equal(sub.messages('cli')[0]?.['name'], 'tick');
       sub.close();
     });
@@ -94,7 +118,9 @@ describe('switchboard CLI', () => {
     });
 
     it('subscribe prints each message as a JSON line until interrupted', async () => {
-      const child = spawn(process.execPath, [CLI, 'subscribe', 'lines', '--url', node.wsUrl], { stdio: ['ignore', 'pipe', 'pipe'] });
+      const child = spawn(process.execPath, [CLI, 'subscribe', 'lines', '--url', node.wsUrl], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
       let out = '';
       let err = '';
       child.stdout.on('data', (d: Buffer) => (out += d.toString()));
@@ -105,7 +131,8 @@ describe('switchboard CLI', () => {
         };
         child.stderr.on('data', check);
       });
-      for (let i = 0; i < 3; i++) assert.equal(run(['publish', 'lines', String(i), '--url', node.url]).status, 0);
+      for (let i = 0; i < 3; i++)
+        assert.equal(run(['publish', 'lines', String(i), '--url', node.url]).status, 0);
       await new Promise<void>((resolve) => {
         const check = (): void => {
           if (out.split('\n').filter(Boolean).length >= 3) resolve();
@@ -113,11 +140,23 @@ describe('switchboard CLI', () => {
         check();
         child.stdout.on('data', check);
       });
-      const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+      const exited = new Promise<number | null>((resolve) =>
+        child.on('exit', (code) => resolve(code)),
+      );
       child.kill('SIGINT');
       assert.equal(await exited, 0);
-      const lines = out.split('\n').filter(Boolean).map((l) => JSON.parse(l) as { channel: string; message: number });
-      assert.deepEqual(lines.map((l) => [l.channel, l.message]), [['lines', 0], ['lines', 1], ['lines', 2]]);
+      const lines = out
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as { channel: string; message: number });
+      assert.deepEqual(
+        lines.map((l) => [l.channel, l.message]),
+        [
+          ['lines', 0],
+          ['lines', 1],
+          ['lines', 2],
+        ],
+      );
     });
   });
 });

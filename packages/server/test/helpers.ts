@@ -102,14 +102,20 @@ export async function startRedis(): Promise<RedisProcess> {
         stdio: 'ignore',
       },
     );
-    await eventually(
-      () =>
-        spawnSync('redis-cli', ['-p', String(port), 'ping'])
-          .stdout?.toString()
-          .trim() === 'PONG',
-      10_000,
-      `redis on ${port}`,
-    );
+    try {
+      await eventually(
+        () =>
+          spawnSync('redis-cli', ['-p', String(port), 'ping'])
+            .stdout?.toString()
+            .trim() === 'PONG',
+        10_000,
+        `redis on ${port}`,
+      );
+    } catch (err) {
+      // Never leave a redis-server behind that the caller cannot stop.
+      child.kill('SIGKILL');
+      throw err;
+    }
   };
   await launch();
   const cli = (...args: string[]): string => {
@@ -167,15 +173,21 @@ export async function startNodeProcess(
   let out = '';
   child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
-  await eventually(
-    () => {
-      if (child.exitCode !== null)
-        throw new Error(`switchboard exited with ${child.exitCode}: ${out}`);
-      return out.includes('switchboard listening');
-    },
-    10_000,
-    'switchboard to listen',
-  );
+  try {
+    await eventually(
+      () => {
+        if (child.exitCode !== null)
+          throw new Error(`switchboard exited with ${child.exitCode}: ${out}`);
+        return out.includes('switchboard listening');
+      },
+      10_000,
+      'switchboard to listen',
+    );
+  } catch (err) {
+    // The caller gets no handle to stop a server that failed to start: never leave it running.
+    child.kill('SIGKILL');
+    throw err;
+  }
   return {
     port,
     url: `http://127.0.0.1:${port}`,

@@ -23,7 +23,11 @@ describe('lifecycle', () => {
       const deaf = new WebSocket(server.wsUrl, { autoPong: false });
       const alive = await TestClient.open(server.wsUrl);
       const closed = new Promise<number>((resolve) => deaf.on('close', (c) => resolve(c)));
-      assert.equal(await closed, 1006, 'the server dropped the silent peer without a close handshake');
+      assert.equal(
+        await closed,
+        1006,
+        'the server dropped the silent peer without a close handshake',
+      );
       assert.equal((await alive.request({ action: 'ping', id: 1 }))['ok'], true);
       alive.close();
     } finally {
@@ -35,7 +39,9 @@ describe('lifecycle', () => {
     const server = await startTestServer();
     try {
       const ws = new WebSocket(`ws://127.0.0.1:${server.port}/elsewhere`);
-      const status = await new Promise<number>((resolve) => ws.on('unexpected-response', (_req, res) => resolve(res.statusCode ?? 0)));
+      const status = await new Promise<number>((resolve) =>
+        ws.on('unexpected-response', (_req, res) => resolve(res.statusCode ?? 0)),
+      );
       assert.equal(status, 404);
     } finally {
       await server.close();

@@ -24,8 +24,20 @@ describe('WebSocket protocol v1 (embedded engine)', () => {
   it('delivers a published message to a subscriber with channel, message, id, timestamp and position', async () => {
     const sub = await open();
     const pub = await open();
-    assert.deepEqual(await sub.subscribe('news'), { reply: 'sub-news', ok: true });
-    const ack = await pub.request({ action: 'publish', channel: 'news', data: { headline: 'hi' }, name: 'story', id: 1 });
+    const reply = await sub.subscribe('news');
+    assert.equal(reply['ok'], true);
+    assert.deepEqual(
+      (reply['position'] as { offset: number }).offset,
+      0,
+      'a new channel starts at offset 0',
+    );
+    const ack = await pub.request({
+      action: 'publish',
+      channel: 'news',
+      data: { headline: 'hi' },
+      name: 'story',
+      id: 1,
+    });
     assert.equal(ack['ok'], true);
     assert.equal(typeof ack['messageId'], 'string');
     assert.equal(ack['offset'], 1);
@@ -39,14 +51,17 @@ describe('WebSocket protocol v1 (embedded engine)', () => {
     assert.equal(m?.['epoch'], ack['epoch']);
   });
 
-  it('keeps one publisher\'s messages in order for every subscriber', async () => {
+  it("keeps one publisher's messages in order for every subscriber", async () => {
     const subs = await Promise.all(Array.from({ length: 20 }, () => open()));
     await Promise.all(subs.map((s) => s.subscribe('ordered')));
     const pub = await open();
     for (let i = 0; i < 500; i++) pub.send({ action: 'publish', channel: 'ordered', data: i });
     for (const s of subs) {
       await s.until(() => s.messages('ordered').length === 500, 10_000, '500 messages');
-      assert.deepEqual(s.messages('ordered').map((m) => m['message']), Array.from({ length: 500 }, (_, i) => i));
+      assert.deepEqual(
+        s.messages('ordered').map((m) => m['message']),
+        Array.from({ length: 500 }, (_, i) => i),
+      );
     }
   });
 
@@ -64,15 +79,22 @@ describe('WebSocket protocol v1 (embedded engine)', () => {
     for (let i = 1; i < 200; i++) pub.send({ action: 'publish', channel: 'burst', data: i });
     await batched.until(() => batched.messages('burst').length === 200, 10_000);
     await plain.until(() => plain.messages('burst').length === 200, 10_000);
-    assert.ok(raw.every((r) => !r.includes('\n')), 'a plain client gets exactly one JSON object per WebSocket message');
-    assert.deepEqual(batched.messages('burst').map((m) => m['message']), plain.messages('burst').map((m) => m['message']));
+    assert.ok(
+      raw.every((r) => !r.includes('\n')),
+      'a plain client gets exactly one JSON object per WebSocket message',
+    );
+    assert.deepEqual(
+      batched.messages('burst').map((m) => m['message']),
+      plain.messages('burst').map((m) => m['message']),
+    );
   });
 
   it('fans out to many channels and many subscribers, each getting only its channels', async () => {
     const subs = await Promise.all(Array.from({ length: 30 }, () => open()));
     await Promise.all(subs.map((s, i) => s.subscribe(`room:${i % 10}`)));
     const pub = await open();
-    for (let r = 0; r < 10; r++) await pub.request({ action: 'publish', channel: `room:${r}`, data: r, id: `p${r}` });
+    for (let r = 0; r < 10; r++)
+      await pub.request({ action: 'publish', channel: `room:${r}`, data: r, id: `p${r}` });
     for (const [i, s] of subs.entries()) {
       await s.until(() => s.messages().length === 1);
       assert.equal(s.messages()[0]?.['channel'], `room:${i % 10}`);
@@ -85,7 +107,10 @@ describe('WebSocket protocol v1 (embedded engine)', () => {
     await sub.subscribe('leaving');
     await pub.request({ action: 'publish', channel: 'leaving', data: 1, id: 'a' });
     await sub.until(() => sub.messages('leaving').length === 1);
-    assert.deepEqual(await sub.request({ action: 'unsubscribe', channel: 'leaving', id: 'u' }), { reply: 'u', ok: true });
+    assert.deepEqual(await sub.request({ action: 'unsubscribe', channel: 'leaving', id: 'u' }), {
+      reply: 'u',
+      ok: true,
+    });
     await sub.subscribe('marker');
     await pub.request({ action: 'publish', channel: 'leaving', data: 2, id: 'b' });
     await pub.request({ action: 'publish', channel: 'marker', data: 3, id: 'c' });
@@ -95,7 +120,11 @@ describe('WebSocket protocol v1 (embedded engine)', () => {
 
   it('answers a ping', async () => {
     const c = await open();
-    assert.deepEqual(await c.request({ action: 'ping', id: 9 }), { reply: 9, ok: true, pong: true });
+    assert.deepEqual(await c.request({ action: 'ping', id: 9 }), {
+      reply: 9,
+      ok: true,
+      pong: true,
+    });
   });
 
   it('speaks the classic tutorial protocol: no ids, no replies, {channel, message} frames', async () => {
@@ -104,7 +133,12 @@ describe('WebSocket protocol v1 (embedded engine)', () => {
     const pub = await open();
     // the subscription is in place once an id-carrying command sent after it is answered
     await c.request({ action: 'ping', id: 'sync' });
-    await pub.request({ action: 'publish', channel: 'iss.telemetry', data: { lat: 51.5, lon: -0.1 }, id: 'p' });
+    await pub.request({
+      action: 'publish',
+      channel: 'iss.telemetry',
+      data: { lat: 51.5, lon: -0.1 },
+      id: 'p',
+    });
     await c.until(() => c.messages('iss.telemetry').length === 1);
     const frames = c.frames.filter((f) => f['reply'] === undefined);
     assert.equal(frames.length, 1, 'the subscribe without id produced no reply');
@@ -124,15 +158,30 @@ describe('WebSocket protocol v1 (embedded engine)', () => {
     const sub = await open();
     await sub.subscribe('idem');
     const pub = await open();
-    const first = await pub.request({ action: 'publish', channel: 'idem', data: 'x', messageId: 'order-1', id: 1 });
-    const again = await pub.request({ action: 'publish', channel: 'idem', data: 'x', messageId: 'order-1', id: 2 });
+    const first = await pub.request({
+      action: 'publish',
+      channel: 'idem',
+      data: 'x',
+      messageId: 'order-1',
+      id: 1,
+    });
+    const again = await pub.request({
+      action: 'publish',
+      channel: 'idem',
+      data: 'x',
+      messageId: 'order-1',
+      id: 2,
+    });
     assert.equal(first['duplicate'], undefined);
     assert.equal(again['duplicate'], true);
     assert.equal(again['offset'], first['offset']);
     assert.equal(again['messageId'], 'order-1');
     await pub.request({ action: 'publish', channel: 'idem', data: 'marker', id: 3 });
     await sub.until(() => sub.messages('idem').length === 2);
-    assert.deepEqual(sub.messages('idem').map((m) => m['message']), ['x', 'marker']);
+    assert.deepEqual(
+      sub.messages('idem').map((m) => m['message']),
+      ['x', 'marker'],
+    );
   });
 
   it('cleans up subscriptions when a client disconnects', async () => {
@@ -143,6 +192,11 @@ describe('WebSocket protocol v1 (embedded engine)', () => {
     const before = Number(/switchboard_subscriptions (\d+)/.exec(await metrics())?.[1]);
     c.close();
     await c.closed();
-    await eventually(async () => Number(/switchboard_subscriptions (\d+)/.exec(await metrics())?.[1]) === before - 1, 5000, 'subscription gone');
+    await eventually(
+      async () =>
+        Number(/switchboard_subscriptions (\d+)/.exec(await metrics())?.[1]) === before - 1,
+      5000,
+      'subscription gone',
+    );
   });
 });

@@ -1,6 +1,8 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import {
+  DEFAULT_HISTORY_LIMIT,
   ErrorCode,
+  MAX_PAGE,
   channelError,
   errorHttpStatus,
   messageIdError,
@@ -66,8 +68,11 @@ async function handle(o: HttpApiOptions, req: IncomingMessage, res: ServerRespon
   }
   const match = MESSAGES_PATH.exec(path);
   if (match !== null) {
-    if (!allow(req, res, 'POST')) return;
-    return publish(o, decodeURIComponent(match[1] as string), req, res);
+    const channel = decodeURIComponent(match[1] as string);
+    if (req.method === 'GET' || req.method === 'HEAD')
+      return history(o, channel, url.searchParams, res);
+    if (!allow(req, res, 'POST', 'GET, HEAD, POST')) return;
+    return publish(o, channel, req, res);
   }
   sendError(res, ErrorCode.NOT_FOUND, `no route for ${path}`);
 }
@@ -103,6 +108,51 @@ async function publish(
       r.status === 'fulfilled' ? position(r.value) : { error: toReplyError(r.reason).message },
     ),
   });
+}
+
+async function history(
+  o: HttpApiOptions,
+  channel: string,
+  params: URLSearchParams,
+  res: ServerResponse,
+): Promise<void> {
+  const why = channelError(channel);
+  if (why !== undefined) throw new ReplyError(ErrorCode.INVALID_CHANNEL, why);
+  const int = (name: string, min: number, max: number): number | undefined => {
+    const raw = params.get(name);
+    if (raw === null) return undefined;
+    const n = /^\d{1,16}$/.test(raw) ? Number(raw) : NaN;
+    if (!(n >= min && n <= max))
+      throw new ReplyError(
+        ErrorCode.BAD_REQUEST,
+        `${name} must be an integer from ${min} to ${max}`,
+      );
+    return n;
+  };
+  const limit = int('limit', 1, MAX_PAGE) ?? DEFAULT_HISTORY_LIMIT;
+  const direction = params.get('direction') ?? 'forward';
+  if (direction !== 'forward' && direction !== 'backward')
+    throw new ReplyError(ErrorCode.BAD_REQUEST, 'direction must be forward or backward');
+  const sinceOffset = int('since', 0, Number.MAX_SAFE_INTEGER);
+  const epoch = params.get('epoch') ?? undefined;
+  if (epoch !== undefined && !/^[A-Za-z0-9_-]{1,64}$/.test(epoch))
+    throw new ReplyError(ErrorCode.BAD_REQUEST, 'epoch is not a valid epoch');
+  const cursor = params.get('cursor') ?? undefined;
+  const page = await o.node.history(channel, {
+    limit,
+    direction,
+    since: sinceOffset === undefined ? undefined : { offset: sinceOffset, epoch: epoch ?? '' },
+    before: int('before', 1, Number.MAX_SAFE_INTEGER),
+    cursor,
+  });
+  const position = `{"offset":${page.position.offset},"epoch":${JSON.stringify(page.position.epoch)}}`;
+  const body = `{"messages":[${page.frames.join(',')}],"position":${position},"next":${page.next === null ? 'null' : JSON.stringify(page.next)}}`;
+  res
+    .writeHead(200, {
+      'content-type': 'application/json; charset=utf-8',
+      'content-length': Buffer.byteLength(body),
+    })
+    .end(body);
 }
 
 function position(p: Published): { id: string; offset: number; epoch: string; duplicate?: true } {
@@ -175,9 +225,14 @@ function readJson(req: IncomingMessage, limit: number): Promise<unknown> {
   });
 }
 
-function allow(req: IncomingMessage, res: ServerResponse, method: string): boolean {
+function allow(
+  req: IncomingMessage,
+  res: ServerResponse,
+  method: string,
+  allowed = method === 'GET' ? 'GET, HEAD' : method,
+): boolean {
   if (req.method === method || (method === 'GET' && req.method === 'HEAD')) return true;
-  res.setHeader('allow', method === 'GET' ? 'GET, HEAD' : method);
+  res.setHeader('allow', allowed);
   sendError(
     res,
     ErrorCode.METHOD_NOT_ALLOWED,

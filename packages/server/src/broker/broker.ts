@@ -41,7 +41,9 @@ export interface HistoryEntry {
 
 export interface HistoryQuery {
   /** Return entries after this offset (exclusive). */
-  readonly sinceOffset?: number;
+  readonly sinceOffset?: number | undefined;
+  /** Return entries before this offset (exclusive). */
+  readonly untilOffset?: number | undefined;
   /** At most this many entries; 0 returns none, only the current position. */
   readonly limit: number;
   /** Newest first. */

@@ -84,9 +84,9 @@ export class MemoryBroker implements Broker {
     const state = this.#state(channel, Date.now());
     const position = { offset: state.offset, epoch: state.epoch };
     if (query.limit <= 0) return Promise.resolve({ entries: [], position });
-    const since = query.sinceOffset;
-    let entries =
-      since === undefined ? state.entries : state.entries.filter((e) => e.offset > since);
+    const since = query.sinceOffset ?? -1;
+    const until = query.untilOffset ?? Infinity;
+    let entries = state.entries.filter((e) => e.offset > since && e.offset < until);
     entries =
       query.reverse === true
         ? entries.slice(-query.limit).reverse()

@@ -44,7 +44,8 @@ return {offset, epoch, 0}
 
 /**
  * History: the current position and a range of entries, read atomically.
- * KEYS: meta, stream. ARGV: since offset (-1 for none), limit, reverse (0|1), epoch candidate, meta ttl ms.
+ * KEYS: meta, stream. ARGV: since offset (-1 for none), limit, reverse (0|1), epoch candidate, meta ttl ms,
+ * until offset (-1 for none).
  * Returns {offset, epoch, id1, frame1, id2, frame2, ...}.
  */
 export const HISTORY_LUA = `
@@ -60,15 +61,18 @@ end
 local top = tonumber(redis.call('HGET', meta, 'o') or '0')
 local out = {top, epoch}
 if limit <= 0 then return out end
+local low, high = '-', '+'
+if since >= 0 then low = '(' .. since .. '-0' end
+local untilOffset = tonumber(ARGV[6])
+if untilOffset >= 0 then
+  if untilOffset <= 1 then return out end
+  high = '(' .. untilOffset .. '-0'
+end
 local entries
 if reverse then
-  local low = '-'
-  if since >= 0 then low = '(' .. since .. '-0' end
-  entries = redis.call('XREVRANGE', stream, '+', low, 'COUNT', limit)
+  entries = redis.call('XREVRANGE', stream, high, low, 'COUNT', limit)
 else
-  local low = '-'
-  if since >= 0 then low = '(' .. since .. '-0' end
-  entries = redis.call('XRANGE', stream, low, '+', 'COUNT', limit)
+  entries = redis.call('XRANGE', stream, low, high, 'COUNT', limit)
 end
 for _, e in ipairs(entries) do
   out[#out + 1] = e[1]

@@ -56,6 +56,7 @@ interface ScriptCommands {
     reverse: number,
     epoch: string,
     metaTtlMs: number,
+    until: number,
   ): Promise<Buffer[] | (number | Buffer)[]>;
 }
 
@@ -175,6 +176,7 @@ export class RedisBroker implements Broker {
       query.reverse === true ? 1 : 0,
       newEpoch(),
       this.#metaTtlMs,
+      query.untilOffset ?? -1,
     );
     const position = { offset: Number(reply[0]), epoch: String(reply[1]) };
     const entries: HistoryEntry[] = [];
@@ -198,10 +200,16 @@ export class RedisBroker implements Broker {
       'redis subscriber ready again: resubscribing',
     );
     const sub = this.#requireSub();
-    const done =
+    // autoResubscribe is off, so the bridge patterns are ours to restore too: a new connection
+    // holds no subscription at all, and without this a lost link (CLIENT KILL, Redis restart)
+    // would silently end the delivery of raw PUBLISHes for good.
+    const patterns = this.#options.bridgePatterns ?? [];
+    const done = Promise.all([
       channels.length === 0
-        ? Promise.resolve()
-        : sub.subscribe(...channels.map((c) => this.#keys.pubsub(c))).then(noop);
+        ? undefined
+        : sub.subscribe(...channels.map((c) => this.#keys.pubsub(c))),
+      patterns.length === 0 ? undefined : sub.psubscribe(...patterns),
+    ]);
     done.then(
       () => this.#handler?.onResubscribed(channels),
       (err: unknown) => this.#options.logger.error({ err }, 'redis resubscribe failed'),

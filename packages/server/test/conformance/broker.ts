@@ -150,6 +150,18 @@ export function runBrokerSuite(
         lastThree.entries.map((e) => e.offset),
         [10, 9, 8],
       );
+      const before = await fx.broker.history(ch, { untilOffset: 4, limit: 100, reverse: true });
+      assert.deepEqual(
+        before.entries.map((e) => e.offset),
+        [3, 2, 1],
+      );
+      const window = await fx.broker.history(ch, { sinceOffset: 2, untilOffset: 6, limit: 100 });
+      assert.deepEqual(
+        window.entries.map((e) => e.offset),
+        [3, 4, 5],
+      );
+      const none = await fx.broker.history(ch, { untilOffset: 1, limit: 100, reverse: true });
+      assert.deepEqual(none.entries, []);
       const top = await fx.broker.history(ch, { limit: 0 });
       assert.deepEqual(top.entries, []);
       assert.equal(top.position.offset, 10);

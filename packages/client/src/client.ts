@@ -1,0 +1,232 @@
+import { ErrorCode } from '@switchboard/protocol';
+import { DEFAULT_BACKOFF, fullJitter, type BackoffOptions } from './backoff.js';
+import { Channels, type ChannelHooks, type ChannelHost } from './channel.js';
+import { Connection, type ConnectionOptions, type WebSocketConstructor } from './connection.js';
+import {
+  ConnectionClosedError,
+  QueueFullError,
+  SwitchboardError,
+  TimeoutError,
+  replyError,
+  type Reason,
+} from './errors.js';
+import { parseFrames, toMessage, type Frame } from './frames.js';
+
+export interface SwitchboardOptions {
+  /** The server's WebSocket URL, e.g. `ws://localhost:8080/ws`. Give this or `endpoints`. */
+  readonly url?: string;
+  /** Several URLs, tried in turn: each failed attempt or dropped link moves to the next. */
+  readonly endpoints?: readonly string[];
+  /** The WebSocket class; default `globalThis.WebSocket`. In Node 20 pass `WebSocket` from `ws`. */
+  readonly WebSocket?: WebSocketConstructor;
+  /** Reconnect delays: full jitter over [0, min(capMs, baseMs * 2^attempt)). */
+  readonly backoff?: BackoffOptions;
+  /** Ping after this long without any frame from the server. Default 15 000. */
+  readonly pingIntervalMs?: number;
+  /** Declare the link dead when no frame arrives this long after a ping. Default 10 000. */
+  readonly pingTimeoutMs?: number;
+  /** Give up an attempt whose socket is not open after this long. Default 10 000. */
+  readonly connectTimeoutMs?: number;
+  /** A command unanswered this long after being written to an open socket rejects with TimeoutError. Default 10 000. */
+  readonly requestTimeoutMs?: number;
+  /** Commands (publishes, history) that may wait for a connection; a publish beyond it rejects with QueueFullError. Default 1000. */
+  readonly maxQueuedPublishes?: number;
+  /** Publishes whose frame exceeds this many UTF-8 bytes reject (server default 64 KiB). */
+  readonly maxMessageBytes?: number;
+  /** Enter `suspended` after this many failed attempts in a row. Default 10. */
+  readonly suspendAfterAttempts?: number;
+  /** ... or after this long without a connection. Default 120 000. */
+  readonly suspendAfterMs?: number;
+}
+
+interface Outgoing {
+  readonly id: number;
+  readonly text: string;
+  readonly settle: (result: Frame | SwitchboardError) => void;
+  timer?: ReturnType<typeof setTimeout>;
+}
+
+/**
+ * A Switchboard client: one connection, any number of channels. Connects at construction and
+ * reconnects by itself until `close()`.
+ *
+ * @example
+ * ```ts
+ * const client = new Switchboard({ url: 'ws://localhost:8080/ws' });
+ * const channel = client.channels.get('iss.telemetry');
+ * await channel.subscribe((message) => render(message.data));
+ * await channel.publish('position', { lat: 51.5, lon: -0.1 });
+ * ```
+ */
+export class Switchboard {
+  readonly connection: Connection;
+  readonly channels: Channels;
+  readonly #requestTimeoutMs: number;
+  readonly #maxQueued: number;
+  readonly #maxBytes: number;
+  #send: ((text: string) => void) | undefined;
+  #ended: SwitchboardError | undefined;
+  #nextId = 0;
+  readonly #replies = new Map<number, (frame: Frame | undefined) => void>();
+  /** Commands not yet answered, in the order they were made; re-sent in that order on reconnect. */
+  #outbox: Outgoing[] = [];
+  readonly #hooks = new Map<string, ChannelHooks>();
+
+  constructor(options: SwitchboardOptions) {
+    const endpoints = options.endpoints ?? (options.url === undefined ? [] : [options.url]);
+    if (endpoints.length === 0) throw new TypeError('one of "url" or "endpoints" is required');
+    const WebSocket =
+      options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
+    if (WebSocket === undefined) {
+      throw new TypeError('no global WebSocket: pass options.WebSocket (in Node 20: from "ws")');
+    }
+    this.#requestTimeoutMs = options.requestTimeoutMs ?? 10_000;
+    this.#maxQueued = options.maxQueuedPublishes ?? 1000;
+    this.#maxBytes = options.maxMessageBytes ?? 65_536;
+    const backoff = { ...DEFAULT_BACKOFF, ...options.backoff };
+    const connection: ConnectionOptions = {
+      endpoints: [...endpoints],
+      WebSocket,
+      backoff,
+      pingIntervalMs: options.pingIntervalMs ?? 15_000,
+      pingTimeoutMs: options.pingTimeoutMs ?? 10_000,
+      connectTimeoutMs: options.connectTimeoutMs ?? 10_000,
+      suspendAfterAttempts: options.suspendAfterAttempts ?? 10,
+      suspendAfterMs: options.suspendAfterMs ?? 120_000,
+    };
+    const host: ChannelHost = {
+      requestTimeoutMs: this.#requestTimeoutMs,
+      ended: () => this.#endedError(),
+      send: (command, onReply) => this.#sendNow(command, onReply),
+      request: (command, publish) => this.#request(command, publish),
+      retryDelay: (attempt) => fullJitter(attempt, backoff),
+      newMessageId,
+      register: (name, hooks) => this.#hooks.set(name, hooks),
+    };
+    this.channels = new Channels(host);
+    this.connection = new Connection(connection, {
+      open: (send) => this.#open(send),
+      frames: (text) => this.#frames(text),
+      down: (end) => this.#down(end),
+    });
+    this.connect();
+  }
+
+  /** Opens the connection again after `close()` or a terminal failure; channels resubscribe. */
+  connect(): void {
+    this.connection.connect();
+  }
+
+  /** Closes the connection; pending and queued commands reject with ConnectionClosedError. */
+  close(): void {
+    this.connection.close();
+  }
+
+  #open(send: (text: string) => void): void {
+    this.#send = send;
+    for (const hooks of this.#hooks.values()) hooks.up();
+    for (const entry of this.#outbox) this.#transmit(entry);
+  }
+
+  #frames(text: string): void {
+    for (const frame of parseFrames(text)) {
+      const id = frame['reply'];
+      if (id !== undefined) {
+        const handler = typeof id === 'number' ? this.#replies.get(id) : undefined;
+        if (handler) {
+          this.#replies.delete(id as number);
+          handler(frame);
+        }
+        continue;
+      }
+      const message = toMessage(frame);
+      if (message) this.#hooks.get(message.channel)?.deliver(message);
+    }
+  }
+
+  #down(end: Reason | undefined): void {
+    this.#send = undefined;
+    const handlers = [...this.#replies.values()];
+    this.#replies.clear();
+    for (const handler of handlers) handler(undefined);
+    for (const entry of this.#outbox) clearTimeout(entry.timer);
+    for (const hooks of this.#hooks.values()) hooks.down();
+    if (end === undefined) return;
+    const err = (this.#ended = new ConnectionClosedError(end));
+    const outbox = this.#outbox;
+    this.#outbox = [];
+    for (const entry of outbox) entry.settle(err);
+    for (const hooks of this.#hooks.values()) hooks.end(err);
+  }
+
+  /** The error that ended the connection, while it is closed or failed. */
+  #endedError(): SwitchboardError | undefined {
+    const state = this.connection.state;
+    return state === 'closed' || state === 'failed' ? this.#ended : undefined;
+  }
+
+  #sendNow(command: Frame, onReply: (frame: Frame | undefined) => void): boolean {
+    const send = this.#send;
+    if (send === undefined) return false;
+    const id = ++this.#nextId;
+    this.#replies.set(id, onReply);
+    send(JSON.stringify({ ...command, id }));
+    return true;
+  }
+
+  #request(command: Frame, publish: boolean): Promise<Frame> {
+    const ended = this.#endedError();
+    if (ended) return Promise.reject(ended);
+    if (publish && this.#send === undefined && this.#outbox.length >= this.#maxQueued) {
+      return Promise.reject(new QueueFullError(this.#maxQueued));
+    }
+    const id = ++this.#nextId;
+    const text = JSON.stringify({ ...command, id });
+    if (
+      text.length * 3 > this.#maxBytes &&
+      new TextEncoder().encode(text).length > this.#maxBytes
+    ) {
+      return Promise.reject(
+        new SwitchboardError(
+          ErrorCode.PAYLOAD_TOO_LARGE,
+          `the frame exceeds maxMessageBytes (${this.#maxBytes})`,
+        ),
+      );
+    }
+    return new Promise<Frame>((resolve, reject) => {
+      const entry: Outgoing = {
+        id,
+        text,
+        settle: (result) => {
+          clearTimeout(entry.timer);
+          const i = this.#outbox.indexOf(entry);
+          if (i !== -1) this.#outbox.splice(i, 1);
+          if (result instanceof SwitchboardError) reject(result);
+          else resolve(result);
+        },
+      };
+      this.#outbox.push(entry);
+      if (this.#send) this.#transmit(entry);
+    });
+  }
+
+  #transmit(entry: Outgoing): void {
+    this.#replies.set(entry.id, (frame) => {
+      if (frame !== undefined) entry.settle(replyError(frame) ?? frame);
+    });
+    entry.timer = setTimeout(() => {
+      this.#replies.delete(entry.id);
+      entry.settle(new TimeoutError(this.#requestTimeoutMs));
+    }, this.#requestTimeoutMs);
+    this.#send?.(entry.text);
+  }
+}
+
+/** A message id: a UUID where the runtime offers one (secure contexts, Node), else 128 random bits. */
+function newMessageId(): string {
+  const crypto = (globalThis as { crypto?: { randomUUID?: () => string } }).crypto;
+  if (typeof crypto?.randomUUID === 'function') return crypto.randomUUID();
+  let id = '';
+  for (let i = 0; i < 4; i++) id += Math.floor(Math.random() * 2 ** 32).toString(36);
+  return id;
+}

@@ -1,0 +1,28 @@
+/** @module Switchboard client SDK for browsers and Node: reconnect, resume, heartbeats, idempotent publish. */
+export { Switchboard } from './client.js';
+export { SwitchboardError, ConnectionClosedError, QueueFullError, TimeoutError } from './errors.js';
+export { fullJitter } from './backoff.js';
+export { ErrorCode, DisconnectCode } from '@switchboard/protocol';
+export type { SwitchboardOptions } from './client.js';
+export type {
+  Channel,
+  Channels,
+  ChannelEvents,
+  DiscontinuityInfo,
+  HistoryOptions,
+  HistoryPage,
+  MessageListener,
+  OutgoingMessage,
+  PublishResult,
+} from './channel.js';
+export type {
+  Connection,
+  ConnectionEvents,
+  ConnectionState,
+  StateChange,
+  WebSocketConstructor,
+  WebSocketLike,
+} from './connection.js';
+export type { Reason } from './errors.js';
+export type { BackoffOptions } from './backoff.js';
+export type { Message, Position } from './frames.js';
