@@ -1,4 +1,5 @@
 import {
+  DisconnectCode,
   ErrorCode,
   decodeCommand,
   encodeError,
@@ -13,6 +14,9 @@ import type { Connection, ConnectionHandler } from './engine/connection.js';
 import { ReplyError, toReplyError } from './errors.js';
 import type { Metrics } from './metrics.js';
 import type { Node } from './node.js';
+
+/** Consecutive malformed frames after which the connection is closed with 3501. */
+export const MAX_MALFORMED_IN_A_ROW = 100;
 
 export interface SessionLimits {
   readonly maxSubscriptions: number;
@@ -32,6 +36,8 @@ export class Session implements ConnectionHandler {
   /** Channels subscribed or being subscribed. */
   readonly #channels = new Set<string>();
   #inFlight = 0;
+  /** Malformed frames since the last valid one. */
+  #malformed = 0;
   #closed = false;
 
   constructor(node: Node, conn: Connection, metrics: Metrics, limits: SessionLimits) {
@@ -45,8 +51,13 @@ export class Session implements ConnectionHandler {
     const decoded = decodeCommand(text);
     if (!decoded.ok) {
       this.#sendError(decoded);
+      // A client that only ever sends garbage is broken, not unlucky: stop spending on it.
+      if (++this.#malformed >= MAX_MALFORMED_IN_A_ROW) {
+        this.#conn.close(DisconnectCode.BAD_REQUEST, 'too many malformed frames');
+      }
       return;
     }
+    this.#malformed = 0;
     this.#dispatch(decoded.command);
   }
 

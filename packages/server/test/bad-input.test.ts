@@ -101,6 +101,19 @@ describe('bad input over WebSocket', () => {
     });
   }
 
+  it('closes with 3501 after 100 malformed frames in a row, but not when valid ones come between', async () => {
+    const patient = await open();
+    for (let i = 0; i < 150; i++) {
+      patient.send('nope');
+      if (i % 50 === 49) await patient.request({ action: 'ping', id: i });
+    }
+    assert.equal((await patient.request({ action: 'ping', id: 'still' }))['ok'], true);
+    const broken = await open();
+    for (let i = 0; i < 100; i++) broken.send('nope');
+    assert.equal(await broken.closed(), DisconnectCode.BAD_REQUEST);
+    assert.equal(broken.frames.filter((f) => f['code'] === ErrorCode.INVALID_JSON).length, 100);
+  });
+
   it('rejects binary frames with BAD_REQUEST', async () => {
     const c = await open();
     c.ws.send(Buffer.from('{"action":"ping","id":1}'), { binary: true });
