@@ -103,6 +103,7 @@ export class Node implements BrokerHandler {
   /** Broker subscriptions in flight, so later local subscribers wait for the same confirmation. */
   readonly #subscribing = new Map<string, Promise<void>>();
   readonly #states = new Map<string, ChannelState>();
+  readonly #controlHandlers = new Map<string, (payload: Buffer) => void>();
   #closed = false;
 
   constructor(options: NodeOptions) {
@@ -245,6 +246,31 @@ export class Node implements BrokerHandler {
       return;
     }
     this.#accept(channel, st, frame, offset, epoch);
+  }
+
+  /** Registers what handles control messages of a topic (one handler per topic). */
+  onControlTopic(topic: string, handler: (payload: Buffer) => void): Promise<void> {
+    this.#controlHandlers.set(topic, handler);
+    return this.#broker.subscribeControl(topic);
+  }
+
+  offControlTopic(topic: string): void {
+    if (!this.#controlHandlers.delete(topic)) return;
+    this.#broker
+      .unsubscribeControl(topic)
+      .catch((err: unknown) =>
+        this.#log.warn({ err: errorText(err), topic }, 'control unsubscribe failed'),
+      );
+  }
+
+  onControl(topic: string, payload: Buffer): void {
+    const handler = this.#controlHandlers.get(topic);
+    if (handler === undefined) return;
+    try {
+      handler(payload);
+    } catch (err) {
+      this.#log.error({ err, topic }, 'control handler failed');
+    }
   }
 
   onResubscribed(channels: readonly string[]): void {

@@ -70,6 +70,8 @@ export interface BrokerHandler {
   ): void;
   /** The broker lost its fan-out link and has restored it; messages may have been missed meanwhile. */
   onResubscribed(channels: readonly string[]): void;
+  /** A control message on a topic this node subscribed to with subscribeControl(). */
+  onControl(topic: string, payload: Buffer): void;
 }
 
 export interface Broker {
@@ -92,6 +94,13 @@ export interface Broker {
    */
   publish(req: PublishRequest): Promise<PublishResult>;
   history(channel: string, query: HistoryQuery): Promise<HistoryResult>;
+  /**
+   * Node-to-node messages (revocations, commands for a connection held elsewhere): delivered at
+   * most once to every node subscribed to `topic`, never stored. Topics are server-chosen names.
+   */
+  publishControl(topic: string, payload: string): Promise<void>;
+  subscribeControl(topic: string): Promise<void>;
+  unsubscribeControl(topic: string): Promise<void>;
   /** Stops deliveries and releases connections. */
   close(): Promise<void>;
 }

@@ -33,6 +33,7 @@ export class MemoryBroker implements Broker {
   #handler: BrokerHandler | undefined;
   #channels = new Map<string, ChannelState>();
   #subscribed = new Set<string>();
+  #controls = new Set<string>();
   #sweep: NodeJS.Timeout | undefined;
 
   get ready(): boolean {
@@ -92,6 +93,21 @@ export class MemoryBroker implements Broker {
         ? entries.slice(-query.limit).reverse()
         : entries.slice(0, query.limit);
     return Promise.resolve({ entries, position });
+  }
+
+  publishControl(topic: string, payload: string): Promise<void> {
+    if (this.#controls.has(topic)) this.#handler?.onControl(topic, Buffer.from(payload));
+    return Promise.resolve();
+  }
+
+  subscribeControl(topic: string): Promise<void> {
+    this.#controls.add(topic);
+    return Promise.resolve();
+  }
+
+  unsubscribeControl(topic: string): Promise<void> {
+    this.#controls.delete(topic);
+    return Promise.resolve();
   }
 
   close(): Promise<void> {

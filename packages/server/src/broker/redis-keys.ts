@@ -14,14 +14,22 @@ export interface RedisKeys {
   stream(channel: string): string;
   /** Idempotency record of one message id. */
   dedupe(channel: string, id: string): string;
+  /** Pub/sub channel of a node-to-node control topic. */
+  control(topic: string): string;
+  /** The topic named by a control pub/sub channel, or undefined when it is not one. */
+  topicOf(pubsub: string): string | undefined;
   /** The channel named by a pub/sub channel of ours, or undefined when it is not one. */
   channelOf(pubsub: string): string | undefined;
 }
 
 export function createRedisKeys(prefix: string): RedisKeys {
   const pubsubHead = prefix + 'p:{';
+  const controlHead = prefix + 'c:';
   return {
     prefix,
+    control: (topic) => controlHead + topic,
+    topicOf: (pubsub) =>
+      pubsub.startsWith(controlHead) ? pubsub.slice(controlHead.length) : undefined,
     pubsub: (channel) => pubsubHead + channel + '}',
     meta: (channel) => prefix + 'm:{' + channel + '}',
     stream: (channel) => prefix + 's:{' + channel + '}',

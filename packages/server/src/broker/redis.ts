@@ -76,6 +76,8 @@ export class RedisBroker implements Broker {
   #handler: BrokerHandler | undefined;
   /** Channels the Node wants; what is resubscribed after a reconnect. */
   readonly #desired = new Set<string>();
+  /** Control topics subscribed; resubscribed after a reconnect like channels. */
+  readonly #controls = new Set<string>();
   #closing = false;
 
   constructor(options: RedisBrokerOptions) {
@@ -204,7 +206,9 @@ export class RedisBroker implements Broker {
     // holds no subscription at all, and without this a lost link (CLIENT KILL, Redis restart)
     // would silently end the delivery of raw PUBLISHes for good.
     const patterns = this.#options.bridgePatterns ?? [];
+    const controls = [...this.#controls].map((t) => this.#keys.control(t));
     const done = Promise.all([
+      controls.length === 0 ? undefined : sub.subscribe(...controls),
       channels.length === 0
         ? undefined
         : sub.subscribe(...channels.map((c) => this.#keys.pubsub(c))),
@@ -216,9 +220,29 @@ export class RedisBroker implements Broker {
     );
   }
 
+  publishControl(topic: string, payload: string): Promise<void> {
+    return this.#requireCmd().publish(this.#keys.control(topic), payload).then(noop);
+  }
+
+  subscribeControl(topic: string): Promise<void> {
+    this.#controls.add(topic);
+    return this.#requireSub().subscribe(this.#keys.control(topic)).then(noop);
+  }
+
+  unsubscribeControl(topic: string): Promise<void> {
+    this.#controls.delete(topic);
+    return this.#requireSub().unsubscribe(this.#keys.control(topic)).then(noop);
+  }
+
   #onMessage(pubsub: Buffer, payload: Buffer): void {
-    const channel = this.#keys.channelOf(pubsub.toString('latin1'));
-    if (channel === undefined || this.#handler === undefined) return;
+    if (this.#handler === undefined) return;
+    const name = pubsub.toString('latin1');
+    const channel = this.#keys.channelOf(name);
+    if (channel === undefined) {
+      const topic = this.#keys.topicOf(name);
+      if (topic !== undefined) this.#handler.onControl(topic, payload);
+      return;
+    }
     // payload: `<offset> <epoch> <frame>`
     const a = payload.indexOf(SPACE);
     const b = payload.indexOf(SPACE, a + 1);

@@ -29,6 +29,10 @@ class RecordingHandler implements BrokerHandler {
   onResubscribed(): void {
     this.resubscribed++;
   }
+  readonly controls: { topic: string; payload: string }[] = [];
+  onControl(topic: string, payload: Buffer): void {
+    this.controls.push({ topic, payload: payload.toString() });
+  }
 }
 
 let seq = 0;
@@ -252,6 +256,28 @@ export function runBrokerSuite(
         Array.from({ length: 50 }, (_, i) => i),
       );
       await fx.broker.unsubscribe(ch);
+    });
+
+    it('delivers control messages only on subscribed topics', async () => {
+      const topic = fresh();
+      await fx.broker.publishControl(topic, 'unheard');
+      await fx.broker.subscribeControl(topic);
+      await fx.broker.publishControl(topic, 'heard');
+      await eventually(
+        () => handler.controls.some((c) => c.topic === topic),
+        5000,
+        'control message',
+      );
+      await fx.broker.unsubscribeControl(topic);
+      await fx.broker.publishControl(topic, 'after');
+      const marker = fresh();
+      await fx.broker.subscribeControl(marker);
+      await fx.broker.publishControl(marker, 'm');
+      await eventually(() => handler.controls.some((c) => c.topic === marker), 5000, 'marker');
+      assert.deepEqual(
+        handler.controls.filter((c) => c.topic === topic).map((c) => c.payload),
+        ['heard'],
+      );
     });
 
     if (options.lossy)
