@@ -75,10 +75,16 @@ export const DisconnectCode = {
   SHUTDOWN: 3001,
   /** The client did not answer heartbeats in time. */
   NO_PONG: 3002,
+  /** The connection's token expired without a refresh; get a new token and reconnect. */
+  TOKEN_EXPIRED: 3005,
   /** The client read too slowly and its outbound queue overflowed; reconnect and resume. */
   SLOW: 3008,
+  /** Too many connections (node, user or address); reconnect later with backoff. */
+  TOO_MANY_CONNECTIONS: 3009,
   /** The server could not keep the client's stream consistent; reconnect and resume. */
   INSUFFICIENT_STATE: 3010,
+  /** Credentials missing, invalid or revoked; reconnect only with new credentials. */
+  UNAUTHORIZED: 3500,
   /** Too many malformed frames in a row; the client is broken. Do not reconnect unchanged. */
   BAD_REQUEST: 3501,
 } as const;

@@ -66,8 +66,19 @@ export interface PingCommand {
   readonly action: 'ping';
   readonly id?: RequestId;
 }
+/** Authenticates the connection (first frame) or replaces its token before it expires (refresh). */
+export interface TokenCommand {
+  readonly action: 'connect' | 'refresh';
+  readonly id?: RequestId;
+  readonly token: string;
+}
 export type Command =
-  SubscribeCommand | UnsubscribeCommand | PublishCommand | PingCommand | HistoryCommand;
+  | SubscribeCommand
+  | UnsubscribeCommand
+  | PublishCommand
+  | PingCommand
+  | HistoryCommand
+  | TokenCommand;
 
 export interface CommandError {
   readonly id?: RequestId;
@@ -84,6 +95,7 @@ export const MAX_NAME_LENGTH = 255;
 /** Largest `rewind` and history page. */
 export const MAX_PAGE = 1000;
 export const DEFAULT_HISTORY_LIMIT = 100;
+export const MAX_TOKEN_LENGTH = 8192;
 const MAX_EPOCH_LENGTH = 64;
 
 /** Reads a `{offset, epoch}` object or returns why it is not one. */
@@ -171,6 +183,18 @@ export function decodeCommand(text: string): DecodeResult {
       return decodeSubscribe(obj, id);
     case 'history':
       return decodeHistory(obj, id);
+    case 'connect':
+    case 'refresh': {
+      const token = obj['token'];
+      if (typeof token !== 'string' || token.length === 0 || token.length > MAX_TOKEN_LENGTH) {
+        return fail(
+          ErrorCode.BAD_REQUEST,
+          `token must be a non-empty string of at most ${MAX_TOKEN_LENGTH} characters`,
+          id,
+        );
+      }
+      return { ok: true, command: id === undefined ? { action, token } : { action, token, id } };
+    }
     case 'publish':
       return decodePublish(obj, id);
     default:

@@ -14,6 +14,7 @@ export {
   MAX_NAME_LENGTH,
   MAX_REQUEST_ID_LENGTH,
   MAX_PAGE,
+  MAX_TOKEN_LENGTH,
   DEFAULT_HISTORY_LIMIT,
   decodeCommand,
   positionOf,
@@ -42,5 +43,6 @@ export type {
   PublishCommand,
   RequestId,
   SubscribeCommand,
+  TokenCommand,
   UnsubscribeCommand,
 } from './frames.js';

@@ -1,11 +1,23 @@
 import { readFileSync } from 'node:fs';
+import { apiKeysError, type ApiKeyConfig } from './auth/api-keys.js';
+import { PERMISSIONS, type Permission } from './auth/auth.js';
 
 /**
  * Configuration: defaults < config file (JSON) < environment (SWITCHBOARD_*) < flags. Every value
  * is validated at start; a bad one raises ConfigError naming its key and where it came from.
  */
 
-type Kind = 'int' | 'string' | 'url' | 'list' | 'level' | 'namespaces';
+type Kind =
+  | 'int'
+  | 'bool'
+  | 'string'
+  | 'optionalString'
+  | 'url'
+  | 'httpUrl'
+  | 'list'
+  | 'level'
+  | 'namespaces'
+  | 'apiKeys';
 
 interface Setting {
   readonly kind: Kind;
@@ -21,6 +33,10 @@ export type LogLevel = (typeof LEVELS)[number];
 export interface NamespaceConfig {
   readonly historySize?: number;
   readonly historyTtlMs?: number;
+  /** What connections without credentials may do here (only matters when auth is configured). */
+  readonly anonymous?: readonly Permission[];
+  /** Whether clients (tokens) may publish here; false leaves publishing to backends (API keys). */
+  readonly clientPublish?: boolean;
 }
 
 export interface Config {
@@ -41,6 +57,27 @@ export interface Config {
   readonly recoveryMaxMessages: number;
   readonly namespaces: Readonly<Record<string, NamespaceConfig>>;
   readonly shutdownTimeoutMs: number;
+  readonly jwtSecret: string | undefined;
+  readonly jwtPublicKey: string | undefined;
+  readonly jwtKeyFile: string | undefined;
+  readonly jwtJwksUrl: string | undefined;
+  readonly jwtAlgorithms: readonly string[];
+  readonly jwtIssuer: string | undefined;
+  readonly jwtAudience: string | undefined;
+  readonly jwtLeewayMs: number;
+  readonly jwtRequireExp: boolean;
+  readonly apiKeys: readonly ApiKeyConfig[];
+  readonly authTimeoutMs: number;
+  readonly tokenRefreshLeadMs: number;
+  readonly maxTokenLifetimeMs: number;
+  readonly allowedOrigins: readonly string[];
+  readonly maxCommandsPerSecond: number;
+  readonly commandBurst: number;
+  readonly maxConnections: number;
+  readonly maxConnectionsPerUser: number;
+  readonly maxConnectionsPerIpPerSecond: number;
+  readonly perMessageDeflate: boolean;
+  readonly httpHeadersTimeoutMs: number;
 }
 
 export const defaults: Config = {
@@ -61,6 +98,27 @@ export const defaults: Config = {
   recoveryMaxMessages: 10_000,
   namespaces: {},
   shutdownTimeoutMs: 10_000,
+  jwtSecret: undefined,
+  jwtPublicKey: undefined,
+  jwtKeyFile: undefined,
+  jwtJwksUrl: undefined,
+  jwtAlgorithms: [],
+  jwtIssuer: undefined,
+  jwtAudience: undefined,
+  jwtLeewayMs: 30_000,
+  jwtRequireExp: true,
+  apiKeys: [],
+  authTimeoutMs: 10_000,
+  tokenRefreshLeadMs: 30_000,
+  maxTokenLifetimeMs: 24 * 3_600_000,
+  allowedOrigins: [],
+  maxCommandsPerSecond: 500,
+  commandBurst: 1000,
+  maxConnections: 100_000,
+  maxConnectionsPerUser: 100,
+  maxConnectionsPerIpPerSecond: 500,
+  perMessageDeflate: false,
+  httpHeadersTimeoutMs: 10_000,
 };
 
 /** Every setting, its type and what it does: the source of the README's configuration reference. */
@@ -133,13 +191,100 @@ export const settings: Readonly<Record<keyof Config, Setting>> = {
   },
   namespaces: {
     kind: 'namespaces',
-    doc: 'JSON object: namespace → {historySize?, historyTtlMs?}, overriding the history settings for channels "<namespace>:..."',
+    doc: 'JSON object: namespace → {historySize?, historyTtlMs?, anonymous?: [permissions], clientPublish?: bool} for channels "<namespace>:..." ("" is channels without a namespace)',
   },
   shutdownTimeoutMs: {
     kind: 'int',
     min: 0,
     max: 600_000,
     doc: 'how long a graceful shutdown waits for clients to close',
+  },
+  jwtSecret: {
+    kind: 'optionalString',
+    doc: 'HMAC secret (at least 32 bytes) for HS256/384/512 tokens; turns auth on',
+  },
+  jwtPublicKey: {
+    kind: 'optionalString',
+    doc: 'public key for RS256/ES256/EdDSA tokens: PEM (SPKI), JWK or JWK Set JSON; turns auth on',
+  },
+  jwtKeyFile: { kind: 'optionalString', doc: 'file holding jwtPublicKey (PEM or JWK JSON)' },
+  jwtJwksUrl: {
+    kind: 'httpUrl',
+    doc: 'JWKS URL (cached; refetched on an unknown kid); turns auth on',
+  },
+  jwtAlgorithms: {
+    kind: 'list',
+    doc: "accepted token algorithms (default: HS256,HS384,HS512 with a secret; RS256,ES256,EdDSA with a JWKS; the key type's own with a key)",
+  },
+  jwtIssuer: { kind: 'optionalString', doc: 'required token iss' },
+  jwtAudience: { kind: 'optionalString', doc: 'required token aud' },
+  jwtLeewayMs: { kind: 'int', min: 0, max: 600_000, doc: 'clock leeway for exp and nbf' },
+  jwtRequireExp: { kind: 'bool', doc: 'refuse tokens without exp' },
+  apiKeys: {
+    kind: 'apiKeys',
+    doc: 'JSON list of backend keys {name, secret, capabilities, admin?} for the REST API; turns auth on',
+  },
+  authTimeoutMs: {
+    kind: 'int',
+    min: 100,
+    max: 600_000,
+    doc: 'time a connection has to authenticate when anonymous access is nowhere allowed',
+  },
+  tokenRefreshLeadMs: {
+    kind: 'int',
+    min: 100,
+    max: 3_600_000,
+    doc: 'how long before a token expires the client is asked to refresh it (at most half its remaining life)',
+  },
+  maxTokenLifetimeMs: {
+    kind: 'int',
+    min: 1000,
+    max: 365 * 24 * 3_600_000,
+    doc: 'longest token lifetime; revocations are kept this long',
+  },
+  allowedOrigins: {
+    kind: 'list',
+    doc: 'exact browser origins allowed to connect and call the API ("*" any); empty: any without auth, none with auth (see docs/operations.md)',
+  },
+  maxCommandsPerSecond: {
+    kind: 'int',
+    min: 1,
+    max: 1_000_000,
+    doc: 'sustained commands per connection per second (token bucket)',
+  },
+  commandBurst: {
+    kind: 'int',
+    min: 1,
+    max: 1_000_000,
+    doc: 'token bucket size: commands a connection may send at once',
+  },
+  maxConnections: {
+    kind: 'int',
+    min: 1,
+    max: 10_000_000,
+    doc: 'connections this node accepts (503 above)',
+  },
+  maxConnectionsPerUser: {
+    kind: 'int',
+    min: 1,
+    max: 1_000_000,
+    doc: 'connections one user (token sub) may hold on this node (closed with 3009 above)',
+  },
+  maxConnectionsPerIpPerSecond: {
+    kind: 'int',
+    min: 1,
+    max: 1_000_000,
+    doc: 'new connections one address may open per second (429 above)',
+  },
+  perMessageDeflate: {
+    kind: 'bool',
+    doc: 'WebSocket compression (bounded: 1 KiB threshold, 10 concurrent, 64 KiB inflated)',
+  },
+  httpHeadersTimeoutMs: {
+    kind: 'int',
+    min: 1000,
+    max: 600_000,
+    doc: 'time a client has to send its request headers (against slowloris)',
   },
 };
 
@@ -186,6 +331,39 @@ function parseValue(key: keyof Config, value: unknown, source: string): unknown 
     case 'string':
       if (typeof value !== 'string') return bad('expected a string');
       return value;
+    case 'optionalString':
+      if (value === undefined || value === '') return undefined;
+      if (typeof value !== 'string') return bad('expected a string');
+      return value;
+    case 'bool':
+      if (value === true || value === 'true' || value === '1') return true;
+      if (value === false || value === 'false' || value === '0') return false;
+      return bad('expected true or false');
+    case 'httpUrl': {
+      if (value === undefined || value === '') return undefined;
+      let u: URL | undefined;
+      try {
+        u = typeof value === 'string' ? new URL(value) : undefined;
+      } catch {
+        u = undefined;
+      }
+      if (u === undefined || (u.protocol !== 'https:' && u.protocol !== 'http:'))
+        return bad('expected an http(s) URL');
+      return value;
+    }
+    case 'apiKeys': {
+      let keys: unknown = value;
+      if (typeof value === 'string') {
+        try {
+          keys = JSON.parse(value) as unknown;
+        } catch {
+          return bad('expected a JSON list');
+        }
+      }
+      const why = apiKeysError(keys);
+      if (why !== undefined) return bad(why);
+      return keys;
+    }
     case 'url': {
       if (value === undefined || value === '') return undefined;
       if (typeof value !== 'string') return bad('expected a URL string');
@@ -218,15 +396,28 @@ function parseValue(key: keyof Config, value: unknown, source: string): unknown 
         return bad('expected an object of namespaces');
       const out: Record<string, NamespaceConfig> = {};
       for (const [ns, raw] of Object.entries(obj as Record<string, unknown>)) {
-        if (!/^[A-Za-z0-9_.@/=,~-]{1,64}$/.test(ns))
+        if (!/^[A-Za-z0-9_.@/=,~-]{0,64}$/.test(ns))
           return bad(`namespace ${JSON.stringify(ns)} is not a valid namespace name`);
         if (typeof raw !== 'object' || raw === null)
           return bad(`namespace ${ns} must be an object`);
-        const nsOut: { historySize?: number; historyTtlMs?: number } = {};
+        const nsOut: { -readonly [K in keyof NamespaceConfig]: NamespaceConfig[K] } = {};
         for (const [k, v] of Object.entries(raw as Record<string, unknown>)) {
-          if (k !== 'historySize' && k !== 'historyTtlMs')
+          if (k === 'historySize' || k === 'historyTtlMs') {
+            nsOut[k] = parseValue(k, v, `${source} (namespace ${ns})`) as number;
+          } else if (k === 'anonymous') {
+            if (
+              !Array.isArray(v) ||
+              !v.every((p): p is Permission => (PERMISSIONS as readonly unknown[]).includes(p))
+            )
+              return bad(`namespace ${ns}: anonymous must be a list of ${PERMISSIONS.join(', ')}`);
+            nsOut.anonymous = v;
+          } else if (k === 'clientPublish') {
+            if (typeof v !== 'boolean')
+              return bad(`namespace ${ns}: clientPublish must be true or false`);
+            nsOut.clientPublish = v;
+          } else {
             return bad(`namespace ${ns}: unknown setting ${k}`);
-          nsOut[k] = parseValue(k, v, `${source} (namespace ${ns})`) as number;
+          }
         }
         out[ns] = nsOut;
       }

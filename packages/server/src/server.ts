@@ -1,4 +1,8 @@
-import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
+import {
+  createServer as createHttpServer,
+  type IncomingMessage,
+  type Server as HttpServer,
+} from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { DisconnectCode } from '@switchboard/protocol';
 import type { Logger } from 'pino';
@@ -14,6 +18,16 @@ import { channelNamespace } from '@switchboard/protocol';
 import type { HistoryOptions } from './broker/broker.js';
 import { Node } from './node.js';
 import { Session } from './session.js';
+import { createPublicKey } from 'node:crypto';
+import { Admission, isRefusal } from './admission.js';
+import { ApiKeys } from './auth/api-keys.js';
+import type { Authenticator } from './auth/auth.js';
+import { createJwtAuthenticator, readKeyFile } from './auth/jwt.js';
+import { createPolicy } from './auth/policy.js';
+import { SessionRegistry } from './auth/registry.js';
+import { parseRevocation, type RevocationStore } from './auth/revocation.js';
+import { MemoryRevocationStore } from './auth/revocation-memory.js';
+import { RedisRevocationStore } from './auth/revocation-redis.js';
 
 export interface RunningServer {
   /** The port actually bound (useful with port 0). */
@@ -29,8 +43,24 @@ export interface RunningServer {
 /** Commands one connection may have waiting on the broker. */
 const MAX_IN_FLIGHT = 1024;
 
+/** The control topic on which nodes tell each other about revocations. */
+const REVOCATIONS_TOPIC = 'revocations';
+
 /** The composition root: picks the broker from config and wires node, hub, engine and API. */
 export async function startServer(config: Config, logger: Logger): Promise<RunningServer> {
+  const authenticator = await createAuthenticator(config);
+  const apiKeys = new ApiKeys(config.apiKeys);
+  const policy = createPolicy(authenticator !== undefined || apiKeys.size > 0, config.namespaces);
+  if (!policy.enabled) {
+    logger.warn(
+      'NO AUTH CONFIGURED: anyone who reaches this port can subscribe, publish and read history on every channel. Set jwtSecret/jwtPublicKey/jwtJwksUrl and apiKeys before exposing it.',
+    );
+  }
+  const revocations: RevocationStore =
+    config.redis === undefined
+      ? new MemoryRevocationStore(config.maxTokenLifetimeMs)
+      : new RedisRevocationStore(config.redis, config.redisPrefix, config.maxTokenLifetimeMs);
+  const registry = new SessionRegistry(config.maxConnectionsPerUser);
   const broker: Broker =
     config.redis === undefined
       ? new MemoryBroker()
@@ -55,17 +85,42 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     dedupeMs: config.dedupeMs,
     recoveryMaxMessages: config.recoveryMaxMessages,
   });
-  const limits = {
-    maxSubscriptions: config.maxSubscriptionsPerConnection,
-    maxInFlight: MAX_IN_FLIGHT,
+  const sessionContext = {
+    node,
+    metrics,
+    limits: {
+      maxSubscriptions: config.maxSubscriptionsPerConnection,
+      maxInFlight: MAX_IN_FLIGHT,
+      commandsPerSecond: config.maxCommandsPerSecond,
+      commandBurst: config.commandBurst,
+    },
+    policy,
+    authenticator,
+    revocations,
+    registry,
+    authTimeoutMs: config.authTimeoutMs,
+    tokenRefreshLeadMs: config.tokenRefreshLeadMs,
   };
-  const engine = new WsEngine({
+  const admission: Admission = new Admission({
+    allowedOrigins: config.allowedOrigins,
+    authEnabled: policy.enabled,
+    maxConnections: config.maxConnections,
+    maxConnectionsPerIpPerSecond: config.maxConnectionsPerIpPerSecond,
+    connections: (): number => engine.connections,
+  });
+  const engine: WsEngine = new WsEngine({
     path: '/ws',
     maxMessageBytes: config.maxMessageBytes,
     maxOutboundBytes: config.maxOutboundBytes,
     pingIntervalMs: config.pingIntervalMs,
     logger,
-    accept: (conn) => new Session(node, conn, metrics, limits),
+    perMessageDeflate: config.perMessageDeflate,
+    admit: (req: IncomingMessage) => {
+      const origin = admission.origin(req);
+      return isRefusal(origin) ? origin : admission.connection(req);
+    },
+    // Browsers cannot set headers on a WebSocket: the token may come as ?token= (or in a connect frame).
+    accept: (conn, req) => new Session(sessionContext, conn, tokenParam(req.url)),
     onDisconnect: (code) => metrics.disconnects.inc({ code }),
   });
   let draining = false;
@@ -77,15 +132,37 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       maxBodyBytes: config.maxRequestBodyBytes,
       maxMessageBytes: config.maxMessageBytes,
       ready: () => !draining && broker.ready,
+      policy,
+      apiKeys,
+      authenticator,
+      revocations,
+      admission,
+      revoke: async (r) => {
+        await revocations.add(r);
+        await broker.publishControl(REVOCATIONS_TOPIC, JSON.stringify(r));
+      },
     }),
   );
   // Against slowloris: a client must send its headers, and its whole request, in bounded time.
-  http.headersTimeout = 10_000;
+  http.headersTimeout = config.httpHeadersTimeoutMs;
   http.requestTimeout = 30_000;
   http.keepAliveTimeout = 5_000;
   engine.attach(http);
 
   await broker.start(node);
+  // Revocations reach the live connections of every node through the broker.
+  await node.onControlTopic(REVOCATIONS_TOPIC, (payload) => {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(payload.toString());
+    } catch {
+      return;
+    }
+    const r = parseRevocation(parsed, Date.now());
+    if (typeof r === 'string') return;
+    const n = registry.apply(r);
+    logger.info({ kind: r.kind, closed: n }, 'revocation applied');
+  });
   try {
     await new Promise<void>((resolve, reject) => {
       http.once('error', reject);
@@ -95,7 +172,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       });
     });
   } catch (err) {
-    await broker.close();
+    await Promise.all([broker.close(), revocations.close()]);
     throw err;
   }
   const port = (http.address() as AddressInfo).port;
@@ -122,7 +199,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
         );
         http.closeAllConnections();
         node.close();
-        await broker.close();
+        await Promise.all([broker.close(), revocations.close()]);
         logger.info('shutdown complete');
       })();
       return closing;
@@ -142,4 +219,47 @@ function historyResolver(config: Config): (channel: string) => HistoryOptions {
   }
   if (byNamespace.size === 0) return () => fallback;
   return (channel) => byNamespace.get(channelNamespace(channel)) ?? fallback;
+}
+
+function tokenParam(url: string | undefined): string | undefined {
+  const q = url?.indexOf('?') ?? -1;
+  if (url === undefined || q === -1) return undefined;
+  return new URLSearchParams(url.slice(q + 1)).get('token') ?? undefined;
+}
+
+/** The token authenticator the configuration asks for, if any. */
+async function createAuthenticator(config: Config): Promise<Authenticator | undefined> {
+  const publicKey =
+    config.jwtPublicKey ??
+    (config.jwtKeyFile === undefined ? undefined : readKeyFile(config.jwtKeyFile));
+  if (config.jwtSecret === undefined && publicKey === undefined && config.jwtJwksUrl === undefined)
+    return undefined;
+  return createJwtAuthenticator({
+    secret: config.jwtSecret,
+    publicKey,
+    jwksUrl: config.jwtJwksUrl,
+    algorithms:
+      config.jwtAlgorithms.length > 0
+        ? config.jwtAlgorithms
+        : defaultAlgorithms(config.jwtSecret, publicKey),
+    issuer: config.jwtIssuer,
+    audience: config.jwtAudience,
+    leewayMs: config.jwtLeewayMs,
+    requireExp: config.jwtRequireExp,
+  });
+}
+
+/** One algorithm family per key: never HMAC next to a public key. */
+function defaultAlgorithms(secret: string | undefined, publicKey: string | undefined): string[] {
+  if (secret !== undefined) return ['HS256', 'HS384', 'HS512'];
+  if (publicKey === undefined) return ['RS256', 'ES256', 'EdDSA'];
+  const text = publicKey.trim();
+  if (!text.startsWith('-----BEGIN')) {
+    const jwk = JSON.parse(text) as { alg?: string; kty?: string; keys?: unknown };
+    if (jwk.keys !== undefined) return ['RS256', 'ES256', 'EdDSA'];
+    if (jwk.alg !== undefined) return [jwk.alg];
+    return [jwk.kty === 'EC' ? 'ES256' : jwk.kty === 'OKP' ? 'EdDSA' : 'RS256'];
+  }
+  const type = createPublicKey(text).asymmetricKeyType;
+  return [type === 'ec' ? 'ES256' : type === 'ed25519' ? 'EdDSA' : 'RS256'];
 }

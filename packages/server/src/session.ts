@@ -7,9 +7,22 @@ import {
   type Command,
   type CommandError,
   type HistoryCommand,
+  type PublishCommand,
   type RequestId,
   type SubscribeCommand,
+  type TokenCommand,
 } from '@switchboard/protocol';
+import {
+  ANONYMOUS,
+  AuthError,
+  OPEN,
+  type Authenticator,
+  type Credentials,
+  type Permission,
+} from './auth/auth.js';
+import type { AccessPolicy } from './auth/policy.js';
+import type { SessionRegistry } from './auth/registry.js';
+import type { RevocationStore } from './auth/revocation.js';
 import type { Connection, ConnectionHandler } from './engine/connection.js';
 import { ReplyError, toReplyError } from './errors.js';
 import type { Metrics } from './metrics.js';
@@ -17,37 +30,100 @@ import type { Node } from './node.js';
 
 /** Consecutive malformed frames after which the connection is closed with 3501. */
 export const MAX_MALFORMED_IN_A_ROW = 100;
+/** Frames a client may send while its token is being verified. */
+const MAX_EARLY_FRAMES = 64;
 
 export interface SessionLimits {
   readonly maxSubscriptions: number;
   /** Commands awaiting the broker at once; more are refused with TOO_MANY_REQUESTS. */
   readonly maxInFlight: number;
+  /** Token bucket: sustained commands per second and bucket size. */
+  readonly commandsPerSecond: number;
+  readonly commandBurst: number;
+}
+
+/** Everything a session needs from its node, shared by all sessions. */
+export interface SessionContext {
+  readonly node: Node;
+  readonly metrics: Metrics;
+  readonly limits: SessionLimits;
+  readonly policy: AccessPolicy;
+  /** Undefined when tokens are not configured. */
+  readonly authenticator: Authenticator | undefined;
+  readonly revocations: RevocationStore;
+  readonly registry: SessionRegistry;
+  readonly authTimeoutMs: number;
+  readonly tokenRefreshLeadMs: number;
 }
 
 /**
- * One client: its subscriptions and command dispatch. Replies go out only to commands that carry
- * an `id` (the classic tutorial's clients send none and expect only messages); errors always do.
+ * One client: its credentials, subscriptions and command dispatch. Replies go out only to
+ * commands that carry an `id` (the classic tutorial's clients send none and expect only
+ * messages); errors always do. Every operation is checked against the credentials.
  */
 export class Session implements ConnectionHandler {
+  readonly #ctx: SessionContext;
   readonly #node: Node;
   readonly #conn: Connection;
-  readonly #metrics: Metrics;
-  readonly #limits: SessionLimits;
   /** Channels subscribed or being subscribed. */
   readonly #channels = new Set<string>();
+  #credentials: Credentials;
   #inFlight = 0;
   /** Malformed frames since the last valid one. */
   #malformed = 0;
   #closed = false;
+  /** Frames received while a token is verified; handled in order once it is. */
+  #early: string[] | undefined;
+  #tokens: number;
+  #tokensAt = Date.now();
+  #authTimer: NodeJS.Timeout | undefined;
+  #refreshTimer: NodeJS.Timeout | undefined;
+  #expiryTimer: NodeJS.Timeout | undefined;
 
-  constructor(node: Node, conn: Connection, metrics: Metrics, limits: SessionLimits) {
-    this.#node = node;
+  /** `token`: from the connection request (query parameter), verified before any frame is handled. */
+  constructor(ctx: SessionContext, conn: Connection, token?: string) {
+    this.#ctx = ctx;
+    this.#node = ctx.node;
     this.#conn = conn;
-    this.#metrics = metrics;
-    this.#limits = limits;
+    this.#tokens = ctx.limits.commandBurst;
+    this.#credentials = ctx.policy.enabled ? ANONYMOUS : OPEN;
+    if (token !== undefined && token !== '') {
+      this.#early = [];
+      this.#verify('connect', token, undefined).then(
+        () => this.#drainEarly(),
+        () => {},
+      );
+    } else if (ctx.policy.enabled && !ctx.policy.anonymousAnywhere) {
+      this.#authTimer = setTimeout(
+        () => this.#conn.close(DisconnectCode.UNAUTHORIZED, 'authentication timed out'),
+        ctx.authTimeoutMs,
+      );
+    }
+  }
+
+  get credentials(): Credentials {
+    return this.#credentials;
+  }
+
+  /** Ends the session because its credentials were revoked. */
+  revoke(reason: string): void {
+    this.#conn.close(DisconnectCode.UNAUTHORIZED, reason);
   }
 
   onFrame(text: string): void {
+    if (this.#early !== undefined) {
+      if (this.#early.length >= MAX_EARLY_FRAMES)
+        this.#conn.close(DisconnectCode.BAD_REQUEST, 'too many frames before authentication');
+      else this.#early.push(text);
+      return;
+    }
+    if (!this.#takeToken()) {
+      this.#sendError({
+        code: ErrorCode.TOO_MANY_REQUESTS,
+        message: `more than ${this.#ctx.limits.commandsPerSecond} commands per second`,
+      });
+      return;
+    }
     const decoded = decodeCommand(text);
     if (!decoded.ok) {
       this.#sendError(decoded);
@@ -63,6 +139,11 @@ export class Session implements ConnectionHandler {
 
   onClose(): void {
     this.#closed = true;
+    clearTimeout(this.#authTimer);
+    clearTimeout(this.#refreshTimer);
+    clearTimeout(this.#expiryTimer);
+    if (this.#credentials.kind === 'token')
+      this.#ctx.registry.untrack(this, this.#credentials.userId);
     for (const channel of this.#channels) this.#node.unsubscribe(this.#conn, channel);
     this.#channels.clear();
   }
@@ -73,6 +154,10 @@ export class Session implements ConnectionHandler {
         this.#conn.sendText(
           cmd.id === undefined ? '{"ok":true,"pong":true}' : encodeReply(cmd.id, '"pong":true'),
         );
+        return;
+      case 'connect':
+      case 'refresh':
+        this.#token(cmd);
         return;
       case 'subscribe':
         this.#subscribe(cmd);
@@ -91,36 +176,56 @@ export class Session implements ConnectionHandler {
         this.#node.unsubscribe(this.#conn, cmd.channel);
         this.#ok(cmd.id);
         return;
-      case 'publish': {
-        if (!this.#admit(cmd.id)) return;
-        const id = cmd.id;
-        this.#node
-          .publish(
-            { channel: cmd.channel, dataJson: cmd.dataJson, name: cmd.name, id: cmd.messageId },
-            'websocket',
-          )
-          .then(
-            (r) => {
-              this.#inFlight--;
-              if (id !== undefined) {
-                this.#reply(
-                  id,
-                  `"messageId":${JSON.stringify(r.id)},"offset":${r.offset},"epoch":"${r.epoch}"${r.duplicate ? ',"duplicate":true' : ''}`,
-                );
-              }
-            },
-            (err: unknown) => {
-              this.#inFlight--;
-              this.#fail(id, toReplyError(err));
-            },
-          );
+      case 'publish':
+        this.#publish(cmd);
         return;
-      }
     }
+  }
+
+  #allowed(permission: Permission, channel: string, id: RequestId | undefined): boolean {
+    if (this.#ctx.policy.allows(this.#credentials, permission, channel)) return true;
+    const anonymous = this.#credentials.kind === 'anonymous';
+    this.#fail(
+      id,
+      new ReplyError(
+        anonymous ? ErrorCode.UNAUTHORIZED : ErrorCode.PERMISSION_DENIED,
+        anonymous
+          ? `authenticate to ${permission} on ${channel}`
+          : `not allowed to ${permission} on ${channel}`,
+      ),
+    );
+    return false;
+  }
+
+  #publish(cmd: PublishCommand): void {
+    if (!this.#allowed('publish', cmd.channel, cmd.id)) return;
+    if (!this.#admit(cmd.id)) return;
+    const id = cmd.id;
+    this.#node
+      .publish(
+        { channel: cmd.channel, dataJson: cmd.dataJson, name: cmd.name, id: cmd.messageId },
+        'websocket',
+      )
+      .then(
+        (r) => {
+          this.#inFlight--;
+          if (id !== undefined) {
+            this.#reply(
+              id,
+              `"messageId":${JSON.stringify(r.id)},"offset":${r.offset},"epoch":"${r.epoch}"${r.duplicate ? ',"duplicate":true' : ''}`,
+            );
+          }
+        },
+        (err: unknown) => {
+          this.#inFlight--;
+          this.#fail(id, toReplyError(err));
+        },
+      );
   }
 
   #subscribe(cmd: SubscribeCommand): void {
     const { channel, id } = cmd;
+    if (!this.#allowed('subscribe', channel, id)) return;
     if (this.#channels.has(channel)) {
       this.#fail(
         id,
@@ -128,12 +233,12 @@ export class Session implements ConnectionHandler {
       );
       return;
     }
-    if (this.#channels.size >= this.#limits.maxSubscriptions) {
+    if (this.#channels.size >= this.#ctx.limits.maxSubscriptions) {
       this.#fail(
         id,
         new ReplyError(
           ErrorCode.LIMIT_EXCEEDED,
-          `at most ${this.#limits.maxSubscriptions} subscriptions per connection`,
+          `at most ${this.#ctx.limits.maxSubscriptions} subscriptions per connection`,
         ),
       );
       return;
@@ -153,7 +258,7 @@ export class Session implements ConnectionHandler {
           return;
         }
         if (sub.recovered !== undefined)
-          this.#metrics.resumes.inc({ recovered: String(sub.recovered) });
+          this.#ctx.metrics.resumes.inc({ recovered: String(sub.recovered) });
         // The reply goes first, then the replay, in this same turn: the Hub cannot interleave live frames.
         if (id !== undefined) {
           const recovered = sub.recovered === undefined ? '' : `"recovered":${sub.recovered},`;
@@ -173,6 +278,7 @@ export class Session implements ConnectionHandler {
   }
 
   #history(cmd: HistoryCommand): void {
+    if (!this.#allowed('history', cmd.channel, cmd.id)) return;
     if (!this.#admit(cmd.id)) return;
     const id = cmd.id;
     this.#node.history(cmd.channel, cmd).then(
@@ -193,13 +299,145 @@ export class Session implements ConnectionHandler {
     );
   }
 
+  #token(cmd: TokenCommand): void {
+    if (this.#ctx.authenticator === undefined) {
+      // Tokens are not configured: every connection is already allowed everything.
+      this.#ok(cmd.id);
+      return;
+    }
+    const connected = this.#credentials.kind === 'token';
+    if (cmd.action === 'connect' && connected) {
+      this.#fail(
+        cmd.id,
+        new ReplyError(
+          ErrorCode.BAD_REQUEST,
+          'already authenticated; use refresh to replace the token',
+        ),
+      );
+      return;
+    }
+    if (cmd.action === 'refresh' && !connected) {
+      this.#fail(cmd.id, new ReplyError(ErrorCode.BAD_REQUEST, 'nothing to refresh; use connect'));
+      return;
+    }
+    if (!this.#admit(cmd.id)) return;
+    this.#verify(cmd.action, cmd.token, cmd.id).then(
+      () => this.#inFlight--,
+      () => this.#inFlight--,
+    );
+  }
+
+  /**
+   * Verifies a token and makes it the session's credentials. A failed connect ends the connection
+   * with 3500 (the client must get other credentials); a failed refresh keeps the current ones.
+   */
+  async #verify(
+    action: 'connect' | 'refresh',
+    token: string,
+    id: RequestId | undefined,
+  ): Promise<void> {
+    const authenticator = this.#ctx.authenticator;
+    let creds: Credentials;
+    try {
+      if (authenticator === undefined) throw new AuthError('tokens are not configured');
+      creds = await authenticator.authenticate(token);
+      if (await this.#ctx.revocations.isRevoked(creds)) throw new AuthError('token revoked');
+    } catch (err) {
+      if (this.#closed) throw err;
+      const message = err instanceof AuthError ? err.message : 'token could not be verified';
+      const code = err instanceof AuthError ? ErrorCode.UNAUTHORIZED : ErrorCode.NOT_AVAILABLE;
+      this.#fail(id, new ReplyError(code, message));
+      if (action === 'connect')
+        this.#conn.close(
+          code === ErrorCode.UNAUTHORIZED ? DisconnectCode.UNAUTHORIZED : DisconnectCode.SHUTDOWN,
+          message,
+        );
+      throw err;
+    }
+    if (this.#closed) return;
+    const previous = this.#credentials;
+    if (action === 'refresh' && creds.userId !== previous.userId) {
+      this.#fail(
+        id,
+        new ReplyError(ErrorCode.UNAUTHORIZED, 'a refreshed token must be for the same sub'),
+      );
+      return;
+    }
+    if (previous.kind !== 'token' && !this.#ctx.registry.track(this, creds.userId)) {
+      this.#fail(
+        id,
+        new ReplyError(ErrorCode.LIMIT_EXCEEDED, 'too many connections for this user'),
+      );
+      this.#conn.close(DisconnectCode.TOO_MANY_CONNECTIONS, 'too many connections for this user');
+      return;
+    }
+    this.#credentials = creds;
+    clearTimeout(this.#authTimer);
+    this.#scheduleExpiry(creds);
+    if (action === 'refresh') this.#dropForbiddenSubscriptions();
+    if (id !== undefined) {
+      this.#reply(
+        id,
+        `"client":${JSON.stringify(creds.userId)},"expiresAt":${creds.expiresAt ?? 'null'}`,
+      );
+    }
+  }
+
+  #drainEarly(): void {
+    const early = this.#early ?? [];
+    this.#early = undefined;
+    for (const text of early) this.onFrame(text);
+  }
+
+  /** Asks for a refresh before the token expires; ends the connection with 3005 if none comes. */
+  #scheduleExpiry(creds: Credentials): void {
+    clearTimeout(this.#refreshTimer);
+    clearTimeout(this.#expiryTimer);
+    if (creds.expiresAt === undefined) return;
+    const remaining = creds.expiresAt - Date.now();
+    const lead = Math.min(this.#ctx.tokenRefreshLeadMs, Math.max(0, remaining / 2));
+    this.#refreshTimer = setTimeout(
+      () => this.#conn.sendText(`{"event":"refresh","expiresAt":${creds.expiresAt}}`),
+      Math.max(0, remaining - lead),
+    );
+    this.#expiryTimer = setTimeout(
+      () => this.#conn.close(DisconnectCode.TOKEN_EXPIRED, 'token expired'),
+      Math.max(0, remaining),
+    );
+  }
+
+  /** After a refresh: channels the new token no longer allows are left, with a push saying why. */
+  #dropForbiddenSubscriptions(): void {
+    for (const channel of [...this.#channels]) {
+      if (this.#ctx.policy.allows(this.#credentials, 'subscribe', channel)) continue;
+      this.#channels.delete(channel);
+      this.#node.unsubscribe(this.#conn, channel);
+      this.#conn.sendText(
+        `{"event":"unsubscribed","channel":${JSON.stringify(channel)},"code":${ErrorCode.PERMISSION_DENIED},"reason":"no longer allowed by the token"}`,
+      );
+    }
+  }
+
+  #takeToken(): boolean {
+    const now = Date.now();
+    const { commandsPerSecond, commandBurst } = this.#ctx.limits;
+    this.#tokens = Math.min(
+      commandBurst,
+      this.#tokens + ((now - this.#tokensAt) * commandsPerSecond) / 1000,
+    );
+    this.#tokensAt = now;
+    if (this.#tokens < 1) return false;
+    this.#tokens -= 1;
+    return true;
+  }
+
   #admit(id: RequestId | undefined): boolean {
-    if (this.#inFlight >= this.#limits.maxInFlight) {
+    if (this.#inFlight >= this.#ctx.limits.maxInFlight) {
       this.#fail(
         id,
         new ReplyError(
           ErrorCode.TOO_MANY_REQUESTS,
-          `at most ${this.#limits.maxInFlight} commands in flight`,
+          `at most ${this.#ctx.limits.maxInFlight} commands in flight`,
         ),
       );
       return false;
@@ -225,7 +463,7 @@ export class Session implements ConnectionHandler {
   }
 
   #sendError(err: CommandError): void {
-    this.#metrics.errors.inc({ code: err.code });
+    this.#ctx.metrics.errors.inc({ code: err.code });
     if (!this.#closed) this.#conn.sendText(encodeError(err));
   }
 }

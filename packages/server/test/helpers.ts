@@ -14,6 +14,13 @@ import {
   type RunningServer,
 } from '../src/index.js';
 
+/** Limits raised for tests that are not about limits (later flags override these). */
+export const TEST_LIMITS = {
+  maxConnectionsPerIpPerSecond: 1_000_000,
+  maxCommandsPerSecond: 1_000_000,
+  commandBurst: 1_000_000,
+};
+
 export const CLI = fileURLToPath(new URL('../dist/cli/main.js', import.meta.url));
 
 /** Whether a binary exists. Under CI=true a missing binary fails the test instead of skipping it. */
@@ -57,7 +64,11 @@ export async function startTestServer(
   overrides: Partial<Record<keyof Config, unknown>> = {},
 ): Promise<RunningServer & { url: string; wsUrl: string }> {
   const config = resolveConfig([
-    { source: 'test', values: { port: 0, host: '127.0.0.1', logLevel: 'silent', ...overrides } },
+    {
+      source: 'test',
+      // Tests open many connections and commands at once from one address; the limits have their own tests.
+      values: { port: 0, host: '127.0.0.1', logLevel: 'silent', ...TEST_LIMITS, ...overrides },
+    },
   ]);
   const server = await startServer(config, createLogger(config.logLevel));
   return {
@@ -164,7 +175,16 @@ export async function startNodeProcess(
   const port = await freePort();
   const child = spawn(
     process.execPath,
-    [CLI, 'serve', '--port', String(port), '--host', '127.0.0.1', '--log-level', 'info', ...args],
+    [
+      CLI,
+      'serve',
+      ...['--port', String(port), '--host', '127.0.0.1', '--log-level', 'info'],
+      ...Object.entries(TEST_LIMITS).flatMap(([k, v]) => [
+        `--${k.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())}`,
+        String(v),
+      ]),
+      ...args,
+    ],
     {
       env: { ...process.env, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],

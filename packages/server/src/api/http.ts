@@ -13,9 +13,28 @@ import type { Logger } from 'pino';
 import { ReplyError, toReplyError } from '../errors.js';
 import type { Metrics } from '../metrics.js';
 import type { Node, PublishInput, Published } from '../node.js';
+import { isRefusal, type Admission } from '../admission.js';
+import type { ApiKeys } from '../auth/api-keys.js';
+import {
+  ANONYMOUS,
+  AuthError,
+  OPEN,
+  type Authenticator,
+  type Credentials,
+  type Permission,
+} from '../auth/auth.js';
+import type { AccessPolicy } from '../auth/policy.js';
+import { parseRevocation, type Revocation, type RevocationStore } from '../auth/revocation.js';
 
 export interface HttpApiOptions {
   readonly node: Node;
+  readonly policy: AccessPolicy;
+  readonly apiKeys: ApiKeys;
+  readonly authenticator: Authenticator | undefined;
+  readonly revocations: RevocationStore;
+  readonly admission: Admission;
+  /** Stores a revocation and tells every node. */
+  readonly revoke: (r: Revocation) => Promise<void>;
   readonly metrics: Metrics;
   readonly logger: Logger;
   readonly maxBodyBytes: number;
@@ -48,6 +67,22 @@ export function createHttpHandler(
 async function handle(o: HttpApiOptions, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const url = new URL(req.url ?? '/', 'http://localhost');
   const path = url.pathname;
+  const origin = o.admission.origin(req);
+  if (isRefusal(origin)) throw new ReplyError(origin.code, origin.message);
+  if (origin !== null) {
+    res.setHeader('access-control-allow-origin', origin);
+    res.setHeader('vary', 'Origin');
+    if (req.method === 'OPTIONS') {
+      res
+        .writeHead(204, {
+          'access-control-allow-methods': 'GET, HEAD, POST, OPTIONS',
+          'access-control-allow-headers': 'authorization, content-type, last-event-id',
+          'access-control-max-age': '600',
+        })
+        .end();
+      return;
+    }
+  }
   if (path === '/healthz') {
     if (!allow(req, res, 'GET')) return;
     return sendJson(res, 200, { status: 'ok' });
@@ -69,12 +104,72 @@ async function handle(o: HttpApiOptions, req: IncomingMessage, res: ServerRespon
   const match = MESSAGES_PATH.exec(path);
   if (match !== null) {
     const channel = decodeURIComponent(match[1] as string);
-    if (req.method === 'GET' || req.method === 'HEAD')
+    if (req.method === 'GET' || req.method === 'HEAD') {
+      await authorize(o, req, 'history', channel);
       return history(o, channel, url.searchParams, res);
+    }
     if (!allow(req, res, 'POST', 'GET, HEAD, POST')) return;
+    await authorize(o, req, 'publish', channel);
     return publish(o, channel, req, res);
   }
+  if (path === '/v1/admin/revocations') {
+    if (!allow(req, res, 'POST')) return;
+    const creds = await credentials(o, req);
+    if (creds.kind !== 'open' && creds.admin !== true) {
+      throw new ReplyError(ErrorCode.PERMISSION_DENIED, 'an admin API key is required');
+    }
+    const r = parseRevocation(await readJson(req, o.maxBodyBytes), Date.now());
+    if (typeof r === 'string') throw new ReplyError(ErrorCode.BAD_REQUEST, r);
+    await o.revoke(r).catch((err: unknown) => {
+      throw new ReplyError(ErrorCode.NOT_AVAILABLE, 'revocation could not be stored, retry', {
+        cause: err,
+      });
+    });
+    return sendJson(res, 200, { ok: true, revoked: r });
+  }
   sendError(res, ErrorCode.NOT_FOUND, `no route for ${path}`);
+}
+
+/**
+ * The request's credentials: an API key (Basic, or Bearer name:secret), or a JWT as Bearer, or
+ * anonymous without an Authorization header. Invalid credentials are refused, never downgraded.
+ */
+async function credentials(o: HttpApiOptions, req: IncomingMessage): Promise<Credentials> {
+  if (!o.policy.enabled) return OPEN;
+  const header = req.headers.authorization;
+  if (header === undefined) return ANONYMOUS;
+  const key = o.apiKeys.verify(header);
+  if (key !== undefined) return key;
+  const bearer = /^Bearer\s+([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*)$/i.exec(header);
+  if (bearer !== null && o.authenticator !== undefined) {
+    try {
+      const creds = await o.authenticator.authenticate(bearer[1] as string);
+      if (await o.revocations.isRevoked(creds)) throw new AuthError('token revoked');
+      return creds;
+    } catch (err) {
+      if (err instanceof AuthError) throw new ReplyError(ErrorCode.UNAUTHORIZED, err.message);
+      throw new ReplyError(ErrorCode.NOT_AVAILABLE, 'credentials could not be checked, retry', {
+        cause: err,
+      });
+    }
+  }
+  throw new ReplyError(ErrorCode.UNAUTHORIZED, 'invalid credentials');
+}
+
+async function authorize(
+  o: HttpApiOptions,
+  req: IncomingMessage,
+  permission: Permission,
+  channel: string,
+): Promise<void> {
+  const creds = await credentials(o, req);
+  if (o.policy.allows(creds, permission, channel)) return;
+  if (creds.kind === 'anonymous')
+    throw new ReplyError(
+      ErrorCode.UNAUTHORIZED,
+      `credentials required to ${permission} on ${channel}`,
+    );
+  throw new ReplyError(ErrorCode.PERMISSION_DENIED, `not allowed to ${permission} on ${channel}`);
 }
 
 async function publish(
@@ -242,6 +337,8 @@ function allow(
 }
 
 function sendError(res: ServerResponse, code: ErrorCodeValue, message: string): void {
+  if (code === ErrorCode.UNAUTHORIZED)
+    res.setHeader('www-authenticate', 'Basic realm="switchboard", Bearer');
   sendJson(res, errorHttpStatus[code], { error: message, code });
 }
 

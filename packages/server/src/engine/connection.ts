@@ -1,10 +1,10 @@
 /**
- * The edge's view of one client connection, whatever carries it (ws today; uWebSockets.js, SSE
- * and long-polling later). Nothing below the edge knows which one it is.
+ * The edge's view of one client connection, whatever carries it (WebSocket, SSE or long-polling;
+ * uWebSockets.js later). Nothing below the edge knows which one it is.
  */
 import type { Sink } from '../hub.js';
 
-export type TransportName = 'websocket';
+export type TransportName = 'websocket' | 'sse' | 'long-polling';
 
 export interface Connection extends Sink {
   readonly transport: TransportName;

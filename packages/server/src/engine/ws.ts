@@ -1,8 +1,9 @@
-import type { IncomingMessage, Server as HttpServer } from 'node:http';
+import { STATUS_CODES, type IncomingMessage, type Server as HttpServer } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { BATCH_SUBPROTOCOL, DisconnectCode } from '@switchboard/protocol';
 import type { Logger } from 'pino';
+import type { Refusal } from '../admission.js';
 import type { Connection, ConnectionHandler } from './connection.js';
 
 export interface WsEngineOptions {
@@ -15,6 +16,10 @@ export interface WsEngineOptions {
   readonly accept: (conn: Connection, req: IncomingMessage) => ConnectionHandler;
   /** Called whenever the server closes a connection, with the code. */
   readonly onDisconnect?: (code: number) => void;
+  /** Checked before the upgrade: a refusal is answered with its HTTP status and a JSON body. */
+  readonly admit?: (req: IncomingMessage) => Refusal | undefined;
+  /** Compression; off by default, and bounded when on. */
+  readonly perMessageDeflate?: boolean;
 }
 
 /** A slow client gets this long to take its close frame before the socket is destroyed. */
@@ -114,7 +119,18 @@ export class WsEngine {
     this.#wss = new WebSocketServer({
       noServer: true,
       maxPayload: options.maxMessageBytes,
-      perMessageDeflate: false,
+      // Compression costs memory per socket and CPU per frame, and inflating is a bomb vector:
+      // off unless asked for, then bounded (maxPayload also bounds the inflated size).
+      perMessageDeflate:
+        options.perMessageDeflate === true
+          ? {
+              threshold: 1024,
+              concurrencyLimit: 10,
+              serverMaxWindowBits: 12,
+              clientMaxWindowBits: 12,
+              zlibDeflateOptions: { memLevel: 7 },
+            }
+          : false,
       clientTracking: false,
       handleProtocols: (protocols) =>
         protocols.has(BATCH_SUBPROTOCOL) ? BATCH_SUBPROTOCOL : false,
@@ -131,6 +147,15 @@ export class WsEngine {
       const path = (req.url ?? '/').split('?', 1)[0];
       if (path !== this.#options.path) {
         socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+        return;
+      }
+      const refusal = this.#options.admit?.(req);
+      if (refusal !== undefined) {
+        const body = JSON.stringify({ error: refusal.message, code: refusal.code });
+        socket.end(
+          `HTTP/1.1 ${refusal.status} ${STATUS_CODES[refusal.status] ?? ''}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+        );
+        this.#options.onDisconnect?.(refusal.status);
         return;
       }
       this.#wss.handleUpgrade(req, socket, head, (ws) => this.#onConnection(ws, req));

@@ -1,0 +1,137 @@
+import { readFileSync } from 'node:fs';
+import {
+  createLocalJWKSet,
+  createRemoteJWKSet,
+  errors,
+  importJWK,
+  importSPKI,
+  jwtVerify,
+  type JWK,
+  type JWTVerifyGetKey,
+  type CryptoKey,
+  type KeyObject,
+} from 'jose';
+import { AuthError, parseCapabilities, type Authenticator, type Credentials } from './auth.js';
+
+export interface JwtOptions {
+  /** HMAC secret (HS256/384/512). */
+  readonly secret?: string | undefined;
+  /** A PEM public key (SPKI), or a JWK / JWK Set as JSON text. */
+  readonly publicKey?: string | undefined;
+  /** A JWKS URL: fetched, cached, refetched on an unknown `kid`. Never taken from a token. */
+  readonly jwksUrl?: string | undefined;
+  /** The only algorithms accepted. */
+  readonly algorithms: readonly string[];
+  readonly issuer?: string | undefined;
+  readonly audience?: string | undefined;
+  readonly leewayMs: number;
+  /** Refuse tokens without `exp` (default true). */
+  readonly requireExp: boolean;
+  /** Name of the capabilities claim. */
+  readonly capabilityClaim?: string;
+}
+
+const HMAC = ['HS256', 'HS384', 'HS512'];
+
+type Key = CryptoKey | KeyObject | Uint8Array | JWTVerifyGetKey;
+
+async function loadKey(o: JwtOptions): Promise<Key> {
+  const sources = [o.secret, o.publicKey, o.jwksUrl].filter(
+    (s) => s !== undefined && s !== '',
+  ).length;
+  if (sources !== 1)
+    throw new TypeError(
+      'Exactly one of jwtSecret, jwtPublicKey (or jwtKeyFile) and jwtJwksUrl must be set',
+    );
+  if (o.algorithms.length === 0) throw new TypeError('jwtAlgorithms must not be empty');
+  const hmac = o.algorithms.filter((a) => HMAC.includes(a));
+  if (o.secret !== undefined && o.secret !== '') {
+    if (hmac.length !== o.algorithms.length)
+      throw new TypeError('a jwtSecret only works with HS256, HS384 or HS512');
+    if (Buffer.byteLength(o.secret) < 32)
+      throw new TypeError('jwtSecret must be at least 32 bytes');
+    return new TextEncoder().encode(o.secret);
+  }
+  // An HMAC algorithm next to a public key is how "HS256 signed with the RSA public key" attacks work.
+  if (hmac.length > 0)
+    throw new TypeError('HS* algorithms cannot be used with a public key or JWKS');
+  if (o.jwksUrl !== undefined && o.jwksUrl !== '') {
+    return createRemoteJWKSet(new URL(o.jwksUrl), {
+      cacheMaxAge: 10 * 60_000,
+      cooldownDuration: 30_000,
+    });
+  }
+  const text = (o.publicKey ?? '').trim();
+  if (text.startsWith('-----BEGIN')) {
+    if (o.algorithms.length !== 1)
+      throw new TypeError('a PEM key takes exactly one algorithm in jwtAlgorithms');
+    return importSPKI(text, o.algorithms[0] as string);
+  }
+  const jwk = JSON.parse(text) as JWK | { keys: JWK[] };
+  if ('keys' in jwk) return createLocalJWKSet(jwk);
+  if (jwk.d !== undefined)
+    throw new TypeError('jwtPublicKey must be a public key, not a private one');
+  return importJWK(jwk, jwk.alg ?? o.algorithms[0]);
+}
+
+/** Reads a key file (PEM or JWK JSON) for JwtOptions.publicKey. */
+export function readKeyFile(path: string): string {
+  return readFileSync(path, 'utf8');
+}
+
+/**
+ * A JWT authenticator over jose: explicit algorithm allowlist, `exp` required by default, `nbf`,
+ * `iss`/`aud` when configured, clock leeway. `sub` becomes the user id.
+ */
+export async function createJwtAuthenticator(options: JwtOptions): Promise<Authenticator> {
+  const key = await loadKey(options);
+  const claim = options.capabilityClaim ?? 'cap';
+  const verifyOptions = {
+    algorithms: [...options.algorithms],
+    clockTolerance: Math.floor(options.leewayMs / 1000),
+    requiredClaims: options.requireExp ? ['exp', 'sub'] : ['sub'],
+    ...(options.issuer === undefined || options.issuer === '' ? {} : { issuer: options.issuer }),
+    ...(options.audience === undefined || options.audience === ''
+      ? {}
+      : { audience: options.audience }),
+  };
+  return {
+    async authenticate(token: string): Promise<Credentials> {
+      let payload;
+      try {
+        // jose's overloads differ for key functions and keys; both are verified the same way
+        ({ payload } =
+          typeof key === 'function'
+            ? await jwtVerify(token, key, verifyOptions)
+            : await jwtVerify(token, key, verifyOptions));
+      } catch (err) {
+        throw new AuthError(describe(err), { cause: err });
+      }
+      if (typeof payload.sub !== 'string' || payload.sub === '' || payload.sub.length > 256)
+        throw new AuthError('token sub must be a non-empty string');
+      const capabilities = parseCapabilities(payload[claim]);
+      if (typeof capabilities === 'string')
+        throw new AuthError(`token ${claim} claim: ${capabilities}`);
+      return {
+        kind: 'token',
+        userId: payload.sub,
+        tokenId: typeof payload.jti === 'string' ? payload.jti : undefined,
+        issuedAt: typeof payload.iat === 'number' ? payload.iat * 1000 : undefined,
+        expiresAt: typeof payload.exp === 'number' ? payload.exp * 1000 : undefined,
+        capabilities,
+      };
+    },
+  };
+}
+
+function describe(err: unknown): string {
+  if (err instanceof errors.JWTExpired) return 'token expired';
+  if (err instanceof errors.JWTClaimValidationFailed)
+    return `token claim ${err.claim} is not acceptable`;
+  if (err instanceof errors.JOSEAlgNotAllowed) return 'token algorithm is not allowed';
+  if (err instanceof errors.JWSSignatureVerificationFailed) return 'token signature is invalid';
+  if (err instanceof errors.JWKSNoMatchingKey) return 'token key id is unknown';
+  if (err instanceof errors.JWSInvalid || err instanceof errors.JWTInvalid)
+    return 'token is malformed';
+  return 'token is not acceptable';
+}
