@@ -12,6 +12,8 @@ import { MemoryBroker } from './broker/memory.js';
 import { RedisBroker } from './broker/redis.js';
 import type { Config } from './config.js';
 import { WsEngine } from './engine/ws.js';
+import type { Connection } from './engine/connection.js';
+import { HttpTransports } from './engine/http-transports.js';
 import { Hub } from './hub.js';
 import { createMetrics } from './metrics.js';
 import { channelNamespace } from '@switchboard/protocol';
@@ -25,7 +27,7 @@ import type { Authenticator } from './auth/auth.js';
 import { createJwtAuthenticator, readKeyFile } from './auth/jwt.js';
 import { createPolicy } from './auth/policy.js';
 import { SessionRegistry } from './auth/registry.js';
-import { parseRevocation, type RevocationStore } from './auth/revocation.js';
+import { parseRevocation, revocationJson, type RevocationStore } from './auth/revocation.js';
 import { MemoryRevocationStore } from './auth/revocation-memory.js';
 import { RedisRevocationStore } from './auth/revocation-redis.js';
 
@@ -72,7 +74,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
         });
   const hub = new Hub((n) => metrics.messagesOut.inc(n));
   const metrics = createMetrics({
-    connections: () => engine.connections,
+    connections: () => engine.connections + transports.connections,
     subscriptions: () => hub.subscriptions,
     channels: () => hub.channels,
   });
@@ -106,8 +108,11 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     authEnabled: policy.enabled,
     maxConnections: config.maxConnections,
     maxConnectionsPerIpPerSecond: config.maxConnectionsPerIpPerSecond,
-    connections: (): number => engine.connections,
+    connections: (): number => engine.connections + transports.connections,
   });
+  // Browsers cannot set headers on a WebSocket: the token may come as ?token= (or in a connect frame).
+  const accept = (conn: Connection, req: IncomingMessage): Session =>
+    new Session(sessionContext, conn, tokenParam(req.url));
   const engine: WsEngine = new WsEngine({
     path: '/ws',
     maxMessageBytes: config.maxMessageBytes,
@@ -119,35 +124,53 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       const origin = admission.origin(req);
       return isRefusal(origin) ? origin : admission.connection(req);
     },
-    // Browsers cannot set headers on a WebSocket: the token may come as ?token= (or in a connect frame).
-    accept: (conn, req) => new Session(sessionContext, conn, tokenParam(req.url)),
+    accept,
+    onDisconnect: (code) => metrics.disconnects.inc({ code }),
+  });
+  // SSE and long-polling: the same admission and the same sessions as WebSocket.
+  const transports: HttpTransports = new HttpTransports({
+    node,
+    maxMessageBytes: config.maxMessageBytes,
+    maxBodyBytes: config.maxRequestBodyBytes,
+    maxOutboundBytes: config.maxOutboundBytes,
+    pingIntervalMs: config.pingIntervalMs,
+    logger,
+    admit: (req, opening) => {
+      const origin = admission.origin(req);
+      if (isRefusal(origin)) return origin;
+      return opening ? admission.connection(req) : undefined;
+    },
+    accept,
     onDisconnect: (code) => metrics.disconnects.inc({ code }),
   });
   let draining = false;
   const http: HttpServer = createHttpServer(
-    createHttpHandler({
-      node,
-      metrics,
-      logger,
-      maxBodyBytes: config.maxRequestBodyBytes,
-      maxMessageBytes: config.maxMessageBytes,
-      ready: () => !draining && broker.ready,
-      policy,
-      apiKeys,
-      authenticator,
-      revocations,
-      admission,
-      revoke: async (r) => {
-        await revocations.add(r);
-        await broker.publishControl(REVOCATIONS_TOPIC, JSON.stringify(r));
-      },
-    }),
+    transports.before(
+      createHttpHandler({
+        node,
+        metrics,
+        logger,
+        maxBodyBytes: config.maxRequestBodyBytes,
+        maxMessageBytes: config.maxMessageBytes,
+        ready: () => !draining && broker.ready,
+        policy,
+        apiKeys,
+        authenticator,
+        revocations,
+        admission,
+        revoke: async (r) => {
+          await revocations.add(r);
+          await broker.publishControl(REVOCATIONS_TOPIC, revocationJson(r));
+        },
+      }),
+    ),
   );
   // Against slowloris: a client must send its headers, and its whole request, in bounded time.
   http.headersTimeout = config.httpHeadersTimeoutMs;
   http.requestTimeout = 30_000;
   http.keepAliveTimeout = 5_000;
   engine.attach(http);
+  transports.start();
 
   await broker.start(node);
   // Revocations reach the live connections of every node through the broker.
@@ -192,11 +215,18 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
           'shutting down: closing client connections',
         );
         http.close();
-        await engine.closeAll(
-          DisconnectCode.GOING_AWAY,
-          'server shutting down',
-          config.shutdownTimeoutMs,
-        );
+        await Promise.all([
+          engine.closeAll(
+            DisconnectCode.GOING_AWAY,
+            'server shutting down',
+            config.shutdownTimeoutMs,
+          ),
+          transports.closeAll(
+            DisconnectCode.GOING_AWAY,
+            'server shutting down',
+            config.shutdownTimeoutMs,
+          ),
+        ]);
         http.closeAllConnections();
         node.close();
         await Promise.all([broker.close(), revocations.close()]);

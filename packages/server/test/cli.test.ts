@@ -159,4 +159,80 @@ describe('switchboard CLI', () => {
       );
     });
   });
+
+  describe('with auth configured', () => {
+    const secret = 'a-development-secret-of-32-bytes!';
+    const apiKeys = JSON.stringify([
+      {
+        name: 'ops',
+        secret: 'ops-secret-0123456789',
+        capabilities: { '*': ['publish', 'history'] },
+        admin: true,
+      },
+    ]);
+    let node: NodeProcess;
+    before(async () => {
+      node = await startNodeProcess(['--jwt-secret', secret, '--api-keys', apiKeys]);
+    });
+    after(async () => {
+      await node.stop();
+    });
+
+    it('token mints a JWT the server accepts, with the given capabilities', async () => {
+      const r = run(
+        ['token', '--sub', 'alice', '--cap', '{"chat:*":["subscribe"]}', '--jti', 'cli-jti-1'],
+        {
+          SWITCHBOARD_JWT_SECRET: secret,
+        },
+      );
+      assert.equal(r.status, 0, r.stderr);
+      const jwt = r.stdout.trim();
+      assert.match(jwt, /^[\w-]+\.[\w-]+\.[\w-]+$/);
+      const c = await TestClient.open(`${node.wsUrl}?token=${jwt}`);
+      assert.equal((await c.subscribe('chat:lobby'))['ok'], true);
+      assert.equal(
+        (await c.request({ action: 'subscribe', channel: 'other', id: 'x' }))['code'],
+        103,
+      );
+      // publish needs the API key; revoke takes the token's jti and closes the live connection
+      assert.equal(run(['publish', 'chat:lobby', '1', '--url', node.url]).status, 1);
+      const pub = run([
+        'publish',
+        'chat:lobby',
+        '1',
+        '--url',
+        node.url,
+        '--api-key',
+        'ops:ops-secret-0123456789',
+      ]);
+      assert.equal(pub.status, 0, pub.stderr);
+      await c.until(() => c.messages('chat:lobby').length === 1);
+      const rv = run([
+        'revoke',
+        '--jti',
+        'cli-jti-1',
+        '--url',
+        node.url,
+        '--api-key',
+        'ops:ops-secret-0123456789',
+      ]);
+      assert.equal(rv.status, 0, rv.stderr);
+      assert.equal(await c.closed(), 3500);
+    });
+
+    it('token without a secret or a sub exits 2', () => {
+      assert.equal(run(['token', '--sub', 'bob'], { SWITCHBOARD_JWT_SECRET: '' }).status, 2);
+      assert.equal(run(['token'], { SWITCHBOARD_JWT_SECRET: secret }).status, 2);
+      assert.equal(
+        run(['token', '--sub', 'bob', '--cap', '{"x":["fly"]}'], { SWITCHBOARD_JWT_SECRET: secret })
+          .status,
+        2,
+      );
+    });
+
+    it('revoke needs exactly one of --jti and --sub', () => {
+      assert.equal(run(['revoke', '--url', node.url]).status, 2);
+      assert.equal(run(['revoke', '--jti', 'a', '--sub', 'b', '--url', node.url]).status, 2);
+    });
+  });
 });

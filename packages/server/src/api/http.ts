@@ -24,7 +24,12 @@ import {
   type Permission,
 } from '../auth/auth.js';
 import type { AccessPolicy } from '../auth/policy.js';
-import { parseRevocation, type Revocation, type RevocationStore } from '../auth/revocation.js';
+import {
+  parseRevocation,
+  revocationJson,
+  type Revocation,
+  type RevocationStore,
+} from '../auth/revocation.js';
 
 export interface HttpApiOptions {
   readonly node: Node;
@@ -125,7 +130,7 @@ async function handle(o: HttpApiOptions, req: IncomingMessage, res: ServerRespon
         cause: err,
       });
     });
-    return sendJson(res, 200, { ok: true, revoked: r });
+    return sendJson(res, 200, { ok: true, revoked: JSON.parse(revocationJson(r)) as unknown });
   }
   sendError(res, ErrorCode.NOT_FOUND, `no route for ${path}`);
 }
@@ -273,7 +278,13 @@ function toInput(channel: string, item: unknown, where: string, maxBytes: number
     const bad = messageNameError(name);
     if (bad !== undefined) throw new ReplyError(ErrorCode.BAD_REQUEST, `${where}.${bad}`);
   }
-  const dataJson = JSON.stringify(m['data']);
+  let dataJson: string;
+  try {
+    dataJson = JSON.stringify(m['data']);
+  } catch {
+    // Nested too deeply to serialize (RangeError): the client's fault, not a 500.
+    throw new ReplyError(ErrorCode.BAD_REQUEST, `${where}.data is nested too deeply`);
+  }
   if (dataJson.length > maxBytes)
     throw new ReplyError(
       ErrorCode.PAYLOAD_TOO_LARGE,

@@ -50,3 +50,10 @@ export function parseRevocation(value: unknown, now: number): Revocation | strin
   }
   return 'expected {"jti": "..."} or {"sub": "...", "before"?: ms}';
 }
+
+/** The wire form parseRevocation reads: `{"jti"}` or `{"sub", "before"}`. */
+export function revocationJson(r: Revocation): string {
+  return JSON.stringify(
+    r.kind === 'token' ? { jti: r.tokenId } : { sub: r.userId, before: r.before },
+  );
+}

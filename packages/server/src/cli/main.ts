@@ -14,6 +14,9 @@ import {
 } from '../config.js';
 import { createLogger } from '../logger.js';
 import { startServer } from '../server.js';
+import { randomUUID } from 'node:crypto';
+import { SignJWT } from 'jose';
+import { parseCapabilities } from '../auth/auth.js';
 
 /** Exit codes: 1 runtime failure, 2 bad usage or configuration. */
 class UsageError extends Error {}
@@ -24,6 +27,8 @@ Commands:
   serve                     run a server (embedded engine unless --redis is given)
   publish <channel> <data>  publish one message through a server's REST API
   subscribe <channel>       print a channel's messages as JSON lines until interrupted
+  token --sub <id>          mint a development token signed with the configured jwtSecret
+  revoke --jti <id> | --sub <id>  revoke tokens on every node (admin API key)
 
 Run 'switchboard <command> --help' for a command's options.`;
 
@@ -43,6 +48,29 @@ function serveHelp(): string {
   ].join('\n');
 }
 
+const TOKEN_HELP = `Usage: switchboard token --sub <id> [options]
+
+Mints an HS256 token signed with the configured jwtSecret (from --jwt-secret,
+SWITCHBOARD_JWT_SECRET or the config file), for development.
+
+Options:
+  --sub <id>      the user id (required)
+  --cap <json>    capabilities, e.g. '{"chat:*":["subscribe","publish"],"news":["subscribe"]}'
+  --ttl <s>       lifetime in seconds (default 3600)
+  --jti <id>      token id (default: random), for revocation
+  --config, --jwt-secret, --jwt-issuer, --jwt-audience   as for serve
+  -h, --help      show this help`;
+
+const REVOKE_HELP = `Usage: switchboard revoke (--jti <id> | --sub <id> [--before <ms>]) [options]
+
+Revokes one token, or every token of a user issued before a time (default: now), on every
+node, live connections included.
+
+Options:
+  --url <url>            server base URL (default http://127.0.0.1:8080)
+  --api-key <name:secret>  an admin API key (also SWITCHBOARD_API_KEY)
+  -h, --help             show this help`;
+
 const PUBLISH_HELP = `Usage: switchboard publish <channel> <data> [options]
 
 <data> is sent as JSON when it parses as JSON, else as a string.
@@ -51,6 +79,7 @@ Options:
   --url <url>     server base URL (default http://127.0.0.1:8080)
   --name <name>   message name
   --id <id>       message id (idempotency key: a retry with the same id is stored once)
+  --api-key <name:secret>  API key when the server requires one (also SWITCHBOARD_API_KEY)
   -h, --help      show this help`;
 
 const SUBSCRIBE_HELP = `Usage: switchboard subscribe <channel> [options]
@@ -59,6 +88,7 @@ Prints each message as one JSON line on stdout; reconnects with backoff when the
 
 Options:
   --url <url>     WebSocket URL (default ws://127.0.0.1:8080/ws)
+  --token <jwt>   token when the server requires one (also SWITCHBOARD_TOKEN)
   -h, --help      show this help`;
 
 function parse(args: string[], options: ParseArgsConfig['options']): ReturnType<typeof parseArgs> {
@@ -74,16 +104,16 @@ function parse(args: string[], options: ParseArgsConfig['options']): ReturnType<
   }
 }
 
-async function serve(args: string[]): Promise<void> {
+/** Every setting as a flag, plus --config. */
+function settingOptions(): NonNullable<ParseArgsConfig['options']> {
   const options: NonNullable<ParseArgsConfig['options']> = { config: { type: 'string' } };
   for (const key of settingKeys)
     options[flagName(key)] = { type: 'string', multiple: key === 'redisBridge' };
-  const { values, positionals } = parse(args, options);
-  if (values['help'] === true) {
-    process.stdout.write(serveHelp() + '\n');
-    return;
-  }
-  if (positionals.length > 0) throw new UsageError(`unexpected argument: ${positionals[0]}`);
+  return options;
+}
+
+/** Defaults < config file < environment < flags, as `serve` reads them. */
+function configFrom(values: ReturnType<typeof parseArgs>['values']): Config {
   const flags: RawValues = {};
   for (const key of settingKeys) {
     const v = values[flagName(key)];
@@ -93,13 +123,131 @@ async function serve(args: string[]): Promise<void> {
         : v;
   }
   const file = (values['config'] as string | undefined) ?? process.env['SWITCHBOARD_CONFIG'];
-  const config = resolveConfig([
+  return resolveConfig([
     ...(file === undefined
       ? []
       : [{ source: `config file ${file}`, values: readConfigFile(file) }]),
     { source: 'environment', values: readEnv(process.env) },
     { source: 'flag', values: flags },
   ]);
+}
+
+/** An Authorization header from --api-key or SWITCHBOARD_API_KEY (`name:secret`). */
+function apiKeyHeader(values: ReturnType<typeof parseArgs>['values']): Record<string, string> {
+  const key = (values['api-key'] as string | undefined) ?? process.env['SWITCHBOARD_API_KEY'];
+  if (key === undefined || key === '') return {};
+  if (!key.includes(':')) throw new UsageError('--api-key must be name:secret');
+  return { authorization: 'Basic ' + Buffer.from(key).toString('base64') };
+}
+
+async function token(args: string[]): Promise<void> {
+  const { values, positionals } = parse(args, {
+    ...settingOptions(),
+    sub: { type: 'string' },
+    cap: { type: 'string' },
+    ttl: { type: 'string' },
+    jti: { type: 'string' },
+  });
+  if (values['help'] === true) {
+    process.stdout.write(TOKEN_HELP + '\n');
+    return;
+  }
+  if (positionals.length > 0) throw new UsageError(`unexpected argument: ${positionals[0]}`);
+  const sub = values['sub'];
+  if (typeof sub !== 'string' || sub === '') throw new UsageError('token needs --sub');
+  let cap: unknown = {};
+  if (typeof values['cap'] === 'string') {
+    try {
+      cap = JSON.parse(values['cap']);
+    } catch {
+      throw new UsageError('--cap must be JSON, e.g. \'{"chat:*":["subscribe","publish"]}\'');
+    }
+  }
+  const bad = parseCapabilities(cap);
+  if (typeof bad === 'string') throw new UsageError(`--cap: ${bad}`);
+  const ttl = values['ttl'] === undefined ? 3600 : Number(values['ttl']);
+  if (!Number.isSafeInteger(ttl) || ttl <= 0)
+    throw new UsageError('--ttl must be a positive number of seconds');
+  const config = configFrom(values);
+  if (config.jwtSecret === undefined)
+    throw new ConfigError(
+      'jwtSecret',
+      'token needs jwtSecret (flag --jwt-secret, SWITCHBOARD_JWT_SECRET or the config file)',
+    );
+  const jwt = new SignJWT({ cap: cap as Record<string, string[]> })
+    .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
+    .setSubject(sub)
+    .setIssuedAt()
+    .setExpirationTime(Math.floor(Date.now() / 1000) + ttl)
+    .setJti(typeof values['jti'] === 'string' ? values['jti'] : randomUUID());
+  if (config.jwtIssuer !== undefined) jwt.setIssuer(config.jwtIssuer);
+  if (config.jwtAudience !== undefined) jwt.setAudience(config.jwtAudience);
+  process.stdout.write((await jwt.sign(new TextEncoder().encode(config.jwtSecret))) + '\n');
+}
+
+async function revoke(args: string[]): Promise<void> {
+  const { values, positionals } = parse(args, {
+    url: { type: 'string' },
+    'api-key': { type: 'string' },
+    jti: { type: 'string' },
+    sub: { type: 'string' },
+    before: { type: 'string' },
+  });
+  if (values['help'] === true) {
+    process.stdout.write(REVOKE_HELP + '\n');
+    return;
+  }
+  if (positionals.length > 0) throw new UsageError(`unexpected argument: ${positionals[0]}`);
+  const jti = values['jti'];
+  const sub = values['sub'];
+  if ((jti === undefined) === (sub === undefined))
+    throw new UsageError('revoke needs exactly one of --jti and --sub');
+  const body: Record<string, unknown> = jti !== undefined ? { jti } : { sub };
+  if (values['before'] !== undefined) {
+    if (sub === undefined) throw new UsageError('--before goes with --sub');
+    const before = Number(values['before']);
+    if (!Number.isSafeInteger(before))
+      throw new UsageError('--before must be a time in ms since the epoch');
+    body['before'] = before;
+  }
+  const base = (values['url'] as string | undefined) ?? 'http://127.0.0.1:8080';
+  const text = await post(new URL('/v1/admin/revocations', base), body, apiKeyHeader(values), base);
+  process.stdout.write(text + '\n');
+}
+
+/** POSTs JSON and returns the body; a non-2xx answer is an Error with the server's message. */
+async function post(
+  url: URL,
+  body: unknown,
+  headers: Record<string, string>,
+  base: string,
+): Promise<string> {
+  let res: Response;
+  try {
+    res = await fetch(url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...headers },
+      body: JSON.stringify(body),
+    });
+  } catch (err) {
+    const cause = (err as Error).cause;
+    throw new Error(
+      `cannot reach ${base}: ${cause instanceof Error ? cause.message : (err as Error).message}`,
+    );
+  }
+  const text = await res.text();
+  if (!res.ok) throw new Error(`request failed (${res.status}): ${text}`);
+  return text;
+}
+
+async function serve(args: string[]): Promise<void> {
+  const { values, positionals } = parse(args, settingOptions());
+  if (values['help'] === true) {
+    process.stdout.write(serveHelp() + '\n');
+    return;
+  }
+  if (positionals.length > 0) throw new UsageError(`unexpected argument: ${positionals[0]}`);
+  const config = configFrom(values);
   const logger = createLogger(config.logLevel);
   const server = await startServer(config, logger);
   let signals = 0;
@@ -126,6 +274,7 @@ async function publish(args: string[]): Promise<void> {
     url: { type: 'string' },
     name: { type: 'string' },
     id: { type: 'string' },
+    'api-key': { type: 'string' },
   });
   if (values['help'] === true) {
     process.stdout.write(PUBLISH_HELP + '\n');
@@ -145,25 +294,15 @@ async function publish(args: string[]): Promise<void> {
   const body: Record<string, unknown> = { data: parsed };
   if (values['name'] !== undefined) body['name'] = values['name'];
   if (values['id'] !== undefined) body['id'] = values['id'];
-  let res: Response;
-  try {
-    res = await fetch(new URL(`/v1/channels/${encodeURIComponent(channel)}/messages`, base), {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify(body),
-    });
-  } catch (err) {
-    throw new Error(
-      `cannot reach ${base}: ${(err as Error).cause instanceof Error ? ((err as Error).cause as Error).message : (err as Error).message}`,
-    );
-  }
-  const text = await res.text();
-  if (!res.ok) throw new Error(`publish failed (${res.status}): ${text}`);
-  process.stdout.write(text + '\n');
+  const url = new URL(`/v1/channels/${encodeURIComponent(channel)}/messages`, base);
+  process.stdout.write((await post(url, body, apiKeyHeader(values), base)) + '\n');
 }
 
 function subscribe(args: string[]): Promise<void> {
-  const { values, positionals } = parse(args, { url: { type: 'string' } });
+  const { values, positionals } = parse(args, {
+    url: { type: 'string' },
+    token: { type: 'string' },
+  });
   if (values['help'] === true) {
     process.stdout.write(SUBSCRIBE_HELP + '\n');
     return Promise.resolve();
@@ -172,6 +311,7 @@ function subscribe(args: string[]): Promise<void> {
   if (channel === undefined) throw new UsageError('subscribe needs <channel>');
   if (extra !== undefined) throw new UsageError(`unexpected argument: ${extra}`);
   const url = (values['url'] as string | undefined) ?? 'ws://127.0.0.1:8080/ws';
+  const token = (values['token'] as string | undefined) ?? process.env['SWITCHBOARD_TOKEN'];
   let attempt = 0;
   let stopped = false;
   let current: WebSocket | undefined;
@@ -179,6 +319,9 @@ function subscribe(args: string[]): Promise<void> {
     const ws = new WebSocket(url, [BATCH_SUBPROTOCOL]);
     current = ws;
     ws.on('open', () => {
+      // The token travels in the first frame, never in the URL (URLs end up in proxy logs).
+      if (token !== undefined && token !== '')
+        ws.send(JSON.stringify({ action: 'connect', token, id: 0 }));
       ws.send(JSON.stringify({ action: 'subscribe', channel, id: 1 }));
     });
     ws.on('message', (data: Buffer) => {
@@ -226,6 +369,10 @@ async function main(argv: string[]): Promise<void> {
       return publish(rest);
     case 'subscribe':
       return subscribe(rest);
+    case 'token':
+      return token(rest);
+    case 'revoke':
+      return revoke(rest);
     case undefined:
     case '-h':
     case '--help':
