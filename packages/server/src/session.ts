@@ -204,7 +204,7 @@ export class Session implements ConnectionHandler {
     this.#node
       .publish(
         { channel: cmd.channel, dataJson: cmd.dataJson, name: cmd.name, id: cmd.messageId },
-        'websocket',
+        this.#conn.transport,
       )
       .then(
         (r) => {
@@ -321,8 +321,13 @@ export class Session implements ConnectionHandler {
       return;
     }
     if (!this.#admit(cmd.id)) return;
+    // Commands sent right behind a connect must run with its credentials, not as anonymous.
+    if (cmd.action === 'connect') this.#early = [];
     this.#verify(cmd.action, cmd.token, cmd.id).then(
-      () => this.#inFlight--,
+      () => {
+        this.#inFlight--;
+        if (cmd.action === 'connect') this.#drainEarly();
+      },
       () => this.#inFlight--,
     );
   }
