@@ -1,7 +1,13 @@
-import { ErrorCode } from '@switchboard/protocol';
+import { BATCH_SUBPROTOCOL, ErrorCode } from '@switchboard/protocol';
 import { DEFAULT_BACKOFF, fullJitter, type BackoffOptions } from './backoff.js';
 import { Channels, type ChannelHooks, type ChannelHost } from './channel.js';
-import { Connection, type ConnectionOptions, type WebSocketConstructor } from './connection.js';
+import {
+  Connection,
+  type ConnectionOptions,
+  type Transport,
+  type TransportName,
+  type WebSocketConstructor,
+} from './connection.js';
 import {
   ConnectionClosedError,
   QueueFullError,
@@ -11,6 +17,9 @@ import {
   type Reason,
 } from './errors.js';
 import { parseFrames, toMessage, type Frame } from './frames.js';
+import type { FetchLike } from './http-transport.js';
+import { PollingSocket } from './long-polling.js';
+import { SseSocket } from './sse.js';
 
 export interface SwitchboardOptions {
   /** The server's WebSocket URL, e.g. `ws://localhost:8080/ws`. Give this or `endpoints`. */
@@ -19,6 +28,19 @@ export interface SwitchboardOptions {
   readonly endpoints?: readonly string[];
   /** The WebSocket class; default `globalThis.WebSocket`. In Node 20 pass `WebSocket` from `ws`. */
   readonly WebSocket?: WebSocketConstructor;
+  /**
+   * The transports to use, in order of preference. Default `['websocket', 'sse', 'long-polling']`,
+   * less those the runtime lacks. One that fails before it opens hands over to the next; the one
+   * that worked is used for reconnects, and the first is tried again every `upgradeRetryMs`.
+   * SSE and long-polling use the WebSocket URL's host with `http(s)` and without its final `/ws`.
+   */
+  readonly transports?: readonly TransportName[];
+  /** The `fetch` of the SSE and long-polling transports; default `globalThis.fetch`. */
+  readonly fetch?: FetchLike;
+  /** While on a fallback transport, try the first one again after this long (doubling while it fails). Default 60 000. */
+  readonly upgradeRetryMs?: number;
+  /** How long a long-poll may wait for frames (the server caps it at its ping interval). Default 20 000. */
+  readonly pollWaitMs?: number;
   /** Reconnect delays: full jitter over [0, min(capMs, baseMs * 2^attempt)). */
   readonly backoff?: BackoffOptions;
   /** Ping after this long without any frame from the server. Default 15 000. */
@@ -75,18 +97,15 @@ export class Switchboard {
   constructor(options: SwitchboardOptions) {
     const endpoints = options.endpoints ?? (options.url === undefined ? [] : [options.url]);
     if (endpoints.length === 0) throw new TypeError('one of "url" or "endpoints" is required');
-    const WebSocket =
-      options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
-    if (WebSocket === undefined) {
-      throw new TypeError('no global WebSocket: pass options.WebSocket (in Node 20: from "ws")');
-    }
+    const transports = resolveTransports(options);
     this.#requestTimeoutMs = options.requestTimeoutMs ?? 10_000;
     this.#maxQueued = options.maxQueuedPublishes ?? 1000;
     this.#maxBytes = options.maxMessageBytes ?? 65_536;
     const backoff = { ...DEFAULT_BACKOFF, ...options.backoff };
     const connection: ConnectionOptions = {
       endpoints: [...endpoints],
-      WebSocket,
+      transports,
+      upgradeRetryMs: options.upgradeRetryMs ?? 60_000,
       backoff,
       pingIntervalMs: options.pingIntervalMs ?? 15_000,
       pingTimeoutMs: options.pingTimeoutMs ?? 10_000,
@@ -220,6 +239,32 @@ export class Switchboard {
     }, this.#requestTimeoutMs);
     this.#send?.(entry.text);
   }
+}
+
+const DEFAULT_TRANSPORTS: readonly TransportName[] = ['websocket', 'sse', 'long-polling'];
+
+/** The transports asked for (or all), less those the runtime cannot provide. */
+function resolveTransports(options: SwitchboardOptions): Transport[] {
+  const g = globalThis as { WebSocket?: WebSocketConstructor; fetch?: FetchLike };
+  const WebSocket = options.WebSocket ?? g.WebSocket;
+  const fetch = options.fetch ?? (g.fetch === undefined ? undefined : g.fetch.bind(globalThis));
+  const pollWaitMs = options.pollWaitMs ?? 20_000;
+  const out: Transport[] = [];
+  for (const name of options.transports ?? DEFAULT_TRANSPORTS) {
+    if (name === 'websocket' && WebSocket !== undefined) {
+      out.push({ name, open: (url) => new WebSocket(url, [BATCH_SUBPROTOCOL]) });
+    } else if (name === 'sse' && fetch !== undefined) {
+      out.push({ name, open: (url) => new SseSocket(url, fetch) });
+    } else if (name === 'long-polling' && fetch !== undefined) {
+      out.push({ name, open: (url) => new PollingSocket(url, fetch, pollWaitMs) });
+    }
+  }
+  if (out.length === 0) {
+    throw new TypeError(
+      'no transport available: no global WebSocket or fetch (in Node 20 pass options.WebSocket from "ws")',
+    );
+  }
+  return out;
 }
 
 /** A message id: a UUID where the runtime offers one (secure contexts, Node), else 128 random bits. */

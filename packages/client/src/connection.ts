@@ -1,4 +1,4 @@
-import { BATCH_SUBPROTOCOL, DisconnectCode, shouldReconnect } from '@switchboard/protocol';
+import { DisconnectCode, shouldReconnect } from '@switchboard/protocol';
 import { fullJitter, type BackoffOptions } from './backoff.js';
 import { Emitter } from './emitter.js';
 import type { Reason } from './errors.js';
@@ -32,9 +32,12 @@ export type ConnectionEvents = { readonly [S in ConnectionState]: StateChange } 
 };
 
 // A method's parameter is checked bivariantly, so both the DOM WebSocket and `ws` fit these types.
-type Handler<E> = { bivariant(event: E): void }['bivariant'];
+export type Handler<E> = { bivariant(event: E): void }['bivariant'];
 
-/** What the SDK needs of a WebSocket: the browser's, or `ws`'s in Node. */
+/**
+ * What the SDK needs of a WebSocket: the browser's, or `ws`'s in Node. The SSE and long-polling
+ * transports take the same shape, so one state machine drives all three.
+ */
 export interface WebSocketLike {
   readonly protocol: string;
   onopen: Handler<unknown> | null;
@@ -52,10 +55,22 @@ export type WebSocketConstructor = new (
   protocols?: string | string[],
 ) => WebSocketLike;
 
+/** The ways to reach a server, in the SDK's order of preference. */
+export type TransportName = 'websocket' | 'sse' | 'long-polling';
+
+/** One transport: opens a WebSocket-shaped link to an endpoint (a `ws://` or `wss://` URL). */
+export interface Transport {
+  readonly name: TransportName;
+  open(url: string): WebSocketLike;
+}
+
 /** Connection settings, all resolved (see SwitchboardOptions for their meaning). */
 export interface ConnectionOptions {
   readonly endpoints: readonly string[];
-  readonly WebSocket: WebSocketConstructor;
+  /** In order of preference; at least one. */
+  readonly transports: readonly Transport[];
+  /** While on a fallback transport, how long before the first one is tried again. */
+  readonly upgradeRetryMs: number;
   readonly backoff: BackoffOptions;
   readonly pingIntervalMs: number;
   readonly pingTimeoutMs: number;
@@ -75,10 +90,20 @@ export interface LinkHandler {
 }
 
 const PING = '{"action":"ping","id":"hb"}';
+/** Longest wait between attempts to move back to the preferred transport. */
+const MAX_UPGRADE_RETRY_MS = 10 * 60_000;
 
 /**
  * The link to the server: one socket at a time, reconnect with full-jitter backoff over the
  * endpoints in turn, heartbeats, and the state machine. Obtained as `client.connection`.
+ *
+ * Transports are tried in order: one that fails before it works (refused, upgrade blocked, not
+ * open within `connectTimeoutMs`, or closed before a single frame came through) hands over at once
+ * to the next; when the last fails too, the usual backoff follows and the next round starts again
+ * from the transport that last worked (delivered a frame).
+ * While on a fallback, the first transport is tried again in the background every
+ * `upgradeRetryMs` (doubling while it fails); when it opens, the link moves to it and every
+ * channel resumes from its position, so nothing is lost or repeated.
  */
 export class Connection extends Emitter<ConnectionEvents> {
   readonly #o: ConnectionOptions;
@@ -92,11 +117,22 @@ export class Connection extends Emitter<ConnectionEvents> {
   #downSince = 0;
   #lastRx = 0;
   #pinged = false;
+  /** The transport of the socket being opened or open, and the one that last opened. */
+  #current = 0;
+  #preferred = 0;
+  #opened = false;
+  /** A frame came through the current socket: the transport works end to end. */
+  #worked = false;
+  #probe: WebSocketLike | undefined;
+  #probeTimer: ReturnType<typeof setTimeout> | undefined;
+  #probeDelay: number;
 
   constructor(options: ConnectionOptions, link: LinkHandler) {
     super();
+    if (options.transports.length === 0) throw new TypeError('at least one transport is required');
     this.#o = options;
     this.#link = link;
+    this.#probeDelay = options.upgradeRetryMs;
   }
 
   get state(): ConnectionState {
@@ -108,11 +144,17 @@ export class Connection extends Emitter<ConnectionEvents> {
     return this.#o.endpoints[this.#endpoint % this.#o.endpoints.length] as string;
   }
 
+  /** The transport in use or being tried. */
+  get transport(): TransportName {
+    return (this.#o.transports[this.#current] as Transport).name;
+  }
+
   /** Opens the connection if it is closed or failed; otherwise (also while retrying) does nothing. */
   connect(): void {
     if (this.#state !== 'closed' && this.#state !== 'failed') return;
     this.#attempt = 0;
     this.#downSince = 0;
+    this.#current = this.#preferred;
     this.#dial();
   }
 
@@ -128,21 +170,33 @@ export class Connection extends Emitter<ConnectionEvents> {
   #dial(): void {
     this.#set('connecting');
     const url = this.url;
+    const transport = this.#o.transports[this.#current] as Transport;
     let ws: WebSocketLike;
     try {
-      ws = new this.#o.WebSocket(url, [BATCH_SUBPROTOCOL]);
+      ws = transport.open(url);
     } catch (err) {
       this.#gone(1006, `cannot open ${url}: ${err instanceof Error ? err.message : String(err)}`);
       return;
     }
+    this.#attach(ws);
+    this.#timer = setTimeout(() => this.#gone(1006, 'connect timeout'), this.#o.connectTimeoutMs);
+  }
+
+  #attach(ws: WebSocketLike): void {
     this.#ws = ws;
+    this.#opened = false;
+    this.#worked = false;
     ws.onopen = () => {
-      if (this.#ws === ws) this.#opened(ws);
+      if (this.#ws === ws) this.#onOpen(ws);
     };
     ws.onmessage = (event) => {
       if (this.#ws !== ws) return;
       this.#lastRx = Date.now();
       this.#pinged = false;
+      if (!this.#worked) {
+        this.#worked = true;
+        this.#preferred = this.#current;
+      }
       this.#link.frames(String(event.data));
     };
     ws.onclose = (event) => {
@@ -152,11 +206,11 @@ export class Connection extends Emitter<ConnectionEvents> {
     };
     // An error is always followed by close; `ws` needs a listener so it does not throw.
     ws.onerror = () => {};
-    this.#timer = setTimeout(() => this.#gone(1006, 'connect timeout'), this.#o.connectTimeoutMs);
   }
 
-  #opened(ws: WebSocketLike): void {
+  #onOpen(ws: WebSocketLike): void {
     clearTimeout(this.#timer);
+    this.#opened = true;
     this.#attempt = 0;
     this.#downSince = 0;
     this.#lastRx = Date.now();
@@ -166,6 +220,10 @@ export class Connection extends Emitter<ConnectionEvents> {
       if (this.#ws === ws) ws.send(text);
     });
     this.#set('connected');
+    if (this.#current > 0) {
+      clearTimeout(this.#probeTimer);
+      this.#probeTimer = setTimeout(this.#tryUpgrade, this.#probeDelay);
+    }
   }
 
   /**
@@ -188,9 +246,60 @@ export class Connection extends Emitter<ConnectionEvents> {
     this.#timer = setTimeout(this.#beat, this.#o.pingTimeoutMs);
   };
 
+  /** In the background, opens the preferred transport; if it opens, the link moves to it. */
+  readonly #tryUpgrade = (): void => {
+    if (this.#state !== 'connected' || this.#current === 0 || this.#probe !== undefined) return;
+    let probe: WebSocketLike;
+    try {
+      probe = (this.#o.transports[0] as Transport).open(this.url);
+    } catch {
+      this.#upgradeFailed(undefined);
+      return;
+    }
+    this.#probe = probe;
+    const timer = setTimeout(() => this.#upgradeFailed(probe), this.#o.connectTimeoutMs);
+    probe.onopen = () => {
+      clearTimeout(timer);
+      if (this.#probe !== probe) return;
+      this.#probe = undefined;
+      this.#probeDelay = this.#o.upgradeRetryMs;
+      // The old link goes down and the new one up without passing through `disconnected`:
+      // channels resubscribe from their positions and unanswered commands are re-sent.
+      const old = this.#ws;
+      this.#ws = undefined;
+      clearTimeout(this.#timer);
+      old?.close(DisconnectCode.NORMAL);
+      this.#link.down(undefined);
+      this.#current = 0;
+      this.#attach(probe);
+      this.#onOpen(probe);
+    };
+    probe.onclose = () => {
+      clearTimeout(timer);
+      this.#upgradeFailed(probe);
+    };
+    probe.onerror = () => {};
+    probe.onmessage = () => {};
+  };
+
+  #upgradeFailed(probe: WebSocketLike | undefined): void {
+    if (probe !== undefined) {
+      if (this.#probe !== probe) return;
+      this.#probe = undefined;
+      killSocket(probe);
+    }
+    this.#probeDelay = Math.min(this.#probeDelay * 2, MAX_UPGRADE_RETRY_MS);
+    if (this.#state === 'connected' && this.#current > 0)
+      this.#probeTimer = setTimeout(this.#tryUpgrade, this.#probeDelay);
+  }
+
   /** Forgets the socket; `kill` drops it without a closing handshake when the runtime can. */
   #drop(kill: boolean): void {
     clearTimeout(this.#timer);
+    clearTimeout(this.#probeTimer);
+    const probe = this.#probe;
+    this.#probe = undefined;
+    if (probe !== undefined) killSocket(probe);
     const ws = this.#ws;
     this.#ws = undefined;
     if (ws === undefined) return;
@@ -199,6 +308,10 @@ export class Connection extends Emitter<ConnectionEvents> {
   }
 
   #gone(code: number, message: string): void {
+    const opened = this.#opened;
+    const worked = this.#worked;
+    this.#opened = false;
+    this.#worked = false;
     this.#drop(true);
     const reason = { code, message };
     if (!shouldReconnect(code)) {
@@ -206,7 +319,16 @@ export class Connection extends Emitter<ConnectionEvents> {
       this.#set('failed', reason);
       return;
     }
+    // Never worked: this transport may be blocked on the way (a proxy that refuses the upgrade,
+    // or lets it through and then drops every frame), not the server down. Try the next.
+    if (!worked && this.#current + 1 < this.#o.transports.length) {
+      if (opened) this.#link.down(undefined);
+      this.#current++;
+      this.#dial();
+      return;
+    }
     this.#link.down(undefined);
+    this.#current = this.#preferred;
     const now = Date.now();
     if (this.#downSince === 0) this.#downSince = now;
     const suspended =
@@ -232,4 +354,11 @@ export class Connection extends Emitter<ConnectionEvents> {
     this.emit(current, change);
     this.emit('change', change);
   }
+}
+
+/** Drops a socket without a closing handshake when the runtime can. */
+function killSocket(ws: WebSocketLike): void {
+  ws.onopen = ws.onmessage = ws.onclose = null;
+  if (ws.terminate) ws.terminate();
+  else ws.close(DisconnectCode.NORMAL);
 }

@@ -20,6 +20,7 @@ export type {
   ConnectionEvents,
   ConnectionState,
   StateChange,
+  TransportName,
   WebSocketConstructor,
   WebSocketLike,
 } from './connection.js';

@@ -37,6 +37,8 @@ function setup(options: Partial<SwitchboardOptions> = {}): {
   const client = new Switchboard({
     ...(options.endpoints === undefined && { url: 'ws://test/ws' }),
     WebSocket,
+    // The scripted socket plays the server; the HTTP fallbacks are tested in transports.test.ts.
+    transports: ['websocket'],
     backoff: { baseMs: 1, capMs: 4 },
     ...options,
   });
@@ -87,9 +89,13 @@ describe('Switchboard (scripted socket)', () => {
       assert.ok(dom === undefined || typeof dom === 'function');
     });
 
-    it('throws a TypeError without url/endpoints or without any WebSocket', () => {
+    it('throws a TypeError without url/endpoints or without any usable transport', () => {
       assert.throws(() => new Switchboard({}), /one of "url" or "endpoints" is required/);
-      assert.throws(() => new Switchboard({ url: 'ws://x' }), /no global WebSocket/);
+      // Node 20 has fetch but no global WebSocket: only a WebSocket-only client has no transport.
+      assert.throws(
+        () => new Switchboard({ url: 'ws://x', transports: ['websocket'] }),
+        /no transport available/,
+      );
     });
 
     it('rejects an invalid channel name synchronously', () => {

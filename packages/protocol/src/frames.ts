@@ -271,10 +271,18 @@ function decodePublish(obj: Record<string, unknown>, id: RequestId | undefined):
   // `message` is accepted as an alias so tutorial-shaped publishers work unchanged.
   const data = obj['data'] !== undefined ? obj['data'] : obj['message'];
   if (data === undefined) return fail(ErrorCode.BAD_REQUEST, 'publish needs data', id);
+  // JSON.stringify recurses: data nested a few thousand levels deep, which JSON.parse accepts,
+  // throws a RangeError, and this function must never throw (a throw here crashed the server).
+  let dataJson: string;
+  try {
+    dataJson = JSON.stringify(data);
+  } catch {
+    return fail(ErrorCode.BAD_REQUEST, 'data is nested too deeply', id);
+  }
   const command: { -readonly [K in keyof PublishCommand]: PublishCommand[K] } = {
     action: 'publish',
     channel: channel as string,
-    dataJson: JSON.stringify(data),
+    dataJson,
   };
   if (id !== undefined) command.id = id;
   const name = obj['name'];

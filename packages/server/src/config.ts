@@ -35,7 +35,10 @@ export interface NamespaceConfig {
   readonly historyTtlMs?: number;
   /** What connections without credentials may do here (only matters when auth is configured). */
   readonly anonymous?: readonly Permission[];
-  /** Whether clients (tokens) may publish here; false leaves publishing to backends (API keys). */
+  /**
+   * Whether clients (tokens and anonymous connections) may publish here; false leaves publishing
+   * to backends (API keys), whatever `anonymous` or a token grants.
+   */
   readonly clientPublish?: boolean;
 }
 

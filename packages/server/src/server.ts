@@ -145,6 +145,12 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   });
   let draining = false;
   const http: HttpServer = createHttpServer(
+    // Node enforces headersTimeout/requestTimeout only when it sweeps its connections, every
+    // connectionsCheckingInterval (30 s by default): a slowloris socket lived up to 30 s past
+    // httpHeadersTimeoutMs. Sweep often enough that the timeout holds to within a quarter of it.
+    {
+      connectionsCheckingInterval: Math.max(250, Math.min(30_000, config.httpHeadersTimeoutMs / 4)),
+    },
     transports.before(
       createHttpHandler({
         node,

@@ -122,6 +122,7 @@ export class Session implements ConnectionHandler {
         code: ErrorCode.TOO_MANY_REQUESTS,
         message: `more than ${this.#ctx.limits.commandsPerSecond} commands per second`,
       });
+      this.#throttle();
       return;
     }
     const decoded = decodeCommand(text);
@@ -434,6 +435,20 @@ export class Session implements ConnectionHandler {
     if (this.#tokens < 1) return false;
     this.#tokens -= 1;
     return true;
+  }
+
+  /**
+   * Over its rate, a client is also stopped from sending more for a while: refusing each frame
+   * still cost this node parsing and an error reply per frame, so one flooding client took most
+   * of a core and raised everyone's latency (flood.test.ts). Reading resumes once the bucket has
+   * refilled a quarter of a second's worth of commands (at most 1 s later); what the client sends
+   * meanwhile waits in its own socket buffers.
+   */
+  #throttle(): void {
+    const { commandsPerSecond, commandBurst } = this.#ctx.limits;
+    const target = Math.max(1, Math.min(commandBurst, commandsPerSecond / 4));
+    const ms = Math.min(1000, Math.ceil(((target - this.#tokens) * 1000) / commandsPerSecond));
+    this.#conn.pauseReading?.(ms);
   }
 
   #admit(id: RequestId | undefined): boolean {

@@ -25,9 +25,11 @@ export function createPolicy(
     allows(creds, permission, channel) {
       if (!enabled || creds.kind === 'open') return true;
       const ns = namespaces[channelNamespace(channel)];
-      if (creds.kind === 'anonymous') return ns?.anonymous?.includes(permission) ?? false;
-      if (permission === 'publish' && creds.kind === 'token' && ns?.clientPublish === false)
+      // clientPublish false leaves publishing to backends: checked before the anonymous grant,
+      // which otherwise let anonymous clients publish where tokens may not.
+      if (permission === 'publish' && creds.kind !== 'apiKey' && ns?.clientPublish === false)
         return false;
+      if (creds.kind === 'anonymous') return ns?.anonymous?.includes(permission) ?? false;
       return can(creds, permission, channel) || (ns?.anonymous?.includes(permission) ?? false);
     },
   };

@@ -97,8 +97,9 @@ export interface Broker {
   /**
    * Node-to-node messages (revocations, commands for a connection held elsewhere): delivered at
    * most once to every node subscribed to `topic`, never stored. Topics are server-chosen names.
+   * Resolves with the number of nodes it was delivered to (0: no node subscribes the topic).
    */
-  publishControl(topic: string, payload: string): Promise<void>;
+  publishControl(topic: string, payload: string): Promise<number>;
   subscribeControl(topic: string): Promise<void>;
   unsubscribeControl(topic: string): Promise<void>;
   /** Stops deliveries and releases connections. */

@@ -95,9 +95,10 @@ export class MemoryBroker implements Broker {
     return Promise.resolve({ entries, position });
   }
 
-  publishControl(topic: string, payload: string): Promise<void> {
-    if (this.#controls.has(topic)) this.#handler?.onControl(topic, Buffer.from(payload));
-    return Promise.resolve();
+  publishControl(topic: string, payload: string): Promise<number> {
+    if (!this.#controls.has(topic) || this.#handler === undefined) return Promise.resolve(0);
+    this.#handler.onControl(topic, Buffer.from(payload));
+    return Promise.resolve(1);
   }
 
   subscribeControl(topic: string): Promise<void> {

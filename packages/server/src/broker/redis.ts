@@ -220,8 +220,8 @@ export class RedisBroker implements Broker {
     );
   }
 
-  publishControl(topic: string, payload: string): Promise<void> {
-    return this.#requireCmd().publish(this.#keys.control(topic), payload).then(noop);
+  publishControl(topic: string, payload: string): Promise<number> {
+    return this.#requireCmd().publish(this.#keys.control(topic), payload);
   }
 
   subscribeControl(topic: string): Promise<void> {

@@ -12,6 +12,11 @@ export interface Connection extends Sink {
   sendText(frame: string): void;
   /** Ends the connection with a close code and a reason of at most 123 bytes. */
   close(code: number, reason: string): void;
+  /**
+   * Flow control for a client over its command rate: stop reading its frames for `ms` (frames
+   * already received are still handled). Optional: transports without a stream to pause skip it.
+   */
+  pauseReading?(ms: number): void;
 }
 
 /** What the edge calls as frames arrive; implemented by Session. */

@@ -35,6 +35,7 @@ class WsConnection implements Connection {
   alive = true;
   closed = false;
   readonly engine: WsEngine;
+  #resumeTimer: NodeJS.Timeout | undefined;
 
   constructor(engine: WsEngine, ws: WebSocket) {
     this.engine = engine;
@@ -58,7 +59,22 @@ class WsConnection implements Connection {
     if (this.closed) return;
     this.closed = true;
     this.engine.disconnected(code);
+    // A paused socket would never read the client's answering close frame.
+    this.#resume();
     this.ws.close(code, reason);
+  }
+
+  pauseReading(ms: number): void {
+    if (this.closed || this.#resumeTimer !== undefined) return;
+    this.ws.pause();
+    this.#resumeTimer = setTimeout(() => this.#resume(), ms);
+  }
+
+  #resume(): void {
+    if (this.#resumeTimer === undefined) return;
+    clearTimeout(this.#resumeTimer);
+    this.#resumeTimer = undefined;
+    this.ws.resume();
   }
 
   #tooSlow(): void {

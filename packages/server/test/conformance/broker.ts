@@ -260,16 +260,16 @@ export function runBrokerSuite(
 
     it('delivers control messages only on subscribed topics', async () => {
       const topic = fresh();
-      await fx.broker.publishControl(topic, 'unheard');
+      assert.equal(await fx.broker.publishControl(topic, 'unheard'), 0, 'no receiver yet');
       await fx.broker.subscribeControl(topic);
-      await fx.broker.publishControl(topic, 'heard');
+      assert.equal(await fx.broker.publishControl(topic, 'heard'), 1, 'one receiver');
       await eventually(
         () => handler.controls.some((c) => c.topic === topic),
         5000,
         'control message',
       );
       await fx.broker.unsubscribeControl(topic);
-      await fx.broker.publishControl(topic, 'after');
+      assert.equal(await fx.broker.publishControl(topic, 'after'), 0, 'no receiver after');
       const marker = fresh();
       await fx.broker.subscribeControl(marker);
       await fx.broker.publishControl(marker, 'm');

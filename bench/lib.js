@@ -1,0 +1,223 @@
+/// <reference types="node" />
+/**
+ * Helpers shared by the benchmark orchestrator and the load generator: a fixed-bucket latency
+ * histogram, /proc readers (RSS, CPU time), free ports and small timing utilities.
+ */
+import { readFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+
+/** JSON.parse typed as unknown, so callers narrow it. @param {string} text @returns {unknown} */
+export function parseJson(text) {
+  return JSON.parse(text);
+}
+
+/** A `ws` message as text. @param {import('ws').RawData} data */
+export function rawText(data) {
+  if (Buffer.isBuffer(data)) return data.toString();
+  if (Array.isArray(data)) return Buffer.concat(data).toString();
+  return Buffer.from(data).toString();
+}
+
+/** @param {number} ms */
+export function sleep(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/**
+ * Latency histogram: 10 µs buckets up to 100 ms, then 1 ms buckets up to 60 s. Constant memory
+ * whatever the number of samples; percentiles are exact to the bucket width.
+ */
+export class Histogram {
+  static FINE_US = 10;
+  static FINE_LIMIT_MS = 100;
+  static COARSE_LIMIT_MS = 60_000;
+
+  constructor() {
+    this.fine = new Float64Array((Histogram.FINE_LIMIT_MS * 1000) / Histogram.FINE_US);
+    this.coarse = new Float64Array(Histogram.COARSE_LIMIT_MS - Histogram.FINE_LIMIT_MS + 1);
+    this.count = 0;
+    this.sum = 0;
+    this.max = 0;
+  }
+
+  /** @param {number} ms */
+  record(ms) {
+    if (ms < 0) ms = 0;
+    this.count++;
+    this.sum += ms;
+    if (ms > this.max) this.max = ms;
+    if (ms < Histogram.FINE_LIMIT_MS) this.fine[Math.floor((ms * 1000) / Histogram.FINE_US)]++;
+    else this.coarse[Math.min(Math.floor(ms) - Histogram.FINE_LIMIT_MS, this.coarse.length - 1)]++;
+  }
+
+  /** @param {number} q quantile in [0, 1] @returns {number} upper edge of the bucket, in ms */
+  quantile(q) {
+    if (this.count === 0) return 0;
+    const target = Math.max(1, Math.ceil(q * this.count));
+    let seen = 0;
+    for (let i = 0; i < this.fine.length; i++) {
+      seen += this.fine[i] ?? 0;
+      if (seen >= target) return Math.min(((i + 1) * Histogram.FINE_US) / 1000, this.max);
+    }
+    for (let i = 0; i < this.coarse.length; i++) {
+      seen += this.coarse[i] ?? 0;
+      if (seen >= target) return Math.min(Histogram.FINE_LIMIT_MS + i + 1, this.max);
+    }
+    return this.max;
+  }
+
+  summary() {
+    if (this.count === 0)
+      return { samples: 0, p50: null, p90: null, p99: null, max: null, mean: null };
+    return {
+      samples: this.count,
+      p50: round(this.quantile(0.5), 2),
+      p90: round(this.quantile(0.9), 2),
+      p99: round(this.quantile(0.99), 2),
+      max: round(this.max, 2),
+      mean: round(this.count === 0 ? 0 : this.sum / this.count, 2),
+    };
+  }
+}
+
+/** @param {number} x @param {number} digits */
+export function round(x, digits) {
+  const f = 10 ** digits;
+  return Math.round(x * f) / f;
+}
+
+/** Resident set size of a process in KiB, or undefined when it is gone. @param {number} pid */
+export function rssKiB(pid) {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(status);
+    return m === null ? undefined : Number(m[1]);
+  } catch {
+    return undefined;
+  }
+}
+
+/** The open-files limit (soft and hard) of a process, or undefined. @param {number} pid */
+export function fdLimit(pid) {
+  try {
+    const limits = readFileSync(`/proc/${pid}/limits`, 'utf8');
+    const m = /^Max open files\s+(\d+|unlimited)\s+(\d+|unlimited)/m.exec(limits);
+    return m === null ? undefined : { soft: m[1], hard: m[2] };
+  } catch {
+    return undefined;
+  }
+}
+
+const CLOCK_TICKS = 100;
+
+/** User + system CPU seconds a process has used, or undefined. @param {number} pid */
+export function cpuSeconds(pid) {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(rest[11]) + Number(rest[12])) / CLOCK_TICKS;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Seconds a process's main thread has spent running and waiting on a run queue (runnable but
+ * not running: CPU contention), from /proc/<pid>/schedstat; undefined when unavailable.
+ * @param {number} pid
+ */
+export function schedSeconds(pid) {
+  try {
+    const [run, wait] = readFileSync(`/proc/${pid}/schedstat`, 'utf8')
+      .trim()
+      .split(' ')
+      .map(Number);
+    return run === undefined || wait === undefined
+      ? undefined
+      : { run: run / 1e9, wait: wait / 1e9 };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Whether a process exists. @param {number} pid */
+export function alive(pid) {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** A TCP port free on 127.0.0.1 right now. @returns {Promise<number>} */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address();
+      const port = typeof addr === 'object' && addr !== null ? addr.port : 0;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** Busy and total CPU seconds of the whole machine (all cores), from /proc/stat. */
+export function machineCpu() {
+  try {
+    const line = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0] ?? '';
+    const f = line.trim().split(/\s+/).slice(1).map(Number);
+    const total = f.reduce((a, b) => a + b, 0);
+    // idle + iowait are not busy
+    const idle = (f[3] ?? 0) + (f[4] ?? 0);
+    return { busy: (total - idle) / CLOCK_TICKS, total: total / CLOCK_TICKS };
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * CPU use of several processes over an interval, in cores (1 = one core busy), plus `machine`:
+ * the whole machine's busy cores, and `others`: what the machine spent beyond the watched pids
+ * (other tenants' load makes a run noisy; it is recorded so a reader can tell).
+ * @param {Record<string, number>} pids
+ */
+export function cpuMeter(pids) {
+  const start = performance.now();
+  /** @type {Record<string, number | undefined>} */
+  const before = {};
+  for (const [name, pid] of Object.entries(pids)) before[name] = cpuSeconds(pid);
+  const machineBefore = machineCpu();
+  /** @type {Record<string, {run: number, wait: number} | undefined>} */
+  const schedBefore = {};
+  for (const [name, pid] of Object.entries(pids)) schedBefore[name] = schedSeconds(pid);
+  return () => {
+    const elapsed = (performance.now() - start) / 1000;
+    /** @type {Record<string, number | null>} */
+    const out = {};
+    let ours = 0;
+    for (const [name, pid] of Object.entries(pids)) {
+      const a = before[name];
+      const b = cpuSeconds(pid);
+      const used = a === undefined || b === undefined ? null : (b - a) / elapsed;
+      out[name] = used === null ? null : round(used, 2);
+      ours += used ?? 0;
+    }
+    const machineAfter = machineCpu();
+    if (machineBefore !== undefined && machineAfter !== undefined) {
+      const busy = (machineAfter.busy - machineBefore.busy) / elapsed;
+      out['machine'] = round(busy, 2);
+      out['others'] = round(Math.max(0, busy - ours), 2);
+    }
+    // Fraction of the interval each main thread spent runnable but waiting for a CPU.
+    for (const [name, pid] of Object.entries(pids)) {
+      const a = schedBefore[name];
+      const b = schedSeconds(pid);
+      if (a !== undefined && b !== undefined)
+        out[`${name}RunQueueWait`] = round((b.wait - a.wait) / elapsed, 2);
+    }
+    return out;
+  };
+}
