@@ -25,6 +25,7 @@ export interface WsEngineOptions {
 /** A slow client gets this long to take its close frame before the socket is destroyed. */
 const SLOW_CLOSE_GRACE_MS = 2000;
 const TEXT = { binary: false } as const;
+const HEARTBEAT_SLICES = 10;
 
 /** One ws socket as a Connection. */
 class WsConnection implements Connection {
@@ -128,6 +129,9 @@ export class WsEngine {
   readonly #wss: WebSocketServer;
   readonly #connections = new Set<WsConnection>();
   #heartbeat: NodeJS.Timeout | undefined;
+  /** Connections still to visit in this heartbeat round. */
+  #round: WsConnection[] = [];
+  #sliceSize = 0;
 
   constructor(options: WsEngineOptions) {
     this.#options = options;
@@ -176,7 +180,10 @@ export class WsEngine {
       }
       this.#wss.handleUpgrade(req, socket, head, (ws) => this.#onConnection(ws, req));
     });
-    this.#heartbeat = setInterval(() => this.#beat(), this.#options.pingIntervalMs);
+    this.#heartbeat = setInterval(
+      () => this.#beat(),
+      this.#options.pingIntervalMs / HEARTBEAT_SLICES,
+    );
     this.#heartbeat.unref();
   }
 
@@ -223,8 +230,17 @@ export class WsEngine {
     conn.handler = this.#options.accept(conn, req);
   }
 
+  /**
+   * One slice of the heartbeat: every connection is visited once per ping interval, a tenth at a
+   * time, so 10,000 sockets cost ten short pauses instead of one ~90 ms stall (seen in bench (b)).
+   */
   #beat(): void {
-    for (const conn of this.#connections) {
+    if (this.#round.length === 0) {
+      this.#round = [...this.#connections];
+      this.#sliceSize = Math.ceil(this.#round.length / HEARTBEAT_SLICES);
+    }
+    for (const conn of this.#round.splice(0, this.#sliceSize)) {
+      if (conn.closed) continue;
       if (!conn.alive) {
         this.#options.onDisconnect?.(DisconnectCode.NO_PONG);
         conn.ws.terminate();
