@@ -81,6 +81,8 @@ export interface ChannelHooks {
   up(): void;
   down(): void;
   end(err: SwitchboardError): void;
+  /** The server ended the subscription (a refreshed token no longer allows it). */
+  revoked(err: SwitchboardError): void;
 }
 
 type Attach = 'idle' | 'pending' | 'attaching' | 'attached';
@@ -119,6 +121,13 @@ export class Channel extends Emitter<ChannelEvents> {
       up: () => this.#send(),
       down: () => this.#down(),
       end: (err) => this.#settle(err),
+      revoked: (err) => {
+        this.#listeners = [];
+        this.#reset('idle');
+        this.#position = undefined;
+        this.#settle(err);
+        this.emit('error', err);
+      },
     });
   }
 

@@ -1,4 +1,9 @@
-import { BATCH_SUBPROTOCOL, ErrorCode } from '@switchboard/protocol';
+import {
+  BATCH_SUBPROTOCOL,
+  DisconnectCode,
+  ErrorCode,
+  type ErrorCodeValue,
+} from '@switchboard/protocol';
 import { DEFAULT_BACKOFF, fullJitter, type BackoffOptions } from './backoff.js';
 import { Channels, type ChannelHooks, type ChannelHost } from './channel.js';
 import {
@@ -55,6 +60,15 @@ export interface SwitchboardOptions {
   readonly maxQueuedPublishes?: number;
   /** Publishes whose frame exceeds this many UTF-8 bytes reject (server default 64 KiB). */
   readonly maxMessageBytes?: number;
+  /**
+   * A token sent in the first frame of every connection. Prefer `authCallback`, which can hand
+   * out fresh tokens: it is asked on every (re)connect and when the server asks for a refresh.
+   */
+  readonly token?: string;
+  /** Returns a token (from your backend); called on every connect and before the token expires. */
+  readonly authCallback?: () => string | Promise<string>;
+  /** GETs a token from this URL (`{"token": "..."}` or the token as text), like authCallback. */
+  readonly authUrl?: string;
   /** Enter `suspended` after this many failed attempts in a row. Default 10. */
   readonly suspendAfterAttempts?: number;
   /** ... or after this long without a connection. Default 120 000. */
@@ -89,6 +103,10 @@ export class Switchboard {
   #send: ((text: string) => void) | undefined;
   #ended: SwitchboardError | undefined;
   #nextId = 0;
+  readonly #auth: AuthSource | undefined;
+  /** Bumped whenever the link goes down, so late token answers for an old link are dropped. */
+  #link = 0;
+  #authRetries = 0;
   readonly #replies = new Map<number, (frame: Frame | undefined) => void>();
   /** Commands not yet answered, in the order they were made; re-sent in that order on reconnect. */
   #outbox: Outgoing[] = [];
@@ -112,6 +130,11 @@ export class Switchboard {
       connectTimeoutMs: options.connectTimeoutMs ?? 10_000,
       suspendAfterAttempts: options.suspendAfterAttempts ?? 10,
       suspendAfterMs: options.suspendAfterMs ?? 120_000,
+      // A refused token is final unless a fresh one can be fetched: try once more with it.
+      reconnectAfter: (code) =>
+        code === DisconnectCode.UNAUTHORIZED &&
+        this.#auth?.fresh === true &&
+        this.#authRetries++ < 1,
     };
     const host: ChannelHost = {
       requestTimeoutMs: this.#requestTimeoutMs,
@@ -123,6 +146,7 @@ export class Switchboard {
       register: (name, hooks) => this.#hooks.set(name, hooks),
     };
     this.channels = new Channels(host);
+    this.#auth = authSource(options, resolveFetch(options));
     this.connection = new Connection(connection, {
       open: (send) => this.#open(send),
       frames: (text) => this.#frames(text),
@@ -142,9 +166,52 @@ export class Switchboard {
   }
 
   #open(send: (text: string) => void): void {
+    const auth = this.#auth;
+    if (auth === undefined) {
+      this.#ready(send);
+      return;
+    }
+    const link = ++this.#link;
+    auth.get().then(
+      (token) => {
+        if (link !== this.#link) return;
+        // The server runs what follows a connect frame with its credentials, so no need to wait.
+        send(JSON.stringify({ action: 'connect', token, id: ++this.#nextId }));
+        this.#replies.set(this.#nextId, (frame) => {
+          if (frame !== undefined && replyError(frame) === undefined) this.#authRetries = 0;
+        });
+        this.#ready(send);
+      },
+      (err: unknown) => {
+        if (link !== this.#link) return;
+        // No token to send: drop the link as if it had expired, so backoff retries the callback.
+        this.connection.abort(
+          DisconnectCode.TOKEN_EXPIRED,
+          `auth: ${err instanceof Error ? err.message : String(err)}`,
+        );
+      },
+    );
+  }
+
+  #ready(send: (text: string) => void): void {
     this.#send = send;
     for (const hooks of this.#hooks.values()) hooks.up();
     for (const entry of this.#outbox) this.#transmit(entry);
+  }
+
+  /** The server asked for a fresh token before the current one expires. */
+  #refresh(): void {
+    const auth = this.#auth;
+    if (auth === undefined || !auth.fresh) return;
+    const link = this.#link;
+    auth.get().then(
+      (token) => {
+        if (link === this.#link) this.#sendNow({ action: 'refresh', token }, () => {});
+      },
+      () => {
+        // The server closes with 3005 at expiry; the reconnect then asks for a token again.
+      },
+    );
   }
 
   #frames(text: string): void {
@@ -158,12 +225,27 @@ export class Switchboard {
         }
         continue;
       }
+      const event = frame['event'];
+      if (event === 'refresh') {
+        this.#refresh();
+        continue;
+      }
+      if (event === 'unsubscribed' && typeof frame['channel'] === 'string') {
+        const code = (
+          typeof frame['code'] === 'number' ? frame['code'] : ErrorCode.PERMISSION_DENIED
+        ) as ErrorCodeValue;
+        const reason =
+          typeof frame['reason'] === 'string' ? frame['reason'] : 'unsubscribed by the server';
+        this.#hooks.get(frame['channel'])?.revoked(new SwitchboardError(code, reason));
+        continue;
+      }
       const message = toMessage(frame);
       if (message) this.#hooks.get(message.channel)?.deliver(message);
     }
   }
 
   #down(end: Reason | undefined): void {
+    this.#link++;
     this.#send = undefined;
     const handlers = [...this.#replies.values()];
     this.#replies.clear();
@@ -274,4 +356,43 @@ function newMessageId(): string {
   let id = '';
   for (let i = 0; i < 4; i++) id += Math.floor(Math.random() * 2 ** 32).toString(36);
   return id;
+}
+
+interface AuthSource {
+  /** Whether each call may return a new token (callback or URL), not a fixed one. */
+  readonly fresh: boolean;
+  get(): Promise<string>;
+}
+
+function resolveFetch(options: SwitchboardOptions): FetchLike | undefined {
+  const g = globalThis as { fetch?: FetchLike };
+  return options.fetch ?? (g.fetch === undefined ? undefined : g.fetch.bind(globalThis));
+}
+
+/** Where tokens come from: a callback, a URL, a fixed token, or nowhere. */
+function authSource(
+  options: SwitchboardOptions,
+  fetch: FetchLike | undefined,
+): AuthSource | undefined {
+  const { authCallback, authUrl, token } = options;
+  if (authCallback !== undefined) return { fresh: true, get: async () => authCallback() };
+  if (authUrl !== undefined) {
+    if (fetch === undefined)
+      throw new TypeError('authUrl needs fetch (options.fetch or a global fetch)');
+    return {
+      fresh: true,
+      async get() {
+        const res = await fetch(authUrl, { method: 'GET', credentials: 'include' });
+        const text = await res.text();
+        if (!res.ok) throw new Error(`authUrl answered ${res.status}`);
+        const trimmed = text.trim();
+        if (!trimmed.startsWith('{')) return trimmed;
+        const body = JSON.parse(trimmed) as { token?: unknown };
+        if (typeof body.token !== 'string') throw new Error('authUrl JSON has no token');
+        return body.token;
+      },
+    };
+  }
+  if (token !== undefined) return { fresh: false, get: () => Promise.resolve(token) };
+  return undefined;
 }

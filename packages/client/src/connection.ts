@@ -77,6 +77,8 @@ export interface ConnectionOptions {
   readonly connectTimeoutMs: number;
   readonly suspendAfterMs: number;
   readonly suspendAfterAttempts: number;
+  /** Whether to reconnect after a close code that normally ends the connection (see shouldReconnect). */
+  readonly reconnectAfter?: (code: number) => boolean;
 }
 
 /** What the connection reports to the client that owns it. */
@@ -156,6 +158,12 @@ export class Connection extends Emitter<ConnectionEvents> {
     this.#downSince = 0;
     this.#current = this.#preferred;
     this.#dial();
+  }
+
+  /** Drops the current link as if the server had closed it with `code` (then reconnects or fails by the code). */
+  abort(code: number, message: string): void {
+    if (this.#ws === undefined) return;
+    this.#gone(code, message);
   }
 
   /** Closes the connection for good (state `closed`); pending commands are rejected. */
@@ -314,7 +322,7 @@ export class Connection extends Emitter<ConnectionEvents> {
     this.#worked = false;
     this.#drop(true);
     const reason = { code, message };
-    if (!shouldReconnect(code)) {
+    if (!shouldReconnect(code) && this.#o.reconnectAfter?.(code) !== true) {
       this.#link.down(reason);
       this.#set('failed', reason);
       return;
