@@ -97,13 +97,18 @@ const wsUrl = `ws://127.0.0.1:${port}/ws`;
 const base = `http://127.0.0.1:${port}`;
 
 /**
- * A subscriber that records offsets per channel.
- * @param {string} channel @param {{offset: number, epoch: string} | undefined} since
+ * @typedef {{ offset: number, epoch: string }} Position
+ * @typedef {{ ws: WebSocket, offsets: number[], position?: Position, recovered?: boolean, done?: () => void }} Sub
+ */
+
+/**
+ * A subscriber that records the offsets it receives.
+ * @param {string} channel @param {Position | undefined} since @returns {Promise<Sub>}
  */
 function subscriber(channel, since) {
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(wsUrl, ['switchboard.v1']);
-    /** @type {{ws: WebSocket, offsets: number[], position?: {offset: number, epoch: string}, recovered?: boolean, done?: () => void}} */
+    /** @type {Sub} */
     const s = { ws, offsets: [] };
     ws.on('open', () =>
       ws.send(JSON.stringify({ action: 'subscribe', channel, id: 1, ...(since && { since }) })),
@@ -143,15 +148,13 @@ async function publish(channel, n) {
 
 // (d) resume storm
 const rssBefore = rssKiB(server.pid ?? 0);
-/** @type {Awaited<ReturnType<typeof subscriber>>[]} */
+/** @type {Sub[]} */
 const first = [];
 for (let i = 0; i < CLIENTS; i += 500) {
   first.push(
     ...(await Promise.all(
-      Array.from(
-        { length: Math.min(500, CLIENTS - i) },
-        (_, j) =>
-          /** @type {Promise<any>} */ (subscriber(`storm:${(i + j) % CHANNELS}`, undefined)),
+      Array.from({ length: Math.min(500, CLIENTS - i) }, (_, j) =>
+        subscriber(`storm:${(i + j) % CHANNELS}`, undefined),
       ),
     )),
   );
@@ -161,14 +164,12 @@ for (const s of first) s.ws.terminate();
 await sleep(500);
 for (let c = 0; c < CHANNELS; c++) await publish(`storm:${c}`, MISSED);
 const t0 = performance.now();
-const resumed = await Promise.all(
-  positions.map((p, i) => /** @type {Promise<any>} */ (subscriber(`storm:${i % CHANNELS}`, p))),
-);
+const resumed = await Promise.all(positions.map((p, i) => subscriber(`storm:${i % CHANNELS}`, p)));
 const tReplied = performance.now() - t0;
 await Promise.all(
   resumed.map((s) =>
     s.offsets.length >= MISSED
-      ? undefined
+      ? Promise.resolve(undefined)
       : new Promise((resolve) => {
           s.done = () => {
             if (s.offsets.length >= MISSED) resolve(undefined);
