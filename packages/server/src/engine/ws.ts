@@ -152,6 +152,10 @@ export class WsEngine {
             }
           : false,
       clientTracking: false,
+      // One message per socket per turn of the event loop: a client that sends a 64 KiB chunk
+      // of tiny frames (a flood) cannot hold the loop for tens of milliseconds while every other
+      // socket waits; its frames are interleaved with everyone else's I/O (flood.test.ts).
+      allowSynchronousEvents: false,
       handleProtocols: (protocols) =>
         protocols.has(BATCH_SUBPROTOCOL) ? BATCH_SUBPROTOCOL : false,
     });
