@@ -107,6 +107,7 @@ export class Switchboard {
   /** Bumped whenever the link goes down, so late token answers for an old link are dropped. */
   #link = 0;
   #authRetries = 0;
+  readonly #retryDelay: (attempt: number) => number;
   readonly #replies = new Map<number, (frame: Frame | undefined) => void>();
   /** Commands not yet answered, in the order they were made; re-sent in that order on reconnect. */
   #outbox: Outgoing[] = [];
@@ -120,6 +121,7 @@ export class Switchboard {
     this.#maxQueued = options.maxQueuedPublishes ?? 1000;
     this.#maxBytes = options.maxMessageBytes ?? 65_536;
     const backoff = { ...DEFAULT_BACKOFF, ...options.backoff };
+    this.#retryDelay = (attempt) => fullJitter(attempt, backoff);
     const connection: ConnectionOptions = {
       endpoints: [...endpoints],
       transports,
@@ -311,9 +313,21 @@ export class Switchboard {
     });
   }
 
-  #transmit(entry: Outgoing): void {
+  #transmit(entry: Outgoing, attempt = 0): void {
     this.#replies.set(entry.id, (frame) => {
-      if (frame !== undefined) entry.settle(replyError(frame) ?? frame);
+      if (frame === undefined) return;
+      const err = replyError(frame);
+      // Too many commands in flight (e.g. a backlog re-sent after a reconnect): the server stored
+      // nothing, so send it again after a pause instead of failing the application's publish.
+      if (err?.code === ErrorCode.TOO_MANY_REQUESTS && attempt < MAX_BUSY_RETRIES) {
+        clearTimeout(entry.timer);
+        setTimeout(() => {
+          if (this.#send !== undefined && this.#outbox.includes(entry))
+            this.#transmit(entry, attempt + 1);
+        }, this.#retryDelay(attempt));
+        return;
+      }
+      entry.settle(err ?? frame);
     });
     entry.timer = setTimeout(() => {
       this.#replies.delete(entry.id);
@@ -322,6 +336,9 @@ export class Switchboard {
     this.#send?.(entry.text);
   }
 }
+
+/** Retries of one command the server refused as too many in flight (111). */
+const MAX_BUSY_RETRIES = 20;
 
 const DEFAULT_TRANSPORTS: readonly TransportName[] = ['websocket', 'sse', 'long-polling'];
 
