@@ -11,6 +11,7 @@ import {
 } from '@switchboard/protocol';
 import type { Logger } from 'pino';
 import { ReplyError, toReplyError } from '../errors.js';
+import { readBody } from './body.js';
 import type { Metrics } from '../metrics.js';
 import type { Node, PublishInput, Published } from '../node.js';
 import { isRefusal, type Admission } from '../admission.js';
@@ -293,42 +294,13 @@ function toInput(channel: string, item: unknown, where: string, maxBytes: number
   return { channel, dataJson, id: id as string | undefined, name: name as string | undefined };
 }
 
-function readJson(req: IncomingMessage, limit: number): Promise<unknown> {
-  return new Promise((resolve, reject) => {
-    const declared = Number(req.headers['content-length'] ?? 0);
-    if (declared > limit) {
-      reject(
-        new ReplyError(ErrorCode.PAYLOAD_TOO_LARGE, `request body is larger than ${limit} bytes`),
-      );
-      return;
-    }
-    const chunks: Buffer[] = [];
-    let size = 0;
-    let failed = false;
-    req.on('data', (chunk: Buffer) => {
-      if (failed) return;
-      size += chunk.length;
-      if (size > limit) {
-        failed = true;
-        reject(
-          new ReplyError(ErrorCode.PAYLOAD_TOO_LARGE, `request body is larger than ${limit} bytes`),
-        );
-        return;
-      }
-      chunks.push(chunk);
-    });
-    req.on('error', (err) => {
-      if (!failed) reject(err);
-    });
-    req.on('end', () => {
-      if (failed) return;
-      try {
-        resolve(JSON.parse(Buffer.concat(chunks).toString('utf8')));
-      } catch {
-        reject(new ReplyError(ErrorCode.INVALID_JSON, 'request body is not valid JSON'));
-      }
-    });
-  });
+async function readJson(req: IncomingMessage, limit: number): Promise<unknown> {
+  const text = await readBody(req, limit);
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    throw new ReplyError(ErrorCode.INVALID_JSON, 'request body is not valid JSON');
+  }
 }
 
 function allow(

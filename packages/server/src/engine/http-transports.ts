@@ -35,6 +35,8 @@ import {
 import { PollConnection, type PollResponder } from './long-polling.js';
 import { SseConnection } from './sse.js';
 import { decodeEventId } from './stream-state.js';
+import { readBody } from '../api/body.js';
+import { ReplyError } from '../errors.js';
 
 /** A refusal at the door: HTTP status and JSON error (as admission.ts gives). */
 export interface HttpRefusal {
@@ -183,6 +185,10 @@ export class HttpTransports {
     run().catch((err: unknown) => {
       if (err instanceof RouteError) {
         sendJson(res, err.status, { error: err.message, code: err.code }, cors);
+        return;
+      }
+      if (err instanceof ReplyError) {
+        sendJson(res, errorHttpStatus[err.code], { error: err.message, code: err.code }, cors);
         return;
       }
       this.#o.logger.error({ err }, 'http transport request failed');
@@ -490,36 +496,6 @@ function corsHeaders(req: IncomingMessage): Record<string, string> {
   return origin === undefined
     ? { 'access-control-allow-origin': '*' }
     : { 'access-control-allow-origin': origin, vary: 'origin' };
-}
-
-function readBody(req: IncomingMessage, limit: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const tooLarge = (): RouteError =>
-      new RouteError(ErrorCode.PAYLOAD_TOO_LARGE, `request body is larger than ${limit} bytes`);
-    if (Number(req.headers['content-length'] ?? 0) > limit) {
-      reject(tooLarge());
-      return;
-    }
-    const chunks: Buffer[] = [];
-    let size = 0;
-    let failed = false;
-    req.on('data', (chunk: Buffer) => {
-      if (failed) return;
-      size += chunk.length;
-      if (size > limit) {
-        failed = true;
-        reject(tooLarge());
-        return;
-      }
-      chunks.push(chunk);
-    });
-    req.on('error', (err) => {
-      if (!failed) reject(err);
-    });
-    req.on('end', () => {
-      if (!failed) resolve(Buffer.concat(chunks).toString('utf8'));
-    });
-  });
 }
 
 function sendJson(
