@@ -127,10 +127,10 @@ describe('SDK auth', () => {
   });
 
   it('reconnects with a new token when one expires unrefreshed (3005), resuming without loss', async () => {
-    // A refresh lead longer than the token's life means the refresh push comes at once; a client
-    // that ignores it (a fixed token) is closed at expiry.
+    // The callback can only offer the same 5-second token until it expires (below), so the
+    // in-band refresh cannot extend it and the server closes the connection with 3005 at expiry.
     const s = await server({ tokenRefreshLeadMs: 100 });
-    const first = await mint('bob', 2);
+    const first = await mint('bob', 5);
     const firstExpiry =
       (
         JSON.parse(Buffer.from(first.split('.')[1] ?? '', 'base64url').toString()) as {
@@ -151,7 +151,7 @@ describe('SDK auth', () => {
         await publishRest(s.url, 'room:expiry', n++);
         return closes.some((ch) => ch.reason?.code === 3005) && c.connection.state === 'connected';
       },
-      15_000,
+      25_000,
       'expiry and reconnect',
       100,
     );
