@@ -45,6 +45,14 @@ export interface HistoryPage {
   next(): Promise<HistoryPage | undefined>;
 }
 
+/** One connection subscribed to a channel whose namespace keeps presence. */
+export interface PresenceMember {
+  /** The connection's presence id (random, stable for the connection's life). */
+  readonly clientId: string;
+  /** The `sub` of the connection's token; absent for anonymous connections. */
+  readonly user?: string;
+}
+
 /** Emitted when the channel's stream cannot be continued seamlessly; refetch state then. */
 export interface DiscontinuityInfo {
   /** `unrecovered`: the server could not replay the gap; `epoch`: the stream was reset. */
@@ -232,6 +240,24 @@ export class Channel extends Emitter<ChannelEvents> {
       hasNext: () => more,
       next: () => (more ? this.#history(base, { ...base, cursor }) : Promise.resolve(undefined)),
     };
+  }
+
+  /**
+   * Who is subscribed to the channel right now, on every node. Needs the `presence` capability
+   * and a namespace with presence on; otherwise rejects with the server's error (103 or 101, or
+   * 117 PRESENCE_DISABLED).
+   */
+  async presence(): Promise<PresenceMember[]> {
+    const reply = await this.#host.request({ action: 'presence', channel: this.name }, false);
+    const raw = reply['members'];
+    const members: PresenceMember[] = [];
+    for (const m of Array.isArray(raw) ? (raw as unknown[]) : []) {
+      if (typeof m !== 'object' || m === null) continue;
+      const { clientId, user } = m as Frame;
+      if (typeof clientId !== 'string') continue;
+      members.push(typeof user === 'string' ? { clientId, user } : { clientId });
+    }
+    return members;
   }
 
   #send(): void {

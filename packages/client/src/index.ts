@@ -13,6 +13,7 @@ export type {
   HistoryPage,
   MessageListener,
   OutgoingMessage,
+  PresenceMember,
   PublishResult,
 } from './channel.js';
 export type {

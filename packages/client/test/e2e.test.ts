@@ -14,7 +14,9 @@ import {
   startTestServer,
 } from '../../server/test/helpers.js';
 import {
+  ErrorCode,
   Switchboard,
+  type SwitchboardError,
   type ConnectionState,
   type DiscontinuityInfo,
   type Message,
@@ -380,3 +382,52 @@ async function historyPaging(s: TestServer): Promise<void> {
   const before = await ch.history({ direction: 'backward', before: 4 });
   assert.deepEqual(dataOf(before.items), [3, 2, 1], 'backward from before an offset');
 }
+
+describe('commands refused over the command rate (111)', () => {
+  it('carry their request id, so the SDK retries them at once instead of waiting for its timeout', async () => {
+    const s = await server({ maxCommandsPerSecond: 20, commandBurst: 5 });
+    const { WebSocket: Recorded, sockets } = recordingWebSocket();
+    const c = client({ url: s.wsUrl, WebSocket: Recorded, requestTimeoutMs: 60_000 });
+    const refused: unknown[] = [];
+    await eventually(() => sockets.length > 0);
+    sockets[0]?.on('message', (data: Buffer) => {
+      for (const line of data.toString().split('\n')) {
+        const f = JSON.parse(line) as Record<string, unknown>;
+        if (f['code'] === 111) refused.push(f['reply']);
+      }
+    });
+    const ch = c.channels.get('rate');
+    const t0 = performance.now();
+    const pages = await Promise.all(Array.from({ length: 15 }, () => ch.history({ limit: 1 })));
+    const ms = performance.now() - t0;
+    assert.equal(pages.length, 15);
+    assert.ok(refused.length > 0, 'some were refused');
+    assert.ok(
+      refused.every((id) => typeof id === 'number'),
+      `every refusal names its request: ${JSON.stringify(refused)}`,
+    );
+    // Without the id each refused request waited for requestTimeoutMs (60 s) and failed.
+    assert.ok(ms < 10_000, `served in ${ms.toFixed(0)} ms`);
+  });
+});
+
+describe('presence', () => {
+  it('channel.presence() lists the subscribers, and rejects with the server code where presence is off', async () => {
+    const s = await server({ namespaces: { room: { presence: true } } });
+    const a = client({ url: s.wsUrl });
+    const b = client({ url: s.wsUrl });
+    const room = a.channels.get('room:sdk');
+    assert.deepEqual(await room.presence(), []);
+    await room.subscribe(() => {});
+    await b.channels.get('room:sdk').subscribe(() => {});
+    const members = await b.channels.get('room:sdk').presence();
+    assert.equal(members.length, 2);
+    for (const m of members) assert.deepEqual(Object.keys(m), ['clientId']); // no token: no user
+    room.unsubscribe();
+    await eventually(async () => (await b.channels.get('room:sdk').presence()).length === 1);
+    await assert.rejects(
+      a.channels.get('lobby').presence(),
+      (err: SwitchboardError) => err.code === ErrorCode.PRESENCE_DISABLED,
+    );
+  });
+});

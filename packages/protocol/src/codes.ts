@@ -25,6 +25,7 @@ export const ErrorCode = {
   PAYLOAD_TOO_LARGE: 114,
   NOT_FOUND: 115,
   METHOD_NOT_ALLOWED: 116,
+  PRESENCE_DISABLED: 117,
 } as const;
 
 export type ErrorCodeName = keyof typeof ErrorCode;
@@ -49,6 +50,7 @@ export const errorHttpStatus: Readonly<Record<ErrorCodeValue, number>> = {
   114: 413,
   115: 404,
   116: 405,
+  117: 404,
 };
 
 /** Whether a client may retry the same command unchanged and expect a different outcome. */
@@ -83,6 +85,8 @@ export const DisconnectCode = {
   TOO_MANY_CONNECTIONS: 3009,
   /** The server could not keep the client's stream consistent; reconnect and resume. */
   INSUFFICIENT_STATE: 3010,
+  /** The client kept sending commands over its rate after being refused; reconnect later, slower. */
+  FLOODING: 3011,
   /** Credentials missing, invalid or revoked; reconnect only with new credentials. */
   UNAUTHORIZED: 3500,
   /** Too many malformed frames in a row; the client is broken. Do not reconnect unchanged. */

@@ -1,7 +1,8 @@
 /**
  * Protocol v1: JSON text frames over WebSocket (see docs/protocol.md).
  *
- * Client commands: `{"action": "subscribe" | "unsubscribe" | "publish" | "ping", "id"?: ..., ...}`.
+ * Client commands: `{"action": "subscribe" | "unsubscribe" | "publish" | "history" | "presence" |
+ * "ping" | "connect" | "refresh", "id"?: ..., ...}`.
  * Server frames are one of
  * - a message push: `{"channel", "message", "id", "timestamp", "name"?, "offset"?, "epoch"?}`,
  *   which is exactly what the classic tutorial's clients read;
@@ -52,6 +53,12 @@ export interface UnsubscribeCommand {
   readonly id?: RequestId;
   readonly channel: string;
 }
+/** Reads the channel's presence: who is subscribed to it right now. */
+export interface PresenceCommand {
+  readonly action: 'presence';
+  readonly id?: RequestId;
+  readonly channel: string;
+}
 export interface PublishCommand {
   readonly action: 'publish';
   readonly id?: RequestId;
@@ -78,6 +85,7 @@ export type Command =
   | PublishCommand
   | PingCommand
   | HistoryCommand
+  | PresenceCommand
   | TokenCommand;
 
 export interface CommandError {
@@ -172,7 +180,8 @@ export function decodeCommand(text: string): DecodeResult {
   switch (action) {
     case 'ping':
       return { ok: true, command: id === undefined ? { action } : { action, id } };
-    case 'unsubscribe': {
+    case 'unsubscribe':
+    case 'presence': {
       const channel = obj['channel'];
       const why = channelError(channel);
       if (why !== undefined) return fail(ErrorCode.INVALID_CHANNEL, why, id);
@@ -200,6 +209,119 @@ export function decodeCommand(text: string): DecodeResult {
     default:
       return fail(ErrorCode.UNKNOWN_ACTION, 'unknown action', id);
   }
+}
+
+/** Frames up to this length are parsed by peekRequestId when the scans find no id. */
+const PEEK_PARSE_MAX_LENGTH = 512;
+
+/**
+ * The request id of a frame the server refuses without decoding it (over the client's command
+ * rate), found cheaply so that the refusal can still name the request: a top-level `"id"` that is
+ * the object's last member (where the SDK puts it) or its first, read by scanning at most a few
+ * dozen characters from either end; else, for a frame of at most 512 characters, by parsing it.
+ * Undefined when none is found (the refusal then goes without `reply`). Never throws.
+ */
+export function peekRequestId(text: string): RequestId | undefined {
+  const id = idAtEnd(text) ?? idAtStart(text);
+  if (id !== undefined || text.length > PEEK_PARSE_MAX_LENGTH) return id;
+  try {
+    const raw: unknown = JSON.parse(text);
+    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return undefined;
+    return requestIdOf((raw as Record<string, unknown>)['id']) ?? undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function isSpace(c: number): boolean {
+  return c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09;
+}
+
+function skipBack(text: string, i: number): number {
+  while (i >= 0 && isSpace(text.charCodeAt(i))) i--;
+  return i;
+}
+
+function skipForward(text: string, i: number): number {
+  while (i < text.length && isSpace(text.charCodeAt(i))) i++;
+  return i;
+}
+
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+
+/** `..., "id": <value> }` at the end of the text; `<value>` a safe integer or a plain short string. */
+function idAtEnd(text: string): RequestId | undefined {
+  let i = skipBack(text, text.length - 1);
+  if (text.charCodeAt(i) !== 0x7d /* } */) return undefined;
+  i = skipBack(text, i - 1);
+  let value: RequestId;
+  if (text.charCodeAt(i) === QUOTE) {
+    let start = i - 1;
+    const stop = Math.max(-1, i - 2 - MAX_REQUEST_ID_LENGTH);
+    while (start > stop && text.charCodeAt(start) !== QUOTE) {
+      // An escaped id is rare: leave it to the parse rather than unescape here.
+      if (text.charCodeAt(start) === BACKSLASH) return undefined;
+      start--;
+    }
+    if (start <= stop) return undefined;
+    value = text.slice(start + 1, i);
+    i = start - 1;
+  } else {
+    let j = i;
+    while (j >= 0 && j > i - 17 && isDigit(text.charCodeAt(j))) j--;
+    if (j === i) return undefined;
+    if (text.charCodeAt(j) === 0x2d /* - */) j--;
+    const n = Number(text.slice(j + 1, i + 1));
+    if (!Number.isSafeInteger(n)) return undefined;
+    value = n;
+    i = j;
+  }
+  i = skipBack(text, i);
+  if (text.charCodeAt(i) !== 0x3a /* : */) return undefined;
+  i = skipBack(text, i - 1);
+  if (i < 4 || !text.startsWith('"id"', i - 3)) return undefined;
+  const before = text.charCodeAt(skipBack(text, i - 4));
+  return before === 0x2c /* , */ || before === 0x7b /* { */ ? value : undefined;
+}
+
+/** `{ "id": <value> , ...` at the start of the text. */
+function idAtStart(text: string): RequestId | undefined {
+  let i = skipForward(text, 0);
+  if (text.charCodeAt(i) !== 0x7b /* { */) return undefined;
+  i = skipForward(text, i + 1);
+  if (!text.startsWith('"id"', i)) return undefined;
+  i = skipForward(text, i + 4);
+  if (text.charCodeAt(i) !== 0x3a /* : */) return undefined;
+  i = skipForward(text, i + 1);
+  let value: RequestId;
+  if (text.charCodeAt(i) === QUOTE) {
+    let end = i + 1;
+    const stop = Math.min(text.length, i + 2 + MAX_REQUEST_ID_LENGTH);
+    while (end < stop && text.charCodeAt(end) !== QUOTE) {
+      if (text.charCodeAt(end) === BACKSLASH) return undefined;
+      end++;
+    }
+    if (end >= stop) return undefined;
+    value = text.slice(i + 1, end);
+    i = end + 1;
+  } else {
+    let j = i;
+    if (text.charCodeAt(j) === 0x2d /* - */) j++;
+    const digits = j;
+    while (j < text.length && j < digits + 16 && isDigit(text.charCodeAt(j))) j++;
+    if (j === digits) return undefined;
+    const n = Number(text.slice(i, j));
+    if (!Number.isSafeInteger(n)) return undefined;
+    value = n;
+    i = j;
+  }
+  const after = text.charCodeAt(skipForward(text, i));
+  return after === 0x2c /* , */ || after === 0x7d /* } */ ? value : undefined;
+}
+
+function isDigit(c: number): boolean {
+  return c >= 0x30 && c <= 0x39;
 }
 
 function decodeSubscribe(obj: Record<string, unknown>, id: RequestId | undefined): DecodeResult {

@@ -1,11 +1,13 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import fc from 'fast-check';
 import {
   ErrorCode,
   channelError,
   channelNamespace,
   closeMessageFrame,
   decodeCommand,
+  peekRequestId,
   encodeError,
   encodeMessageHead,
   encodeReply,
@@ -126,5 +128,67 @@ describe('frame encoding', () => {
     assert.equal(shouldReconnect(3501), false);
     assert.equal(shouldReconnect(4600), false);
     assert.equal(shouldReconnect(1000), false);
+  });
+});
+
+describe('peekRequestId', () => {
+  it('finds the id last (as the SDK sends it), first, or anywhere in a short frame', () => {
+    assert.equal(peekRequestId('{"action":"publish","channel":"a","data":{"id":1},"id":7}'), 7);
+    assert.equal(peekRequestId('{ "id" : "r-1" , "action":"ping"}'), 'r-1');
+    assert.equal(peekRequestId('{"action":"ping","id":-3 }\n'), -3);
+    assert.equal(peekRequestId('{"action":"ping","id":"x","channel":"a"}'), 'x');
+    assert.equal(peekRequestId(`{"data":"${'x'.repeat(600)}","id":"y","z":1}`), undefined);
+  });
+
+  it('finds nothing where there is no top-level id', () => {
+    for (const text of [
+      '',
+      'garbage',
+      '{"action":"publish","channel":',
+      '{"data":{"id":5}}',
+      '{"data":"\\"id\\":5"}',
+      '{"a":"b\\","id":1.5}',
+      '{"id":99999999999999999}',
+      `{"id":"${'i'.repeat(65)}"}`,
+      '[{"id":1}]',
+    ])
+      assert.equal(peekRequestId(text), undefined, text);
+  });
+
+  it('never disagrees with JSON.parse on a JSON object (fast-check)', () => {
+    const idArb = fc.oneof(
+      fc.integer({ min: Number.MIN_SAFE_INTEGER, max: Number.MAX_SAFE_INTEGER }),
+      fc.string({ maxLength: 64 }),
+    );
+    const valueArb = fc.jsonValue({ maxDepth: 3 });
+    fc.assert(
+      fc.property(
+        fc.dictionary(
+          fc.string().filter((k) => k !== 'id'),
+          valueArb,
+          { maxKeys: 5 },
+        ),
+        fc.option(idArb, { nil: undefined }),
+        fc.nat(6),
+        fc.boolean(),
+        (fields, id, at, spaced) => {
+          const entries: [string, unknown][] = Object.entries(fields);
+          if (id !== undefined) entries.splice(Math.min(at, entries.length), 0, ['id', id]);
+          const obj = Object.fromEntries(entries);
+          const text = spaced ? JSON.stringify(obj, null, 1) : JSON.stringify(obj);
+          const peeked = peekRequestId(text);
+          if (peeked !== undefined) assert.equal(peeked, id, text);
+          // Integer-like keys come first whatever the insertion order: ask the object.
+          const keys = Object.keys(obj);
+          const first = keys[0] === 'id';
+          const last = keys[keys.length - 1] === 'id';
+          // Found at either end unless it is a string with escapes (left to the parse).
+          const plain = typeof id === 'number' || JSON.stringify(id) === `"${id}"`;
+          if (id !== undefined && (((first || last) && plain) || text.length <= 512))
+            assert.equal(peeked, id, text);
+        },
+      ),
+      { numRuns: 5000 },
+    );
   });
 });

@@ -15,7 +15,7 @@ export {
 } from './config.js';
 export { createLogger } from './logger.js';
 export { ErrorCode, DisconnectCode } from '@switchboard/protocol';
-export type { RunningServer } from './server.js';
+export type { RunningServer, ServerParts } from './server.js';
 export type {
   Broker,
   BrokerHandler,

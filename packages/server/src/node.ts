@@ -11,6 +11,8 @@ import type {
 import { ReplyError } from './errors.js';
 import type { Hub, Sink } from './hub.js';
 import type { Metrics } from './metrics.js';
+import type { PresenceStore } from './presence/presence.js';
+import { PresenceTracker } from './presence/tracker.js';
 import { BufferingSink, framePosition, mergeAfter, type Positioned } from './recovery.js';
 
 export interface NodeOptions {
@@ -25,6 +27,12 @@ export interface NodeOptions {
   readonly recoveryMaxMessages: number;
   /** How long a subscribe waits for the broker before failing with NOT_AVAILABLE. */
   readonly subscribeTimeoutMs?: number;
+  /** Where presence is kept; with `presenceFor`. Without it no channel has presence. */
+  readonly presence?: PresenceStore;
+  /** Whether a channel (by its namespace) keeps presence. */
+  readonly presenceFor?: (channel: string) => boolean;
+  /** How long a member outlives its node's last refresh. Default 60 s. */
+  readonly presenceTtlMs?: number;
 }
 
 export interface PublishInput {
@@ -104,6 +112,8 @@ export class Node implements BrokerHandler {
   readonly #subscribing = new Map<string, Promise<void>>();
   readonly #states = new Map<string, ChannelState>();
   readonly #controlHandlers = new Map<string, (payload: Buffer) => void>();
+  readonly #presence: PresenceTracker | undefined;
+  readonly #presenceFor: (channel: string) => boolean;
   #closed = false;
 
   constructor(options: NodeOptions) {
@@ -115,15 +125,56 @@ export class Node implements BrokerHandler {
     this.#dedupeMs = options.dedupeMs;
     this.#recoveryMax = options.recoveryMaxMessages;
     this.#subscribeTimeoutMs = options.subscribeTimeoutMs ?? 5000;
+    this.#presence =
+      options.presence === undefined
+        ? undefined
+        : new PresenceTracker(options.presence, options.presenceTtlMs ?? 60_000, options.logger);
+    this.#presenceFor =
+      this.#presence === undefined ? () => false : (options.presenceFor ?? (() => false));
   }
 
   get broker(): Broker {
     return this.#broker;
   }
 
-  /** Stops background repairs (shutdown). */
+  /** Stops background repairs and presence refreshes (shutdown). */
   close(): void {
     this.#closed = true;
+    this.#presence?.close();
+  }
+
+  /** Whether `channel`'s namespace keeps presence. */
+  presenceEnabled(channel: string): boolean {
+    return this.#presenceFor(channel);
+  }
+
+  /**
+   * Makes `clientId` a member of a presence-enabled channel (a no-op elsewhere). `info` is the
+   * member's JSON object. Resolves once stored, or once storing failed (logged; it is retried with
+   * the periodic refresh): presence never fails a subscribe.
+   */
+  join(channel: string, clientId: string, info: string): Promise<void> {
+    if (!this.#presenceFor(channel) || this.#presence === undefined) return Promise.resolve();
+    return this.#presence.join(channel, clientId, info);
+  }
+
+  /** Ends a membership (a no-op for one that does not exist). */
+  leave(channel: string, clientId: string): void {
+    this.#presence?.leave(channel, clientId);
+  }
+
+  /**
+   * The channel's members as JSON objects. Rejects with PRESENCE_DISABLED when its namespace keeps
+   * no presence, NOT_AVAILABLE when the store cannot be read. The caller checks capabilities.
+   */
+  async presence(channel: string): Promise<string[]> {
+    const tracker = this.#presence;
+    if (tracker === undefined || !this.#presenceFor(channel))
+      throw new ReplyError(
+        ErrorCode.PRESENCE_DISABLED,
+        `presence is not enabled for the namespace of ${channel}`,
+      );
+    return this.#brokerCall('presence', () => tracker.get(channel), 'presence');
   }
 
   /**
@@ -528,14 +579,14 @@ export class Node implements BrokerHandler {
       sink.close(DisconnectCode.INSUFFICIENT_STATE, reason);
   }
 
-  async #brokerCall<T>(op: string, call: () => Promise<T>): Promise<T> {
+  async #brokerCall<T>(op: string, call: () => Promise<T>, what = 'history'): Promise<T> {
     try {
       return await call();
     } catch (err) {
       if (err instanceof ReplyError) throw err;
       this.#metrics.brokerErrors.inc({ op });
       this.#log.warn({ err: errorText(err), op }, 'broker call failed');
-      throw new ReplyError(ErrorCode.NOT_AVAILABLE, 'history backend unavailable, retry later', {
+      throw new ReplyError(ErrorCode.NOT_AVAILABLE, `${what} backend unavailable, retry later`, {
         cause: err,
       });
     }

@@ -1,12 +1,15 @@
+import { randomBytes } from 'node:crypto';
 import {
   DisconnectCode,
   ErrorCode,
   decodeCommand,
   encodeError,
   encodeReply,
+  peekRequestId,
   type Command,
   type CommandError,
   type HistoryCommand,
+  type PresenceCommand,
   type PublishCommand,
   type RequestId,
   type SubscribeCommand,
@@ -32,6 +35,8 @@ import type { Node } from './node.js';
 export const MAX_MALFORMED_IN_A_ROW = 100;
 /** Frames a client may send while its token is being verified. */
 const MAX_EARLY_FRAMES = 64;
+/** Window over which refusals for the command rate are counted towards a FLOODING close. */
+const FLOOD_WINDOW_MS = 10_000;
 
 export interface SessionLimits {
   readonly maxSubscriptions: number;
@@ -54,6 +59,10 @@ export interface SessionContext {
   readonly registry: SessionRegistry;
   readonly authTimeoutMs: number;
   readonly tokenRefreshLeadMs: number;
+  /** The clock leeway tokens were verified with: a token past its exp lives this much longer. */
+  readonly tokenLeewayMs: number;
+  /** Called with the client's address when it is closed for flooding (3011). */
+  readonly onFlooding?: (address: string) => void;
 }
 
 /**
@@ -76,13 +85,28 @@ export class Session implements ConnectionHandler {
   #early: string[] | undefined;
   #tokens: number;
   #tokensAt = Date.now();
+  /** Commands refused for the rate since `#refusedSince`. */
+  #refused = 0;
+  /** Closed with 3011 already. */
+  #flooding = false;
+  #refusedSince = 0;
+  /** Whether the client was told it is over its rate since it last had a command served. */
+  #toldOverRate = false;
+  /** The connection's presence client id, made on first use; not its transport id (a secret). */
+  #presenceId: string | undefined;
   #authTimer: NodeJS.Timeout | undefined;
   #refreshTimer: NodeJS.Timeout | undefined;
   #expiryTimer: NodeJS.Timeout | undefined;
 
-  /** `token`: from the connection request (query parameter), verified before any frame is handled. */
-  constructor(ctx: SessionContext, conn: Connection, token?: string) {
+  readonly #address: string | undefined;
+
+  /**
+   * `token`: from the connection request (query parameter), verified before any frame is handled.
+   * `address`: the client's, for the flooding penalty.
+   */
+  constructor(ctx: SessionContext, conn: Connection, token?: string, address?: string) {
     this.#ctx = ctx;
+    this.#address = address;
     this.#node = ctx.node;
     this.#conn = conn;
     this.#tokens = ctx.limits.commandBurst;
@@ -118,13 +142,10 @@ export class Session implements ConnectionHandler {
       return;
     }
     if (!this.#takeToken()) {
-      this.#sendError({
-        code: ErrorCode.TOO_MANY_REQUESTS,
-        message: `more than ${this.#ctx.limits.commandsPerSecond} commands per second`,
-      });
-      this.#throttle();
+      this.#refuse(text);
       return;
     }
+    this.#toldOverRate = false;
     const decoded = decodeCommand(text);
     if (!decoded.ok) {
       this.#sendError(decoded);
@@ -145,8 +166,14 @@ export class Session implements ConnectionHandler {
     clearTimeout(this.#expiryTimer);
     if (this.#credentials.kind === 'token')
       this.#ctx.registry.untrack(this, this.#credentials.userId);
-    for (const channel of this.#channels) this.#node.unsubscribe(this.#conn, channel);
+    for (const channel of this.#channels) this.#leave(channel);
     this.#channels.clear();
+  }
+
+  /** Unsubscribes on the node and ends the presence membership. */
+  #leave(channel: string): void {
+    this.#node.unsubscribe(this.#conn, channel);
+    if (this.#presenceId !== undefined) this.#node.leave(channel, this.#presenceId);
   }
 
   #dispatch(cmd: Command): void {
@@ -166,6 +193,9 @@ export class Session implements ConnectionHandler {
       case 'history':
         this.#history(cmd);
         return;
+      case 'presence':
+        this.#presence(cmd);
+        return;
       case 'unsubscribe':
         if (!this.#channels.delete(cmd.channel)) {
           this.#fail(
@@ -174,7 +204,7 @@ export class Session implements ConnectionHandler {
           );
           return;
         }
-        this.#node.unsubscribe(this.#conn, cmd.channel);
+        this.#leave(cmd.channel);
         this.#ok(cmd.id);
         return;
       case 'publish':
@@ -246,12 +276,20 @@ export class Session implements ConnectionHandler {
     }
     if (!this.#admit(id)) return;
     this.#channels.add(channel);
-    this.#node.subscribe(this.#conn, channel, { since: cmd.since, rewind: cmd.rewind }).then(
+    const options = { since: cmd.since, rewind: cmd.rewind };
+    // A member joins before the broker subscription, not after: the subscription's replay must be
+    // written in the turn it resolves, and a member listed a moment early is harmless.
+    const subscribed = this.#node.presenceEnabled(channel)
+      ? this.#node
+          .join(channel, this.#memberId(), this.#memberInfo())
+          .then(() => this.#node.subscribe(this.#conn, channel, options))
+      : this.#node.subscribe(this.#conn, channel, options);
+    subscribed.then(
       (sub) => {
         this.#inFlight--;
         // The client may have left, or unsubscribed, while the broker confirmed.
         if (this.#closed || !this.#channels.has(channel)) {
-          this.#node.unsubscribe(this.#conn, channel);
+          this.#leave(channel);
           // Still answered when an unsubscribe overtook the confirmation: both commands took effect
           // in the order sent, and a command with an id always gets a reply (#reply skips closed
           // connections). Returning silently left the client waiting for this reply forever.
@@ -272,7 +310,41 @@ export class Session implements ConnectionHandler {
       },
       (err: unknown) => {
         this.#inFlight--;
-        this.#channels.delete(channel);
+        if (this.#channels.delete(channel) && this.#presenceId !== undefined)
+          this.#node.leave(channel, this.#presenceId);
+        this.#fail(id, toReplyError(err));
+      },
+    );
+  }
+
+  #memberId(): string {
+    return (this.#presenceId ??= randomBytes(12).toString('base64url'));
+  }
+
+  /** The member JSON others see: the client id and, for a token, its user (`sub`). */
+  #memberInfo(): string {
+    const user = this.#credentials.kind === 'token' ? this.#credentials.userId : undefined;
+    const id = JSON.stringify(this.#memberId());
+    return user === undefined
+      ? `{"clientId":${id}}`
+      : `{"clientId":${id},"user":${JSON.stringify(user)}}`;
+  }
+
+  #presence(cmd: PresenceCommand): void {
+    if (!this.#allowed('presence', cmd.channel, cmd.id)) return;
+    if (!this.#admit(cmd.id)) return;
+    const id = cmd.id;
+    this.#node.presence(cmd.channel).then(
+      (members) => {
+        this.#inFlight--;
+        if (id === undefined || this.#closed) return;
+        this.#reply(
+          id,
+          `"channel":${JSON.stringify(cmd.channel)},"members":[${members.join(',')}]`,
+        );
+      },
+      (err: unknown) => {
+        this.#inFlight--;
         this.#fail(id, toReplyError(err));
       },
     );
@@ -347,7 +419,16 @@ export class Session implements ConnectionHandler {
     try {
       if (authenticator === undefined) throw new AuthError('tokens are not configured');
       creds = await authenticator.authenticate(token);
-      if (await this.#ctx.revocations.isRevoked(creds)) throw new AuthError('token revoked');
+      // A revocation applied to this node's sessions while the store is read (its store write
+      // raced the read) would otherwise miss this one, which is not registered yet.
+      const watch = this.#ctx.registry.watch(creds);
+      let revoked: boolean;
+      try {
+        revoked = (await this.#ctx.revocations.isRevoked(creds)) || watch.revoked;
+      } finally {
+        watch.end();
+      }
+      if (revoked) throw new AuthError('token revoked');
     } catch (err) {
       if (this.#closed) throw err;
       const message = err instanceof AuthError ? err.message : 'token could not be verified';
@@ -402,13 +483,17 @@ export class Session implements ConnectionHandler {
     if (creds.expiresAt === undefined) return;
     const remaining = creds.expiresAt - Date.now();
     const lead = Math.min(this.#ctx.tokenRefreshLeadMs, Math.max(0, remaining / 2));
+    // A token accepted only thanks to the clock leeway (its exp already past on our clock) lives
+    // out the rest of the leeway, and is asked for a refresh at once: closing it at once left a
+    // client whose clock is a little behind ours no chance to refresh.
+    const life = remaining > 0 ? remaining : remaining + this.#ctx.tokenLeewayMs;
     this.#refreshTimer = setTimeout(
       () => this.#conn.sendText(`{"event":"refresh","expiresAt":${creds.expiresAt}}`),
       Math.max(0, remaining - lead),
     );
     this.#expiryTimer = setTimeout(
       () => this.#conn.close(DisconnectCode.TOKEN_EXPIRED, 'token expired'),
-      Math.max(0, remaining),
+      Math.max(0, life),
     );
   }
 
@@ -417,7 +502,7 @@ export class Session implements ConnectionHandler {
     for (const channel of [...this.#channels]) {
       if (this.#ctx.policy.allows(this.#credentials, 'subscribe', channel)) continue;
       this.#channels.delete(channel);
-      this.#node.unsubscribe(this.#conn, channel);
+      this.#leave(channel);
       this.#conn.sendText(
         `{"event":"unsubscribed","channel":${JSON.stringify(channel)},"code":${ErrorCode.PERMISSION_DENIED},"reason":"no longer allowed by the token"}`,
       );
@@ -434,6 +519,51 @@ export class Session implements ConnectionHandler {
     this.#tokensAt = now;
     if (this.#tokens < 1) return false;
     this.#tokens -= 1;
+    return true;
+  }
+
+  /**
+   * A command over the client's rate, refused without decoding it. Its request id is read cheaply
+   * (peekRequestId) so that the client can match the refusal instead of waiting for a timeout;
+   * commands without an id share one 111 per stretch over the rate: nobody waits on them, and an
+   * error per frame cost the node a socket write per frame. A client that keeps sending over its
+   * rate (more than twice its bucket refused within 10 s) is closed with 3011 FLOODING.
+   */
+  #refuse(text: string): void {
+    const { commandsPerSecond } = this.#ctx.limits;
+    const id = peekRequestId(text);
+    if (id !== undefined || !this.#toldOverRate) {
+      this.#toldOverRate = true;
+      const message = `more than ${commandsPerSecond} commands per second`;
+      this.#sendError(
+        id === undefined
+          ? { code: ErrorCode.TOO_MANY_REQUESTS, message }
+          : { id, code: ErrorCode.TOO_MANY_REQUESTS, message },
+      );
+    }
+    if (!this.#countRefusal()) this.#throttle();
+  }
+
+  /** A frame the engine dropped unread while this client's reading was paused. */
+  onDropped(): void {
+    this.#countRefusal();
+  }
+
+  /**
+   * Counts one command refused for the rate; closes the connection with 3011 (and reports its
+   * address) once it is flooding. True when it closed.
+   */
+  #countRefusal(): boolean {
+    const now = Date.now();
+    if (now - this.#refusedSince > FLOOD_WINDOW_MS) {
+      this.#refusedSince = now;
+      this.#refused = 0;
+    }
+    if (++this.#refused <= Math.max(100, 2 * this.#ctx.limits.commandBurst)) return false;
+    if (this.#flooding) return true;
+    this.#flooding = true;
+    this.#conn.close(DisconnectCode.FLOODING, 'too many commands over the rate limit');
+    if (this.#address !== undefined) this.#ctx.onFlooding?.(this.#address);
     return true;
   }
 

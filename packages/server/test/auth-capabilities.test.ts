@@ -3,8 +3,9 @@
  * sets, random principals (token, anonymous, API key) and random operations on random channels,
  * over WebSocket and REST, checked against an independent model of the rules. The checker confirms
  * that no subscribe, delivery, publish or history read ever happens outside what the model allows,
- * and that everything it allows works. (The protocol has no presence operation yet: `presence` is
- * generated in capabilities but cannot be exercised.)
+ * and that everything it allows works. Presence reads are among the operations: allowed ones list
+ * only connections that subscribed to the channel (and the reader itself exactly when it did), in
+ * namespaces with presence on; elsewhere they are refused with 117, and denied ones show nothing.
  */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
@@ -21,10 +22,14 @@ type Caps = Record<string, Perm[]>;
 const PERMS: Perm[] = ['subscribe', 'publish', 'presence', 'history'];
 
 /** Namespace rules under test, in config form. */
-const NAMESPACES: Record<string, { anonymous?: Perm[]; clientPublish?: boolean }> = {
-  pub: { anonymous: ['subscribe', 'history'] },
+const NAMESPACES: Record<
+  string,
+  { anonymous?: Perm[]; clientPublish?: boolean; presence?: boolean }
+> = {
+  chat: { presence: true },
+  pub: { anonymous: ['subscribe', 'history'], presence: true },
   feed: { clientPublish: false },
-  open: { anonymous: ['subscribe', 'publish', 'history'] },
+  open: { anonymous: ['subscribe', 'publish', 'history', 'presence'], presence: true },
   // Anonymous access that includes publishing, where clients may not publish: backends only.
   ro: { anonymous: ['subscribe', 'publish'], clientPublish: false },
   '': { anonymous: ['history'] },
@@ -53,7 +58,7 @@ type Principal =
   { kind: 'token'; caps: Caps } | { kind: 'anonymous' } | { kind: 'apiKey'; key: number };
 
 interface Op {
-  readonly op: 'subscribe' | 'publish' | 'history';
+  readonly op: 'subscribe' | 'publish' | 'history' | 'presence';
   readonly channel: string;
 }
 
@@ -65,11 +70,11 @@ interface Scenario {
 
 const channelArb = fc.constantFrom(...CHANNELS);
 const wsOpArb: fc.Arbitrary<Op> = fc.record({
-  op: fc.constantFrom('subscribe', 'publish', 'history'),
+  op: fc.constantFrom('subscribe', 'publish', 'history', 'presence'),
   channel: channelArb,
 });
 const restOpArb: fc.Arbitrary<Op> = fc.record({
-  op: fc.constantFrom('publish', 'history'),
+  op: fc.constantFrom('publish', 'history', 'presence'),
   channel: channelArb,
 });
 
@@ -124,6 +129,10 @@ function namespaceOf(channel: string): string {
   return i < 0 ? '' : channel.slice(0, i);
 }
 
+function presenceOn(channel: string): boolean {
+  return NAMESPACES[namespaceOf(channel)]?.presence === true;
+}
+
 function patternMatches(pattern: string, channel: string): boolean {
   return pattern.endsWith('*') ? channel.startsWith(pattern.slice(0, -1)) : pattern === channel;
 }
@@ -168,6 +177,10 @@ describe('capabilities: property test over WebSocket and REST', () => {
   let denied = 0;
   let delivered = 0;
   let ops = 0;
+  /** Presence reads answered with members, refused by capability, refused as presence off. */
+  const presence = { read: 0, denied: 0, off: 0, members: 0 };
+  /** Channel → users (token subs, '-' for anonymous) that were ever subscribed to it. */
+  const everSubscribed = new Map<string, Set<string>>();
 
   before(async () => {
     server = await startTestServer({
@@ -206,6 +219,53 @@ describe('capabilities: property test over WebSocket and REST', () => {
     set.add(marker);
   }
 
+  function subscribedTo(channel: string, user: string): void {
+    let set = everSubscribed.get(channel);
+    if (set === undefined) everSubscribed.set(channel, (set = new Set()));
+    set.add(user);
+  }
+
+  /**
+   * An allowed presence read: refused with 117 where presence is off; elsewhere it lists only
+   * users that subscribed to the channel at some point (members of earlier cases may still be
+   * leaving), and `self` exactly when the reader is subscribed.
+   */
+  function checkPresence(
+    channel: string,
+    status: number,
+    body: Frame,
+    self: { user: string; subscribed: boolean } | undefined,
+    what: string,
+  ): void {
+    if (!presenceOn(channel)) {
+      assert.equal(body['code'], ErrorCode.PRESENCE_DISABLED, what);
+      assert.equal(status, 404, what);
+      assert.equal(body['members'], undefined, what);
+      presence.off++;
+      return;
+    }
+    assert.equal(status, 200, what);
+    const members = body['members'] as { clientId: string; user?: string }[];
+    assert.ok(Array.isArray(members), what);
+    const allowed = everSubscribed.get(channel) ?? new Set();
+    for (const m of members) {
+      assert.equal(typeof m.clientId, 'string', what);
+      assert.ok(
+        allowed.has(m.user ?? '-'),
+        `${what}: member ${JSON.stringify(m)} never subscribed`,
+      );
+    }
+    if (self !== undefined && self.user !== '-') {
+      assert.equal(
+        members.some((m) => m.user === self.user),
+        self.subscribed,
+        `${what}: the reader ${self.user} is listed exactly when subscribed`,
+      );
+    }
+    presence.read++;
+    presence.members += members.length;
+  }
+
   const denialCode = (p: Principal): number =>
     p.kind === 'anonymous' ? ErrorCode.UNAUTHORIZED : ErrorCode.PERMISSION_DENIED;
 
@@ -221,6 +281,13 @@ describe('capabilities: property test over WebSocket and REST', () => {
       }
       // Pipelined, each with an id; the model walks them in the order sent.
       const subscribed = new Set<string>();
+      const user = p.kind === 'token' ? `u${run}` : '-';
+      /** Presence op index → whether the reader had subscribed to its channel by then. */
+      const selfListed = new Map<number, boolean>();
+      for (const op of s.ops) {
+        if (op.op === 'subscribe' && modelAllows(p, 'subscribe', op.channel, apiKeyCaps))
+          subscribedTo(op.channel, user);
+      }
       const expected: { id: number; op: Op; allow: boolean; dup: boolean; marker: string }[] = [];
       s.ops.forEach((op, i) => {
         const allow = modelAllows(p, op.op, op.channel, apiKeyCaps);
@@ -232,7 +299,10 @@ describe('capabilities: property test over WebSocket and REST', () => {
           c.send({ action: 'publish', channel: op.channel, data: { m: marker }, id: i });
         else if (op.op === 'history')
           c.send({ action: 'history', channel: op.channel, limit: 5, id: i });
-        else c.send({ action: 'subscribe', channel: op.channel, id: i });
+        else if (op.op === 'presence') {
+          selfListed.set(i, subscribed.has(op.channel));
+          c.send({ action: 'presence', channel: op.channel, id: i });
+        } else c.send({ action: 'subscribe', channel: op.channel, id: i });
       });
       await c.until(
         (fs) => expected.every((e) => fs.some((f) => f['reply'] === e.id)),
@@ -244,7 +314,20 @@ describe('capabilities: property test over WebSocket and REST', () => {
         const what = `${e.op.op} ${e.op.channel} by ${JSON.stringify(p)}: ${JSON.stringify(r)}`;
         if (!e.allow) {
           assert.equal(r['code'], denialCode(p), what);
+          assert.equal(r['members'], undefined, what);
           if (e.op.op === 'publish') denied++;
+          if (e.op.op === 'presence') presence.denied++;
+          continue;
+        }
+        if (e.op.op === 'presence') {
+          const subscribedThen = selfListed.get(e.id) ?? false;
+          checkPresence(
+            e.op.channel,
+            r['ok'] === true ? 200 : 404,
+            r,
+            { user, subscribed: subscribedThen },
+            what,
+          );
           continue;
         }
         if (e.dup) {
@@ -271,7 +354,9 @@ describe('capabilities: property test over WebSocket and REST', () => {
       await c.until(
         (fs) =>
           [...subscribed].every((ch) =>
-            fs.some((f) => f['channel'] === ch && (f['message'] as Frame)['probe'] === run),
+            fs.some(
+              (f) => f['channel'] === ch && (f['message'] as Frame | undefined)?.['probe'] === run,
+            ),
           ),
         5000,
         'probes on the subscribed channels',
@@ -310,7 +395,9 @@ describe('capabilities: property test over WebSocket and REST', () => {
             : await http(
                 server.port,
                 'GET',
-                `/v1/channels/${op.channel}/messages?limit=5`,
+                op.op === 'presence'
+                  ? `/v1/channels/${op.channel}/presence`
+                  : `/v1/channels/${op.channel}/messages?limit=5`,
                 headers,
               );
         return { op, marker, r };
@@ -322,7 +409,13 @@ describe('capabilities: property test over WebSocket and REST', () => {
       if (!allow) {
         assert.equal(r.status, p.kind === 'anonymous' ? 401 : 403, what);
         assert.equal(json(r)['code'], denialCode(p), what);
+        assert.equal(json(r)['members'], undefined, what);
         if (op.op === 'publish') denied++;
+        if (op.op === 'presence') presence.denied++;
+        continue;
+      }
+      if (op.op === 'presence') {
+        checkPresence(op.channel, r.status, json(r), undefined, what);
         continue;
       }
       assert.equal(r.status, 200, what);
@@ -385,8 +478,10 @@ describe('capabilities: property test over WebSocket and REST', () => {
       );
     }
     process.stdout.write(
-      `capabilities: ${run} cases (${ops} operations; ${JSON.stringify(counts)}) in ${(caseMs / 1000).toFixed(1)} s; ${attempted} publishes stored, ${denied} refused and absent from history; ${delivered} deliveries checked\n`,
+      `capabilities: ${run} cases (${ops} operations; ${JSON.stringify(counts)}) in ${(caseMs / 1000).toFixed(1)} s; ${attempted} publishes stored, ${denied} refused and absent from history; ${delivered} deliveries checked; presence ${JSON.stringify(presence)}\n`,
     );
     assert.ok(run >= 10_000);
+    // The presence checks ran on every branch.
+    assert.ok(presence.read > 0 && presence.denied > 0 && presence.off > 0 && presence.members > 0);
   });
 });

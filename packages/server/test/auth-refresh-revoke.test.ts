@@ -18,6 +18,9 @@ import {
   type RedisProcess,
 } from './helpers.js';
 import { http, json, mint, SECRET } from './security-kit.js';
+import { createLogger, resolveConfig, startServer } from '../src/index.js';
+import type { Credentials } from '../src/auth/auth.js';
+import { MemoryRevocationStore } from '../src/auth/revocation-memory.js';
 
 type Server = Awaited<ReturnType<typeof startTestServer>>;
 
@@ -301,6 +304,65 @@ describe('revocation in the embedded engine', () => {
     const fresh = await Authed.as(server.wsUrl, await mint('carol', { cap: CAP }));
     assert.ok(await fresh.alive());
     for (const c of [a2, b, fresh]) c.close();
+  });
+});
+
+/** The embedded store, whose next answer can be held back after it was read. */
+class HeldRevocationStore extends MemoryRevocationStore {
+  #hold: { reached: () => void; release: Promise<void> } | undefined;
+
+  /** Resolves once the next lookup has read the store; its answer waits for `release`. */
+  holdNext(release: Promise<void>): Promise<void> {
+    return new Promise((reached) => {
+      this.#hold = { reached, release };
+    });
+  }
+
+  override async isRevoked(creds: Credentials): Promise<boolean> {
+    const answer = await super.isRevoked(creds);
+    const hold = this.#hold;
+    this.#hold = undefined;
+    if (hold !== undefined) {
+      hold.reached();
+      await hold.release;
+    }
+    return answer;
+  }
+}
+
+describe('revocation racing a connect', () => {
+  it('a revocation that reaches the node after the store said "not revoked" but before the session registered still closes it', async () => {
+    const store = new HeldRevocationStore(3_600_000);
+    const config = resolveConfig([
+      {
+        source: 'test',
+        values: { port: 0, host: '127.0.0.1', jwtSecret: SECRET, apiKeys: API_KEYS },
+      },
+    ]);
+    const server = await startServer(config, createLogger('silent'), { revocations: store });
+    const c = await TestClient.open(`ws://127.0.0.1:${server.port}/ws`);
+    try {
+      let release = (): void => {};
+      const reached = store.holdNext(new Promise<void>((r) => (release = r)));
+      c.send({ action: 'connect', token: await mint('alice', { cap: CAP, jti: 'raced' }), id: 1 });
+      await reached; // the store was read before the revocation was stored: "not revoked"
+      const r = await http(
+        server.port,
+        'POST',
+        '/v1/admin/revocations',
+        { Authorization: basic(ADMIN) },
+        JSON.stringify({ jti: 'raced' }),
+      );
+      assert.equal(r.status, 200, r.body);
+      release();
+      await c.until((fs) => fs.some((f) => f['reply'] === 1));
+      const reply = c.frames.find((f) => f['reply'] === 1) ?? {};
+      assert.deepEqual([reply['code'], reply['error']], [ErrorCode.UNAUTHORIZED, 'token revoked']);
+      assert.equal(await c.closed(), DisconnectCode.UNAUTHORIZED);
+    } finally {
+      c.close();
+      await server.close();
+    }
   });
 });
 

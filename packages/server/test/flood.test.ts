@@ -12,7 +12,7 @@ import { setPriority } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { WebSocket } from 'ws';
-import { startNodeProcess, type NodeProcess } from './helpers.js';
+import { requireBinary, startNodeProcess, type NodeProcess } from './helpers.js';
 
 const RECEIVERS = 50;
 const RATE = 200;
@@ -140,12 +140,16 @@ describe('a flooding client does not hurt the others', () => {
     }
     publisher = new WebSocket(node.wsUrl);
     await once(publisher, 'open');
-    flooder = spawn(process.execPath, ['--input-type=module', '-e', FLOODER, node.wsUrl], {
+    // On a 2-core machine the flooder's own CPU would otherwise be taken from the server's and
+    // the receivers' cores by the OS scheduler, which says nothing about the server; a real
+    // flooder runs elsewhere. SCHED_IDLE (chrt -i) runs it only on otherwise idle cores: with
+    // nice 19 alone its wake-ups still delayed the receivers' by about a millisecond.
+    const idle = requireBinary('chrt') === false;
+    const argv = [process.execPath, '--input-type=module', '-e', FLOODER, node.wsUrl];
+    flooder = spawn(idle ? 'chrt' : (argv.shift() as string), idle ? ['-i', '0', ...argv] : argv, {
       cwd: fileURLToPath(new URL('.', import.meta.url)),
       stdio: ['pipe', 'pipe', 'inherit'],
     });
-    // On a 2-core machine the flooder's own CPU would otherwise be taken from the server's core
-    // by the OS scheduler, which says nothing about the server; a real flooder runs elsewhere.
     if (flooder.pid !== undefined) setPriority(flooder.pid, 19);
     flooder.stdout?.on('data', (d: Buffer) => (flooderOut += d.toString()));
   });
@@ -183,7 +187,7 @@ describe('a flooding client does not hurt the others', () => {
     }
   }
 
-  it('p99 of 50 subscribers at 200 msg/s stays within max(1.2 × baseline, baseline + 5 ms) while one client floods', async () => {
+  it('p99 of 50 subscribers at 200 msg/s stays within 20% (or 1 ms) of the baseline while one client floods', async () => {
     let n = 0;
     n = await stream(1000, n); // warm-up, not measured
     const base: number[] = [];
@@ -224,8 +228,12 @@ describe('a flooding client does not hurt the others', () => {
     const withFlood = median(flooded);
     const sent = floods.reduce((a, f) => a + f.sent, 0);
     const tooMany = floods.reduce((a, f) => a + f.tooMany, 0);
+    const closes: Record<string, number> = {};
+    for (const f of floods)
+      for (const [code, k] of Object.entries(f.closes)) closes[code] = (closes[code] ?? 0) + k;
+    const connections = floods.reduce((a, f) => a + f.connections, 0);
     process.stdout.write(
-      `flood: baseline p99 ${base.map((x) => x.toFixed(1)).join('/')} ms (median ${baseline.toFixed(2)}), with flooder ${flooded.map((x) => x.toFixed(1)).join('/')} ms (median ${withFlood.toFixed(2)}); ${RECEIVERS} receivers × ${RATE} msg/s, ${samples.length} samples; the flooder wrote ${sent} frames in ${ROUNDS} × ~${(PHASE_MS + 200) / 1000} s, got ${tooMany} × 111; server CPU ${median(cpu.base).toFixed(0)}% of a core without, ${median(cpu.flood).toFixed(0)}% with the flooder\n`,
+      `flood: baseline p99 ${base.map((x) => x.toFixed(1)).join('/')} ms (median ${baseline.toFixed(2)}), with flooder ${flooded.map((x) => x.toFixed(1)).join('/')} ms (median ${withFlood.toFixed(2)}); ${RECEIVERS} receivers × ${RATE} msg/s, ${samples.length} samples; the flooder wrote ${sent} frames in ${ROUNDS} × ~${(PHASE_MS + 200) / 1000} s, got ${tooMany} × 111 over ${connections} connections (closes ${JSON.stringify(closes)}); server CPU ${median(cpu.base).toFixed(0)}% of a core without, ${median(cpu.flood).toFixed(0)}% with the flooder\n`,
     );
     // The flooder was rate limited: refused with 111 in every phase. (Publishes without an id get
     // no success reply, so every answer it got was an error.)
@@ -240,10 +248,11 @@ describe('a flooding client does not hurt the others', () => {
       median(cpu.flood) <= median(cpu.base) + 15,
       `server CPU ${median(cpu.base).toFixed(0)}% → ${median(cpu.flood).toFixed(0)}% of a core with the flooder`,
     );
-    // "No more than 20% higher", with an absolute floor: on loopback the baseline p99 is a few
-    // milliseconds, where 20% is below the noise of timers and scheduling on a shared 2-core
-    // machine. Medians over alternating short phases keep one-off hiccups out of both figures.
-    const limit = Math.max(1.2 * baseline, baseline + 5);
+    // The issue's bound: "no more than 20% higher". On loopback the baseline p99 is 1-2 ms, where
+    // one timer or scheduling slip on a shared 2-core machine is a 0.5-1 ms step, and single
+    // phases of the *same* kind varied from 1.1 to 5.9 ms when measured; so 20% or 1 ms, whichever
+    // is more. Medians over many alternating short phases keep one-off hiccups out of both.
+    const limit = Math.max(1.2 * baseline, baseline + 1);
     assert.ok(
       withFlood <= limit,
       `p99 with the flooder ${withFlood.toFixed(2)} ms > ${limit.toFixed(2)} ms (baseline ${baseline.toFixed(2)} ms)`,

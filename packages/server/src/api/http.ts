@@ -53,6 +53,7 @@ export interface HttpApiOptions {
 export const MAX_BATCH = 1000;
 
 const MESSAGES_PATH = /^\/v1\/channels\/([^/]+)\/messages$/;
+const PRESENCE_PATH = /^\/v1\/channels\/([^/]+)\/presence$/;
 
 /**
  * The REST API: one handler per route, JSON in and out, errors as `{"error": text, "code": n}`
@@ -117,6 +118,13 @@ async function handle(o: HttpApiOptions, req: IncomingMessage, res: ServerRespon
     if (!allow(req, res, 'POST', 'GET, HEAD, POST')) return;
     await authorize(o, req, 'publish', channel);
     return publish(o, channel, req, res);
+  }
+  const presence = PRESENCE_PATH.exec(path);
+  if (presence !== null) {
+    if (!allow(req, res, 'GET')) return;
+    const channel = decodeURIComponent(presence[1] as string);
+    await authorize(o, req, 'presence', channel);
+    return members(o, channel, res);
   }
   if (path === '/v1/admin/revocations') {
     if (!allow(req, res, 'POST')) return;
@@ -248,6 +256,20 @@ async function history(
   });
   const position = `{"offset":${page.position.offset},"epoch":${JSON.stringify(page.position.epoch)}}`;
   const body = `{"messages":[${page.frames.join(',')}],"position":${position},"next":${page.next === null ? 'null' : JSON.stringify(page.next)}}`;
+  res
+    .writeHead(200, {
+      'content-type': 'application/json; charset=utf-8',
+      'content-length': Buffer.byteLength(body),
+    })
+    .end(body);
+}
+
+/** `GET /v1/channels/{channel}/presence`: `{"channel", "members": [{"clientId", "user"?}...]}`. */
+async function members(o: HttpApiOptions, channel: string, res: ServerResponse): Promise<void> {
+  const why = channelError(channel);
+  if (why !== undefined) throw new ReplyError(ErrorCode.INVALID_CHANNEL, why);
+  const list = await o.node.presence(channel);
+  const body = `{"channel":${JSON.stringify(channel)},"members":[${list.join(',')}]}`;
   res
     .writeHead(200, {
       'content-type': 'application/json; charset=utf-8',

@@ -81,7 +81,9 @@ export function readKeyFile(path: string): string {
 
 /**
  * A JWT authenticator over jose: explicit algorithm allowlist, `exp` required by default, `nbf`,
- * `iss`/`aud` when configured, clock leeway. `sub` becomes the user id.
+ * `iat` not beyond the leeway in the future, `iss`/`aud` when configured, clock leeway. `sub`
+ * becomes the user id. A JWKS is cached 10 minutes and refetched on an unknown `kid`, at most
+ * once per 30 s (jose's cooldown), so tokens with made-up kids cannot make us hammer the URL.
  */
 export async function createJwtAuthenticator(options: JwtOptions): Promise<Authenticator> {
   const key = await loadKey(options);
@@ -107,6 +109,14 @@ export async function createJwtAuthenticator(options: JwtOptions): Promise<Authe
       } catch (err) {
         throw new AuthError(describe(err), { cause: err });
       }
+      // jose checks iat only against a maximum age. A token "issued" in the future would escape
+      // "revoke every token of user U issued before T" (T = now): refuse one beyond the leeway,
+      // by the same rule as nbf.
+      if (
+        typeof payload.iat === 'number' &&
+        payload.iat > Math.floor(Date.now() / 1000) + verifyOptions.clockTolerance
+      )
+        throw new AuthError('token claim iat is not acceptable (issued in the future)');
       if (typeof payload.sub !== 'string' || payload.sub === '' || payload.sub.length > 256)
         throw new AuthError('token sub must be a non-empty string');
       const capabilities = parseCapabilities(payload[claim]);

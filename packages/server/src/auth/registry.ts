@@ -7,6 +7,13 @@ export interface Revocable {
   revoke(reason: string): void;
 }
 
+/** Credentials being checked against the revocation store; see SessionRegistry.watch. */
+export interface RevocationWatch {
+  /** Whether a revocation applied since the watch began covers the credentials. */
+  readonly revoked: boolean;
+  end(): void;
+}
+
 /**
  * The authenticated sessions of this node by user: for the per-user connection limit and for
  * applying revocations to live connections.
@@ -14,6 +21,7 @@ export interface Revocable {
 export class SessionRegistry {
   readonly #byUser = new Map<string, Set<Revocable>>();
   readonly #maxPerUser: number;
+  readonly #watches = new Set<{ creds: Credentials; revoked: boolean }>();
 
   constructor(maxPerUser: number) {
     this.#maxPerUser = maxPerUser;
@@ -39,8 +47,27 @@ export class SessionRegistry {
     if (set.size === 0) this.#byUser.delete(userId);
   }
 
+  /**
+   * Notes revocations of `creds` from now until `end()`: a session checks the store with a watch
+   * open, so a revocation that reaches this node between the store's answer and the session's
+   * registration (the store write and the read raced) still applies to it.
+   */
+  watch(creds: Credentials): RevocationWatch {
+    const w = { creds, revoked: false };
+    this.#watches.add(w);
+    return {
+      get revoked() {
+        return w.revoked;
+      },
+      end: () => {
+        this.#watches.delete(w);
+      },
+    };
+  }
+
   /** Revokes every live session the revocation applies to; returns how many. */
   apply(revocation: Revocation): number {
+    for (const w of this.#watches) if (revokes(revocation, w.creds)) w.revoked = true;
     let n = 0;
     const candidates =
       revocation.kind === 'user'

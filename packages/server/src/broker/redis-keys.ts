@@ -14,6 +14,10 @@ export interface RedisKeys {
   stream(channel: string): string;
   /** Idempotency record of one message id. */
   dedupe(channel: string, id: string): string;
+  /** Presence: sorted set of the channel's member client ids, scored by expiry (ms, Redis clock). */
+  presenceMembers(channel: string): string;
+  /** Presence: hash of the channel's member client ids → member JSON. */
+  presenceInfo(channel: string): string;
   /** Pub/sub channel of a node-to-node control topic. */
   control(topic: string): string;
   /** The topic named by a control pub/sub channel, or undefined when it is not one. */
@@ -34,6 +38,8 @@ export function createRedisKeys(prefix: string): RedisKeys {
     meta: (channel) => prefix + 'm:{' + channel + '}',
     stream: (channel) => prefix + 's:{' + channel + '}',
     dedupe: (channel, id) => prefix + 'i:{' + channel + '}:' + id,
+    presenceMembers: (channel) => prefix + 'pz:{' + channel + '}',
+    presenceInfo: (channel) => prefix + 'ph:{' + channel + '}',
     channelOf: (pubsub) =>
       pubsub.startsWith(pubsubHead) && pubsub.endsWith('}')
         ? pubsub.slice(pubsubHead.length, -1)
