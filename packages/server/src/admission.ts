@@ -1,11 +1,20 @@
-import type { IncomingMessage } from 'node:http';
 import { ErrorCode, type ErrorCodeValue } from '@switchboard/protocol';
+import type { RequestInfo } from './engine/connection.js';
 
 export interface Refusal {
   readonly status: number;
   readonly code: ErrorCodeValue;
   readonly message: string;
+  /**
+   * An engine that can hold the request this long before answering should (an address closed
+   * for flooding): a client that reconnects in a loop then waits instead of costing the node a
+   * TCP handshake and a refusal each time.
+   */
+  readonly holdMs?: number;
 }
+
+/** How long an address closed for flooding stays limited to one new connection per second. */
+export const FLOOD_PENALTY_MS = 10_000;
 
 export interface AdmissionOptions {
   /** Exact origins, or '*'. Empty: any origin when `authEnabled` is false, none when it is true. */
@@ -27,6 +36,8 @@ export class Admission {
   readonly #anyOrigin: boolean;
   /** Connections opened per address in the current second. */
   #perIp = new Map<string, number>();
+  /** Addresses whose connection was closed for flooding (3011) → until when they are slowed. */
+  readonly #flooders = new Map<string, number>();
   #second = 0;
 
   constructor(options: AdmissionOptions) {
@@ -41,15 +52,34 @@ export class Admission {
    * or a refusal. Origins are compared exactly as the browser serialised them: no suffix or case
    * games, and the opaque origin "null" only when listed.
    */
-  origin(req: IncomingMessage): string | null | Refusal {
+  origin(req: RequestInfo): string | null | Refusal {
     const origin = req.headers.origin;
     if (origin === undefined) return null;
     if (this.#anyOrigin || this.#origins.has(origin)) return origin;
     return { status: 403, code: ErrorCode.PERMISSION_DENIED, message: 'origin not allowed' };
   }
 
+  /**
+   * Slows an address whose connection was just closed for flooding (3011): for the next
+   * FLOOD_PENALTY_MS it may open one connection per second. Otherwise a flooder reconnecting at
+   * once got a fresh command bucket each time, and disconnecting it made it cheaper, not dearer.
+   */
+  penalize(address: string): void {
+    const now = Date.now();
+    this.#flooders.set(address, now + FLOOD_PENALTY_MS);
+    for (const [ip, until] of this.#flooders) if (until <= now) this.#flooders.delete(ip);
+  }
+
+  #flooding(ip: string): boolean {
+    const until = this.#flooders.get(ip);
+    if (until === undefined) return false;
+    if (until > Date.now()) return true;
+    this.#flooders.delete(ip);
+    return false;
+  }
+
   /** Counts a new connection attempt; a refusal when it is over a limit. */
-  connection(req: IncomingMessage): Refusal | undefined {
+  connection(req: RequestInfo): Refusal | undefined {
     if (this.#o.connections() >= this.#o.maxConnections) {
       return {
         status: 503,
@@ -65,11 +95,13 @@ export class Admission {
     const ip = req.socket.remoteAddress ?? '';
     const n = (this.#perIp.get(ip) ?? 0) + 1;
     this.#perIp.set(ip, n);
-    if (n > this.#o.maxConnectionsPerIpPerSecond) {
+    const flooding = this.#flooding(ip);
+    if (n > this.#o.maxConnectionsPerIpPerSecond || (n > 1 && flooding)) {
       return {
         status: 429,
         code: ErrorCode.TOO_MANY_REQUESTS,
         message: 'too many new connections from this address',
+        ...(flooding ? { holdMs: 1000 } : {}),
       };
     }
     return undefined;

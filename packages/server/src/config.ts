@@ -16,6 +16,7 @@ type Kind =
   | 'httpUrl'
   | 'list'
   | 'level'
+  | 'engine'
   | 'namespaces'
   | 'apiKeys';
 
@@ -29,6 +30,9 @@ interface Setting {
 const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export type LogLevel = (typeof LEVELS)[number];
 
+const ENGINES = ['uws', 'ws'] as const;
+export type EngineName = (typeof ENGINES)[number];
+
 /** Settings of the channels in one namespace (the part of a channel name before its first ':'). */
 export interface NamespaceConfig {
   readonly historySize?: number;
@@ -40,11 +44,14 @@ export interface NamespaceConfig {
    * to backends (API keys), whatever `anonymous` or a token grants.
    */
   readonly clientPublish?: boolean;
+  /** Whether the channels here keep presence (who is subscribed); off by default. */
+  readonly presence?: boolean;
 }
 
 export interface Config {
   readonly port: number;
   readonly host: string;
+  readonly engine: EngineName;
   readonly redis: string | undefined;
   readonly redisPrefix: string;
   readonly redisBridge: readonly string[];
@@ -58,6 +65,7 @@ export interface Config {
   readonly historyTtlMs: number;
   readonly dedupeMs: number;
   readonly recoveryMaxMessages: number;
+  readonly presenceTtlMs: number;
   readonly namespaces: Readonly<Record<string, NamespaceConfig>>;
   readonly shutdownTimeoutMs: number;
   readonly jwtSecret: string | undefined;
@@ -86,6 +94,7 @@ export interface Config {
 export const defaults: Config = {
   port: 8080,
   host: '0.0.0.0',
+  engine: 'uws',
   redis: undefined,
   redisPrefix: 'switchboard:',
   redisBridge: [],
@@ -99,6 +108,7 @@ export const defaults: Config = {
   historyTtlMs: 10 * 60_000,
   dedupeMs: 2 * 60_000,
   recoveryMaxMessages: 10_000,
+  presenceTtlMs: 60_000,
   namespaces: {},
   shutdownTimeoutMs: 10_000,
   jwtSecret: undefined,
@@ -128,6 +138,10 @@ export const defaults: Config = {
 export const settings: Readonly<Record<keyof Config, Setting>> = {
   port: { kind: 'int', min: 0, max: 65535, doc: 'HTTP and WebSocket port (0 picks a free one)' },
   host: { kind: 'string', doc: 'address to listen on' },
+  engine: {
+    kind: 'engine',
+    doc: 'network engine: uws (uWebSockets.js, falls back to ws with a log line when its native module does not load) or ws (node:http + ws)',
+  },
   redis: {
     kind: 'url',
     doc: 'Redis URL (redis://host:port); unset runs the embedded in-memory engine',
@@ -192,9 +206,15 @@ export const settings: Readonly<Record<keyof Config, Setting>> = {
     max: 1_000_000,
     doc: 'most messages a resuming subscriber may be replayed; a larger gap answers recovered: false',
   },
+  presenceTtlMs: {
+    kind: 'int',
+    min: 1000,
+    max: 3_600_000,
+    doc: "how long a presence member outlives its node's last refresh (nodes refresh every third of it): the most a crashed node's members linger",
+  },
   namespaces: {
     kind: 'namespaces',
-    doc: 'JSON object: namespace → {historySize?, historyTtlMs?, anonymous?: [permissions], clientPublish?: bool} for channels "<namespace>:..." ("" is channels without a namespace)',
+    doc: 'JSON object: namespace → {historySize?, historyTtlMs?, anonymous?: [permissions], clientPublish?: bool, presence?: bool} for channels "<namespace>:..." ("" is channels without a namespace)',
   },
   shutdownTimeoutMs: {
     kind: 'int',
@@ -213,7 +233,7 @@ export const settings: Readonly<Record<keyof Config, Setting>> = {
   jwtKeyFile: { kind: 'optionalString', doc: 'file holding jwtPublicKey (PEM or JWK JSON)' },
   jwtJwksUrl: {
     kind: 'httpUrl',
-    doc: 'JWKS URL (cached; refetched on an unknown kid); turns auth on',
+    doc: 'JWKS URL (cached 10 min; refetched on an unknown kid, at most once per 30 s); turns auth on',
   },
   jwtAlgorithms: {
     kind: 'list',
@@ -221,7 +241,12 @@ export const settings: Readonly<Record<keyof Config, Setting>> = {
   },
   jwtIssuer: { kind: 'optionalString', doc: 'required token iss' },
   jwtAudience: { kind: 'optionalString', doc: 'required token aud' },
-  jwtLeewayMs: { kind: 'int', min: 0, max: 600_000, doc: 'clock leeway for exp and nbf' },
+  jwtLeewayMs: {
+    kind: 'int',
+    min: 0,
+    max: 600_000,
+    doc: 'clock leeway for exp, nbf and iat (a token issued further in the future is refused)',
+  },
   jwtRequireExp: { kind: 'bool', doc: 'refuse tokens without exp' },
   apiKeys: {
     kind: 'apiKeys',
@@ -414,10 +439,9 @@ function parseValue(key: keyof Config, value: unknown, source: string): unknown 
             )
               return bad(`namespace ${ns}: anonymous must be a list of ${PERMISSIONS.join(', ')}`);
             nsOut.anonymous = v;
-          } else if (k === 'clientPublish') {
-            if (typeof v !== 'boolean')
-              return bad(`namespace ${ns}: clientPublish must be true or false`);
-            nsOut.clientPublish = v;
+          } else if (k === 'clientPublish' || k === 'presence') {
+            if (typeof v !== 'boolean') return bad(`namespace ${ns}: ${k} must be true or false`);
+            nsOut[k] = v;
           } else {
             return bad(`namespace ${ns}: unknown setting ${k}`);
           }
@@ -426,6 +450,10 @@ function parseValue(key: keyof Config, value: unknown, source: string): unknown 
       }
       return out;
     }
+    case 'engine':
+      if (typeof value !== 'string' || !(ENGINES as readonly string[]).includes(value))
+        return bad(`expected one of ${ENGINES.join(', ')}`);
+      return value;
     case 'level':
       if (typeof value !== 'string' || !(LEVELS as readonly string[]).includes(value))
         return bad(`expected one of ${LEVELS.join(', ')}`);

@@ -3,6 +3,10 @@
  * once; frames for the same channel that arrive in the same event-loop turn are written to each
  * subscriber together at the end of the turn, so a burst costs one socket write per subscriber
  * rather than one per message (joined once per channel with '\n' for batching clients).
+ *
+ * Subscribers whose engine has native topics (uWebSockets.js) are not written one by one: they
+ * join the channel's topic, and one call per channel hands the frame to the engine, which copies
+ * it into every socket in C++ without a JavaScript call per delivery.
  */
 
 /** A subscriber's write side, as the Hub needs it. */
@@ -15,10 +19,33 @@ export interface Sink {
   close(code: number, reason: string): void;
 }
 
+/**
+ * A subscriber on an engine with native topics. The Hub calls `join` when it subscribes to a
+ * channel and `leave` when it stops; the engine delivers the channel's frames from then on.
+ */
+export interface TopicSink extends Sink {
+  readonly topics: true;
+  join(channel: string): void;
+  leave(channel: string): void;
+}
+
+/** The engine side of native topics: delivers a turn's frames to everyone in `channel`'s topic. */
+export interface TopicPublisher {
+  publish(channel: string, frames: readonly Buffer[]): void;
+}
+
+function isTopicSink(sink: Sink): sink is TopicSink {
+  return (sink as Partial<TopicSink>).topics === true;
+}
+
 const NEWLINE = Buffer.from('\n');
 
 export class Hub {
+  /** Subscribers written one by one (ws, SSE, long-polling, resume buffers). */
   readonly #subscribers = new Map<string, Set<Sink>>();
+  /** Subscribers in the engine's native topic for the channel. */
+  readonly #members = new Map<string, Set<TopicSink>>();
+  readonly #topics: TopicPublisher | undefined;
   /** Frames waiting for the end of this turn, per channel, in arrival order. */
   #pending = new Map<string, Buffer[]>();
   #scheduled = false;
@@ -28,33 +55,23 @@ export class Hub {
   readonly #onDelivered: (count: number) => void;
   readonly #flush = (): void => this.#flushPending();
 
-  constructor(onDelivered: (count: number) => void = () => {}) {
+  constructor(onDelivered: (count: number) => void = () => {}, topics?: TopicPublisher) {
     this.#onDelivered = onDelivered;
+    this.#topics = topics;
   }
 
   /** Adds a subscriber; true when it is the channel's first on this node. */
   add(channel: string, sink: Sink): boolean {
-    let set = this.#subscribers.get(channel);
-    const first = set === undefined;
-    if (set === undefined) {
-      set = new Set();
-      this.#subscribers.set(channel, set);
-    }
-    if (!set.has(sink)) {
-      set.add(sink);
-      this.#subscriptions++;
-    }
+    const first = !this.has(channel);
+    if (this.#insert(channel, sink)) this.#subscriptions++;
     return first;
   }
 
   /** Removes a subscriber; true when it was the channel's last on this node. */
   remove(channel: string, sink: Sink): boolean {
-    const set = this.#subscribers.get(channel);
-    if (set === undefined || !set.delete(sink)) return false;
+    if (!this.#delete(channel, sink)) return false;
     this.#subscriptions--;
-    if (set.size > 0) return false;
-    this.#subscribers.delete(channel);
-    return true;
+    return !this.has(channel);
   }
 
   /**
@@ -62,16 +79,52 @@ export class Hub {
    * subscription stays. False when `from` is no longer subscribed.
    */
   replace(channel: string, from: Sink, to: Sink): boolean {
-    const set = this.#subscribers.get(channel);
-    if (set === undefined || !set.delete(from)) return false;
-    if (set.has(to)) this.#subscriptions--;
-    else set.add(to);
+    if (!this.#delete(channel, from)) return false;
+    if (!this.#insert(channel, to)) this.#subscriptions--;
     return true;
   }
 
   /** The channel's local subscribers (a copy). */
   sinksOf(channel: string): Sink[] {
-    return [...(this.#subscribers.get(channel) ?? [])];
+    return [...(this.#subscribers.get(channel) ?? []), ...(this.#members.get(channel) ?? [])];
+  }
+
+  /** Adds `sink` to the channel's set (or topic); false when it was there already. */
+  #insert(channel: string, sink: Sink): boolean {
+    if (this.#topics !== undefined && isTopicSink(sink)) {
+      let members = this.#members.get(channel);
+      if (members === undefined) {
+        members = new Set();
+        this.#members.set(channel, members);
+      }
+      if (members.has(sink)) return false;
+      members.add(sink);
+      sink.join(channel);
+      return true;
+    }
+    let set = this.#subscribers.get(channel);
+    if (set === undefined) {
+      set = new Set();
+      this.#subscribers.set(channel, set);
+    }
+    if (set.has(sink)) return false;
+    set.add(sink);
+    return true;
+  }
+
+  /** Takes `sink` out of the channel's set (or topic); false when it was not in it. */
+  #delete(channel: string, sink: Sink): boolean {
+    if (this.#topics !== undefined && isTopicSink(sink)) {
+      const members = this.#members.get(channel);
+      if (members === undefined || !members.delete(sink)) return false;
+      sink.leave(channel);
+      if (members.size === 0) this.#members.delete(channel);
+      return true;
+    }
+    const set = this.#subscribers.get(channel);
+    if (set === undefined || !set.delete(sink)) return false;
+    if (set.size === 0) this.#subscribers.delete(channel);
+    return true;
   }
 
   /**
@@ -84,11 +137,14 @@ export class Hub {
   }
 
   has(channel: string): boolean {
-    return this.#subscribers.has(channel);
+    return this.#subscribers.has(channel) || this.#members.has(channel);
   }
 
   get channels(): number {
-    return this.#subscribers.size;
+    if (this.#members.size === 0) return this.#subscribers.size;
+    let n = this.#members.size;
+    for (const channel of this.#subscribers.keys()) if (!this.#members.has(channel)) n++;
+    return n;
   }
 
   get subscriptions(): number {
@@ -97,7 +153,7 @@ export class Hub {
 
   /** Queues `frame` for every local subscriber of `channel`; written at the end of this turn. */
   publish(channel: string, frame: Buffer): void {
-    if (!this.#subscribers.has(channel)) return;
+    if (!this.has(channel)) return;
     const list = this.#pending.get(channel);
     if (list === undefined) this.#pending.set(channel, [frame]);
     else list.push(frame);
@@ -113,6 +169,11 @@ export class Hub {
     this.#pending = new Map();
     let delivered = 0;
     for (const [channel, frames] of pending) {
+      const members = this.#members.get(channel);
+      if (members !== undefined) {
+        (this.#topics as TopicPublisher).publish(channel, frames);
+        delivered += members.size * frames.length;
+      }
       const set = this.#subscribers.get(channel);
       if (set === undefined) continue;
       if (frames.length === 1) {
@@ -140,7 +201,8 @@ export class Hub {
   }
 }
 
-function joinFrames(frames: readonly Buffer[]): Buffer {
+/** Frames as one batch for `switchboard.v1` clients: joined by '\n'. */
+export function joinFrames(frames: readonly Buffer[]): Buffer {
   const parts: Buffer[] = [];
   for (const frame of frames) {
     if (parts.length > 0) parts.push(NEWLINE);

@@ -1,9 +1,3 @@
-import {
-  createServer as createHttpServer,
-  type IncomingMessage,
-  type Server as HttpServer,
-} from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { DisconnectCode } from '@switchboard/protocol';
 import type { Logger } from 'pino';
 import { createHttpHandler } from './api/http.js';
@@ -11,8 +5,8 @@ import type { Broker } from './broker/broker.js';
 import { MemoryBroker } from './broker/memory.js';
 import { RedisBroker } from './broker/redis.js';
 import type { Config } from './config.js';
-import { WsEngine } from './engine/ws.js';
-import type { Connection } from './engine/connection.js';
+import type { Connection, RequestInfo } from './engine/connection.js';
+import { createEdge, type Edge } from './engine/edge.js';
 import { HttpTransports } from './engine/http-transports.js';
 import { Hub } from './hub.js';
 import { createMetrics } from './metrics.js';
@@ -30,11 +24,16 @@ import { SessionRegistry } from './auth/registry.js';
 import { parseRevocation, revocationJson, type RevocationStore } from './auth/revocation.js';
 import { MemoryRevocationStore } from './auth/revocation-memory.js';
 import { RedisRevocationStore } from './auth/revocation-redis.js';
+import { MemoryPresenceStore } from './presence/memory.js';
+import type { PresenceStore } from './presence/presence.js';
+import { RedisPresenceStore } from './presence/redis.js';
 
 export interface RunningServer {
   /** The port actually bound (useful with port 0). */
   readonly port: number;
   readonly broker: Broker;
+  /** The network engine actually running (uws falls back to ws when it cannot load). */
+  readonly engine: 'uws' | 'ws';
   /**
    * Graceful stop: refuse new work, close every client with 1001, wait for them (up to
    * shutdownTimeoutMs), then release the broker.
@@ -49,7 +48,16 @@ const MAX_IN_FLIGHT = 1024;
 const REVOCATIONS_TOPIC = 'revocations';
 
 /** The composition root: picks the broker from config and wires node, hub, engine and API. */
-export async function startServer(config: Config, logger: Logger): Promise<RunningServer> {
+/** Implementations given instead of the ones the configuration picks (tests, embedders). */
+export interface ServerParts {
+  readonly revocations?: RevocationStore;
+}
+
+export async function startServer(
+  config: Config,
+  logger: Logger,
+  parts: ServerParts = {},
+): Promise<RunningServer> {
   const authenticator = await createAuthenticator(config);
   const apiKeys = new ApiKeys(config.apiKeys);
   const policy = createPolicy(authenticator !== undefined || apiKeys.size > 0, config.namespaces);
@@ -58,10 +66,15 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       'NO AUTH CONFIGURED: anyone who reaches this port can subscribe, publish and read history on every channel. Set jwtSecret/jwtPublicKey/jwtJwksUrl and apiKeys before exposing it.',
     );
   }
-  const revocations: RevocationStore =
+  const presence: PresenceStore =
     config.redis === undefined
+      ? new MemoryPresenceStore()
+      : new RedisPresenceStore(config.redis, config.redisPrefix);
+  const revocations: RevocationStore =
+    parts.revocations ??
+    (config.redis === undefined
       ? new MemoryRevocationStore(config.maxTokenLifetimeMs)
-      : new RedisRevocationStore(config.redis, config.redisPrefix, config.maxTokenLifetimeMs);
+      : new RedisRevocationStore(config.redis, config.redisPrefix, config.maxTokenLifetimeMs));
   const registry = new SessionRegistry(config.maxConnectionsPerUser);
   const broker: Broker =
     config.redis === undefined
@@ -72,9 +85,28 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
           bridgePatterns: config.redisBridge,
           logger,
         });
-  const hub = new Hub((n) => metrics.messagesOut.inc(n));
+  // The edge comes first: the Hub fans out through its native topics when it has them. Its
+  // callbacks reach sessions, transports and the API, which exist before the first request.
+  const edge: Edge = createEdge({
+    engine: config.engine,
+    path: '/ws',
+    maxMessageBytes: config.maxMessageBytes,
+    maxOutboundBytes: config.maxOutboundBytes,
+    pingIntervalMs: config.pingIntervalMs,
+    perMessageDeflate: config.perMessageDeflate,
+    httpHeadersTimeoutMs: config.httpHeadersTimeoutMs,
+    logger,
+    admit: (req) => {
+      const origin = admission.origin(req);
+      return isRefusal(origin) ? origin : admission.connection(req);
+    },
+    accept: (conn, req) => accept(conn, req),
+    onDisconnect: (code) => metrics.disconnects.inc({ code }),
+    request: (req, res) => request(req, res),
+  });
+  const hub = new Hub((n) => metrics.messagesOut.inc(n), edge.topics);
   const metrics = createMetrics({
-    connections: () => engine.connections + transports.connections,
+    connections: () => edge.connections + transports.connections,
     subscriptions: () => hub.subscriptions,
     channels: () => hub.channels,
   });
@@ -86,6 +118,9 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     historyFor: historyResolver(config),
     dedupeMs: config.dedupeMs,
     recoveryMaxMessages: config.recoveryMaxMessages,
+    presence,
+    presenceFor: (channel) => config.namespaces[channelNamespace(channel)]?.presence === true,
+    presenceTtlMs: config.presenceTtlMs,
   });
   const sessionContext = {
     node,
@@ -102,31 +137,19 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     registry,
     authTimeoutMs: config.authTimeoutMs,
     tokenRefreshLeadMs: config.tokenRefreshLeadMs,
+    tokenLeewayMs: config.jwtLeewayMs,
+    onFlooding: (address: string) => admission.penalize(address),
   };
   const admission: Admission = new Admission({
     allowedOrigins: config.allowedOrigins,
     authEnabled: policy.enabled,
     maxConnections: config.maxConnections,
     maxConnectionsPerIpPerSecond: config.maxConnectionsPerIpPerSecond,
-    connections: (): number => engine.connections + transports.connections,
+    connections: (): number => edge.connections + transports.connections,
   });
   // Browsers cannot set headers on a WebSocket: the token may come as ?token= (or in a connect frame).
-  const accept = (conn: Connection, req: IncomingMessage): Session =>
-    new Session(sessionContext, conn, tokenParam(req.url));
-  const engine: WsEngine = new WsEngine({
-    path: '/ws',
-    maxMessageBytes: config.maxMessageBytes,
-    maxOutboundBytes: config.maxOutboundBytes,
-    pingIntervalMs: config.pingIntervalMs,
-    logger,
-    perMessageDeflate: config.perMessageDeflate,
-    admit: (req: IncomingMessage) => {
-      const origin = admission.origin(req);
-      return isRefusal(origin) ? origin : admission.connection(req);
-    },
-    accept,
-    onDisconnect: (code) => metrics.disconnects.inc({ code }),
-  });
+  const accept = (conn: Connection, req: RequestInfo): Session =>
+    new Session(sessionContext, conn, tokenParam(req.url), req.socket.remoteAddress);
   // SSE and long-polling: the same admission and the same sessions as WebSocket.
   const transports: HttpTransports = new HttpTransports({
     node,
@@ -144,38 +167,25 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     onDisconnect: (code) => metrics.disconnects.inc({ code }),
   });
   let draining = false;
-  const http: HttpServer = createHttpServer(
-    // Node enforces headersTimeout/requestTimeout only when it sweeps its connections, every
-    // connectionsCheckingInterval (30 s by default): a slowloris socket lived up to 30 s past
-    // httpHeadersTimeoutMs. Sweep often enough that the timeout holds to within a quarter of it.
-    {
-      connectionsCheckingInterval: Math.max(250, Math.min(30_000, config.httpHeadersTimeoutMs / 4)),
-    },
-    transports.before(
-      createHttpHandler({
-        node,
-        metrics,
-        logger,
-        maxBodyBytes: config.maxRequestBodyBytes,
-        maxMessageBytes: config.maxMessageBytes,
-        ready: () => !draining && broker.ready,
-        policy,
-        apiKeys,
-        authenticator,
-        revocations,
-        admission,
-        revoke: async (r) => {
-          await revocations.add(r);
-          await broker.publishControl(REVOCATIONS_TOPIC, revocationJson(r));
-        },
-      }),
-    ),
+  const request = transports.before(
+    createHttpHandler({
+      node,
+      metrics,
+      logger,
+      maxBodyBytes: config.maxRequestBodyBytes,
+      maxMessageBytes: config.maxMessageBytes,
+      ready: () => !draining && broker.ready,
+      policy,
+      apiKeys,
+      authenticator,
+      revocations,
+      admission,
+      revoke: async (r) => {
+        await revocations.add(r);
+        await broker.publishControl(REVOCATIONS_TOPIC, revocationJson(r));
+      },
+    }),
   );
-  // Against slowloris: a client must send its headers, and its whole request, in bounded time.
-  http.headersTimeout = config.httpHeadersTimeoutMs;
-  http.requestTimeout = 30_000;
-  http.keepAliveTimeout = 5_000;
-  engine.attach(http);
   transports.start();
 
   await broker.start(node);
@@ -192,20 +202,17 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     const n = registry.apply(r);
     logger.info({ kind: r.kind, closed: n }, 'revocation applied');
   });
+  let port: number;
   try {
-    await new Promise<void>((resolve, reject) => {
-      http.once('error', reject);
-      http.listen(config.port, config.host, () => {
-        http.off('error', reject);
-        resolve();
-      });
-    });
+    port = await edge.listen(config.host, config.port);
   } catch (err) {
-    await Promise.all([broker.close(), revocations.close()]);
+    await Promise.all([broker.close(), revocations.close(), presence.close()]);
     throw err;
   }
-  const port = (http.address() as AddressInfo).port;
-  logger.info({ port, host: config.host, broker: broker.name }, 'switchboard listening');
+  logger.info(
+    { port, host: config.host, broker: broker.name, engine: edge.engine },
+    'switchboard listening',
+  );
   if (config.redis === undefined)
     logger.info('embedded engine: single node, state lives in this process');
 
@@ -213,16 +220,17 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   return {
     port,
     broker,
+    engine: edge.engine,
     close() {
       closing ??= (async () => {
         draining = true;
         logger.info(
-          { connections: engine.connections },
+          { connections: edge.connections + transports.connections },
           'shutting down: closing client connections',
         );
-        http.close();
+        edge.stopAccepting();
         await Promise.all([
-          engine.closeAll(
+          edge.closeWebSockets(
             DisconnectCode.GOING_AWAY,
             'server shutting down',
             config.shutdownTimeoutMs,
@@ -233,9 +241,9 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
             config.shutdownTimeoutMs,
           ),
         ]);
-        http.closeAllConnections();
+        edge.closeRemaining();
         node.close();
-        await Promise.all([broker.close(), revocations.close()]);
+        await Promise.all([broker.close(), revocations.close(), presence.close()]);
         logger.info('shutdown complete');
       })();
       return closing;

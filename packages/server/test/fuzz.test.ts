@@ -11,7 +11,7 @@ import { once } from 'node:events';
 import { after, before, describe, it } from 'node:test';
 import fc from 'fast-check';
 import { WebSocket } from 'ws';
-import { startTestServer, TestClient } from './helpers.js';
+import { failCode, startTestServer, TestClient } from './helpers.js';
 import { mint, SECRET } from './security-kit.js';
 
 type Server = Awaited<ReturnType<typeof startTestServer>>;
@@ -404,13 +404,13 @@ class Lane {
     }
     if (c.bytes !== undefined && !isUtf8(c.bytes)) {
       // Invalid UTF-8 in a text frame: answered by a close (1007).
-      return this.#alone(c.bytes, `bytes ${c.bytes.toString('hex')}`, 1007);
+      return this.#alone(c.bytes, `bytes ${c.bytes.toString('hex')}`, failCode(1007));
     }
     let text = c.bytes !== undefined ? c.bytes.toString('utf8') : (c.text as string);
     text = text.replace('"VALID"', JSON.stringify(tokens.valid));
     text = text.replace('"EXPIRED"', JSON.stringify(tokens.expired));
     if (Buffer.byteLength(text) > MAX_MESSAGE_BYTES)
-      return this.#alone(text, `oversize ${text.length}`, 1009);
+      return this.#alone(text, `oversize ${text.length}`, failCode(1009));
     let parsed: unknown;
     try {
       parsed = JSON.parse(text);

@@ -10,7 +10,7 @@ import { after, before, describe, it } from 'node:test';
 import { constants as zlibConstants, deflateRawSync } from 'node:zlib';
 import { WebSocket } from 'ws';
 import { DisconnectCode, ErrorCode } from '@switchboard/protocol';
-import { eventually, startTestServer, TestClient } from './helpers.js';
+import { ENGINE, eventually, failCode, startTestServer, TestClient } from './helpers.js';
 import { frame, http, json, mint, OP, RawWs, SECRET } from './security-kit.js';
 
 type Server = Awaited<ReturnType<typeof startTestServer>>;
@@ -179,7 +179,7 @@ describe('limits', () => {
       const ok = await c.request({ action: 'ping', id: 'x'.repeat(60), pad: 'a'.repeat(900) });
       assert.equal(ok['ok'], true);
       c.send({ action: 'ping', id: 1, pad: 'a'.repeat(1100) });
-      assert.equal(await c.closed(), DisconnectCode.MESSAGE_TOO_BIG);
+      assert.equal(await c.closed(), failCode(DisconnectCode.MESSAGE_TOO_BIG));
     } finally {
       await server.close();
     }
@@ -217,6 +217,10 @@ describe('limits', () => {
       assert.ok(limited.length >= 1);
       assert.equal(ok + limited.length, 40);
       assert.match(String(limited[0]?.['error']), /commands per second/);
+      // Refused without being decoded, yet each refusal names its request (the SDK matches it).
+      const ids = new Set(limited.map((f) => f['reply']));
+      assert.equal(ids.size, limited.length);
+      for (const id of ids) assert.ok(typeof id === 'number' && id >= 0 && id < 40, String(id));
       // The bucket refills: after 500 ms about 10 more commands are served.
       await new Promise((r) => setTimeout(r, 500));
       const again = await c.request({ action: 'ping', id: 'later' });
@@ -328,14 +332,18 @@ describe('limits', () => {
       const batch = JSON.stringify(Array.from({ length: 50 }, () => ({ data })));
       let sent = 0;
       const code3008 = /^switchboard_disconnects_total\{code="3008"\}/;
-      while ((await metric(server, code3008)) === 0) {
+      // uWS's own limit (maxOutboundBytes + 4 MiB) may drop the socket before the engine's 100 ms
+      // backlog check closes it with 3008: a burst of 800 KB outruns that check.
+      while ((await metric(server, code3008)) === 0 && slow.endedAt === undefined) {
         assert.ok(sent < 40, 'never closed the slow client');
         const r = await http(server.port, 'POST', '/v1/channels/slow/messages', {}, batch);
         assert.equal(r.status, 200);
         sent += 1;
       }
       slow.socket.resume();
-      assert.equal(await slow.closed(3000), DisconnectCode.SLOW);
+      const code = await slow.closed(3000);
+      if (ENGINE === 'uws') assert.ok(code === DisconnectCode.SLOW || code === undefined);
+      else assert.equal(code, DisconnectCode.SLOW);
       slow.destroy();
       await reader.until((fs) => fs.filter((f) => f['channel'] === 'slow').length === sent * 50);
       assert.equal(reader.closeCode, undefined);
@@ -430,8 +438,10 @@ describe('slowloris: httpHeadersTimeoutMs', () => {
       );
       assert.ok(Math.min(...times) >= 1400, `closed too early: ${Math.min(...times)} ms`);
       // Node sweeps for timed-out requests periodically (the server sets the sweep to a quarter
-      // of the timeout), so allow one sweep plus scheduling slack.
-      assert.ok(max <= 3000, `slow sockets lived ${max.toFixed(0)} ms`);
+      // of the timeout), so allow one sweep plus scheduling slack. uWS has a fixed 10 s HTTP
+      // timeout, checked on a 4 s tick, and ignores the setting (docs/operations.md).
+      const limit = ENGINE === 'uws' ? 14_000 : 3000;
+      assert.ok(max <= limit, `slow sockets lived ${max.toFixed(0)} ms`);
       for (const text of answers) assert.match(text(), /^(HTTP\/1\.1 408|$)/);
       assert.ok(Math.max(...legit) < 500);
     } finally {
@@ -454,7 +464,7 @@ describe('permessage-deflate', () => {
       // A compressed frame (RSV1) is then a protocol error.
       const again = await RawWs.open(server.port, { headers: offer });
       again.write(frame({ opcode: OP.TEXT, rsv: 4, payload: compress('{"action":"ping"}') }));
-      assert.equal(await again.closed(), 1002);
+      assert.equal(await again.closed(), ENGINE === 'uws' ? undefined : 1002);
       again.destroy();
     } finally {
       await server.close();
@@ -487,7 +497,10 @@ describe('permessage-deflate', () => {
       process.stdout.write(
         `deflate bomb: 20 × ${bomb.length} B → 10 MiB each, all closed in ${ms.toFixed(0)} ms, RSS +${rssGrowth.toFixed(1)} MiB\n`,
       );
-      assert.deepEqual(new Set(codes), new Set([DisconnectCode.MESSAGE_TOO_BIG]));
+      assert.deepEqual(
+        new Set(codes),
+        new Set([ENGINE === 'uws' ? undefined : DisconnectCode.MESSAGE_TOO_BIG]),
+      );
       assert.ok(rssGrowth < 100, `RSS grew ${rssGrowth.toFixed(1)} MiB`);
       const c = await TestClient.open(server.wsUrl);
       assert.equal((await c.request({ action: 'ping', id: 1 }))['ok'], true);
@@ -510,7 +523,7 @@ describe('permessage-deflate', () => {
       const closed = once(ws, 'close');
       ws.send('a'.repeat(200_000)); // compresses to a few hundred bytes
       const [code] = (await closed) as [number];
-      assert.equal(code, DisconnectCode.MESSAGE_TOO_BIG);
+      assert.equal(code, failCode(DisconnectCode.MESSAGE_TOO_BIG));
     } finally {
       await server.close();
     }

@@ -1,6 +1,7 @@
 /**
  * Test helpers: real servers, real Redis processes, real sockets. Nothing here mocks I/O.
  */
+import { loadUws } from '../src/engine/uws-load.js';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { createServer as createNetServer } from 'node:net';
@@ -59,6 +60,28 @@ export async function eventually(
   }
 }
 
+/**
+ * The engine under test: `npm test` runs the suite once per engine with SWITCHBOARD_ENGINE set;
+ * spawned nodes read the same variable themselves.
+ */
+const TEST_ENGINE =
+  process.env['SWITCHBOARD_ENGINE'] === undefined
+    ? {}
+    : { engine: process.env['SWITCHBOARD_ENGINE'] };
+
+/** The engine the suite runs on: the one asked for, or the default (uws when it loads). */
+export const ENGINE: 'uws' | 'ws' =
+  process.env['SWITCHBOARD_ENGINE'] === 'ws' || 'error' in loadUws() ? 'ws' : 'uws';
+
+/**
+ * The close code a client sees when the server fails a connection on a protocol violation
+ * (RFC 6455 7.1.7): the ws engine sends a close frame with `code` first (SHOULD); uWebSockets.js
+ * drops the TCP connection without one, which clients report as 1006.
+ */
+export function failCode(code: number): number {
+  return ENGINE === 'uws' ? 1006 : code;
+}
+
 /** An in-process server on a free port with test-friendly defaults. */
 export async function startTestServer(
   overrides: Partial<Record<keyof Config, unknown>> = {},
@@ -67,7 +90,14 @@ export async function startTestServer(
     {
       source: 'test',
       // Tests open many connections and commands at once from one address; the limits have their own tests.
-      values: { port: 0, host: '127.0.0.1', logLevel: 'silent', ...TEST_LIMITS, ...overrides },
+      values: {
+        port: 0,
+        host: '127.0.0.1',
+        logLevel: 'silent',
+        ...TEST_ENGINE,
+        ...TEST_LIMITS,
+        ...overrides,
+      },
     },
   ]);
   const server = await startServer(config, createLogger(config.logLevel));
@@ -176,6 +206,8 @@ export async function startNodeProcess(
   const child = spawn(
     process.execPath,
     [
+      // Node flags for the spawned servers, e.g. SWITCHBOARD_TEST_NODE_ARGS=--cpu-prof when profiling.
+      ...(process.env['SWITCHBOARD_TEST_NODE_ARGS']?.split(' ').filter(Boolean) ?? []),
       CLI,
       'serve',
       ...['--port', String(port), '--host', '127.0.0.1', '--log-level', 'info'],

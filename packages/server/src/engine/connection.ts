@@ -2,7 +2,18 @@
  * The edge's view of one client connection, whatever carries it (WebSocket, SSE or long-polling;
  * uWebSockets.js later). Nothing below the edge knows which one it is.
  */
+import type { IncomingHttpHeaders } from 'node:http';
 import type { Sink } from '../hub.js';
+
+/**
+ * What admission and sessions read from the request that opened a connection; node:http's
+ * IncomingMessage is one, and the uWebSockets.js engine builds one from its request.
+ */
+export interface RequestInfo {
+  readonly url?: string | undefined;
+  readonly headers: IncomingHttpHeaders;
+  readonly socket: { readonly remoteAddress?: string | undefined };
+}
 
 export type TransportName = 'websocket' | 'sse' | 'long-polling';
 
@@ -15,6 +26,7 @@ export interface Connection extends Sink {
   /**
    * Flow control for a client over its command rate: stop reading its frames for `ms` (frames
    * already received are still handled). Optional: transports without a stream to pause skip it.
+   * An engine that cannot stop reading drops the frames unread and reports each to onDropped.
    */
   pauseReading?(ms: number): void;
 }
@@ -22,5 +34,7 @@ export interface Connection extends Sink {
 /** What the edge calls as frames arrive; implemented by Session. */
 export interface ConnectionHandler {
   onFrame(text: string): void;
+  /** A frame the engine dropped unread while reading was paused (engines that cannot pause). */
+  onDropped?(): void;
   onClose(): void;
 }

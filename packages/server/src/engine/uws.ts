@@ -1,0 +1,440 @@
+/**
+ * The edge on uWebSockets.js: one native server for WebSocket and HTTP (REST API, SSE,
+ * long-polling, through the node:http-shaped adapter in uws-http.ts). Fan-out uses uWS topics:
+ * a subscribed socket joins its channel's topic and the Hub hands each turn's frames to the engine
+ * once per channel, so a delivery costs no JavaScript at all.
+ *
+ * Topics are per channel and per framing: `p<channel>` for plain clients (one WebSocket message
+ * per frame), `b<channel>` for `switchboard.v1` clients (a turn's frames joined by '\n').
+ */
+import { STATUS_CODES } from 'node:http';
+import type {
+  HttpRequest,
+  HttpResponse,
+  TemplatedApp,
+  WebSocket,
+  us_listen_socket,
+} from 'uWebSockets.js';
+import { BATCH_SUBPROTOCOL, DisconnectCode } from '@switchboard/protocol';
+import type { Logger } from 'pino';
+import type { Refusal } from '../admission.js';
+import { joinFrames, type TopicPublisher, type TopicSink } from '../hub.js';
+import type { Connection, ConnectionHandler, RequestInfo } from './connection.js';
+import { Heartbeat, type Beating } from './heartbeat.js';
+import type { UwsModule } from './uws-load.js';
+import { UwsRequest, UwsResponse, pipeBody, requestInfo } from './uws-http.js';
+
+export interface UwsEngineOptions {
+  readonly path: string;
+  readonly maxMessageBytes: number;
+  readonly maxOutboundBytes: number;
+  readonly pingIntervalMs: number;
+  readonly logger: Logger;
+  readonly accept: (conn: Connection, req: RequestInfo) => ConnectionHandler;
+  readonly onDisconnect?: (code: number) => void;
+  readonly admit?: (req: RequestInfo) => Refusal | undefined;
+  readonly perMessageDeflate?: boolean;
+  /** Every plain HTTP request, presented as node:http's request and response. */
+  readonly request: (req: UwsRequest, res: UwsResponse) => void;
+}
+
+interface UserData {
+  /** The upgrade request, until the session has read it (then dropped: it is ~1 KiB). */
+  info: RequestInfo | undefined;
+  readonly batched: boolean;
+  conn?: UwsConnection;
+}
+
+/**
+ * uWS skips a socket over maxBackpressure in a topic publish, or, with closeOnBackpressureLimit,
+ * drops it without a close frame. Neither is how a slow client should learn it was too slow, so
+ * the engine closes it itself, with 3008, once it is past maxOutboundBytes: every 100 ms it reads
+ * the backlog of up to BACKLOG_CHECKS sockets (all of them, below that count) and of every socket
+ * found backlogged before. uWS's own limit, BURST_MARGIN above ours, stops a burst that outruns
+ * the check: memory per socket stays bounded either way, and nothing is skipped silently.
+ */
+const BURST_MARGIN = 4 * 1024 * 1024;
+const BACKLOG_SWEEP_MS = 100;
+const BACKLOG_CHECKS = 2000;
+const PLAIN = 'p';
+const BATCHED = 'b';
+
+/** One uWS socket as a Connection that subscribes through native topics. */
+class UwsConnection implements Connection, TopicSink, Beating {
+  readonly transport = 'websocket';
+  readonly topics = true;
+  readonly batched: boolean;
+  readonly #prefix: string;
+  readonly ws: WebSocket<UserData>;
+  readonly engine: UwsEngine;
+  handler: ConnectionHandler | undefined;
+  alive = true;
+  closed = false;
+  /** Dropping this client's frames for a while (pauseReading). */
+  muted = false;
+  /** Frames received but not handled yet (see UwsEngine.#receive). */
+  inbox: string[] = [];
+  inboxBytes = 0;
+  handledThisTurn = 0;
+  busy = false;
+
+  constructor(engine: UwsEngine, ws: WebSocket<UserData>, batched: boolean) {
+    this.engine = engine;
+    this.ws = ws;
+    this.batched = batched;
+    this.#prefix = batched ? BATCHED : PLAIN;
+  }
+
+  send(frame: Buffer): void {
+    this.#write(frame);
+  }
+
+  sendText(frame: string): void {
+    this.#write(frame);
+  }
+
+  join(channel: string): void {
+    if (!this.closed) this.ws.subscribe(this.#prefix + channel);
+  }
+
+  leave(channel: string): void {
+    // uWS drops a closed socket from every topic itself.
+    if (!this.closed) this.ws.unsubscribe(this.#prefix + channel);
+  }
+
+  close(code: number, reason: string): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.engine.disconnected(code);
+    // end() runs uWS's close handler at once, inside our caller's stack (see the handler).
+    this.ws.end(code, reason);
+  }
+
+  /**
+   * uWS v20.30 cannot stop reading a socket. The closest it gets: for `ms`, frames from this
+   * client are dropped as they arrive, before any JavaScript work (it was told with a 111 and is
+   * over its rate). Closing it instead (3011) made a flooder reconnect in a loop, and the TCP
+   * churn of refused reconnects cost the node more than the frames (flood.test.ts).
+   */
+  pauseReading(ms: number): void {
+    if (this.closed || this.muted) return;
+    this.muted = true;
+    setTimeout(unmute, ms, this).unref();
+  }
+
+  ping(): void {
+    this.ws.ping();
+  }
+
+  terminate(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.ws.close();
+  }
+
+  /** Bytes queued for the client; closes it with 3008 when that is over the limit. */
+  backlog(): number {
+    if (this.closed) return 0;
+    const n = this.ws.getBufferedAmount();
+    if (n > this.engine.maxOutboundBytes) {
+      // The close frame waits behind the backlog; uWS drops the socket if it never gets read.
+      this.close(DisconnectCode.SLOW, 'too slow: outbound queue full');
+      return 0;
+    }
+    return n;
+  }
+
+  #write(frame: Buffer | string): void {
+    if (this.closed) return;
+    this.backlog();
+    if (this.closed) return;
+    this.ws.send(frame, false);
+  }
+}
+
+/** Frames of one connection handled per turn of the event loop. */
+const FRAMES_PER_TURN = 4;
+/** Characters of frames one connection may have waiting (about 1 MiB of ASCII JSON). */
+const MAX_INBOX_CHARS = 1024 * 1024;
+
+/** Held refusals at once, at most: each holds a socket. */
+const MAX_HELD_REFUSALS = 256;
+
+function refuse(res: HttpResponse, refusal: Refusal): void {
+  const body = JSON.stringify({ error: refusal.message, code: refusal.code });
+  res.cork(() => {
+    res
+      .writeStatus(`${refusal.status} ${STATUS_CODES[refusal.status] ?? ''}`)
+      .writeHeader('content-type', 'application/json')
+      .end(body, true);
+  });
+}
+
+function unmute(conn: UwsConnection): void {
+  conn.muted = false;
+}
+
+export class UwsEngine implements TopicPublisher {
+  readonly maxOutboundBytes: number;
+  readonly #options: UwsEngineOptions;
+  readonly #app: TemplatedApp;
+  readonly #connections = new Set<UwsConnection>();
+  readonly #heartbeat: Heartbeat<UwsConnection>;
+  #listenSocket: us_listen_socket | undefined;
+  readonly #uws: UwsModule;
+  readonly #sweep: NodeJS.Timeout;
+  #round: UwsConnection[] = [];
+  /** Connections that had frames handled in this turn of the event loop. */
+  #busy: UwsConnection[] = [];
+  #turnScheduled = false;
+  /** Refused upgrades waiting for their answer (Refusal.holdMs). */
+  #held = 0;
+  /** Sockets found with a backlog: looked at every sweep until they drained. */
+  readonly #backlogged = new Set<UwsConnection>();
+
+  constructor(uws: UwsModule, options: UwsEngineOptions) {
+    this.#uws = uws;
+    this.#options = options;
+    this.maxOutboundBytes = options.maxOutboundBytes;
+    this.#app = uws.App();
+    this.#app.ws<UserData>(options.path, {
+      maxPayloadLength: options.maxMessageBytes,
+      // Our heartbeat (same as the ws engine's) decides who is dead; uWS's 4 s-granular idle
+      // timer would not honour short ping intervals.
+      idleTimeout: 0,
+      sendPingsAutomatically: false,
+      // Never skip a socket silently in a publish: past this, uWS closes it (see BACKLOG_SWEEP_MS).
+      maxBackpressure: options.maxOutboundBytes + BURST_MARGIN,
+      closeOnBackpressureLimit: 1,
+      compression:
+        options.perMessageDeflate === true
+          ? uws.DEDICATED_COMPRESSOR_4KB | uws.DEDICATED_DECOMPRESSOR_4KB
+          : uws.DISABLED,
+      upgrade: (res, req, context) => this.#upgrade(res, req, context),
+      open: (ws) => this.#open(ws),
+      message: (ws, message, isBinary) => {
+        const conn = ws.getUserData().conn;
+        if (conn === undefined || conn.handler === undefined) return;
+        if (conn.muted) {
+          conn.handler.onDropped?.();
+          return;
+        }
+        if (isBinary) {
+          conn.sendText('{"error":"binary frames are not supported; send JSON text","code":107}');
+          return;
+        }
+        this.#receive(conn, Buffer.from(message).toString());
+      },
+      pong: (ws) => {
+        const conn = ws.getUserData().conn;
+        if (conn !== undefined) conn.alive = true;
+      },
+      close: (ws) => {
+        const conn = ws.getUserData().conn;
+        if (conn === undefined) return;
+        this.#connections.delete(conn);
+        this.#backlogged.delete(conn);
+        if (conn.closed) {
+          // We closed it, maybe from inside the session: tell the session once its call returned,
+          // as the ws engine does.
+          setImmediate(() => conn.handler?.onClose());
+          return;
+        }
+        conn.closed = true;
+        conn.handler?.onClose();
+      },
+    });
+    this.#app.any('/*', (res, req) => this.#http(res, req));
+    this.#heartbeat = new Heartbeat(
+      options.pingIntervalMs,
+      () => this.#connections,
+      () => options.onDisconnect?.(DisconnectCode.NO_PONG),
+    );
+    this.#sweep = setInterval(() => this.#checkBacklogs(), BACKLOG_SWEEP_MS);
+    this.#sweep.unref();
+  }
+
+  #checkBacklogs(): void {
+    for (const conn of this.#backlogged) if (conn.backlog() === 0) this.#backlogged.delete(conn);
+    if (this.#round.length === 0) this.#round = [...this.#connections];
+    for (const conn of this.#round.splice(0, BACKLOG_CHECKS)) {
+      if (conn.backlog() > 0) this.#backlogged.add(conn);
+    }
+  }
+
+  get connections(): number {
+    return this.#connections.size;
+  }
+
+  disconnected(code: number): void {
+    this.#options.onDisconnect?.(code);
+  }
+
+  publish(channel: string, frames: readonly Buffer[]): void {
+    const app = this.#app;
+    const plain = PLAIN + channel;
+    const batched = BATCHED + channel;
+    if (frames.length === 1) {
+      const frame = frames[0] as Buffer;
+      app.publish(plain, frame, false);
+      app.publish(batched, frame, false);
+      return;
+    }
+    if (app.numSubscribers(batched) > 0) app.publish(batched, joinFrames(frames), false);
+    if (app.numSubscribers(plain) > 0) for (const frame of frames) app.publish(plain, frame, false);
+  }
+
+  /** Binds `host:port` (0 picks a free port); resolves with the port bound. */
+  listen(host: string, port: number): Promise<number> {
+    return new Promise((resolve, reject) => {
+      this.#app.listen(host, port, (socket) => {
+        if (socket === false) {
+          reject(new Error(`listen EADDRINUSE or EACCES: cannot bind ${host}:${port}`));
+          return;
+        }
+        this.#listenSocket = socket;
+        resolve(this.#uws.us_socket_local_port(socket));
+      });
+    });
+  }
+
+  /** Stops accepting new connections. */
+  stopListening(): void {
+    if (this.#listenSocket === undefined) return;
+    this.#uws.us_listen_socket_close(this.#listenSocket);
+    this.#listenSocket = undefined;
+  }
+
+  /** Closes every WebSocket with `code`; the close frames leave at once, nothing to wait for. */
+  closeAll(code: number, reason: string): Promise<void> {
+    this.#heartbeat.stop();
+    clearInterval(this.#sweep);
+    for (const conn of [...this.#connections]) conn.close(code, reason);
+    return Promise.resolve();
+  }
+
+  #upgrade(res: HttpResponse, req: HttpRequest, context: unknown): void {
+    const info = requestInfo(res, req);
+    const key = req.getHeader('sec-websocket-key');
+    const protocols = req.getHeader('sec-websocket-protocol');
+    const extensions = req.getHeader('sec-websocket-extensions');
+    const refusal = this.#options.admit?.(info);
+    if (refusal !== undefined) {
+      this.#options.onDisconnect?.(refusal.status);
+      if (refusal.holdMs !== undefined && this.#held < MAX_HELD_REFUSALS) this.#hold(res, refusal);
+      else refuse(res, refusal);
+      return;
+    }
+    const batched = protocols.split(',').some((p) => p.trim() === BATCH_SUBPROTOCOL);
+    const data: UserData = { info, batched };
+    res.upgrade(data, key, batched ? BATCH_SUBPROTOCOL : '', extensions, context as never);
+  }
+
+  /**
+   * uWS hands over everything one read brought (up to 512 KiB: thousands of frames) in one go. A
+   * client that sends a burst would hold the event loop for as long as its frames take while
+   * every other socket waits, so each connection gets FRAMES_PER_TURN frames handled per turn of
+   * the loop and the rest wait in its inbox, like the ws engine with allowSynchronousEvents off.
+   * The inbox is bounded in bytes; what does not fit is dropped and counted against the client's
+   * rate (onDropped), as frames over the rate are.
+   */
+  #receive(conn: UwsConnection, text: string): void {
+    if (conn.inbox.length === 0 && conn.handledThisTurn < FRAMES_PER_TURN) {
+      if (conn.handledThisTurn++ === 0) this.#markBusy(conn);
+      conn.handler?.onFrame(text);
+      return;
+    }
+    if (conn.inboxBytes + text.length > MAX_INBOX_CHARS) {
+      conn.handler?.onDropped?.();
+      return;
+    }
+    conn.inbox.push(text);
+    conn.inboxBytes += text.length;
+    this.#markBusy(conn);
+  }
+
+  #markBusy(conn: UwsConnection): void {
+    if (conn.busy) return;
+    conn.busy = true;
+    this.#busy.push(conn);
+    if (!this.#turnScheduled) {
+      this.#turnScheduled = true;
+      setImmediate(this.#nextTurn);
+    }
+  }
+
+  /** A new turn: every connection may have FRAMES_PER_TURN frames handled again. */
+  readonly #nextTurn = (): void => {
+    this.#turnScheduled = false;
+    const busy = this.#busy;
+    this.#busy = [];
+    for (const conn of busy) {
+      conn.busy = false;
+      conn.handledThisTurn = 0;
+      if (conn.closed) {
+        conn.inbox = [];
+        conn.inboxBytes = 0;
+        continue;
+      }
+      while (conn.inbox.length > 0 && conn.handledThisTurn < FRAMES_PER_TURN) {
+        const text = conn.inbox.shift() as string;
+        conn.inboxBytes -= text.length;
+        conn.handledThisTurn++;
+        conn.handler?.onFrame(text);
+      }
+      if (conn.handledThisTurn > 0) this.#markBusy(conn);
+    }
+  };
+
+  /** Answers `refusal` after its holdMs, unless the client gave up first. */
+  #hold(res: HttpResponse, refusal: Refusal): void {
+    let aborted = false;
+    this.#held++;
+    res.onAborted(() => {
+      aborted = true;
+    });
+    setTimeout(() => {
+      this.#held--;
+      if (!aborted) refuse(res, refusal);
+    }, refusal.holdMs).unref();
+  }
+
+  #open(ws: WebSocket<UserData>): void {
+    const data = ws.getUserData();
+    const conn = new UwsConnection(this, ws, data.batched);
+    data.conn = conn;
+    this.#connections.add(conn);
+    const info = data.info as RequestInfo;
+    data.info = undefined;
+    conn.handler = this.#options.accept(conn, info);
+  }
+
+  #http(res: HttpResponse, req: HttpRequest): void {
+    const method = req.getCaseSensitiveMethod();
+    const info = requestInfo(res, req);
+    // An upgrade on any other path than the WebSocket one: node:http's engine answers 404 too.
+    if (info.headers.upgrade !== undefined) {
+      res.cork(() => {
+        res.writeStatus('404 Not Found').end('', true);
+      });
+      return;
+    }
+    const response = new UwsResponse(res, method === 'HEAD');
+    const request = new UwsRequest(info, method);
+    const length = info.headers['content-length'];
+    if (
+      info.headers['transfer-encoding'] !== undefined ||
+      (length !== undefined && length !== '0')
+    ) {
+      pipeBody(res, response, request);
+    } else {
+      request.push(null);
+    }
+    try {
+      this.#options.request(request, response);
+    } catch (err) {
+      this.#options.logger.error({ err }, 'HTTP handler threw');
+      if (!response.writableEnded) response.writeHead(500).end();
+    }
+  }
+}
