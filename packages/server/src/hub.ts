@@ -15,6 +15,8 @@ export interface Sink {
   readonly batched: boolean;
   /** Queues one transport message. Must not throw; a sink that cannot keep up closes itself. */
   send(frame: Buffer): void;
+  /** Queues several transport messages to leave in one socket write, when the sink can. */
+  sendMany?(frames: readonly Buffer[]): void;
   /** Ends the subscriber's connection (the node could not keep its stream consistent). */
   close(code: number, reason: string): void;
 }
@@ -185,6 +187,8 @@ export class Hub {
           if (sink.batched) {
             joined ??= joinFrames(frames);
             sink.send(joined);
+          } else if (sink.sendMany !== undefined) {
+            sink.sendMany(frames);
           } else {
             for (const frame of frames) sink.send(frame);
           }

@@ -544,9 +544,12 @@ export class Session implements ConnectionHandler {
     if (!this.#countRefusal()) this.#throttle();
   }
 
-  /** A frame the engine dropped unread while this client's reading was paused. */
-  onDropped(): void {
-    this.#countRefusal();
+  /**
+   * A frame the engine had no room for (the uws engine cannot stop reading a socket): refused
+   * like one over the rate, so that the client hears of it and a flooder reaches 3011.
+   */
+  onDropped(text: string): void {
+    this.#refuse(text);
   }
 
   /**

@@ -26,7 +26,6 @@ export interface Connection extends Sink {
   /**
    * Flow control for a client over its command rate: stop reading its frames for `ms` (frames
    * already received are still handled). Optional: transports without a stream to pause skip it.
-   * An engine that cannot stop reading drops the frames unread and reports each to onDropped.
    */
   pauseReading?(ms: number): void;
 }
@@ -34,7 +33,7 @@ export interface Connection extends Sink {
 /** What the edge calls as frames arrive; implemented by Session. */
 export interface ConnectionHandler {
   onFrame(text: string): void;
-  /** A frame the engine dropped unread while reading was paused (engines that cannot pause). */
-  onDropped?(): void;
+  /** A frame the engine could not take: its inbox for the connection was full. */
+  onDropped?(text: string): void;
   onClose(): void;
 }

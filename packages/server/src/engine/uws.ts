@@ -70,8 +70,6 @@ class UwsConnection implements Connection, TopicSink, Beating {
   handler: ConnectionHandler | undefined;
   alive = true;
   closed = false;
-  /** Dropping this client's frames for a while (pauseReading). */
-  muted = false;
   /** Frames received but not handled yet (see UwsEngine.#receive). */
   inbox: string[] = [];
   inboxBytes = 0;
@@ -110,18 +108,6 @@ class UwsConnection implements Connection, TopicSink, Beating {
     this.ws.end(code, reason);
   }
 
-  /**
-   * uWS v20.30 cannot stop reading a socket. The closest it gets: for `ms`, frames from this
-   * client are dropped as they arrive, before any JavaScript work (it was told with a 111 and is
-   * over its rate). Closing it instead (3011) made a flooder reconnect in a loop, and the TCP
-   * churn of refused reconnects cost the node more than the frames (flood.test.ts).
-   */
-  pauseReading(ms: number): void {
-    if (this.closed || this.muted) return;
-    this.muted = true;
-    setTimeout(unmute, ms, this).unref();
-  }
-
   ping(): void {
     this.ws.ping();
   }
@@ -153,7 +139,7 @@ class UwsConnection implements Connection, TopicSink, Beating {
 }
 
 /** Frames of one connection handled per turn of the event loop. */
-const FRAMES_PER_TURN = 4;
+const FRAMES_PER_TURN = 64;
 /** Characters of frames one connection may have waiting (about 1 MiB of ASCII JSON). */
 const MAX_INBOX_CHARS = 1024 * 1024;
 
@@ -168,10 +154,6 @@ function refuse(res: HttpResponse, refusal: Refusal): void {
       .writeHeader('content-type', 'application/json')
       .end(body, true);
   });
-}
-
-function unmute(conn: UwsConnection): void {
-  conn.muted = false;
 }
 
 export class UwsEngine implements TopicPublisher {
@@ -215,10 +197,6 @@ export class UwsEngine implements TopicPublisher {
       message: (ws, message, isBinary) => {
         const conn = ws.getUserData().conn;
         if (conn === undefined || conn.handler === undefined) return;
-        if (conn.muted) {
-          conn.handler.onDropped?.();
-          return;
-        }
         if (isBinary) {
           conn.sendText('{"error":"binary frames are not supported; send JSON text","code":107}');
           return;
@@ -335,8 +313,8 @@ export class UwsEngine implements TopicPublisher {
    * client that sends a burst would hold the event loop for as long as its frames take while
    * every other socket waits, so each connection gets FRAMES_PER_TURN frames handled per turn of
    * the loop and the rest wait in its inbox, like the ws engine with allowSynchronousEvents off.
-   * The inbox is bounded in bytes; what does not fit is dropped and counted against the client's
-   * rate (onDropped), as frames over the rate are.
+   * The inbox is bounded in bytes; a frame that does not fit is refused as one over the rate
+   * (onDropped with its text: error 111, counted towards 3011).
    */
   #receive(conn: UwsConnection, text: string): void {
     if (conn.inbox.length === 0 && conn.handledThisTurn < FRAMES_PER_TURN) {
@@ -345,7 +323,7 @@ export class UwsEngine implements TopicPublisher {
       return;
     }
     if (conn.inboxBytes + text.length > MAX_INBOX_CHARS) {
-      conn.handler?.onDropped?.();
+      conn.handler?.onDropped?.(text);
       return;
     }
     conn.inbox.push(text);

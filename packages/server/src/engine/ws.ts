@@ -38,15 +38,28 @@ class WsConnection implements Connection, Beating {
   readonly engine: WsEngine;
   #resumeTimer: NodeJS.Timeout | undefined;
 
-  constructor(engine: WsEngine, ws: WebSocket) {
+  /** The TCP socket under `ws`, corked around a burst so that it leaves in one write. */
+  readonly #socket: Duplex;
+
+  constructor(engine: WsEngine, ws: WebSocket, socket: Duplex) {
     this.engine = engine;
     this.ws = ws;
+    this.#socket = socket;
     this.batched = ws.protocol === BATCH_SUBPROTOCOL;
   }
 
   send(frame: Buffer): void {
     if (this.closed) return;
     this.ws.send(frame, TEXT);
+    if (this.ws.bufferedAmount > this.engine.maxOutboundBytes) this.#tooSlow();
+  }
+
+  /** A turn's frames for a plain (one message per frame) client: one syscall, not one each. */
+  sendMany(frames: readonly Buffer[]): void {
+    if (this.closed) return;
+    this.#socket.cork();
+    for (const frame of frames) this.ws.send(frame, TEXT);
+    this.#socket.uncork();
     if (this.ws.bufferedAmount > this.engine.maxOutboundBytes) this.#tooSlow();
   }
 
@@ -187,7 +200,7 @@ export class WsEngine {
         this.#options.onDisconnect?.(refusal.status);
         return;
       }
-      this.#wss.handleUpgrade(req, socket, head, (ws) => this.#onConnection(ws, req));
+      this.#wss.handleUpgrade(req, socket, head, (ws) => this.#onConnection(ws, req, socket));
     });
     this.#heartbeat = new Heartbeat(
       this.#options.pingIntervalMs,
@@ -228,8 +241,8 @@ export class WsEngine {
     this.#wss.close();
   }
 
-  #onConnection(ws: WebSocket, req: IncomingMessage): void {
-    const conn = new WsConnection(this, ws);
+  #onConnection(ws: WebSocket, req: IncomingMessage, socket: Duplex): void {
+    const conn = new WsConnection(this, ws, socket);
     owners.set(ws, conn);
     this.#connections.add(conn);
     ws.on('message', socketOnMessage);
