@@ -19,12 +19,27 @@
  *   (confirmed by the reply); publishes are WebSocket publish commands to --publish-url.
  * - tutorial: subscribers send `{"action":"subscribe","channel"}` (no reply; confirmed with Redis
  *   PUBSUB NUMSUB); publishes are Redis PUBLISH of the raw payload.
+ * - socketio: Engine.IO v4 / Socket.IO v5 spoken over a raw `ws` socket (--url
+ *   `ws://host:port/socket.io/?EIO=4&transport=websocket`): the server's `0{...}` open is answered
+ *   with `40` (connect to the main namespace); after its `40{...}` each subscription is an event
+ *   with an acknowledgement, `42<id>["subscribe","<channel>"]`, confirmed by `43<id>[]`; pings `2`
+ *   are answered with `3`; messages arrive as `42["message",{"s":…}]` and are scanned like the
+ *   others. Publishes go through `@socket.io/redis-emitter` (`emitter.to(channel).emit('message',
+ *   payload)`), i.e. a Redis PUBLISH of the msgpack-encoded packet, as a backend would.
  *
- * With no --rates the run is idle: connect, subscribe, wait --idle-seconds, measure RSS.
+ * With no --rates the run is idle: connect, subscribe, wait --idle-seconds, measure RSS. With
+ * --hold, it then prints a `{"ready":true,…}` line, keeps every connection open (answering
+ * heartbeats) until SIGUSR2 or --hold-max-seconds, and prints its report: scenario (e), where the
+ * orchestrator measures the server meanwhile.
+ *
+ * --source-addresses K spreads the client sockets over the source addresses 127.0.0.1…127.0.0.K
+ * (`localAddress`), each with its own ephemeral port range, for more than ~28,000 connections or
+ * many sockets in TIME_WAIT.
  */
 import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
 import { WebSocket } from 'ws';
+import { Emitter } from '@socket.io/redis-emitter';
 import { Histogram, cpuMeter, parseJson, round, rssKiB, sleep } from './lib.js';
 
 const { values: opts } = parseArgs({
@@ -55,10 +70,18 @@ const { values: opts } = parseArgs({
     label: { type: 'string', default: '' },
     'noise-retries': { type: 'string', default: '2' },
     'noisy-wait': { type: 'string', default: '0.3' },
+    name: { type: 'string' },
+    'source-addresses': { type: 'string', default: '1' },
+    hold: { type: 'boolean', default: false },
+    'hold-max-seconds': { type: 'string', default: '600' },
   },
 });
 
-const SYSTEM = opts.system === 'tutorial' ? 'tutorial' : 'switchboard';
+/** The protocol spoken; --name is the system's name in the results (e.g. switchboard-uws). */
+const SYSTEM =
+  opts.system === 'tutorial' ? 'tutorial' : opts.system === 'socketio' ? 'socketio' : 'switchboard';
+const NAME = opts.name ?? SYSTEM;
+const SOURCE_ADDRESSES = Math.max(1, Math.min(254, Number(opts['source-addresses'])));
 const N = Number(opts.connections);
 const C = Number(opts.channels);
 const PERSONAL = opts.personal === true;
@@ -85,7 +108,7 @@ const SHARED_SHARE =
 
 /** @param {string} text */
 function log(text) {
-  process.stderr.write(`[loadgen ${SYSTEM}${opts.label === '' ? '' : ' ' + opts.label}] ${text}\n`);
+  process.stderr.write(`[loadgen ${NAME}${opts.label === '' ? '' : ' ' + opts.label}] ${text}\n`);
 }
 
 /** @param {number} c */
@@ -231,6 +254,11 @@ async function waitIdle(quietMs, maxMs) {
 
 let subscribeReplies = 0;
 let subscribeErrors = 0;
+/** Heartbeat pings received from the server (WebSocket pings, or Engine.IO `2` packets). */
+let pingsReceived = 0;
+function onPing() {
+  pingsReceived++;
+}
 /** @type {string | undefined} */
 let firstSubscribeError;
 
@@ -277,6 +305,40 @@ function onControl(buf) {
   }
 }
 
+/**
+ * Socket.IO over a raw WebSocket: one Engine.IO packet per WebSocket message; the first byte is
+ * the Engine.IO packet type, the second (for a message, `4`) the Socket.IO packet type.
+ * @param {Conn} conn @param {Buffer} buf
+ */
+function onSocketIoData(conn, buf) {
+  const eio = buf[0];
+  if (eio === 0x34 /* 4: message */) {
+    const sio = buf[1];
+    if (sio === 0x32 /* 2: event */) onSubscriberData(conn, buf);
+    else if (sio === 0x33 /* 3: ack */) subscribeReplies++;
+    else if (sio === 0x30 /* 0: namespace connected */) sendSocketIoSubscribes(conn);
+    else if (sio === 0x34 /* 4: connect error */) {
+      subscribeErrors++;
+      firstSubscribeError ??= buf.toString().slice(0, 300);
+    }
+  } else if (eio === 0x32 /* 2: ping */) {
+    pingsReceived++;
+    conn.ws?.send('3');
+  } else if (eio === 0x30 /* 0: open */) conn.ws?.send('40');
+}
+
+/** @param {Conn} conn */
+function subscribedChannels(conn) {
+  return conn.own === undefined ? [conn.shared.ch] : [conn.shared.ch, conn.own.ch];
+}
+
+/** @param {Conn} conn */
+function sendSocketIoSubscribes(conn) {
+  let id = 1;
+  for (const c of subscribedChannels(conn))
+    conn.ws?.send(`42${id++}["subscribe","${channelNames[c] ?? ''}"]`);
+}
+
 // ---- connecting ---------------------------------------------------------------------------------
 const conns = Array.from({ length: N }, (_, i) => new Conn(i));
 let connectFailures = 0;
@@ -296,6 +358,7 @@ function connectOne(conn) {
       perMessageDeflate: false,
       skipUTF8Validation: true,
       handshakeTimeout: 20_000,
+      ...(SOURCE_ADDRESSES > 1 && { localAddress: `127.0.0.${1 + (conn.i % SOURCE_ADDRESSES)}` }),
     });
     conn.ws = ws;
     let settled = false;
@@ -307,7 +370,13 @@ function connectOne(conn) {
     };
     ws.on('open', () => {
       conn.open = true;
-      const channels = conn.own === undefined ? [conn.shared.ch] : [conn.shared.ch, conn.own.ch];
+      const channels = subscribedChannels(conn);
+      if (SYSTEM === 'socketio') {
+        // Sent once the namespace is connected (`40{...}`); counted now.
+        subscribesSent += channels.length;
+        done();
+        return;
+      }
       let id = 1;
       for (const c of channels) {
         const name = channelNames[c] ?? '';
@@ -320,7 +389,12 @@ function connectOne(conn) {
       }
       done();
     });
-    ws.on('message', (data) => onSubscriberData(conn, /** @type {Buffer} */ (data)));
+    if (SYSTEM === 'socketio')
+      ws.on('message', (data) => onSocketIoData(conn, /** @type {Buffer} */ (data)));
+    else {
+      ws.on('message', (data) => onSubscriberData(conn, /** @type {Buffer} */ (data)));
+      ws.on('ping', onPing);
+    }
     ws.on('error', (err) => {
       if (!conn.open) {
         connectFailures++;
@@ -390,7 +464,7 @@ async function waitSubscribed(/** @type {Redis} */ redis) {
   for (;;) {
     let confirmed;
     let target;
-    if (SYSTEM === 'switchboard') {
+    if (SYSTEM !== 'tutorial') {
       confirmed = subscribeReplies + subscribeErrors;
       target = subscribesSent;
     } else {
@@ -420,6 +494,8 @@ function payload(c, seq) {
 const publishers = [];
 /** @type {Redis | undefined} */
 let pubRedis;
+/** @type {Emitter | undefined} */
+let emitter;
 
 /**
  * A Switchboard publishing connection with client-side flow control: every publish carries a
@@ -482,12 +558,13 @@ class Publisher {
 }
 
 async function openPublishers() {
-  if (SYSTEM === 'tutorial') {
+  if (SYSTEM !== 'switchboard') {
     pubRedis = new Redis(String(opts['publish-url'] ?? opts.redis), {
       enableAutoPipelining: true,
       lazyConnect: true,
     });
     await pubRedis.connect();
+    if (SYSTEM === 'socketio') emitter = new Emitter(pubRedis);
     return;
   }
   const url = String(opts['publish-url'] ?? opts.url);
@@ -513,7 +590,10 @@ function publishOne(c) {
   nextSeq[c] = seq + 1;
   const data = payload(c, seq);
   const name = channelNames[c] ?? '';
-  if (pubRedis !== undefined) {
+  if (emitter !== undefined) {
+    // An object, so Socket.IO's JSON encoding yields `{"s":…,"c":…,"t":…,"p":"…"}` on the wire.
+    emitter.to(name).emit('message', parseJson(data));
+  } else if (pubRedis !== undefined) {
     pubRedis.publish(name, data).catch((/** @type {unknown} */ err) => {
       publishErrors++;
       firstPublishError ??= String(err);
@@ -688,6 +768,66 @@ async function runStepRetryingNoise(rate, steps) {
   return runStep(rate);
 }
 
+// ---- hold (scenario e) --------------------------------------------------------------------------
+/**
+ * Tells the orchestrator every connection is up and keeps them open (answering heartbeats): the
+ * first SIGUSR2 starts the measured window, the second ends it (or --hold-max-seconds each);
+ * then reports what happened during the window.
+ * @param {Record<string, unknown>} connectReport @param {Record<string, unknown>} memory
+ */
+async function hold(connectReport, memory) {
+  let signals = 0;
+  let wake = () => {};
+  process.on('SIGUSR2', () => {
+    signals++;
+    wake();
+  });
+  const maxMs = Number(opts['hold-max-seconds']) * 1000;
+  /** @param {number} n */
+  const untilSignals = (n) =>
+    new Promise((resolve) => {
+      if (signals >= n) {
+        resolve(undefined);
+        return;
+      }
+      const timer = setTimeout(resolve, maxMs);
+      wake = () => {
+        if (signals < n) return;
+        clearTimeout(timer);
+        resolve(undefined);
+      };
+    });
+  process.stdout.write(
+    JSON.stringify({ ready: true, pid: process.pid, open: conns.filter((c) => c.open).length }) +
+      '\n',
+  );
+  await untilSignals(1);
+  const open = conns.filter((c) => c.open).length;
+  const pings0 = pingsReceived;
+  const disc0 = disconnectsTotal;
+  const t0 = performance.now();
+  await untilSignals(2);
+  const heldSeconds = (performance.now() - t0) / 1000;
+  const output = {
+    system: NAME,
+    protocol: SYSTEM,
+    label: opts.label,
+    config: { url: opts.url, connections: N, sharedChannels: C, sourceAddresses: SOURCE_ADDRESSES },
+    connect: connectReport,
+    memory,
+    hold: {
+      seconds: round(heldSeconds, 1),
+      openAtStart: open,
+      openAtEnd: conns.filter((c) => c.open).length,
+      disconnects: disconnectsTotal - disc0,
+      pingsReceived: pingsReceived - pings0,
+    },
+    closeCodes,
+    firstDisconnectAt,
+  };
+  process.stdout.write(JSON.stringify(output) + '\n');
+}
+
 // ---- main ---------------------------------------------------------------------------------------
 async function main() {
   const redis = new Redis(String(opts.redis), { lazyConnect: true, maxRetriesPerRequest: 2 });
@@ -702,8 +842,8 @@ async function main() {
   const confirmed = await waitSubscribed(redis);
   const subscribeSeconds = (performance.now() - t0) / 1000 - connectSeconds;
   log(
-    SYSTEM === 'switchboard'
-      ? `${subscribeReplies} subscribe replies ok, ${subscribeErrors} errors of ${subscribesSent} sent`
+    SYSTEM !== 'tutorial'
+      ? `${subscribeReplies} subscribe ${SYSTEM === 'socketio' ? 'acks' : 'replies ok'}, ${subscribeErrors} errors of ${subscribesSent} sent`
       : `${confirmed}/${TOTAL_CHANNELS} channels have a Redis subscriber`,
   );
   /** @type {Record<string, string>} */
@@ -743,11 +883,18 @@ async function main() {
     connectSeconds: round(connectSeconds, 2),
     subscriptions: N * (PERSONAL ? 2 : 1),
     channels: TOTAL_CHANNELS,
-    subscribeConfirmed: SYSTEM === 'switchboard' ? subscribeReplies : confirmed,
-    subscribeConfirmedUnit: SYSTEM === 'switchboard' ? 'subscriptions' : 'channels',
-    /** Channels with a Redis subscriber once subscribing settled (PUBSUB NUMSUB / CHANNELS). */
+    subscribeConfirmed: SYSTEM === 'tutorial' ? confirmed : subscribeReplies,
+    subscribeConfirmedUnit: SYSTEM === 'tutorial' ? 'channels' : 'subscriptions',
+    /**
+     * Channels with a Redis subscriber once subscribing settled (PUBSUB NUMSUB / CHANNELS); the
+     * Socket.IO adapter holds one pattern subscription (`socket.io#*`) whatever the rooms.
+     */
     subscribeConfirmedChannels:
-      SYSTEM === 'switchboard' ? await countSubscribedChannels(redis, SB_PREFIX) : confirmed,
+      SYSTEM === 'switchboard'
+        ? await countSubscribedChannels(redis, SB_PREFIX)
+        : SYSTEM === 'socketio'
+          ? 'n/a: one PSUBSCRIBE'
+          : confirmed,
     subscribeErrors,
     firstSubscribeError,
     subscribeSeconds: round(subscribeSeconds, 2),
@@ -766,6 +913,14 @@ async function main() {
     redisRssAfterConnectKiB: REDIS_PID === undefined ? undefined : rssKiB(REDIS_PID),
   };
   log(`server RSS ${rssBefore} → ${rssAfter} KiB (${memory.perConnectionKiB} KiB per connection)`);
+
+  if (opts.hold === true) {
+    await hold(connectReport, memory);
+    for (const c of conns) c.ws?.terminate();
+    redis.disconnect();
+    setTimeout(() => process.exit(0), 200).unref();
+    return;
+  }
 
   /** @type {Awaited<ReturnType<typeof runStep>>[]} */
   const steps = [];
@@ -806,7 +961,8 @@ async function main() {
     }
   }
   const output = {
-    system: SYSTEM,
+    system: NAME,
+    protocol: SYSTEM,
     label: opts.label,
     config: {
       url: opts.url,
@@ -819,7 +975,9 @@ async function main() {
       rates: RATES,
       stepSeconds: STEP_S,
       p99LimitMs: P99_LIMIT,
-      publishers: SYSTEM === 'switchboard' ? PUBLISHERS : 'redis',
+      publishers:
+        SYSTEM === 'switchboard' ? PUBLISHERS : SYSTEM === 'socketio' ? 'redis-emitter' : 'redis',
+      sourceAddresses: SOURCE_ADDRESSES,
     },
     connect: connectReport,
     memory,

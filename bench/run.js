@@ -2,15 +2,21 @@
 /// <reference types="node" />
 /**
  * Benchmark orchestrator: starts a private redis-server, runs each scenario against Switchboard
- * (Redis engine) and the tutorial baseline, each system in its own process, writes
- * bench/results/<timestamp>.json and prints a summary table. See docs/benchmarks.md.
+ * (Redis engine; once per WebSocket engine, uws and ws, when the server has `--engine`), the
+ * tutorial baseline and the Socket.IO baseline, each system in its own process, writes
+ * bench/results/<timestamp>.json, prints a summary table with Switchboard's ratio to each
+ * baseline, and draws a chart (SVG). See docs/benchmarks.md.
  *
  * Scenarios:
  *   a  fan-out: 1 channel, many subscribers; step the publish rate up until loss or p99 blow-up.
  *   b  10k connections, each on its own channel plus one of 50 shared ones; steady publish rate.
  *   c  RSS per idle subscribed connection at 10k connections.
+ *   d  resume storm: 10k clients drop, 100 messages per channel are published, all resume at once
+ *      (Switchboard only: the baselines have no resume).
+ *   e  as many connections as the fd limit allows (target 50k) held with heartbeats: server CPU
+ *      over whole ping intervals, and RSS.
  *
- * Placement on a 2-core machine: the server under test alone on core 0; the load generator,
+ * Placement on a 2-core machine: the server under test alone on core 0; the load generator(s),
  * Redis and (for Switchboard) the publishing ingress node on core 1.
  */
 import { spawn, spawnSync } from 'node:child_process';
@@ -21,19 +27,36 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { connect } from 'node:net';
 import { Redis } from 'ioredis';
-import { alive, fdLimit, freePort, machineCpu, parseJson, round, sleep } from './lib.js';
+import {
+  alive,
+  cpuMeter,
+  cpuSeconds,
+  fdLimit,
+  freePort,
+  machineCpu,
+  parseJson,
+  round,
+  rssKiB,
+  sleep,
+} from './lib.js';
+import { renderChart, shortName } from './chart.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..');
 const SERVER_CLI = join(root, 'packages/server/dist/cli/main.js');
 const TUTORIAL = join(here, 'baselines/tutorial.js');
+const SOCKETIO = join(here, 'baselines/socketio.js');
 const LOADGEN = join(here, 'loadgen.js');
+const RESUME = join(here, 'resume.js');
+const DOCS_CHART = join(root, 'docs/benchmarks-chart.svg');
+const DEFAULT_SCENARIOS = 'a,b,c,d,e';
+const DEFAULT_SYSTEMS = 'switchboard-uws,switchboard-ws,tutorial,socketio';
 
 const { values: o } = parseArgs({
   options: {
     quick: { type: 'boolean', default: false },
-    scenarios: { type: 'string', default: 'a,b,c' },
-    systems: { type: 'string', default: 'switchboard,tutorial' },
+    scenarios: { type: 'string', default: DEFAULT_SCENARIOS },
+    systems: { type: 'string', default: DEFAULT_SYSTEMS },
     'a-subscribers': { type: 'string' },
     'a-payload': { type: 'string', default: '128' },
     'a-rate-start': { type: 'string' },
@@ -50,6 +73,17 @@ const { values: o } = parseArgs({
     'c-connections': { type: 'string' },
     'c-channels': { type: 'string', default: '50' },
     'c-idle-seconds': { type: 'string', default: '5' },
+    'd-clients': { type: 'string' },
+    'd-channels': { type: 'string', default: '100' },
+    'd-missed': { type: 'string', default: '100' },
+    'd-timeout-seconds': { type: 'string', default: '120' },
+    'e-target': { type: 'string' },
+    'e-channels': { type: 'string', default: '50' },
+    'e-ping-interval-ms': { type: 'string' },
+    'e-window-seconds': { type: 'string' },
+    'e-loadgens': { type: 'string', default: '0' },
+    'e-fd-reserve': { type: 'string', default: '300' },
+    'source-addresses': { type: 'string', default: '4' },
     'redis-maxclients': { type: 'string', default: '100000' },
     'sb-publish-via': { type: 'string', default: 'ingress' },
     publishers: { type: 'string', default: '4' },
@@ -62,13 +96,16 @@ const { values: o } = parseArgs({
     'quiet-wait': { type: 'string' },
     'quiet-cores': { type: 'string', default: '0.3' },
     summarize: { type: 'string' },
+    'chart-only': { type: 'string' },
+    'chart-out': { type: 'string' },
     help: { type: 'boolean', short: 'h', default: false },
   },
 });
 
 if (o.help === true) {
   process.stdout.write(
-    'Usage: node bench/run.js [--quick] [--scenarios a,b,c] [--systems switchboard,tutorial] [options]\n' +
+    `Usage: node bench/run.js [--quick] [--scenarios ${DEFAULT_SCENARIOS}] [--systems ${DEFAULT_SYSTEMS}] [options]\n` +
+      '       node bench/run.js --summarize <results.json> | --chart-only <results.json> [--chart-out <file.svg>]\n' +
       'See docs/benchmarks.md for every option.\n',
   );
   process.exit(0);
@@ -100,6 +137,26 @@ const Cc = {
   channels: Number(o['c-channels']),
   idleSeconds: Number(o['c-idle-seconds']),
 };
+const D = {
+  clients: pick(o['d-clients'], 10_000, 500),
+  channels: Number(o['d-channels']),
+  missed: Number(o['d-missed']),
+  timeoutSeconds: Number(o['d-timeout-seconds']),
+};
+const E_PING_MS = pick(o['e-ping-interval-ms'], 25_000, 5000);
+const E = {
+  /** The issue's figure; the run holds as many as the fd limit allows, up to this. */
+  target: pick(o['e-target'], 50_000, 2000),
+  channels: Number(o['e-channels']),
+  /** Every system's heartbeat interval in (e) (each one's default is 25 s). */
+  pingIntervalMs: E_PING_MS,
+  /** Two whole ping intervals: every connection is pinged twice whatever the phase. */
+  windowSeconds: pick(o['e-window-seconds'], (2 * E_PING_MS) / 1000, (2 * E_PING_MS) / 1000),
+  loadgens: Number(o['e-loadgens']),
+  /** File descriptors a server keeps for itself (Redis, listening socket, Node internals). */
+  fdReserve: Number(o['e-fd-reserve']),
+};
+const SOURCE_ADDRESSES = Number(o['source-addresses']);
 const P99_LIMIT = Number(o['p99-limit-ms']);
 const SCENARIOS = String(o.scenarios).split(',');
 const SYSTEMS = String(o.systems).split(',');
@@ -146,9 +203,11 @@ function setAutogroupNice(pid) {
 
 /**
  * Spawns `cmd args` pinned to `core` (when taskset exists) with the fd limit raised as far as
- * allowed: `ulimit -n <nofile>`, else the hard limit.
+ * allowed: `ulimit -n <nofile>`, else the hard limit. `tail` keeps its last 40 stderr lines, and
+ * with `stdout: 'tail'` its stdout lines too (servers: Switchboard logs JSON lines on stdout; an
+ * unread pipe would fill up and stall the server).
  * @param {string} cmd @param {string[]} args @param {number} core
- * @param {{stdout?: 'pipe' | 'ignore'}} [opts]
+ * @param {{stdout?: 'pipe' | 'ignore' | 'tail'}} [opts]
  */
 function spawnPinned(cmd, args, core, opts = {}) {
   const nofile = String(o.nofile);
@@ -161,7 +220,7 @@ function spawnPinned(cmd, args, core, opts = {}) {
   // autogroup a fair share; inside ours, the server would share one group with the load generator).
   const child = spawn(full[0] ?? 'sh', full.slice(1), {
     cwd: root,
-    stdio: ['ignore', opts.stdout ?? 'pipe', 'pipe'],
+    stdio: ['ignore', opts.stdout === 'ignore' ? 'ignore' : 'pipe', 'pipe'],
     detached: true,
   });
   started.add(child);
@@ -169,13 +228,15 @@ function spawnPinned(cmd, args, core, opts = {}) {
   if (NICE !== 0 && child.pid !== undefined) setAutogroupNice(child.pid);
   /** @type {string[]} */
   const tail = [];
-  child.stderr?.on('data', (d) => {
+  const keep = (/** @type {unknown} */ d) => {
     for (const line of String(d).split('\n')) {
       if (line === '') continue;
-      tail.push(line);
+      tail.push(line.length > 500 ? line.slice(0, 500) : line);
       if (tail.length > 40) tail.shift();
     }
-  });
+  };
+  child.stderr?.on('data', keep);
+  if (opts.stdout === 'tail') child.stdout?.on('data', keep);
   return { child, tail };
 }
 
@@ -223,19 +284,42 @@ const LIFTED_LIMITS = [
   ['--command-burst', '1000000'],
 ];
 
+const SERVE_HELP =
+  spawnSync(process.execPath, [SERVER_CLI, 'serve', '--help']).stdout?.toString() ?? '';
+
 function switchboardFlags() {
-  const help =
-    spawnSync(process.execPath, [SERVER_CLI, 'serve', '--help']).stdout?.toString() ?? '';
   /** @type {string[]} */
   const flags = [];
   for (const [flag, value] of LIFTED_LIMITS)
-    if (flag !== undefined && value !== undefined && help.includes(flag + ' '))
+    if (flag !== undefined && value !== undefined && SERVE_HELP.includes(flag + ' '))
       flags.push(flag, value);
   for (const extra of /** @type {string[]} */ (o['server-flag'] ?? []))
     flags.push(...extra.split('='));
   return flags;
 }
 const SB_FLAGS = switchboardFlags();
+
+/** Whether this server build has `serve --engine uws|ws` (the uWebSockets.js engine). */
+const ENGINE_FLAG = /--engine\b/.test(SERVE_HELP);
+
+/**
+ * Whether the module `uWebSockets.js` loads from the server package (the engine falls back to ws
+ * when it does not; the bench then skips the uws run instead of measuring ws twice).
+ * @returns {{loads: boolean, error?: string}}
+ */
+function uwsLoads() {
+  const r = spawnSync(process.execPath, ['-e', "require('uWebSockets.js')"], {
+    cwd: join(root, 'packages/server'),
+  });
+  if (r.status === 0) return { loads: true };
+  const err =
+    r.stderr
+      ?.toString()
+      .split('\n')
+      .find((l) => /Error/.test(l)) ?? 'did not load';
+  return { loads: false, error: err.trim().slice(0, 200) };
+}
+const UWS = uwsLoads();
 
 /** The commit under test and whether the packages differ from it (read-only git). */
 function sourceState() {
@@ -278,32 +362,71 @@ async function flushRedis() {
 
 // ---- systems ------------------------------------------------------------------------------------
 /**
- * @typedef {{
- *   pid: number, port: number, url: string, publishUrl: string, watch: string,
- *   procs: {child: import('node:child_process').ChildProcess, tail: string[], name: string}[]
- * }} Running
+ * A system under test: the protocol it speaks and, for Switchboard, the engine asked for; `skip`
+ * says why it cannot run here (recorded in the results instead of a measurement).
+ * @typedef {{ name: string, kind: 'switchboard' | 'tutorial' | 'socketio', engine?: string, skip?: string }} SystemDef
  */
 
-/** @param {string} system @returns {Promise<Running>} */
-async function startSystem(system) {
+/** @param {string} name @returns {SystemDef} */
+function systemDef(name) {
+  if (name === 'tutorial' || name === 'socketio') return { name, kind: name };
+  if (name === 'switchboard') return { name, kind: 'switchboard' };
+  const m = /^switchboard-(uws|ws)$/.exec(name);
+  if (m === null) return { name, kind: 'switchboard', skip: `unknown system ${name}` };
+  const engine = m[1] ?? 'ws';
+  if (engine === 'uws' && !ENGINE_FLAG)
+    return { name, kind: 'switchboard', engine, skip: 'this server build has no --engine' };
+  if (engine === 'uws' && !UWS.loads)
+    return {
+      name,
+      kind: 'switchboard',
+      engine,
+      skip: `uWebSockets.js does not load (${UWS.error ?? '?'})`,
+    };
+  return { name, kind: 'switchboard', engine };
+}
+
+/**
+ * @typedef {{
+ *   def: SystemDef, pid: number, port: number, url: string, publishUrl: string, watch: string,
+ *   procs: {child: import('node:child_process').ChildProcess, tail: string[], name: string}[]
+ * }} Running
+ * @typedef {{ ingress?: boolean, heartbeatMs?: number }} StartOptions
+ */
+
+/** @param {SystemDef} def @param {StartOptions} [opts] @returns {Promise<Running>} */
+async function startSystem(def, opts = {}) {
   if (redis === undefined) throw new Error('redis not started');
   const port = await freePort();
-  if (system === 'tutorial') {
-    const proc = spawnPinned(
-      process.execPath,
-      [...NODE_FLAGS, TUTORIAL, '--port', String(port), '--redis', redis.url],
-      0,
-    );
+  if (def.kind === 'tutorial' || def.kind === 'socketio') {
+    const tutorial = def.kind === 'tutorial';
+    const args = [
+      ...NODE_FLAGS,
+      tutorial ? TUTORIAL : SOCKETIO,
+      '--port',
+      String(port),
+      '--redis',
+      redis.url,
+    ];
+    if (opts.heartbeatMs !== undefined)
+      args.push(tutorial ? '--heartbeat-ms' : '--ping-interval-ms', String(opts.heartbeatMs));
+    const proc = spawnPinned(process.execPath, args, 0, { stdout: 'tail' });
     await waitPort(port, 10_000);
     return {
+      def,
       pid: proc.child.pid ?? 0,
       port,
-      url: `ws://127.0.0.1:${port}/ws`,
+      url: tutorial
+        ? `ws://127.0.0.1:${port}/ws`
+        : `ws://127.0.0.1:${port}/socket.io/?EIO=4&transport=websocket`,
       publishUrl: redis.url,
       watch: '',
-      procs: [{ ...proc, name: 'tutorial' }],
+      procs: [{ ...proc, name: def.name }],
     };
   }
+  const engineFlags = def.engine !== undefined && ENGINE_FLAG ? ['--engine', def.engine] : [];
+  const heartbeat =
+    opts.heartbeatMs === undefined ? [] : ['--ping-interval-ms', String(opts.heartbeatMs)];
   const serve = (/** @type {number} */ p, /** @type {number} */ core) =>
     spawnPinned(
       process.execPath,
@@ -317,17 +440,20 @@ async function startSystem(system) {
         redis?.url ?? '',
         '--log-level',
         'warn',
+        ...engineFlags,
+        ...heartbeat,
         ...SB_FLAGS,
       ],
       core,
+      { stdout: 'tail' },
     );
   const node = serve(port, 0);
   /** @type {Running['procs']} */
-  const procs = [{ ...node, name: 'switchboard' }];
+  const procs = [{ ...node, name: def.name }];
   await waitPort(port, 10_000);
   let publishUrl = `ws://127.0.0.1:${port}/ws`;
   let watch = '';
-  if (o['sb-publish-via'] === 'ingress') {
+  if (opts.ingress !== false && o['sb-publish-via'] === 'ingress') {
     const ingressPort = await freePort();
     const ingress = serve(ingressPort, 1);
     procs.push({ ...ingress, name: 'ingress' });
@@ -336,6 +462,7 @@ async function startSystem(system) {
     watch = `ingress=${ingress.child.pid ?? 0}`;
   }
   return {
+    def,
     pid: node.child.pid ?? 0,
     port,
     url: `ws://127.0.0.1:${port}/ws`,
@@ -365,13 +492,14 @@ async function stopSystem(sys) {
 }
 
 /**
- * Runs the load generator with `args`; resolves with its JSON report, or a failure record.
- * @param {string[]} args @param {number} timeoutMs
+ * Runs a load-generating script (pinned to core 1) with `args`; resolves with the JSON report on
+ * its last stdout line, or a failure record.
+ * @param {string} script @param {string[]} args @param {number} timeoutMs
  */
-function runLoadgen(args, timeoutMs) {
+function runScript(script, args, timeoutMs) {
   /** @type {Promise<Record<string, unknown>>} */
   const report = new Promise((resolve) => {
-    const { child } = spawnPinned(process.execPath, [...NODE_FLAGS, LOADGEN, ...args], 1);
+    const { child } = spawnPinned(process.execPath, [...NODE_FLAGS, script, ...args], 1);
     let out = '';
     /** @type {string[]} */
     const errTail = [];
@@ -382,7 +510,7 @@ function runLoadgen(args, timeoutMs) {
       if (errTail.length > 20) errTail.splice(0, errTail.length - 20);
     });
     const timer = setTimeout(() => {
-      log(`load generator exceeded ${Math.round(timeoutMs / 1000)} s; stopping it`);
+      log(`${script} exceeded ${Math.round(timeoutMs / 1000)} s; stopping it`);
       child.kill('SIGKILL');
     }, timeoutMs);
     child.once('exit', (code, signal) => {
@@ -425,19 +553,76 @@ async function waitQuiet() {
 }
 
 /**
- * Starts `system`, runs the load generator against it, stops it.
- * @param {string} system @param {string[]} args @param {number} timeoutMs
+ * Starts the system on a flushed Redis, lets `body` measure it, stops it, and adds what happened
+ * to its processes.
+ * @param {SystemDef} def @param {StartOptions} startOpts
+ * @param {(sys: Running) => Promise<Record<string, unknown>>} body
  */
-async function runAgainst(system, args, timeoutMs) {
-  if (redis === undefined) throw new Error('redis not started');
+async function withSystem(def, startOpts, body) {
   await flushRedis();
   const quiet = QUIET_WAIT_S > 0 ? await waitQuiet() : undefined;
-  const sys = await startSystem(system);
+  const sys = await startSystem(def, startOpts);
   await sleep(1500);
   const fd = fdLimit(sys.pid);
-  const common = [
+  /** @type {Record<string, unknown>} */
+  let report = {};
+  let serverAlive = false;
+  /** @type {Record<string, unknown>} */
+  let exits = {};
+  try {
+    report = await body(sys);
+  } finally {
+    serverAlive = alive(sys.pid);
+    exits = await stopSystem(sys);
+  }
+  await sleep(1000);
+  /** The first error line a crashed process printed, e.g. why the tutorial died. */
+  let serverFailure;
+  for (const [name, exit] of Object.entries(exits)) {
+    const tail = /** @type {{stderrTail?: string[]}} */ (exit).stderrTail ?? [];
+    const line = tail.find((l) => /^\w*Error\b|Error:/.test(l.trim()));
+    const text = line?.trim() ?? 'no error printed';
+    serverFailure ??= `${name} exited: ${text.length > 90 ? text.slice(0, 87) + '...' : text}`;
+  }
+  /** What the server said about its engine (e.g. a fallback from uws to ws). */
+  const engineNotes = sys.procs
+    .flatMap((p) => p.tail)
+    .filter((l) => /uws|uWebSockets|engine|fall(ing)? back/i.test(l))
+    .slice(0, 5);
+  /** The measured server's last output lines (Switchboard: its warnings, --log-level warn). */
+  const serverLogTail = (sys.procs[0]?.tail ?? []).slice(-5).map((l) => l.slice(0, 300));
+  return {
+    ...report,
+    serverLogTail: serverLogTail.length > 0 ? serverLogTail : undefined,
+    engine: def.engine,
+    engineFlagPassed: def.engine !== undefined && ENGINE_FLAG,
+    engineNotes: engineNotes.length > 0 ? engineNotes : undefined,
+    serverFailure,
+    serverFdLimit: fd,
+    serverAliveAtEnd: serverAlive,
+    processExits: exits,
+    othersBusyCoresBeforeStart: quiet?.busyCores,
+  };
+}
+
+/**
+ * Starts the system, runs the load generator against it, stops it.
+ * @param {SystemDef} def @param {string[]} args @param {number} timeoutMs
+ */
+function runAgainst(def, args, timeoutMs) {
+  return withSystem(def, {}, (sys) =>
+    runScript(LOADGEN, [...loadgenCommon(sys), ...args], timeoutMs),
+  );
+}
+
+/** @param {Running} sys */
+function loadgenCommon(sys) {
+  if (redis === undefined) throw new Error('redis not started');
+  return [
     '--system',
-    system,
+    sys.def.kind,
+    '--name',
+    sys.def.name,
     '--url',
     sys.url,
     '--publish-url',
@@ -455,26 +640,6 @@ async function runAgainst(system, args, timeoutMs) {
     '--p99-limit-ms',
     String(P99_LIMIT),
   ];
-  const report = await runLoadgen([...common, ...args], timeoutMs);
-  const serverAlive = alive(sys.pid);
-  const exits = await stopSystem(sys);
-  await sleep(1000);
-  /** The first error line a crashed process printed, e.g. why the tutorial died. */
-  let serverFailure;
-  for (const [name, exit] of Object.entries(exits)) {
-    const tail = /** @type {{stderrTail?: string[]}} */ (exit).stderrTail ?? [];
-    const line = tail.find((l) => /^\w*Error\b|Error:/.test(l.trim()));
-    const text = line?.trim() ?? 'no error printed';
-    serverFailure ??= `${name} exited: ${text.length > 90 ? text.slice(0, 87) + '...' : text}`;
-  }
-  return {
-    ...report,
-    serverFailure,
-    serverFdLimit: fd,
-    serverAliveAtEnd: serverAlive,
-    processExits: exits,
-    othersBusyCoresBeforeStart: quiet?.busyCores,
-  };
 }
 
 // ---- scenarios ----------------------------------------------------------------------------------
@@ -488,8 +653,8 @@ function fanoutRates() {
   return rates;
 }
 
-/** @param {string} system */
-function scenarioA(system) {
+/** @param {SystemDef} def */
+function scenarioA(def) {
   const rates = fanoutRates();
   const args = [
     '--label',
@@ -511,11 +676,11 @@ function scenarioA(system) {
     QUICK ? '3' : '8',
   ];
   const budget = 60_000 + (rates.length + A.refine + 1) * (A.stepSeconds + 12) * 1000;
-  return runAgainst(system, args, budget);
+  return runAgainst(def, args, budget);
 }
 
-/** @param {string} system */
-function scenarioB(system) {
+/** @param {SystemDef} def */
+function scenarioB(def) {
   const args = [
     '--label',
     'b',
@@ -536,11 +701,11 @@ function scenarioB(system) {
     QUICK ? '20' : '60',
   ];
   if (B.sharedShare !== undefined) args.push('--shared-share', String(B.sharedShare));
-  return runAgainst(system, args, 150_000 + B.seconds * 1000);
+  return runAgainst(def, args, 150_000 + B.seconds * 1000);
 }
 
-/** @param {string} system */
-function scenarioC(system) {
+/** @param {SystemDef} def */
+function scenarioC(def) {
   const args = [
     '--label',
     'c',
@@ -553,7 +718,229 @@ function scenarioC(system) {
     '--subscribe-timeout-seconds',
     '30',
   ];
-  return runAgainst(system, args, 150_000);
+  return runAgainst(def, args, 150_000);
+}
+
+/**
+ * (d) Resume storm, with bench/resume.js as the load generator against the measured node (the
+ * missed messages are published through its HTTP API while every client is away).
+ * @param {SystemDef} def
+ */
+async function scenarioD(def) {
+  if (def.kind !== 'switchboard') return { na: 'n/a — no resume' };
+  return withSystem(def, { ingress: false }, (sys) =>
+    runScript(
+      RESUME,
+      [
+        '--url',
+        sys.url,
+        '--server-pid',
+        String(sys.pid),
+        '--clients',
+        String(D.clients),
+        '--channels',
+        String(D.channels),
+        '--missed',
+        String(D.missed),
+        '--source-addresses',
+        String(SOURCE_ADDRESSES),
+        '--timeout-seconds',
+        String(D.timeoutSeconds),
+      ],
+      180_000 + D.timeoutSeconds * 1000,
+    ),
+  );
+}
+
+/**
+ * A load generator in --hold mode: `ready` resolves with its `{"ready":true,…}` line (undefined if
+ * it exits first), `report` with its final report after SIGUSR2.
+ * @param {string[]} args
+ */
+function spawnHolder(args) {
+  const { child } = spawnPinned(process.execPath, [...NODE_FLAGS, LOADGEN, ...args], 1);
+  /** @type {(v: Record<string, unknown> | undefined) => void} */
+  let onReady = () => {};
+  /** @type {Promise<Record<string, unknown> | undefined>} */
+  const ready = new Promise((resolve) => (onReady = resolve));
+  let out = '';
+  /** @type {Record<string, unknown> | undefined} */
+  let last;
+  child.stdout?.on('data', (d) => {
+    out += String(d);
+    let nl;
+    while ((nl = out.indexOf('\n')) !== -1) {
+      const line = out.slice(0, nl);
+      out = out.slice(nl + 1);
+      let parsed;
+      try {
+        parsed = parseJson(line);
+      } catch {
+        continue;
+      }
+      if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) continue;
+      const rec = /** @type {Record<string, unknown>} */ (parsed);
+      if (rec['ready'] === true) onReady(rec);
+      else last = rec;
+    }
+  });
+  child.stderr?.on('data', (d) => process.stderr.write(String(d)));
+  /** @type {Promise<Record<string, unknown>>} */
+  const report = new Promise((resolve) =>
+    child.once('exit', (code, signal) => {
+      onReady(undefined);
+      resolve(last ?? { failed: true, exitCode: code, signal });
+    }),
+  );
+  return { child, ready, report };
+}
+
+/**
+ * `promise`, or undefined after `ms` (the timer is cleared either way).
+ * @template T @param {Promise<T>} promise @param {number} ms @returns {Promise<T | undefined>}
+ */
+async function withTimeout(promise, ms) {
+  /** @type {NodeJS.Timeout | undefined} */
+  let timer;
+  /** @type {Promise<undefined>} */
+  const expiry = new Promise((resolve) => (timer = setTimeout(() => resolve(undefined), ms)));
+  try {
+    return await Promise.race([promise, expiry]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * (e) Connections held with heartbeats: as many as the server's fd limit allows, up to E.target,
+ * spread over as many load generator processes as their own fd limits need and over
+ * SOURCE_ADDRESSES source addresses; then the server's CPU over E.windowSeconds (whole ping
+ * intervals) and its RSS, with both scaled to the target.
+ * @param {SystemDef} def
+ */
+function scenarioE(def) {
+  return withSystem(def, { ingress: false, heartbeatMs: E.pingIntervalMs }, async (sys) => {
+    const fd = fdLimit(sys.pid);
+    const soft = fd === undefined || fd.soft === 'unlimited' ? Infinity : Number(fd.soft);
+    const fdCap = soft - E.fdReserve;
+    const reachable = Math.max(0, Math.min(E.target, fdCap));
+    // Each load generator is started the same way, so it has the same fd limit.
+    const perGen = Math.max(1000, fdCap);
+    const gens = Math.max(E.loadgens, Math.ceil(reachable / perGen), 1);
+    const limitReason =
+      reachable < E.target
+        ? `file descriptors: the server process may open ${fd?.soft ?? '?'} files (hard limit ` +
+          `${fd?.hard ?? '?'}; asked for ${String(o.nofile)}, which needs CAP_SYS_RESOURCE), ` +
+          `${E.fdReserve} kept for its own use`
+        : undefined;
+    log(
+      `(e) ${def.name}: target ${E.target}, holding ${reachable} over ${gens} load generator(s)` +
+        (limitReason === undefined ? '' : ` (${limitReason})`),
+    );
+    const rssBefore = rssKiB(sys.pid);
+    const holders = Array.from({ length: gens }, (_, g) => {
+      const share = Math.floor(reachable / gens) + (g < reachable % gens ? 1 : 0);
+      return spawnHolder([
+        ...loadgenCommon(sys),
+        '--label',
+        `e${gens > 1 ? g : ''}`,
+        '--connections',
+        String(share),
+        '--channels',
+        String(E.channels),
+        '--idle-seconds',
+        '1',
+        '--subscribe-timeout-seconds',
+        '120',
+        '--source-addresses',
+        String(SOURCE_ADDRESSES),
+        '--hold',
+        '--hold-max-seconds',
+        String(E.windowSeconds + 600),
+      ]);
+    });
+    const t0 = Date.now();
+    const readies = await Promise.all(holders.map((h) => withTimeout(h.ready, 600_000)));
+    const connectSeconds = round((Date.now() - t0) / 1000, 1);
+    const held = readies.reduce((n, r) => n + Number(r?.['open'] ?? 0), 0);
+    log(`(e) ${def.name}: ${held} connections open after ${connectSeconds} s; settling`);
+    await sleep(3000);
+    const rssConnected = rssKiB(sys.pid);
+    /** @type {Record<string, number>} */
+    const pids = { server: sys.pid };
+    holders.forEach((h, g) => (pids[`loadgen${gens > 1 ? g : ''}`] = h.child.pid ?? 0));
+    // The window: the load generators count heartbeats from the first SIGUSR2 to the second.
+    for (const h of holders) h.child.kill('SIGUSR2');
+    const meter = cpuMeter(pids);
+    const cpuStart = cpuSeconds(sys.pid);
+    const windowStart = performance.now();
+    await sleep(E.windowSeconds * 1000);
+    const cpu = meter();
+    const cpuEnd = cpuSeconds(sys.pid);
+    const windowSeconds = (performance.now() - windowStart) / 1000;
+    const rssAfter = rssKiB(sys.pid);
+    for (const h of holders) h.child.kill('SIGUSR2');
+    const reports = await Promise.all(
+      holders.map(async (h) => {
+        const r = await withTimeout(h.report, 30_000);
+        if (r !== undefined) return r;
+        h.child.kill('SIGKILL');
+        return /** @type {Record<string, unknown>} */ ({ failed: true, error: 'no report' });
+      }),
+    );
+    const sum = (/** @type {string} */ path) =>
+      reports.reduce(
+        (n, r) => n + (typeof get(r, path) === 'number' ? Number(get(r, path)) : 0),
+        0,
+      );
+    const pings = sum('hold.pingsReceived');
+    const holdSeconds = Math.max(...reports.map((r) => Number(get(r, 'hold.seconds') ?? 0)));
+    // From the raw CPU times: cpuMeter rounds to 0.01 core, too coarse for an idle server.
+    const percent =
+      cpuStart === undefined || cpuEnd === undefined
+        ? undefined
+        : ((cpuEnd - cpuStart) / windowSeconds) * 100;
+    const perConnKiB =
+      rssBefore === undefined || rssAfter === undefined || held === 0
+        ? undefined
+        : (rssAfter - rssBefore) / held;
+    const connectFailures = sum('connect.connectFailures');
+    return {
+      targetConnections: E.target,
+      reachableConnections: reachable,
+      connections: held,
+      openAtEnd: sum('hold.openAtEnd'),
+      disconnectsDuringWindow: sum('hold.disconnects'),
+      connectFailures,
+      firstConnectError: reports.map((r) => get(r, 'connect.firstConnectError')).find(Boolean),
+      limitedBy:
+        limitReason ??
+        (held < reachable ? `connections failed (${connectFailures} connect failures)` : 'target'),
+      loadgens: gens,
+      sourceAddresses: SOURCE_ADDRESSES,
+      connectSeconds,
+      pingIntervalMs: E.pingIntervalMs,
+      windowSeconds: E.windowSeconds,
+      cpuCores: cpu,
+      measuredWindowSeconds: round(windowSeconds, 1),
+      serverCpuPercentOfCore: percent === undefined ? undefined : round(percent, 2),
+      /** Linear in connections (the heartbeat's cost is per connection; the idle floor is ~0). */
+      projectedCpuPercentAtTarget:
+        percent === undefined || held === 0 ? undefined : round((percent * E.target) / held, 1),
+      serverRssKiB: { before: rssBefore, connected: rssConnected, after: rssAfter },
+      rssPerConnectionKiB: perConnKiB === undefined ? undefined : round(perConnKiB, 2),
+      projectedRssMiBAtTarget:
+        perConnKiB === undefined || rssBefore === undefined
+          ? undefined
+          : round((rssBefore + perConnKiB * E.target) / 1024, 0),
+      /** Heartbeats each connection received per ping interval while held (~1 when working). */
+      heartbeatsPerConnectionPerInterval:
+        held === 0 || holdSeconds === 0
+          ? undefined
+          : round(pings / held / ((holdSeconds * 1000) / E.pingIntervalMs), 2),
+      loadgenReports: reports,
+    };
+  });
 }
 
 // ---- report -------------------------------------------------------------------------------------
@@ -571,51 +958,179 @@ function get(v, path) {
 function fmt(x) {
   if (x === undefined || x === null) return '—';
   if (typeof x === 'number') return x >= 10_000 ? Math.round(x).toLocaleString('en-US') : String(x);
+  if (typeof x === 'boolean') return x ? 'yes' : 'no';
   return typeof x === 'string' ? x : JSON.stringify(x);
 }
 
 /** @param {unknown} a @param {unknown} b @param {boolean} lowerIsBetter */
 function ratio(a, b, lowerIsBetter) {
-  if (typeof a !== 'number' || typeof b !== 'number' || a === 0 || b === 0) return '—';
+  if (typeof a !== 'number' || typeof b !== 'number' || a <= 0 || b <= 0) return '—';
   return `${round(lowerIsBetter ? b / a : a / b, 2)}×`;
+}
+
+/**
+ * One row of the summary: `path` into each system's result, or `cell` for composite cells;
+ * `better` makes ratio cells (Switchboard ÷ baseline, or the inverse when lower is better).
+ * @typedef {{ scen: string, label: string, path?: string, better?: 'higher' | 'lower',
+ *   cell?: (r: unknown) => string }} RowSpec
+ */
+
+/** @type {RowSpec[]} */
+const ROWS = [
+  { scen: 'a', label: 'max rate with 0 loss (msg/s)', path: 'best.rate', better: 'higher' },
+  {
+    scen: 'a',
+    label: 'deliveries/s at that rate',
+    path: 'best.deliveredPerSec',
+    better: 'higher',
+  },
+  { scen: 'a', label: 'p99 at that rate (ms)', path: 'best.latencyMs.p99', better: 'lower' },
+  {
+    scen: 'a',
+    label: 'deliveries per server CPU-second there',
+    path: 'best.deliveriesPerServerCpuSecond',
+    better: 'higher',
+  },
+  { scen: 'a', label: 'first failing rate (msg/s)', path: 'firstFailure' },
+  { scen: 'a', label: 'CPU cores at last passing step', cell: (r) => cpuCell(r, 'bestStep') },
+  { scen: 'a', label: 'CPU cores at first failing step', cell: (r) => cpuCell(r, 'failStep') },
+  { scen: 'a', label: 'limited by (at first failing step)', cell: (r) => limitedBy(r) ?? '—' },
+  { scen: 'b', label: 'server survived', path: 'serverAliveAtEnd' },
+  { scen: 'b', label: 'server failure', path: 'serverFailure' },
+  { scen: 'b', label: 'connections open after subscribing', path: 'connect.openAfterSubscribe' },
+  {
+    scen: 'b',
+    label: 'channels with a Redis subscriber',
+    path: 'connect.subscribeConfirmedChannels',
+  },
+  { scen: 'b', label: 'p50 (ms)', path: 'lastStep.latencyMs.p50', better: 'lower' },
+  { scen: 'b', label: 'p99 (ms)', path: 'lastStep.latencyMs.p99', better: 'lower' },
+  { scen: 'b', label: 'lost', path: 'lastStep.lost' },
+  { scen: 'b', label: 'delivered/s', path: 'lastStep.deliveredPerSec', better: 'higher' },
+  { scen: 'b', label: 'CPU cores during the run', cell: (r) => cpuCell(r, 'lastStep') },
+  { scen: 'c', label: 'connections', path: 'connect.openAfterSubscribe' },
+  { scen: 'c', label: 'RSS before (KiB)', path: 'memory.serverRssBeforeKiB' },
+  { scen: 'c', label: 'RSS after (KiB)', path: 'memory.serverRssAfterConnectKiB' },
+  { scen: 'c', label: 'KiB per connection', path: 'memory.perConnectionKiB', better: 'lower' },
+  { scen: 'd', label: 'clients resuming at once', path: 'storm.clients' },
+  { scen: 'd', label: 'recovered: true', path: 'storm.recovered' },
+  { scen: 'd', label: 'lost / duplicated', cell: (r) => pair(r, 'storm.lost', 'storm.duplicated') },
+  {
+    scen: 'd',
+    label: 'subscribes retried after a temporary error / failed',
+    cell: (r) => pair(r, 'storm.retries', 'storm.resubscribeFailures'),
+  },
+  { scen: 'd', label: 'all subscribes answered (ms)', path: 'storm.allRepliedMs' },
+  { scen: 'd', label: 'all clients caught up (ms)', path: 'storm.allCaughtUpMs' },
+  {
+    scen: 'd',
+    label: 'per-client recovery p50 / p99 (ms)',
+    cell: (r) => pair(r, 'storm.recoveryMs.p50', 'storm.recoveryMs.p99'),
+  },
+  { scen: 'd', label: 'server CPU-seconds during the storm', path: 'storm.serverCpuSeconds' },
+  { scen: 'd', label: 'one client 1,000 behind: catch-up (ms)', path: 'catchup.ms' },
+  { scen: 'e', label: 'connections: target', path: 'targetConnections' },
+  { scen: 'e', label: 'connections held', path: 'connections' },
+  { scen: 'e', label: 'limited by', path: 'limitedBy' },
+  {
+    scen: 'e',
+    label: 'ping interval (ms) / window (s)',
+    cell: (r) => pair(r, 'pingIntervalMs', 'windowSeconds'),
+  },
+  {
+    scen: 'e',
+    label: 'server CPU, % of one core',
+    path: 'serverCpuPercentOfCore',
+    better: 'lower',
+  },
+  {
+    scen: 'e',
+    label: 'server CPU scaled to the target, % of one core',
+    path: 'projectedCpuPercentAtTarget',
+    better: 'lower',
+  },
+  { scen: 'e', label: 'RSS after (KiB)', path: 'serverRssKiB.after' },
+  { scen: 'e', label: 'KiB per connection', path: 'rssPerConnectionKiB', better: 'lower' },
+  {
+    scen: 'e',
+    label: 'heartbeats per connection per interval',
+    path: 'heartbeatsPerConnectionPerInterval',
+  },
+  { scen: 'e', label: 'disconnects during the window', path: 'disconnectsDuringWindow' },
+];
+
+/** @param {unknown} r @param {string} a @param {string} b */
+function pair(r, a, b) {
+  return `${fmt(get(r, a))} / ${fmt(get(r, b))}`;
+}
+
+/**
+ * Columns: every system in the results; then, for every Switchboard system, its ratio to each
+ * baseline ("how many times better": > 1 means Switchboard is better).
+ * @param {Record<string, Record<string, unknown>>} results
+ */
+function columns(results) {
+  /** @type {string[]} */
+  const systems = [];
+  for (const bySystem of Object.values(results))
+    for (const name of Object.keys(bySystem)) if (!systems.includes(name)) systems.push(name);
+  const order = ['switchboard-uws', 'switchboard-ws', 'switchboard', 'tutorial', 'socketio'];
+  systems.sort((x, y) => (order.indexOf(x) + 1 || 99) - (order.indexOf(y) + 1 || 99));
+  const ours = systems.filter((s) => s.startsWith('switchboard'));
+  const baselines = systems.filter((s) => !s.startsWith('switchboard'));
+  /** @type {[string, string][]} */
+  const ratios = [];
+  for (const sb of ours) for (const base of baselines) ratios.push([sb, base]);
+  return { systems, ratios };
 }
 
 /** @param {Record<string, Record<string, unknown>>} results */
 function summaryRows(results) {
+  const { systems, ratios } = columns(results);
+  const head = [
+    'metric',
+    ...systems.map(shortName),
+    ...ratios.map(([sb, base]) => `${shortName(sb)} vs ${shortName(base)}`),
+  ];
   /** @type {string[][]} */
   const rows = [];
-  /** @param {string} scen @param {string} label @param {string} path @param {boolean} lower */
-  const row = (scen, label, path, lower) => {
-    const r = results[scen];
-    if (r === undefined) return;
-    const sb = get(r['switchboard'], path);
-    const tu = get(r['tutorial'], path);
-    rows.push([`(${scen}) ${label}`, fmt(sb), fmt(tu), ratio(sb, tu, lower)]);
-  };
-  row('a', 'max rate with 0 loss (msg/s)', 'best.rate', false);
-  row('a', 'deliveries/s at that rate', 'best.deliveredPerSec', false);
-  row('a', 'p99 at that rate (ms)', 'best.latencyMs.p99', true);
-  row('a', 'deliveries per server CPU-second there', 'best.deliveriesPerServerCpuSecond', false);
-  row('a', 'first failing rate (msg/s)', 'firstFailure', false);
-  cpuRow(results, rows, 'a', 'CPU cores at last passing step', 'bestStep');
-  cpuRow(results, rows, 'a', 'CPU cores at first failing step', 'failStep');
-  const limits = ['switchboard', 'tutorial'].map((sys) => limitedBy(results['a']?.[sys]));
-  if (results['a'] !== undefined)
-    rows.push(['(a) limited by (at first failing step)', limits[0] ?? '—', limits[1] ?? '—', '']);
-  row('b', 'server survived', 'serverAliveAtEnd', false);
-  row('b', 'server failure', 'serverFailure', false);
-  row('b', 'connections open after subscribing', 'connect.openAfterSubscribe', false);
-  row('b', 'channels with a Redis subscriber', 'connect.subscribeConfirmedChannels', false);
-  row('b', 'p50 (ms)', 'lastStep.latencyMs.p50', true);
-  row('b', 'p99 (ms)', 'lastStep.latencyMs.p99', true);
-  row('b', 'lost', 'lastStep.lost', true);
-  row('b', 'delivered/s', 'lastStep.deliveredPerSec', false);
-  cpuRow(results, rows, 'b', 'CPU cores during the run', 'lastStep');
-  row('c', 'connections', 'connect.openAfterSubscribe', false);
-  row('c', 'RSS before (KiB)', 'memory.serverRssBeforeKiB', true);
-  row('c', 'RSS after (KiB)', 'memory.serverRssAfterConnectKiB', true);
-  row('c', 'KiB per connection', 'memory.perConnectionKiB', true);
-  return rows;
+  /** @type {Set<string>} */
+  const noted = new Set();
+  for (const spec of ROWS) {
+    const bySystem = results[spec.scen];
+    if (bySystem === undefined) continue;
+    const cells = systems.map((name) => {
+      const r = bySystem[name];
+      if (r === undefined) return '';
+      // A system that did not run: say why in the scenario's first row only.
+      const why =
+        typeof r['skipped'] === 'string'
+          ? `skipped: ${r['skipped']}`
+          : typeof r['na'] === 'string'
+            ? r['na']
+            : r['failed'] === true && r['connect'] === undefined && r['storm'] === undefined
+              ? `failed: ${fmt(r['error'] ?? r['stderrTail'] ?? '?').slice(0, 80)}`
+              : undefined;
+      if (why !== undefined) {
+        const key = `${spec.scen}/${name}`;
+        if (noted.has(key)) return '';
+        noted.add(key);
+        return why;
+      }
+      return spec.cell !== undefined ? spec.cell(r) : fmt(get(r, spec.path ?? ''));
+    });
+    const ratioCells = ratios.map(([sb, base]) =>
+      spec.better === undefined || spec.path === undefined
+        ? ''
+        : ratio(
+            get(bySystem[sb], spec.path),
+            get(bySystem[base], spec.path),
+            spec.better === 'lower',
+          ),
+    );
+    rows.push([`(${spec.scen}) ${spec.label}`, ...cells, ...ratioCells]);
+  }
+  return { head, rows };
 }
 
 /**
@@ -646,35 +1161,27 @@ function limitedBy(sys) {
 }
 
 /**
- * A row of CPU use (server / load generator / other tenants) for one step of a scenario.
- * @param {Record<string, Record<string, unknown>>} results @param {string[][]} rows
- * @param {string} scen @param {string} label @param {string} which 'bestStep' | 'failStep' | a path
+ * CPU use (server / load generator / other tenants) during one step of a system's run.
+ * @param {unknown} sys @param {string} which 'bestStep' | 'failStep' | a path
  */
-function cpuRow(results, rows, scen, label, which) {
-  const r = results[scen];
-  if (r === undefined) return;
-  /** @param {unknown} sys */
-  const cell = (sys) => {
-    const steps = get(sys, 'steps');
-    if (!Array.isArray(steps)) return '—';
-    /** @type {unknown} */
-    let step;
-    if (which === 'bestStep') {
-      const best = get(sys, 'best.rate');
-      step = steps.find((s) => get(s, 'rate') === best && get(s, 'pass') === true);
-    } else if (which === 'failStep')
-      step = steps.find((s) => get(s, 'pass') === false && get(s, 'retried') !== true);
-    else step = get(sys, which);
-    const cpu = get(step, 'cpuCores');
-    if (cpu === undefined) return '—';
-    return `srv ${fmt(get(cpu, 'server'))} / gen ${fmt(get(cpu, 'loadgen'))} / other ${fmt(get(cpu, 'others'))}`;
-  };
-  rows.push([`(${scen}) ${label}`, cell(r['switchboard']), cell(r['tutorial']), '']);
+function cpuCell(sys, which) {
+  const steps = get(sys, 'steps');
+  if (!Array.isArray(steps)) return '—';
+  /** @type {unknown} */
+  let step;
+  if (which === 'bestStep') {
+    const best = get(sys, 'best.rate');
+    step = steps.find((s) => get(s, 'rate') === best && get(s, 'pass') === true);
+  } else if (which === 'failStep')
+    step = steps.find((s) => get(s, 'pass') === false && get(s, 'retried') !== true);
+  else step = get(sys, which);
+  const cpu = get(step, 'cpuCores');
+  if (cpu === undefined) return '—';
+  return `srv ${fmt(get(cpu, 'server'))} / gen ${fmt(get(cpu, 'loadgen'))} / other ${fmt(get(cpu, 'others'))}`;
 }
 
-/** @param {string[][]} rows */
-function table(rows) {
-  const head = ['metric', 'switchboard', 'tutorial', 'switchboard vs tutorial'];
+/** @param {{head: string[], rows: string[][]}} t */
+function table({ head, rows }) {
   const all = [head, ...rows];
   const widths = head.map((_, i) => Math.max(...all.map((r) => (r[i] ?? '').length)));
   const line = (/** @type {string[]} */ r) =>
@@ -684,6 +1191,17 @@ function table(rows) {
     '|' + widths.map((w) => '-'.repeat(w + 2)).join('|') + '|',
     ...rows.map(line),
   ].join('\n');
+}
+
+/** Installed version of a package (from its package.json), or undefined. @param {string} name */
+function version(name) {
+  try {
+    const pkg = parseJson(readFileSync(join(root, 'node_modules', name, 'package.json'), 'utf8'));
+    const v = get(pkg, 'version');
+    return typeof v === 'string' ? v : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 function machine() {
@@ -704,17 +1222,46 @@ function machine() {
     loadavgAtStart: loadavg().map((x) => round(x, 2)),
     taskset: hasTaskset,
     benchFdLimit: fdLimit(process.pid),
+    packages: Object.fromEntries(
+      ['ws', 'ioredis', 'socket.io', '@socket.io/redis-adapter', '@socket.io/redis-emitter'].map(
+        (p) => [p, version(p)],
+      ),
+    ),
+    switchboardEngines: { engineFlag: ENGINE_FLAG, uwsLoads: UWS.loads, uwsError: UWS.error },
   };
+}
+
+/** @param {string} path @returns {Record<string, unknown>} */
+function readResults(path) {
+  const doc = parseJson(readFileSync(path, 'utf8'));
+  if (typeof doc !== 'object' || doc === null || Array.isArray(doc))
+    throw new Error(`${path}: not a results document`);
+  return /** @type {Record<string, unknown>} */ (doc);
+}
+
+/** @param {Record<string, unknown>} doc */
+function resultsOf(doc) {
+  /** @type {Record<string, Record<string, unknown>>} */
+  const results = {};
+  const stored = get(doc, 'results');
+  if (typeof stored === 'object' && stored !== null) Object.assign(results, stored);
+  return results;
+}
+
+/** @param {Record<string, unknown>} doc @param {string} path */
+function writeChart(doc, path) {
+  mkdirSync(dirname(path), { recursive: true });
+  writeFileSync(path, renderChart(doc));
+  log(`chart: ${path}`);
 }
 
 async function main() {
   if (o.summarize !== undefined) {
-    const doc = parseJson(readFileSync(o.summarize, 'utf8'));
-    /** @type {Record<string, Record<string, unknown>>} */
-    const results = {};
-    const stored = get(doc, 'results');
-    if (typeof stored === 'object' && stored !== null) Object.assign(results, stored);
-    process.stdout.write(`${table(summaryRows(results))}\n`);
+    process.stdout.write(`${table(summaryRows(resultsOf(readResults(o.summarize))))}\n`);
+    return;
+  }
+  if (o['chart-only'] !== undefined) {
+    writeChart(readResults(o['chart-only']), o['chart-out'] ?? DOCS_CHART);
     return;
   }
   const startedAt = new Date();
@@ -722,28 +1269,37 @@ async function main() {
   const outPath = o.out ?? join(here, 'results', `${stamp}${QUICK ? '-quick' : ''}.json`);
   const m = machine();
   log(`machine: ${m.nproc} cores, node ${m.node}, load ${m.loadavgAtStart.join(' ')}`);
+  log(
+    `engines: --engine ${ENGINE_FLAG ? 'supported' : 'not in this build'}; uWebSockets.js ` +
+      (UWS.loads ? 'loads' : `does not load (${UWS.error ?? '?'})`),
+  );
+  const defs = SYSTEMS.map(systemDef);
+  for (const def of defs) if (def.skip !== undefined) log(`${def.name}: skipped: ${def.skip}`);
   const cpu0 = machineCpu();
   await startRedis();
   /** @type {Record<string, Record<string, unknown>>} */
   const results = {};
   try {
     for (const scen of SCENARIOS) {
-      const fn =
-        scen === 'a' ? scenarioA : scen === 'b' ? scenarioB : scen === 'c' ? scenarioC : undefined;
+      const fn = { a: scenarioA, b: scenarioB, c: scenarioC, d: scenarioD, e: scenarioE }[scen];
       if (fn === undefined) {
         log(`unknown scenario ${scen}; skipped`);
         continue;
       }
-      results[scen] = {};
-      for (const system of SYSTEMS) {
-        log(`scenario ${scen}: ${system}`);
+      const bySystem = (results[scen] = /** @type {Record<string, unknown>} */ ({}));
+      for (const def of defs) {
+        if (def.skip !== undefined) {
+          bySystem[def.name] = { skipped: def.skip };
+          continue;
+        }
+        log(`scenario ${scen}: ${def.name}`);
         const t = Date.now();
         try {
-          const r = await fn(system);
-          results[scen][system] = { ...r, wallSeconds: round((Date.now() - t) / 1000, 1) };
+          const r = await fn(def);
+          bySystem[def.name] = { ...r, wallSeconds: round((Date.now() - t) / 1000, 1) };
         } catch (err) {
-          results[scen][system] = { failed: true, error: String(err) };
-          log(`scenario ${scen} ${system} failed: ${String(err)}`);
+          bySystem[def.name] = { failed: true, error: String(err) };
+          log(`scenario ${scen} ${def.name} failed: ${String(err)}`);
         }
       }
     }
@@ -752,11 +1308,13 @@ async function main() {
   }
   const cpu1 = machineCpu();
   const finishedAt = new Date();
+  const summary = table(summaryRows(results));
   const doc = {
     startedAt: startedAt.toISOString(),
     finishedAt: finishedAt.toISOString(),
     wallSeconds: round((finishedAt.getTime() - startedAt.getTime()) / 1000, 1),
     quick: QUICK,
+    command: process.argv.slice(2),
     machine: m,
     machineBusyCoresAvg:
       cpu0 === undefined || cpu1 === undefined
@@ -765,22 +1323,35 @@ async function main() {
     loadavgAtEnd: loadavg().map((x) => round(x, 2)),
     source: sourceState(),
     switchboardFlags: SB_FLAGS,
+    systems: defs,
     redis: { maxclientsRequested: o['redis-maxclients'], maxclientsEffective: redis?.maxclients },
     options: {
       a: A,
       b: B,
       c: Cc,
+      d: D,
+      e: E,
+      sourceAddresses: SOURCE_ADDRESSES,
       p99LimitMs: P99_LIMIT,
       sbPublishVia: o['sb-publish-via'],
       nice: NICE,
       quietWaitSeconds: QUIET_WAIT_S,
     },
     results,
+    /** The printed summary (markdown); ratios are "how many times better Switchboard is". */
+    summaryTable: summary,
   };
   mkdirSync(dirname(outPath), { recursive: true });
   writeFileSync(outPath, JSON.stringify(doc, null, 2) + '\n');
-  const rows = summaryRows(results);
-  process.stdout.write(`\n${table(rows)}\n\nresults: ${outPath} (${doc.wallSeconds} s)\n`);
+  // The chart beside the results; a full default run also refreshes the one docs/ embeds.
+  writeChart(doc, o['chart-out'] ?? outPath.replace(/\.json$/, '') + '.svg');
+  const fullDefault =
+    !QUICK &&
+    o['chart-out'] === undefined &&
+    o.scenarios === DEFAULT_SCENARIOS &&
+    o.systems === DEFAULT_SYSTEMS;
+  if (fullDefault) writeChart(doc, DOCS_CHART);
+  process.stdout.write(`\n${summary}\n\nresults: ${outPath} (${doc.wallSeconds} s)\n`);
 }
 
 main().catch(async (err) => {

@@ -11,7 +11,11 @@
  *   then sent with ws.send.
  * Publishers PUBLISH the raw JSON payload to the Redis channel of the same name.
  *
- * Usage: node bench/baselines/tutorial.js --port P --redis redis://127.0.0.1:RPORT
+ * The tutorials have no heartbeat. With --heartbeat-ms N (used by scenario (e) only) it adds the
+ * one the `ws` README shows ("How to detect and close broken connections"): every N ms, terminate
+ * each client that has not answered the previous ping, mark the rest not alive, ping them.
+ *
+ * Usage: node bench/baselines/tutorial.js --port P --redis redis://127.0.0.1:RPORT [--heartbeat-ms N]
  */
 import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
@@ -22,6 +26,7 @@ const { values } = parseArgs({
   options: {
     port: { type: 'string', default: '8080' },
     redis: { type: 'string', default: 'redis://127.0.0.1:6379' },
+    'heartbeat-ms': { type: 'string', default: '0' },
   },
 });
 const port = Number(values.port);
@@ -75,6 +80,27 @@ wss.on('connection', (ws) => {
     for (const channel of mine) channels.get(channel)?.clients.delete(ws);
   });
 });
+
+const heartbeatMs = Number(values['heartbeat-ms']);
+if (heartbeatMs > 0) {
+  /** @type {WeakMap<WebSocket, boolean>} */
+  const isAlive = new WeakMap();
+  wss.on('connection', (ws) => {
+    isAlive.set(ws, true);
+    ws.on('pong', () => isAlive.set(ws, true));
+  });
+  const interval = setInterval(() => {
+    for (const ws of wss.clients) {
+      if (isAlive.get(ws) === false) {
+        ws.terminate();
+        continue;
+      }
+      isAlive.set(ws, false);
+      ws.ping();
+    }
+  }, heartbeatMs);
+  wss.on('close', () => clearInterval(interval));
+}
 
 wss.on('listening', () => {
   process.stderr.write(`tutorial baseline listening on ${port}\n`);
