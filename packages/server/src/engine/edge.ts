@@ -121,7 +121,10 @@ function wsEdge(o: EdgeOptions): Edge {
     listen: (host, port) =>
       new Promise<number>((resolve, reject) => {
         http.once('error', reject);
-        http.listen(port, host, () => {
+        // A reconnect storm is thousands of SYNs at once: node's default backlog (511) drops the
+        // rest, and each dropped client waits out SYN retries (1 s, 3 s, 7 s). The kernel caps it
+        // at net.core.somaxconn.
+        http.listen({ port, host, backlog: 4096 }, () => {
           http.off('error', reject);
           resolve((http.address() as AddressInfo).port);
         });

@@ -11,10 +11,11 @@ export type UwsModule = typeof import('uWebSockets.js');
 export function loadUws(): { readonly uws: UwsModule } | { readonly error: string } {
   const require = createRequire(import.meta.url);
   const warnings: string[] = [];
-  // The mirror reports a missing binary on the console; capture it as the reason we log once.
+  // The mirror reports a missing binary (or UWS_USE_FALLBACK) on the console; capture it as the
+  // reason we log once.
   /* eslint-disable no-console */
-  const warn = console.warn;
-  console.warn = (...args: unknown[]) => warnings.push(args.map(String).join(' '));
+  const { warn, log } = console;
+  console.warn = console.log = (...args: unknown[]) => warnings.push(args.map(String).join(' '));
   try {
     const uws = require('uWebSockets.js') as UwsModule;
     if (!String(uws.App).includes('[native code]')) {
@@ -26,6 +27,7 @@ export function loadUws(): { readonly uws: UwsModule } | { readonly error: strin
     return { error: (err as Error).message.split('\n', 1)[0] ?? 'cannot load' };
   } finally {
     console.warn = warn;
+    console.log = log;
   }
   /* eslint-enable no-console */
 }

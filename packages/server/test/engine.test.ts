@@ -1,0 +1,121 @@
+/**
+ * Engine selection (issue 4): --engine uws|ws, uws by default when its native module loads, and a
+ * fallback to ws with one log line when it does not. Plus what only the uws engine does: fan-out
+ * through native topics to plain and batching clients alike, counted like any other delivery.
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { BATCH_SUBPROTOCOL } from '@switchboard/protocol';
+import { defaults, resolveConfig } from '../src/config.js';
+import { loadUws } from '../src/engine/uws-load.js';
+import { ENGINE, startNodeProcess, startTestServer, TestClient } from './helpers.js';
+
+/** A ping over WebSocket and a REST publish: the node serves both on its one port. */
+async function serves(url: string, wsUrl: string): Promise<void> {
+  const c = await TestClient.open(wsUrl);
+  try {
+    assert.equal((await c.request({ action: 'ping', id: 1 }))['ok'], true);
+    await c.subscribe('engine');
+    const r = await fetch(`${url}/v1/channels/engine/messages`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ data: 'hi' }),
+    });
+    assert.equal(r.status, 200);
+    await c.until(() => c.messages('engine').length === 1);
+  } finally {
+    c.close();
+  }
+}
+
+describe('engine selection', () => {
+  it('defaults to uws, and the native module loads on this machine', () => {
+    assert.equal(defaults.engine, 'uws');
+    assert.equal(resolveConfig([]).engine, 'uws');
+    const loaded = loadUws();
+    assert.ok('uws' in loaded, `uWebSockets.js should load here: ${JSON.stringify(loaded)}`);
+  });
+
+  it('rejects an unknown engine naming the key', () => {
+    assert.throws(
+      () => resolveConfig([{ source: 'flag', values: { engine: 'uwebsockets' } }]),
+      (err: Error & { key?: string }) => err.key === 'engine' && /uws, ws/.test(err.message),
+    );
+  });
+
+  for (const engine of ['uws', 'ws'] as const) {
+    it(`--engine ${engine} serves WebSocket and HTTP on one port`, async () => {
+      const node = await startNodeProcess(['--engine', engine]);
+      try {
+        assert.match(node.output(), new RegExp(`"engine":"${engine}"`));
+        await serves(node.url, node.wsUrl);
+      } finally {
+        await node.stop();
+      }
+    });
+  }
+
+  it('falls back to ws with one log line when uWebSockets.js does not load', async () => {
+    // The npm mirror swaps in a JavaScript emulation when asked to (or when its binary does not
+    // fit this Node); Switchboard counts that as "not loaded".
+    const node = await startNodeProcess(['--engine', 'uws'], { UWS_USE_FALLBACK: 'true' });
+    try {
+      const out = node.output();
+      assert.equal(out.match(/uWebSockets\.js did not load/g)?.length, 1, out);
+      assert.match(out, /"engine":"ws"/);
+      assert.doesNotMatch(out, /^Using µWS fallback/m, 'the module printed nothing of its own');
+      await serves(node.url, node.wsUrl);
+    } finally {
+      await node.stop();
+    }
+  });
+});
+
+describe(`native topics (${ENGINE} engine)`, () => {
+  it('a burst reaches plain and batching subscribers in order, each delivery counted', async () => {
+    const server = await startTestServer();
+    try {
+      assert.equal(server.engine, ENGINE);
+      const plain = await Promise.all([1, 2, 3].map(() => TestClient.open(server.wsUrl)));
+      const batched = await Promise.all(
+        [1, 2, 3].map(() => TestClient.open(server.wsUrl, [BATCH_SUBPROTOCOL])),
+      );
+      const all = [...plain, ...batched];
+      for (const c of all) await c.subscribe('burst');
+      const metric = async (): Promise<number> => {
+        const text = await (await fetch(`${server.url}/metrics`)).text();
+        return Number(/^switchboard_messages_delivered_total (\d+)/m.exec(text)?.[1] ?? 0);
+      };
+      const before = await metric();
+      // One REST call with 20 messages: they reach the Hub in one turn, a batch for the topic.
+      const r = await fetch(`${server.url}/v1/channels/burst/messages`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(Array.from({ length: 20 }, (_, i) => ({ data: i }))),
+      });
+      assert.equal(r.status, 200);
+      for (const c of all) {
+        await c.until(() => c.messages('burst').length === 20);
+        assert.deepEqual(
+          c.messages('burst').map((m) => m['message']),
+          Array.from({ length: 20 }, (_, i) => i),
+        );
+      }
+      assert.equal((await metric()) - before, 6 * 20);
+      // Unsubscribed sockets leave the topic: nothing more reaches them.
+      for (const c of plain) await c.request({ action: 'unsubscribe', channel: 'burst', id: 'u' });
+      await fetch(`${server.url}/v1/channels/burst/messages`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ data: 'after' }),
+      });
+      for (const c of batched) await c.until(() => c.messages('burst').length === 21);
+      const ping = await plain[0]?.request({ action: 'ping', id: 'p' });
+      assert.equal(ping?.['ok'], true);
+      for (const c of plain) assert.equal(c.messages('burst').length, 20);
+      for (const c of all) c.close();
+    } finally {
+      await server.close();
+    }
+  });
+});
