@@ -139,7 +139,7 @@ class UwsConnection implements Connection, TopicSink, Beating {
 }
 
 /** Frames of one connection handled per turn of the event loop. */
-const FRAMES_PER_TURN = 64;
+const FRAMES_PER_TURN = 16;
 /** Characters of frames one connection may have waiting (about 1 MiB of ASCII JSON). */
 const MAX_INBOX_CHARS = 1024 * 1024;
 
