@@ -70,7 +70,8 @@ export class Admission {
     for (const [ip, until] of this.#flooders) if (until <= now) this.#flooders.delete(ip);
   }
 
-  #flooding(ip: string): boolean {
+  /** Whether `ip` was closed for flooding within FLOOD_PENALTY_MS. */
+  flooding(ip: string): boolean {
     const until = this.#flooders.get(ip);
     if (until === undefined) return false;
     if (until > Date.now()) return true;
@@ -95,7 +96,7 @@ export class Admission {
     const ip = req.socket.remoteAddress ?? '';
     const n = (this.#perIp.get(ip) ?? 0) + 1;
     this.#perIp.set(ip, n);
-    const flooding = this.#flooding(ip);
+    const flooding = this.flooding(ip);
     if (n > this.#o.maxConnectionsPerIpPerSecond || (n > 1 && flooding)) {
       return {
         status: 429,

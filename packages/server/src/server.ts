@@ -139,6 +139,7 @@ export async function startServer(
     tokenRefreshLeadMs: config.tokenRefreshLeadMs,
     tokenLeewayMs: config.jwtLeewayMs,
     onFlooding: (address: string) => admission.penalize(address),
+    flooding: (address: string) => admission.flooding(address),
   };
   const admission: Admission = new Admission({
     allowedOrigins: config.allowedOrigins,

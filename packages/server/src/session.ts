@@ -63,6 +63,8 @@ export interface SessionContext {
   readonly tokenLeewayMs: number;
   /** Called with the client's address when it is closed for flooding (3011). */
   readonly onFlooding?: (address: string) => void;
+  /** Whether the address was closed for flooding lately: its new connections get no burst. */
+  readonly flooding?: (address: string) => boolean;
 }
 
 /**
@@ -109,7 +111,9 @@ export class Session implements ConnectionHandler {
     this.#address = address;
     this.#node = ctx.node;
     this.#conn = conn;
-    this.#tokens = ctx.limits.commandBurst;
+    // A flooder that reconnects does not get a fresh burst of commands with each connection.
+    this.#tokens =
+      address !== undefined && ctx.flooding?.(address) === true ? 0 : ctx.limits.commandBurst;
     this.#credentials = ctx.policy.enabled ? ANONYMOUS : OPEN;
     if (token !== undefined && token !== '') {
       this.#early = [];

@@ -232,6 +232,35 @@ describe('limits', () => {
     }
   });
 
+  it('a client that keeps sending over its rate is closed with 3011; its address then gets no fresh burst', async () => {
+    const server = await startTestServer({
+      maxCommandsPerSecond: 2,
+      commandBurst: 10,
+      maxConnectionsPerIpPerSecond: 100,
+    });
+    try {
+      const c = await TestClient.open(server.wsUrl);
+      for (let i = 0; i < 500; i++) c.send({ action: 'ping' });
+      assert.equal(await c.closed(), DisconnectCode.FLOODING);
+      // For the next 10 s the address may open one connection per second (the uws engine holds
+      // the refusals a second), and a new connection starts with an empty bucket.
+      let again: TestClient | undefined;
+      await eventually(
+        async () => {
+          again = await TestClient.open(server.wsUrl).catch(() => undefined);
+          return again !== undefined;
+        },
+        5000,
+        'a connection from the same address',
+      );
+      const first = await (again as TestClient).request({ action: 'ping', id: 'p' });
+      assert.equal(first['code'], ErrorCode.TOO_MANY_REQUESTS, JSON.stringify(first));
+      again?.close();
+    } finally {
+      await server.close();
+    }
+  });
+
   it('maxConnections: the next upgrade gets HTTP 503 with code 108', async () => {
     const server = await startTestServer({ maxConnections: 3 });
     try {
