@@ -16,24 +16,16 @@ import type {
   us_listen_socket,
 } from 'uWebSockets.js';
 import { BATCH_SUBPROTOCOL, DisconnectCode } from '@switchboard/protocol';
-import type { Logger } from 'pino';
 import type { Refusal } from '../admission.js';
 import { joinFrames, type TopicPublisher, type TopicSink } from '../hub.js';
 import type { Connection, ConnectionHandler, RequestInfo } from './connection.js';
 import { Heartbeat, type Beating } from './heartbeat.js';
 import type { UwsModule } from './uws-load.js';
+import type { WsEngineOptions } from './ws.js';
 import { UwsRequest, UwsResponse, pipeBody, requestInfo } from './uws-http.js';
 
-export interface UwsEngineOptions {
-  readonly path: string;
-  readonly maxMessageBytes: number;
-  readonly maxOutboundBytes: number;
-  readonly pingIntervalMs: number;
-  readonly logger: Logger;
-  readonly accept: (conn: Connection, req: RequestInfo) => ConnectionHandler;
-  readonly onDisconnect?: (code: number) => void;
-  readonly admit?: (req: RequestInfo) => Refusal | undefined;
-  readonly perMessageDeflate?: boolean;
+/** The ws engine's options, plus the HTTP listener: uWS serves HTTP on the same port itself. */
+export interface UwsEngineOptions extends WsEngineOptions {
   /** Every plain HTTP request, presented as node:http's request and response. */
   readonly request: (req: UwsRequest, res: UwsResponse) => void;
 }
