@@ -5,6 +5,9 @@
  * whichever node each POST lands on. No Node built-ins: only `fetch`.
  */
 
+import { BATCH_SUBPROTOCOL } from '@switchboard/protocol';
+import type { Handler, WebSocketLike } from './connection.js';
+
 /** The `fetch` the SDK uses: `globalThis.fetch` unless one is injected. */
 export type FetchLike = (url: string, init?: RequestInit) => Promise<Response>;
 
@@ -99,3 +102,74 @@ export class CommandPoster {
     this.#sending = false;
   }
 }
+
+/**
+ * What SSE and long-polling sockets share as WebSocket-shaped objects: commands by POST once the
+ * server named the connection, close (which tells the server, freeing the connection at once),
+ * terminate, and the single close callback. Subclasses read frames and call `opened` and `end`.
+ */
+export abstract class HttpSocket implements WebSocketLike {
+  /** Frames of one event or poll are '\n'-separated, as in a batched WebSocket message. */
+  readonly protocol = BATCH_SUBPROTOCOL;
+  onopen: Handler<unknown> | null = null;
+  onmessage: Handler<{ readonly data: unknown }> | null = null;
+  onclose: Handler<{ readonly code: number; readonly reason: string }> | null = null;
+  onerror: Handler<unknown> | null = null;
+  protected readonly url: string;
+  protected readonly fetch: FetchLike;
+  protected readonly abort = new AbortController();
+  /** Closed or terminated: nothing more is read or reported. */
+  protected done = false;
+  #poster: CommandPoster | undefined;
+  #id: string | undefined;
+
+  constructor(url: string, fetch: FetchLike) {
+    this.url = url;
+    this.fetch = fetch;
+  }
+
+  send(data: string): void {
+    this.#poster?.send(data);
+  }
+
+  /** Stops reading and tells the server, which frees the connection at once. */
+  close(): void {
+    const id = this.#id;
+    this.terminate();
+    if (id !== undefined) {
+      this.fetch(httpUrl(this.url, `/connections/${id}`), { method: 'DELETE' }).catch(ignore);
+    }
+  }
+
+  /** Stops reading; no close callback follows. */
+  terminate(): void {
+    this.done = true;
+    this.#poster?.stop();
+    this.abort.abort();
+  }
+
+  /** The server named the connection: commands can go, and the socket is open. */
+  protected opened(id: string): void {
+    this.#id = id;
+    this.#poster = new CommandPoster(
+      this.fetch,
+      httpUrl(this.url, `/connections/${id}/commands`),
+      (reason) => this.end(1006, reason),
+    );
+    this.onopen?.({});
+  }
+
+  /** Ends the socket with one close callback. */
+  protected end(code: number, reason: string): void {
+    if (this.done) return;
+    this.terminate();
+    this.onclose?.({ code, reason });
+  }
+}
+
+/** An error's text. */
+export function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+function ignore(): void {}

@@ -4,9 +4,7 @@
  * until a later cursor acknowledges them, so a lost response is simply fetched again); commands go
  * by POST. For networks whose proxies buffer streaming responses.
  */
-import { BATCH_SUBPROTOCOL } from '@switchboard/protocol';
-import type { Handler, WebSocketLike } from './connection.js';
-import { CommandPoster, failure, httpUrl, type FetchLike } from './http-transport.js';
+import { errorMessage, failure, httpUrl, HttpSocket, type FetchLike } from './http-transport.js';
 
 interface PollBody {
   readonly cursor?: unknown;
@@ -14,100 +12,63 @@ interface PollBody {
   readonly closed?: { readonly code?: unknown; readonly reason?: unknown };
 }
 
-export class PollingSocket implements WebSocketLike {
-  readonly protocol = BATCH_SUBPROTOCOL;
-  onopen: Handler<unknown> | null = null;
-  onmessage: Handler<{ readonly data: unknown }> | null = null;
-  onclose: Handler<{ readonly code: number; readonly reason: string }> | null = null;
-  onerror: Handler<unknown> | null = null;
-  readonly #url: string;
-  readonly #fetch: FetchLike;
+export class PollingSocket extends HttpSocket {
   readonly #waitMs: number;
-  readonly #abort = new AbortController();
-  #poster: CommandPoster | undefined;
-  #id: string | undefined;
-  #done = false;
 
   /** `waitMs`: how long a poll may wait for frames (the server caps it at its ping interval). */
   constructor(url: string, fetch: FetchLike, waitMs: number) {
-    this.#url = url;
-    this.#fetch = fetch;
+    super(url, fetch);
     this.#waitMs = waitMs;
     void this.#run();
   }
 
-  send(data: string): void {
-    this.#poster?.send(data);
-  }
-
-  /** Stops polling and tells the server, which frees the connection at once. */
-  close(): void {
-    const id = this.#id;
-    this.terminate();
-    if (id !== undefined) {
-      this.#fetch(httpUrl(this.#url, `/connections/${id}`), { method: 'DELETE' }).catch(ignore);
-    }
-  }
-
-  /** Stops polling; no close callback follows. */
-  terminate(): void {
-    this.#done = true;
-    this.#poster?.stop();
-    this.#abort.abort();
-  }
-
   async #run(): Promise<void> {
-    const signal = this.#abort.signal;
+    const signal = this.abort.signal;
     let cursor: number;
+    let id: string;
     try {
-      const res = await this.#fetch(httpUrl(this.#url, '/poll'), { method: 'POST', signal });
+      const res = await this.fetch(httpUrl(this.url, '/poll'), { method: 'POST', signal });
       if (!res.ok) {
-        this.#end(1006, `long-polling refused: ${await failure(res)}`);
+        this.end(1006, `long-polling refused: ${await failure(res)}`);
         return;
       }
       const info = (await res.json()) as { connection?: unknown; cursor?: unknown };
       if (typeof info.connection !== 'string' || typeof info.cursor !== 'number') {
-        this.#end(1006, 'long-polling opened without a connection id');
+        this.end(1006, 'long-polling opened without a connection id');
         return;
       }
-      this.#id = info.connection;
+      id = info.connection;
       cursor = info.cursor;
     } catch (err) {
-      this.#end(1006, `cannot open long-polling: ${message(err)}`);
+      this.end(1006, `cannot open long-polling: ${errorMessage(err)}`);
       return;
     }
-    if (this.#done) return;
-    const id = this.#id;
-    this.#poster = new CommandPoster(
-      this.#fetch,
-      httpUrl(this.#url, `/connections/${id}/commands`),
-      (reason) => this.#end(1006, reason),
-    );
-    this.onopen?.({});
-    while (!this.#done) {
+    if (this.done) return;
+    this.opened(id);
+    while (!this.done) {
       let body: PollBody;
       try {
-        const res = await this.#fetch(
-          httpUrl(this.#url, `/poll/${id}`, { cursor: String(cursor), wait: String(this.#waitMs) }),
+        const res = await this.fetch(
+          httpUrl(this.url, `/poll/${id}`, { cursor: String(cursor), wait: String(this.#waitMs) }),
           { signal },
         );
         if (!res.ok) {
-          this.#end(1006, `poll failed: ${await failure(res)}`);
+          this.end(1006, `poll failed: ${await failure(res)}`);
           return;
         }
         body = (await res.json()) as PollBody;
       } catch (err) {
-        this.#end(1006, `poll failed: ${message(err)}`);
+        this.end(1006, `poll failed: ${errorMessage(err)}`);
         return;
       }
-      if (this.#done) return;
+      if (this.done) return;
       if (typeof body.cursor === 'number') cursor = body.cursor;
       const frames = Array.isArray(body.frames) ? (body.frames as unknown[]) : [];
       // Even an empty answer proves the link alive; an empty message carries no frame.
       this.onmessage?.({ data: frames.map((f) => JSON.stringify(f)).join('\n') });
       if (body.closed !== undefined) {
         const { code, reason } = body.closed;
-        this.#end(
+        this.end(
           typeof code === 'number' ? code : 1006,
           typeof reason === 'string' ? reason : 'closed',
         );
@@ -115,16 +76,4 @@ export class PollingSocket implements WebSocketLike {
       }
     }
   }
-
-  #end(code: number, reason: string): void {
-    if (this.#done) return;
-    this.terminate();
-    this.onclose?.({ code, reason });
-  }
 }
-
-function message(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}
-
-function ignore(): void {}
