@@ -97,10 +97,6 @@ export class UwsResponse extends EventEmitter {
     return this;
   }
 
-  getHeader(name: string): string | undefined {
-    return this.#headers.get(name.toLowerCase());
-  }
-
   writeHead(status: number, headers?: OutgoingHttpHeaders): this {
     this.statusCode = status;
     if (headers !== undefined) {
