@@ -24,61 +24,13 @@ const PHASE_MS = 1200;
 const ROUNDS = 6;
 
 /**
- * The flooder, in a process of its own so that its CPU use does not stall the receivers' event
- * loop in this process. On "start" (stdin) it connects and sends as many frames as the socket
- * takes (bounded by its send buffer), one in ten garbage, reconnecting whenever the server closes
- * it; on "stop" it drops the connection and prints its counts as a JSON line.
+ * The flooder of `npm run bench:flood` (bench/flood.js --role flooder), in a process of its own so
+ * that its CPU use does not stall the receivers' event loop in this process. On "start" (stdin) it
+ * connects and sends as many frames as the socket takes (bounded by its send buffer), one in ten
+ * garbage, reconnecting whenever the server closes it; on "stop" it drops the connection and
+ * prints its counts as a JSON line.
  */
-const FLOODER = `
-import { WebSocket } from 'ws';
-import { createInterface } from 'node:readline';
-const url = process.argv[1];
-const publish = JSON.stringify({ action: 'publish', channel: 'flood', data: 'x'.repeat(100) });
-const garbage = '{"action":"publish","channel":';
-let running = false;
-let stats;
-async function flood() {
-  while (running) {
-    const ws = new WebSocket(url);
-    let open = false;
-    const closed = new Promise((resolve) =>
-      ws.on('close', (code) => {
-        open = false;
-        stats.closes[code] = (stats.closes[code] ?? 0) + 1;
-        resolve();
-      }),
-    );
-    ws.on('error', () => {});
-    ws.on('message', (d) => {
-      const s = d.toString();
-      if (s.includes('"code":111')) stats.tooMany++;
-      else if (s.includes('"error"')) stats.otherErrors++;
-      else stats.replies++;
-    });
-    await new Promise((resolve) => { ws.on('open', () => { open = true; resolve(); }); ws.on('close', resolve); });
-    if (open) { stats.connections++; process.stdout.write('flooding\\n'); }
-    let i = 0;
-    while (open && running) {
-      if (ws.bufferedAmount > 1 << 20) { await new Promise((r) => setTimeout(r, 1)); continue; }
-      ws.send(i % 10 === 9 ? garbage : publish);
-      i++;
-      stats.sent++;
-      if (i % 256 === 0) await new Promise((r) => setImmediate(r));
-    }
-    // A flooder does not wait for a polite close behind megabytes the server reads at its pace.
-    if (open) ws.terminate();
-    await closed;
-  }
-  process.stdout.write(JSON.stringify(stats) + '\\n');
-}
-for await (const line of createInterface({ input: process.stdin })) {
-  if (line === 'start') {
-    stats = { sent: 0, tooMany: 0, otherErrors: 0, replies: 0, connections: 0, closes: {} };
-    running = true;
-    void flood();
-  } else if (line === 'stop') running = false;
-}
-`;
+const FLOODER = fileURLToPath(new URL('../../../bench/flood.js', import.meta.url));
 
 interface FloodStats {
   sent: number;
@@ -149,9 +101,8 @@ describe('a flooding client does not hurt the others', () => {
     // flooder runs elsewhere. SCHED_IDLE (chrt -i) runs it only on otherwise idle cores: with
     // nice 19 alone its wake-ups still delayed the receivers' by about a millisecond.
     const idle = requireBinary('chrt') === false;
-    const argv = [process.execPath, '--input-type=module', '-e', FLOODER, node.wsUrl];
+    const argv = [process.execPath, FLOODER, '--role', 'flooder', '--url', node.wsUrl];
     flooder = spawn(idle ? 'chrt' : (argv.shift() as string), idle ? ['-i', '0', ...argv] : argv, {
-      cwd: fileURLToPath(new URL('.', import.meta.url)),
       stdio: ['pipe', 'pipe', 'inherit'],
     });
     if (flooder.pid !== undefined) setPriority(flooder.pid, 19);
