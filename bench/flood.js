@@ -16,6 +16,9 @@
  * core 1 at SCHED_IDLE (chrt -i), so that it takes only CPU nobody else wants, as a flooder on
  * another machine would. Without taskset/chrt it runs unpinned and says so.
  *
+ * --control (an A/A run: phases alike but for the flood) shows how far the figures move on their
+ * own; --steady-rate N replaces the flood with a well-behaved client publishing N msg/s.
+ *
  * Writes bench/results/<time>-flood.json; the JSON report is also the last stdout line.
  * The same file is the receivers (--role receivers) and the flooder (--role flooder).
  */
@@ -44,6 +47,7 @@ const { values: o } = parseArgs({
     rounds: { type: 'string', default: '16' },
     quick: { type: 'boolean', default: false },
     control: { type: 'boolean', default: false },
+    'steady-rate': { type: 'string' },
     'flooder-core': { type: 'string', default: '1' },
     'server-node-arg': { type: 'string', multiple: true, default: [] },
   },
@@ -96,9 +100,23 @@ async function flooder() {
         process.stdout.write('flooding\n');
       }
       let i = 0;
+      const steady = o['steady-rate'] === undefined ? 0 : Number(o['steady-rate']);
+      const t0 = performance.now();
       while (open && running) {
+        if (steady > 0) {
+          // The comparison: a well-behaved client publishing at `steady` msg/s, no garbage.
+          while (i < ((performance.now() - t0) * steady) / 1000) {
+            ws.send(publish);
+            i++;
+            stats.sent++;
+          }
+          await sleep(2);
+          continue;
+        }
         if (ws.bufferedAmount > 1 << 20) {
-          await sleep(1);
+          // Not every millisecond: the server's backlog from us stays full either way, and on the
+          // receivers' core 1 ms wake-ups alone raised their p99 by a quarter (docs/benchmarks.md).
+          await sleep(10);
           continue;
         }
         ws.send(i % 10 === 9 ? garbage : publish);
@@ -309,6 +327,7 @@ async function runEngine(engine, place) {
       '--role',
       'flooder',
       ...(o.control ? ['--control'] : []),
+      ...(o['steady-rate'] === undefined ? [] : ['--steady-rate', String(o['steady-rate'])]),
     ]);
     /**
      * The node's own event-loop delay since the last scrape (prom-client resets its histogram on
@@ -372,6 +391,7 @@ async function runEngine(engine, place) {
     const result = {
       engine,
       control: o.control,
+      steadyRate: o['steady-rate'] === undefined ? null : Number(o['steady-rate']),
       flooderCore: Number(o['flooder-core']),
       rounds,
       phaseMs,
