@@ -3,9 +3,9 @@
  * stream while one client floods publishes and garbage as fast as it can. The flooder is rate
  * limited (error 111) with the shipped limits; the others lose nothing, stay connected, and the
  * server spends little more CPU than without it. The latency figure ("p99 of the others within
- * 20%") is a speed measure: `npm run bench:flood` measures it with the node, the receivers and
- * the flooder placed on their own cores; this test prints what it saw but does not assert timing,
- * which on a shared 2-core machine follows the scheduler more than the server.
+ * 20%") is a speed measure: `npm run bench:flood` measures it with the node alone on one core,
+ * over many rounds and against an A/A control; this test prints what it saw but does not assert
+ * timing, which on a shared 2-core machine follows the scheduler more than the server.
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
