@@ -114,8 +114,8 @@ async function flooder() {
           continue;
         }
         if (ws.bufferedAmount > 1 << 20) {
-          // Not every millisecond: the server's backlog from us stays full either way, and on the
-          // receivers' core 1 ms wake-ups alone raised their p99 by a quarter (docs/benchmarks.md).
+          // Not every millisecond: the server's backlog from us stays full either way, and with
+          // 1 ms checks on the receivers' core their p99 rose by a quarter (docs/benchmarks.md).
           await sleep(10);
           continue;
         }
