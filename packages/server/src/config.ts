@@ -162,7 +162,7 @@ export const settings: Readonly<Record<keyof Config, Setting>> = {
     kind: 'int',
     min: 1024,
     max: 1024 * 1024 * 1024,
-    doc: 'bytes queued to one client before it is closed with 3008 (too slow)',
+    doc: 'bytes queued to one client before it is closed with 3008 (too slow); a history page holds at most half of it',
   },
   maxSubscriptionsPerConnection: {
     kind: 'int',

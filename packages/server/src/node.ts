@@ -29,6 +29,12 @@ export interface NodeOptions {
   readonly recoveryMaxMessages: number;
   /** How long a subscribe waits for the broker before failing with NOT_AVAILABLE. */
   readonly subscribeTimeoutMs?: number;
+  /**
+   * Most bytes of messages in one history page (at least one message always): a page is one
+   * frame, and one larger than a connection's outbound limit closed a client that had only asked
+   * for history with "too slow". Default: unbounded.
+   */
+  readonly historyPageBytes?: number;
   /** Where presence is kept; with `presenceFor`. Without it no channel has presence. */
   readonly presence?: PresenceStore;
   /** Whether a channel (by its namespace) keeps presence. */
@@ -110,6 +116,7 @@ export class Node implements BrokerHandler {
   readonly #dedupeMs: number;
   readonly #recoveryMax: number;
   readonly #subscribeTimeoutMs: number;
+  readonly #historyPageBytes: number;
   /** Broker subscriptions in flight, so later local subscribers wait for the same confirmation. */
   readonly #subscribing = new Map<string, Promise<void>>();
   readonly #states = new Map<string, ChannelState>();
@@ -129,6 +136,7 @@ export class Node implements BrokerHandler {
     this.#dedupeMs = options.dedupeMs;
     this.#recoveryMax = options.recoveryMaxMessages;
     this.#subscribeTimeoutMs = options.subscribeTimeoutMs ?? 5000;
+    this.#historyPageBytes = options.historyPageBytes ?? Infinity;
     this.#presence =
       options.presence === undefined
         ? undefined
@@ -276,10 +284,16 @@ export class Node implements BrokerHandler {
         "the channel's stream was reset since that position (epoch changed)",
       );
     }
-    const entries = h.entries.slice(0, q.limit);
+    let count = Math.min(q.limit, h.entries.length);
+    let bytes = 0;
+    for (let i = 0; i < count; i++) {
+      bytes += (h.entries[i]?.frame.length ?? 0) + 1;
+      if (bytes > this.#historyPageBytes && i > 0) count = i;
+    }
+    const entries = h.entries.slice(0, count);
     const last = entries[entries.length - 1];
     const next =
-      h.entries.length > q.limit && last !== undefined
+      h.entries.length > count && last !== undefined
         ? encodeCursor(direction, last.offset, h.position.epoch)
         : null;
     return { frames: entries.map((e) => e.frame), position: h.position, next };

@@ -118,6 +118,8 @@ export async function startServer(
     historyFor: historyResolver(config),
     dedupeMs: config.dedupeMs,
     recoveryMaxMessages: config.recoveryMaxMessages,
+    // Half the outbound limit: the page and the live traffic queued behind it both fit.
+    historyPageBytes: Math.floor(config.maxOutboundBytes / 2),
     presence,
     presenceFor: (channel) => config.namespaces[channelNamespace(channel)]?.presence === true,
     presenceTtlMs: config.presenceTtlMs,

@@ -277,6 +277,8 @@ interface Stats {
   closedAlone: number;
   /** Cases in flight when the server closed the connection for another case (expected: 0). */
   cutOff: number;
+  /** What cut the first ones off: the close code and the case in flight. */
+  cutOffBy: string[];
   closes: Map<number, number>;
   reconnects: number;
   latencies: number[];
@@ -319,8 +321,12 @@ class Lane {
     this.#closed = new Promise<number>((resolve) => {
       ws.on('close', (code: number) => {
         this.#stats.closes.set(code, (this.#stats.closes.get(code) ?? 0) + 1);
-        for (const p of [...this.#byId.values(), ...this.#anon])
-          if (p.ping !== true) this.#stats.cutOff++;
+        for (const p of [...this.#byId.values(), ...this.#anon]) {
+          if (p.ping === true) continue;
+          this.#stats.cutOff++;
+          if (this.#stats.cutOffBy.length < 3)
+            this.#stats.cutOffBy.push(`${code}: ${p.text.slice(0, 120)}`);
+        }
         this.#byId.clear();
         this.#anon.length = 0;
         this.#ws = undefined;
@@ -533,6 +539,7 @@ describe('protocol fuzz', () => {
       errors: 0,
       closedAlone: 0,
       cutOff: 0,
+      cutOffBy: [],
       closes: new Map(),
       reconnects: 0,
       latencies: [],
@@ -565,7 +572,11 @@ describe('protocol fuzz', () => {
     assert.deepEqual(failures.slice(0, 10), [], `seed ${seed}`);
     assert.equal(stats.cases, CASES);
     // Every case was answered: a reply, an error, or (for the ones that must close) a close.
-    assert.equal(stats.cutOff, 0, 'cases cut off by a close they did not cause');
+    assert.equal(
+      stats.cutOff,
+      0,
+      `cases cut off by a close they did not cause (${stats.cutOffBy.join(' | ')}; seed ${seed})`,
+    );
     assert.equal(stats.replies + stats.errors + stats.closedAlone, CASES);
 
     const after = prototypes.map(snapshot);
