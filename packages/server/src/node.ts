@@ -288,7 +288,10 @@ export class Node implements BrokerHandler {
     let bytes = 0;
     for (let i = 0; i < count; i++) {
       bytes += (h.entries[i]?.frame.length ?? 0) + 1;
-      if (bytes > this.#historyPageBytes && i > 0) count = i;
+      if (bytes > this.#historyPageBytes && i > 0) {
+        count = i;
+        break;
+      }
     }
     const entries = h.entries.slice(0, count);
     const last = entries[entries.length - 1];

@@ -265,6 +265,7 @@ export class TestClient {
   closeCode: number | undefined;
   closeReason = '';
   readonly #waiters = new Set<() => void>();
+  #pageId = 0;
 
   constructor(url: string, protocols: string[] = []) {
     this.ws = new WebSocket(url, protocols);
@@ -336,6 +337,26 @@ export class TestClient {
       `reply to ${String(cmd.id)}`,
     );
     return this.frames.find((f) => f['reply'] === cmd.id) as Frame;
+  }
+
+  /**
+   * Every page of a history read, following `next` until it is null. `cmd` is the first
+   * request's fields (no id: each page gets a fresh one); later pages send `limit` and `cursor`.
+   */
+  async historyPages(cmd: Frame & { channel: string }): Promise<Frame[]> {
+    const pages: Frame[] = [];
+    let page = await this.request({ ...cmd, action: 'history', id: `history-${this.#pageId++}` });
+    for (;;) {
+      pages.push(page);
+      if (page['next'] === null || page['next'] === undefined) return pages;
+      page = await this.request({
+        action: 'history',
+        channel: cmd.channel,
+        ...(cmd['limit'] === undefined ? {} : { limit: cmd['limit'] }),
+        cursor: page['next'],
+        id: `history-${this.#pageId++}`,
+      });
+    }
   }
 
   async subscribe(channel: string, id: string | number = `sub-${channel}`): Promise<Frame> {

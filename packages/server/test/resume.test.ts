@@ -201,40 +201,17 @@ describe('resume, rewind and history (embedded engine)', () => {
   it('pages history forwards and backwards with cursors over WebSocket', async () => {
     await publish('pages', 25);
     const c = await open();
-    const seen: number[] = [];
-    let page = await c.request({ action: 'history', channel: 'pages', id: 'h0', limit: 10 });
-    for (let i = 1; ; i++) {
-      seen.push(...offsets(page['messages'] as Frame[]));
-      if (page['next'] === null) break;
-      page = await c.request({
-        action: 'history',
-        channel: 'pages',
-        id: `h${i}`,
-        limit: 10,
-        cursor: page['next'],
-      });
-    }
-    assert.deepEqual(seen, range(1, 25));
-    const back: number[] = [];
-    page = await c.request({
-      action: 'history',
-      channel: 'pages',
-      id: 'b0',
-      limit: 10,
-      direction: 'backward',
-    });
-    for (let i = 1; ; i++) {
-      back.push(...offsets(page['messages'] as Frame[]));
-      if (page['next'] === null) break;
-      page = await c.request({
-        action: 'history',
-        channel: 'pages',
-        id: `b${i}`,
-        limit: 10,
-        cursor: page['next'],
-      });
-    }
-    assert.deepEqual(back, range(1, 25).reverse());
+    const pages = await c.historyPages({ channel: 'pages', limit: 10 });
+    assert.deepEqual(
+      pages.flatMap((p) => offsets(p['messages'] as Frame[])),
+      range(1, 25),
+    );
+    const backPages = await c.historyPages({ channel: 'pages', limit: 10, direction: 'backward' });
+    assert.deepEqual(
+      backPages.flatMap((p) => offsets(p['messages'] as Frame[])),
+      range(1, 25).reverse(),
+    );
+    const page = backPages[backPages.length - 1] as Frame;
     const since = await c.request({
       action: 'history',
       channel: 'pages',
