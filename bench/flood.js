@@ -28,7 +28,16 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { WebSocket } from 'ws';
-import { Histogram, cpuSeconds, freePort, parseJson, rawText, round, sleep } from './lib.js';
+import {
+  Histogram,
+  cpuSeconds,
+  freePort,
+  hasBinary,
+  parseJson,
+  rawText,
+  round,
+  sleep,
+} from './lib.js';
 
 /**
  * @typedef {ReturnType<Histogram['summary']>} Latency
@@ -234,9 +243,6 @@ async function receivers() {
 }
 
 // ---- orchestrator -------------------------------------------------------------------------------
-const has = (/** @type {string} */ bin) =>
-  spawnSync('sh', ['-c', `command -v ${bin}`]).status === 0;
-
 /** A child speaking line-delimited text on stdout; `next(pred)` waits for a line matching. */
 function child(/** @type {string[]} */ argv) {
   const proc = spawn(argv[0] ?? '', argv.slice(1), { stdio: ['pipe', 'pipe', 'inherit'] });
@@ -282,21 +288,18 @@ async function runEngine(engine, place) {
   const phaseMs = Number(o['phase-ms']);
   const port = await freePort();
   const pin = (/** @type {number} */ core) => (place.pinned ? ['taskset', '-c', String(core)] : []);
-  const server = spawn(
-    pin(0)[0] ?? process.execPath,
-    [
-      ...pin(0).slice(1),
-      ...(place.pinned ? [process.execPath] : []),
-      // e.g. --server-node-arg=--cpu-prof --server-node-arg=--cpu-prof-dir=/tmp/prof
-      .../** @type {string[]} */ (o['server-node-arg']),
-      CLI,
-      'serve',
-      ...['--port', String(port), '--host', '127.0.0.1', '--log-level', 'warn'],
-      ...['--engine', engine, '--max-connections-per-ip-per-second', '100000'],
-    ],
-    // The node's output (warnings, --trace-gc) to stderr: stdout ends with the JSON report.
-    { stdio: ['ignore', 2, 2] },
-  );
+  const [cmd = '', ...args] = [
+    ...pin(0),
+    process.execPath,
+    // e.g. --server-node-arg=--cpu-prof --server-node-arg=--cpu-prof-dir=/tmp/prof
+    .../** @type {string[]} */ (o['server-node-arg']),
+    CLI,
+    'serve',
+    ...['--port', String(port), '--host', '127.0.0.1', '--log-level', 'warn'],
+    ...['--engine', engine, '--max-connections-per-ip-per-second', '100000'],
+  ];
+  // The node's output (warnings, --trace-gc) to stderr: stdout ends with the JSON report.
+  const server = spawn(cmd, args, { stdio: ['ignore', 2, 2] });
   const t0 = performance.now();
   try {
     for (let i = 0; ; i++) {
@@ -453,7 +456,7 @@ async function runEngine(engine, place) {
 }
 
 async function run() {
-  const place = { pinned: has('taskset'), idle: has('chrt') };
+  const place = { pinned: hasBinary('taskset'), idle: hasBinary('chrt') };
   if (!place.pinned || !place.idle)
     log(
       `unpinned run (taskset: ${place.pinned}, chrt: ${place.idle}): the figures mix in CPU contention`,

@@ -3,6 +3,7 @@
  * Helpers shared by the benchmark orchestrator and the load generator: a fixed-bucket latency
  * histogram, /proc readers (RSS, CPU time), free ports and small timing utilities.
  */
+import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 
@@ -139,6 +140,11 @@ export function schedSeconds(pid) {
   } catch {
     return undefined;
   }
+}
+
+/** Whether a command is on the PATH. @param {string} name */
+export function hasBinary(name) {
+  return spawnSync('sh', ['-c', `command -v ${name}`]).status === 0;
 }
 
 /** Whether a process exists. @param {number} pid */

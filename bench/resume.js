@@ -23,7 +23,16 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { WebSocket } from 'ws';
-import { Histogram, cpuSeconds, freePort, parseJson, round, rssKiB, sleep } from './lib.js';
+import {
+  Histogram,
+  cpuSeconds,
+  freePort,
+  hasBinary,
+  parseJson,
+  round,
+  rssKiB,
+  sleep,
+} from './lib.js';
 
 const { values: o } = parseArgs({
   options: {
@@ -57,7 +66,7 @@ let retriesSent = 0;
 /** @type {Record<string, number>} */
 const retriedCodes = {};
 const CLI = fileURLToPath(new URL('../packages/server/dist/cli/main.js', import.meta.url));
-const pinned = spawnSync('sh', ['-c', 'command -v taskset']).status === 0;
+const pinned = hasBinary('taskset');
 
 /** @param {string} text */
 function log(text) {
