@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { SignJWT } from 'jose';
 import { WebSocket } from 'ws';
-import { eventually, startTestServer } from '../../server/test/helpers.js';
+import { eventually, soakOr, startTestServer } from '../../server/test/helpers.js';
 import { Switchboard, type Message, type StateChange } from '../src/index.js';
 
 const SECRET = 'sdk-auth-test-secret-of-32-bytes!!';
@@ -84,7 +84,7 @@ describe('SDK auth', () => {
   });
 
   it('refreshes 10-second tokens in band under traffic: 0 lost, 0 disconnects', async () => {
-    const seconds = Number(process.env['REFRESH_SECONDS'] ?? 60);
+    const seconds = soakOr('REFRESH_SECONDS', 60, 20);
     const s = await server();
     const clients = 50;
     let fetched = 0;

@@ -2,17 +2,17 @@
  * Transport parity under load, behind NGINX in front of three nodes and Redis: 300 WebSocket, 300
  * SSE and 300 long-polling SDK clients on one channel while a publisher sends 100 messages a
  * second. Every client must see exactly the publisher's acknowledged sequence: the same offsets and
- * ids, none lost, none twice. Durations and sizes can be overridden: PARITY_SECONDS (default 60),
+ * ids, none lost, none twice. Durations and sizes can be overridden: PARITY_SECONDS (10, or 60 under npm run test:soak),
  * PARITY_CLIENTS (per transport, default 300), PARITY_RATE (messages per second, default 100).
  */
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { WebSocket } from 'ws';
-import { eventually, requireBinary } from '../../server/test/helpers.js';
+import { eventually, requireBinary, soakOr } from '../../server/test/helpers.js';
 import { Switchboard, type Message, type TransportName } from '../src/index.js';
 import { startCluster } from './cluster-kit.js';
 
-const SECONDS = Number(process.env['PARITY_SECONDS'] ?? 60);
+const SECONDS = soakOr('PARITY_SECONDS', 60, 10);
 const CLIENTS = Number(process.env['PARITY_CLIENTS'] ?? 300);
 const RATE = Number(process.env['PARITY_RATE'] ?? 100);
 const CHANNEL = 'parity';
@@ -148,10 +148,7 @@ describe('transport parity behind NGINX', () => {
       if (m !== null) requests.set(`${m[1]} /${m[2]}`, (requests.get(`${m[1]} /${m[2]}`) ?? 0) + 1);
     }
     t.diagnostic(`requests through nginx: ${JSON.stringify(Object.fromEntries(requests))}`);
-    assert.ok(
-      issued < SECONDS + 2,
-      `the publisher kept the rate: ${total} messages in ${issued} s`,
-    );
-    assert.ok(elapsed < SECONDS * 1.5 + 5, `acknowledgements kept up: the last after ${elapsed} s`);
+    // How fast the publisher issued and got its acks is a figure of the machine, not a property
+    // of the server: printed above, measured by the benchmarks, not asserted here.
   });
 });

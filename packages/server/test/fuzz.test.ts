@@ -1,9 +1,10 @@
 /**
- * Protocol fuzz (issue 5; reliability B4): 100,000 malformed or hostile commands from fast-check
- * generators — random JSON, wrong types, random actions, huge strings, deep nesting, `__proto__`,
- * `constructor` and `prototype` keys, odd numbers, random bytes — pipelined over a few WebSocket
- * connections to an in-process server. Every case must get an error frame, a valid reply, or a
- * close; the server never crashes; Object.prototype (and friends) are untouched afterwards.
+ * Protocol fuzz (issue 5; reliability B4): malformed or hostile commands (25,000; 100,000 under
+ * `npm run test:soak`; FUZZ_CASES overrides) from fast-check generators — random JSON, wrong
+ * types, random actions, huge strings, deep nesting, `__proto__`, `constructor` and `prototype`
+ * keys, odd numbers, random bytes — pipelined over a few WebSocket connections to an in-process
+ * server. Every case must get an error frame, a valid reply, or a close; the server never
+ * crashes; Object.prototype (and friends) are untouched afterwards.
  */
 import assert from 'node:assert/strict';
 import { isUtf8 } from 'node:buffer';
@@ -11,12 +12,12 @@ import { once } from 'node:events';
 import { after, before, describe, it } from 'node:test';
 import fc from 'fast-check';
 import { WebSocket } from 'ws';
-import { failCode, startTestServer, TestClient } from './helpers.js';
+import { failCode, soakOr, startTestServer, TestClient } from './helpers.js';
 import { mint, SECRET } from './security-kit.js';
 
 type Server = Awaited<ReturnType<typeof startTestServer>>;
 
-const CASES = Number(process.env['FUZZ_CASES'] ?? 100_000);
+const CASES = soakOr('FUZZ_CASES', 100_000, 25_000);
 const CONNECTIONS = 6;
 /** Cases in flight per connection. */
 const WINDOW = 48;

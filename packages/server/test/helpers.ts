@@ -22,6 +22,23 @@ export const TEST_LIMITS = {
   commandBurst: 1_000_000,
 };
 
+/**
+ * `npm run test:soak` sets SWITCHBOARD_SOAK=1: the long variants of the chaos, parity, refresh and
+ * fuzz tests run (60 s, 100,000 cases); the default run uses short variants of the same tests.
+ */
+export const SOAK = process.env['SWITCHBOARD_SOAK'] === '1';
+
+/** A duration or count from `env` when set, else the soak or the default value. */
+export function soakOr(env: string, soak: number, short: number): number {
+  const raw = process.env[env];
+  if (raw !== undefined && raw !== '') {
+    const n = Number(raw);
+    if (!(n > 0)) throw new Error(`${env} must be a positive number, got ${raw}`);
+    return n;
+  }
+  return SOAK ? soak : short;
+}
+
 export const CLI = fileURLToPath(new URL('../dist/cli/main.js', import.meta.url));
 
 /** Whether a binary exists. Under CI=true a missing binary fails the test instead of skipping it. */
