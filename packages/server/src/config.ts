@@ -268,7 +268,7 @@ export const settings: Readonly<Record<keyof Config, Setting>> = {
     kind: 'int',
     min: 1000,
     max: 365 * 24 * 3_600_000,
-    doc: 'longest token lifetime; revocations are kept this long',
+    doc: 'longest token lifetime (exp - iat; iat required) and how long revocations are kept; longer tokens are refused, tokens without exp end this long after iat',
   },
   allowedOrigins: {
     kind: 'list',

@@ -293,6 +293,7 @@ async function createAuthenticator(config: Config): Promise<Authenticator | unde
     audience: config.jwtAudience,
     leewayMs: config.jwtLeewayMs,
     requireExp: config.jwtRequireExp,
+    maxLifetimeMs: config.maxTokenLifetimeMs,
   });
 }
 

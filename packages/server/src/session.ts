@@ -30,6 +30,7 @@ import type { Connection, ConnectionHandler } from './engine/connection.js';
 import { ReplyError, toReplyError } from './errors.js';
 import type { Metrics } from './metrics.js';
 import type { Node } from './node.js';
+import { setLongTimeout, type LongTimer } from './timers.js';
 
 /** Consecutive malformed frames after which the connection is closed with 3501. */
 export const MAX_MALFORMED_IN_A_ROW = 100;
@@ -97,8 +98,8 @@ export class Session implements ConnectionHandler {
   /** The connection's presence client id, made on first use; not its transport id (a secret). */
   #presenceId: string | undefined;
   #authTimer: NodeJS.Timeout | undefined;
-  #refreshTimer: NodeJS.Timeout | undefined;
-  #expiryTimer: NodeJS.Timeout | undefined;
+  #refreshTimer: LongTimer | undefined;
+  #expiryTimer: LongTimer | undefined;
 
   readonly #address: string | undefined;
 
@@ -166,8 +167,8 @@ export class Session implements ConnectionHandler {
   onClose(): void {
     this.#closed = true;
     clearTimeout(this.#authTimer);
-    clearTimeout(this.#refreshTimer);
-    clearTimeout(this.#expiryTimer);
+    this.#refreshTimer?.clear();
+    this.#expiryTimer?.clear();
     if (this.#credentials.kind === 'token')
       this.#ctx.registry.untrack(this, this.#credentials.userId);
     for (const channel of this.#channels) this.#leave(channel);
@@ -482,8 +483,8 @@ export class Session implements ConnectionHandler {
 
   /** Asks for a refresh before the token expires; ends the connection with 3005 if none comes. */
   #scheduleExpiry(creds: Credentials): void {
-    clearTimeout(this.#refreshTimer);
-    clearTimeout(this.#expiryTimer);
+    this.#refreshTimer?.clear();
+    this.#expiryTimer?.clear();
     if (creds.expiresAt === undefined) return;
     const remaining = creds.expiresAt - Date.now();
     const lead = Math.min(this.#ctx.tokenRefreshLeadMs, Math.max(0, remaining / 2));
@@ -491,13 +492,13 @@ export class Session implements ConnectionHandler {
     // out the rest of the leeway, and is asked for a refresh at once: closing it at once left a
     // client whose clock is a little behind ours no chance to refresh.
     const life = remaining > 0 ? remaining : remaining + this.#ctx.tokenLeewayMs;
-    this.#refreshTimer = setTimeout(
+    this.#refreshTimer = setLongTimeout(
       () => this.#conn.sendText(`{"event":"refresh","expiresAt":${creds.expiresAt}}`),
-      Math.max(0, remaining - lead),
+      remaining - lead,
     );
-    this.#expiryTimer = setTimeout(
+    this.#expiryTimer = setLongTimeout(
       () => this.#conn.close(DisconnectCode.TOKEN_EXPIRED, 'token expired'),
-      Math.max(0, life),
+      life,
     );
   }
 

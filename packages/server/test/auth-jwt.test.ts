@@ -158,15 +158,19 @@ describe('JWT attack table (HS secret; iss and aud configured)', () => {
     ],
     [
       'alg: none, no signature',
-      () => unsigned('none', { sub: 'alice', exp: now() + 60, ...good() }),
+      () => unsigned('none', { sub: 'alice', iat: now(), exp: now() + 60, ...good() }),
       false,
     ],
     [
       'alg: none with a signature part',
-      () => unsigned('none', { sub: 'alice', exp: now() + 60, ...good() }, 'c2ln'),
+      () => unsigned('none', { sub: 'alice', iat: now(), exp: now() + 60, ...good() }, 'c2ln'),
       false,
     ],
-    ['alg: None', () => unsigned('None', { sub: 'alice', exp: now() + 60, ...good() }), false],
+    [
+      'alg: None',
+      () => unsigned('None', { sub: 'alice', iat: now(), exp: now() + 60, ...good() }),
+      false,
+    ],
     [
       'a valid token with its alg rewritten to none and the signature dropped',
       async () => {
@@ -249,14 +253,25 @@ describe('JWT attack table (HS secret; iss and aud configured)', () => {
       () =>
         hs256(
           { alg: 'HS256', crit: ['x-unknown'], 'x-unknown': 1 },
-          { sub: 'alice', exp: now() + 60, ...good() },
+          { sub: 'alice', iat: now(), exp: now() + 60, ...good() },
         ),
       false,
     ],
     [
       'a hand-signed valid token (control for the one above)',
-      () => hs256({ alg: 'HS256' }, { sub: 'alice', exp: now() + 60, ...good() }),
+      () => hs256({ alg: 'HS256' }, { sub: 'alice', iat: now(), exp: now() + 60, ...good() }),
       true,
+    ],
+    [
+      // Revocations are kept maxTokenLifetimeMs: nothing would bound this token's life.
+      'no iat',
+      () => hs256({ alg: 'HS256' }, { sub: 'alice', exp: now() + 60, ...good() }),
+      false,
+    ],
+    [
+      'exp - iat longer than maxTokenLifetimeMs (24 h by default)',
+      () => mint('alice', good({ exp: now() + 25 * 3600 })),
+      false,
     ],
     ['not a JWT at all', () => 'not-a-token', false],
     ['three empty parts', () => '..', false],

@@ -19,6 +19,8 @@ export interface MintOptions {
   /** Seconds from now; undefined: 60 s; null: no exp claim. */
   readonly expIn?: number | null;
   readonly header?: Record<string, unknown>;
+  /** Leave the iat claim out. */
+  readonly withoutIat?: boolean;
 }
 
 /** A token for `sub` with `claims` (e.g. `cap`, `jti`), HS256 with SECRET unless told otherwise. */
@@ -30,6 +32,7 @@ export async function mint(
   const now = Math.floor(Date.now() / 1000);
   const payload: JWTPayload = { sub, iat: now, jti: randomUUID(), ...claims };
   if (o.expIn !== null && payload.exp === undefined) payload.exp = now + (o.expIn ?? 60);
+  if (o.withoutIat === true) delete payload.iat;
   return new SignJWT(payload)
     .setProtectedHeader({ alg: o.alg ?? 'HS256', ...o.header })
     .sign(o.key ?? SECRET_KEY);
