@@ -110,7 +110,7 @@ async function handle(o: HttpApiOptions, req: IncomingMessage, res: ServerRespon
   }
   const match = MESSAGES_PATH.exec(path);
   if (match !== null) {
-    const channel = decodeURIComponent(match[1] as string);
+    const channel = channelParam(match[1] as string);
     if (req.method === 'GET' || req.method === 'HEAD') {
       await authorize(o, req, 'history', channel);
       return history(o, channel, url.searchParams, res);
@@ -122,7 +122,7 @@ async function handle(o: HttpApiOptions, req: IncomingMessage, res: ServerRespon
   const presence = PRESENCE_PATH.exec(path);
   if (presence !== null) {
     if (!allow(req, res, 'GET')) return;
-    const channel = decodeURIComponent(presence[1] as string);
+    const channel = channelParam(presence[1] as string);
     await authorize(o, req, 'presence', channel);
     return members(o, channel, res);
   }
@@ -316,7 +316,31 @@ function toInput(channel: string, item: unknown, where: string, maxBytes: number
   return { channel, dataJson, id: id as string | undefined, name: name as string | undefined };
 }
 
+/** The channel named by a path segment; bad percent-encoding is the client's error (400). */
+function channelParam(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    throw new ReplyError(
+      ErrorCode.INVALID_CHANNEL,
+      'channel in the path is not valid percent-encoding',
+    );
+  }
+}
+
+/**
+ * A JSON request body. Only `application/json` is read as JSON: the content types an HTML form
+ * can send cross-site without a CORS preflight (text/plain, urlencoded, multipart) are refused,
+ * so a page of another site cannot publish through a visitor's browser when auth is off.
+ */
 async function readJson(req: IncomingMessage, limit: number): Promise<unknown> {
+  const type = req.headers['content-type'];
+  const media = type?.split(';', 1)[0]?.trim().toLowerCase();
+  if (media !== 'application/json')
+    throw new ReplyError(
+      ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+      `request body must be application/json (got ${type === undefined ? 'no content-type' : JSON.stringify(type.slice(0, 100))})`,
+    );
   const text = await readBody(req, limit);
   try {
     return JSON.parse(text) as unknown;
@@ -354,7 +378,7 @@ function sendJson(res: ServerResponse, status: number, body: unknown): void {
   }
   const text = JSON.stringify(body);
   // A body we stopped reading (413) must not be left to poison the keep-alive connection.
-  if (status === 413) res.setHeader('connection', 'close');
+  if (status === 413 || status === 415) res.setHeader('connection', 'close');
   res
     .writeHead(status, {
       'content-type': 'application/json; charset=utf-8',
