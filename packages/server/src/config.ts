@@ -55,6 +55,7 @@ export interface Config {
   readonly redis: string | undefined;
   readonly redisPrefix: string;
   readonly redisBridge: readonly string[];
+  readonly redisCommandTimeoutMs: number;
   readonly logLevel: LogLevel;
   readonly maxMessageBytes: number;
   readonly maxOutboundBytes: number;
@@ -98,6 +99,7 @@ export const defaults: Config = {
   redis: undefined,
   redisPrefix: 'switchboard:',
   redisBridge: [],
+  redisCommandTimeoutMs: 5000,
   logLevel: 'info',
   maxMessageBytes: 64 * 1024,
   maxOutboundBytes: 1024 * 1024,
@@ -150,6 +152,12 @@ export const settings: Readonly<Record<keyof Config, Setting>> = {
   redisBridge: {
     kind: 'list',
     doc: 'comma-separated glob patterns of plain Redis channels whose raw PUBLISHes reach the same-named channel',
+  },
+  redisCommandTimeoutMs: {
+    kind: 'int',
+    min: 50,
+    max: 600_000,
+    doc: 'how long a Redis command may take; a publish without an answer by then gets 118 (outcome unknown: retry with the same id)',
   },
   logLevel: { kind: 'level', doc: `log level: ${LEVELS.join(', ')}` },
   maxMessageBytes: {

@@ -10,6 +10,7 @@ import type {
   PublishResult,
   StreamPosition,
 } from './broker/broker.js';
+import { PublishError } from './broker/publish-error.js';
 import { ReplyError } from './errors.js';
 import type { Hub, Sink } from './hub.js';
 import type { Metrics } from './metrics.js';
@@ -247,12 +248,26 @@ export class Node implements BrokerHandler {
         },
         (err: unknown) => {
           this.#metrics.brokerErrors.inc({ op: 'publish' });
-          this.#log.warn({ err: errorText(err), channel: input.channel }, 'broker publish failed');
-          throw new ReplyError(
-            ErrorCode.NOT_AVAILABLE,
-            'message could not be stored, retry later',
-            { cause: err },
+          const unknown = err instanceof PublishError && err.outcome === 'unknown';
+          this.#log.warn(
+            {
+              err: errorText(err),
+              channel: input.channel,
+              outcome: unknown ? 'unknown' : 'not-stored',
+            },
+            'broker publish failed',
           );
+          // A timeout is not a refusal: the message may be stored and delivered once the broker
+          // answers again, so the publisher must retry with the same id rather than a new one.
+          throw unknown
+            ? new ReplyError(
+                ErrorCode.OUTCOME_UNKNOWN,
+                'the broker did not answer in time: the message may or may not be stored; retry with the same messageId',
+                { cause: err },
+              )
+            : new ReplyError(ErrorCode.NOT_AVAILABLE, 'message could not be stored, retry later', {
+                cause: err,
+              });
         },
       );
   }

@@ -83,6 +83,7 @@ export async function startServer(
           url: config.redis,
           prefix: config.redisPrefix,
           bridgePatterns: config.redisBridge,
+          commandTimeoutMs: config.redisCommandTimeoutMs,
           logger,
         });
   // The edge comes first: the Hub fans out through its native topics when it has them. Its
