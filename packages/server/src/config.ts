@@ -69,6 +69,7 @@ export interface Config {
   readonly presenceTtlMs: number;
   readonly namespaces: Readonly<Record<string, NamespaceConfig>>;
   readonly shutdownTimeoutMs: number;
+  readonly readinessGraceMs: number;
   readonly jwtSecret: string | undefined;
   readonly jwtPublicKey: string | undefined;
   readonly jwtKeyFile: string | undefined;
@@ -113,6 +114,7 @@ export const defaults: Config = {
   presenceTtlMs: 60_000,
   namespaces: {},
   shutdownTimeoutMs: 10_000,
+  readinessGraceMs: 5000,
   jwtSecret: undefined,
   jwtPublicKey: undefined,
   jwtKeyFile: undefined,
@@ -229,6 +231,12 @@ export const settings: Readonly<Record<keyof Config, Setting>> = {
     min: 0,
     max: 600_000,
     doc: 'how long a graceful shutdown waits for clients to close',
+  },
+  readinessGraceMs: {
+    kind: 'int',
+    min: 0,
+    max: 600_000,
+    doc: 'how long the broker may be unreachable or refuse writes before /readyz answers 503 (a short blip keeps every node in the balancer); ready again after 2 s without a fault',
   },
   jwtSecret: {
     kind: 'optionalString',

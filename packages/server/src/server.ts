@@ -13,6 +13,7 @@ import { createMetrics } from './metrics.js';
 import { channelNamespace } from '@switchboard/protocol';
 import type { HistoryOptions } from './broker/broker.js';
 import { Node } from './node.js';
+import { Readiness } from './readiness.js';
 import { Session } from './session.js';
 import { createPublicKey } from 'node:crypto';
 import { Admission, isRefusal } from './admission.js';
@@ -43,6 +44,10 @@ export interface RunningServer {
 
 /** Commands one connection may have waiting on the broker. */
 const MAX_IN_FLIGHT = 1024;
+
+/** How often readiness probes the broker with a write, and how long it must be well again. */
+const READINESS_PROBE_MS = 1000;
+const READINESS_RECOVER_MS = 2000;
 
 /** The control topic on which nodes tell each other about revocations. */
 const REVOCATIONS_TOPIC = 'revocations';
@@ -111,6 +116,13 @@ export async function startServer(
     subscriptions: () => hub.subscriptions,
     channels: () => hub.channels,
   });
+  const readiness = new Readiness({
+    graceMs: config.readinessGraceMs,
+    recoverMs: READINESS_RECOVER_MS,
+    probeMs: READINESS_PROBE_MS,
+    probe: () => broker.probe(),
+    connected: () => broker.ready,
+  });
   const node = new Node({
     broker,
     hub,
@@ -124,6 +136,7 @@ export async function startServer(
     presence,
     presenceFor: (channel) => config.namespaces[channelNamespace(channel)]?.presence === true,
     presenceTtlMs: config.presenceTtlMs,
+    onWrite: (ok, startedAt, error) => readiness.observeWrite(ok, startedAt, error),
   });
   const sessionContext = {
     node,
@@ -170,7 +183,6 @@ export async function startServer(
     accept,
     onDisconnect: (code) => metrics.disconnects.inc({ code }),
   });
-  let draining = false;
   const request = transports.before(
     createHttpHandler({
       node,
@@ -178,7 +190,7 @@ export async function startServer(
       logger,
       maxBodyBytes: config.maxRequestBodyBytes,
       maxMessageBytes: config.maxMessageBytes,
-      ready: () => !draining && broker.ready,
+      readiness: () => readiness.state(),
       policy,
       apiKeys,
       authenticator,
@@ -193,6 +205,7 @@ export async function startServer(
   transports.start();
 
   await broker.start(node);
+  readiness.start();
   // Revocations reach the live connections of every node through the broker.
   await node.onControlTopic(REVOCATIONS_TOPIC, (payload) => {
     let parsed: unknown;
@@ -227,7 +240,7 @@ export async function startServer(
     engine: edge.engine,
     close() {
       closing ??= (async () => {
-        draining = true;
+        readiness.set('draining', 'shutting down');
         logger.info(
           { connections: edge.connections + transports.connections },
           'shutting down: closing client connections',
@@ -247,6 +260,7 @@ export async function startServer(
         ]);
         edge.closeRemaining();
         node.close();
+        readiness.stop();
         await Promise.all([broker.close(), revocations.close(), presence.close()]);
         logger.info('shutdown complete');
       })();

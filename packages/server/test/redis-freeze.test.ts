@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { ErrorCode } from '@switchboard/protocol';
 import {
+  eventually,
   requireBinary,
   startRedis,
   startTestServer,
@@ -18,6 +19,12 @@ import {
 
 const skip = requireBinary('redis-server') || requireBinary('redis-cli');
 const TIMEOUT_MS = 300;
+const GRACE_MS = 1500;
+
+async function readyz(url: string): Promise<{ status: number; body: Frame }> {
+  const res = await fetch(`${url}/readyz`);
+  return { status: res.status, body: (await res.json()) as Frame };
+}
 
 type Server = Awaited<ReturnType<typeof startTestServer>>;
 
@@ -39,6 +46,7 @@ describe('Redis frozen (SIGSTOP) longer than redisCommandTimeoutMs', { skip }, (
       redis: redis.url,
       redisPrefix: 'freeze:',
       redisCommandTimeoutMs: TIMEOUT_MS,
+      readinessGraceMs: GRACE_MS,
     });
   });
   after(async () => {
@@ -136,5 +144,51 @@ describe('Redis frozen (SIGSTOP) longer than redisCommandTimeoutMs', { skip }, (
     const sub = await open();
     const h = await sub.request({ action: 'history', channel: 'oom', id: 'h' });
     assert.deepEqual(h['messages'], []);
+  });
+
+  it('/readyz: still 200 during a blip shorter than readinessGraceMs, 503 once the freeze outlasts it, 200 again after', async () => {
+    await eventually(async () => (await readyz(server.url)).status === 200, 5000, 'ready');
+    freeze();
+    let during: Awaited<ReturnType<typeof readyz>>;
+    let sawFault = false;
+    try {
+      // Inside the grace period the node stays ready, and says what it sees.
+      const t0 = Date.now();
+      while (Date.now() - t0 < GRACE_MS - 500) {
+        const r = await readyz(server.url);
+        assert.equal(r.status, 200, JSON.stringify(r.body));
+        if (Array.isArray(r.body['faults'])) sawFault = true;
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      await eventually(
+        async () => (during = await readyz(server.url)).status === 503,
+        GRACE_MS + 3000,
+        '503 while frozen',
+      );
+    } finally {
+      thaw();
+    }
+    assert.ok(sawFault, 'the fault was reported inside the grace period');
+    assert.equal(during!.body['status'], 'not ready');
+    assert.match(String((during!.body['reasons'] as string[])[0]), /^broker-not-writable/);
+    await eventually(async () => (await readyz(server.url)).status === 200, 10_000, 'ready again');
+  });
+
+  it('/readyz: 503 while Redis refuses writes (maxmemory, noeviction), 200 once it takes them', async () => {
+    await eventually(async () => (await readyz(server.url)).status === 200, 10_000, 'ready');
+    redis.cli('config', 'set', 'maxmemory-policy', 'noeviction');
+    redis.cli('config', 'set', 'maxmemory', '1');
+    let during: Awaited<ReturnType<typeof readyz>>;
+    try {
+      await eventually(
+        async () => (during = await readyz(server.url)).status === 503,
+        GRACE_MS + 5000,
+        '503 under OOM',
+      );
+    } finally {
+      redis.cli('config', 'set', 'maxmemory', '0');
+    }
+    assert.match(JSON.stringify(during!.body['reasons']), /OOM/);
+    await eventually(async () => (await readyz(server.url)).status === 200, 10_000, 'ready again');
   });
 });

@@ -25,6 +25,7 @@ import {
   type Permission,
 } from '../auth/auth.js';
 import type { AccessPolicy } from '../auth/policy.js';
+import type { ReadinessState } from '../readiness.js';
 import {
   parseRevocation,
   revocationJson,
@@ -45,8 +46,8 @@ export interface HttpApiOptions {
   readonly logger: Logger;
   readonly maxBodyBytes: number;
   readonly maxMessageBytes: number;
-  /** Whether the node should receive traffic (broker up, not draining). */
-  readonly ready: () => boolean;
+  /** Whether the node should receive new clients, and why not (readiness.ts). */
+  readonly readiness: () => ReadinessState;
 }
 
 /** Messages one POST may carry. */
@@ -96,10 +97,13 @@ async function handle(o: HttpApiOptions, req: IncomingMessage, res: ServerRespon
   }
   if (path === '/readyz') {
     if (!allow(req, res, 'GET')) return;
-    const ready = o.ready();
-    return sendJson(res, ready ? 200 : 503, {
-      status: ready ? 'ready' : 'not ready',
+    const r = o.readiness();
+    return sendJson(res, r.ready ? 200 : 503, {
+      status: r.ready ? 'ready' : 'not ready',
       broker: o.node.broker.name,
+      ...(r.reasons.length > 0 && { reasons: r.reasons }),
+      // Faults not yet counted (inside readinessGraceMs): the node is still ready.
+      ...(r.faults.length > 0 && { faults: r.faults }),
     });
   }
   if (path === '/metrics') {

@@ -101,6 +101,11 @@ export interface Broker {
    * PublishError (publish-error.ts) saying whether it may have been stored all the same.
    */
   publish(req: PublishRequest): Promise<PublishResult>;
+  /**
+   * A cheap write to the backend, for readiness: resolves when it can take writes, rejects when it
+   * refuses them (out of memory) or does not answer in time.
+   */
+  probe(): Promise<void>;
   history(channel: string, query: HistoryQuery): Promise<HistoryResult>;
   /**
    * Node-to-node messages (revocations, commands for a connection held elsewhere): delivered at

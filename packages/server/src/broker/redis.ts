@@ -80,10 +80,12 @@ export class RedisBroker implements Broker {
   /** Control topics subscribed; resubscribed after a reconnect like channels. */
   readonly #controls = new Set<string>();
   #closing = false;
+  readonly #probeKey: string;
 
   constructor(options: RedisBrokerOptions) {
     this.#options = options;
     this.#keys = createRedisKeys(options.prefix);
+    this.#probeKey = this.#keys.probe(newEpoch());
     this.#metaTtlMs = options.metaTtlMs ?? 24 * 60 * 60 * 1000;
   }
 
@@ -171,6 +173,11 @@ export class RedisBroker implements Broker {
         throw classify(err);
       });
     return { offset, epoch, duplicate: duplicate === 1 };
+  }
+
+  async probe(): Promise<void> {
+    // SET is refused under maxmemory with noeviction like every write, so it stands for them.
+    await this.#requireCmd().set(this.#probeKey, '1', 'PX', 60_000);
   }
 
   async history(channel: string, query: HistoryQuery): Promise<HistoryResult> {
