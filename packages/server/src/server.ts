@@ -18,6 +18,7 @@ import { Session } from './session.js';
 import { createPublicKey } from 'node:crypto';
 import { Admission, isRefusal } from './admission.js';
 import { ApiKeys } from './auth/api-keys.js';
+import { AuthFailureLog } from './auth/auth-log.js';
 import type { Authenticator } from './auth/auth.js';
 import { createJwtAuthenticator, readKeyFile } from './auth/jwt.js';
 import { createPolicy } from './auth/policy.js';
@@ -81,6 +82,7 @@ export async function startServer(
       ? new MemoryRevocationStore(config.maxTokenLifetimeMs)
       : new RedisRevocationStore(config.redis, config.redisPrefix, config.maxTokenLifetimeMs));
   const registry = new SessionRegistry(config.maxConnectionsPerUser);
+  const authLog = new AuthFailureLog(logger);
   const broker: Broker =
     config.redis === undefined
       ? new MemoryBroker()
@@ -152,6 +154,7 @@ export async function startServer(
     revocations,
     registry,
     authTimeoutMs: config.authTimeoutMs,
+    authLog,
     tokenRefreshLeadMs: config.tokenRefreshLeadMs,
     tokenLeewayMs: config.jwtLeewayMs,
     onFlooding: (address: string) => admission.penalize(address),
@@ -196,6 +199,7 @@ export async function startServer(
       authenticator,
       revocations,
       admission,
+      authLog,
       revoke: async (r) => {
         await revocations.add(r);
         await broker.publishControl(REVOCATIONS_TOPIC, revocationJson(r));

@@ -23,6 +23,7 @@ import {
   type Credentials,
   type Permission,
 } from './auth/auth.js';
+import type { AuthFailureLog } from './auth/auth-log.js';
 import type { AccessPolicy } from './auth/policy.js';
 import type { SessionRegistry } from './auth/registry.js';
 import type { RevocationStore } from './auth/revocation.js';
@@ -59,6 +60,8 @@ export interface SessionContext {
   readonly revocations: RevocationStore;
   readonly registry: SessionRegistry;
   readonly authTimeoutMs: number;
+  /** Where refused logins are logged (rate-limited). */
+  readonly authLog?: AuthFailureLog;
   readonly tokenRefreshLeadMs: number;
   /** The clock leeway tokens were verified with: a token past its exp lives this much longer. */
   readonly tokenLeewayMs: number;
@@ -123,10 +126,10 @@ export class Session implements ConnectionHandler {
         () => {},
       );
     } else if (ctx.policy.enabled && !ctx.policy.anonymousAnywhere) {
-      this.#authTimer = setTimeout(
-        () => this.#conn.close(DisconnectCode.UNAUTHORIZED, 'authentication timed out'),
-        ctx.authTimeoutMs,
-      );
+      this.#authTimer = setTimeout(() => {
+        this.#loginRefused('authentication timed out', undefined);
+        this.#conn.close(DisconnectCode.UNAUTHORIZED, 'authentication timed out');
+      }, ctx.authTimeoutMs);
     }
   }
 
@@ -421,9 +424,11 @@ export class Session implements ConnectionHandler {
   ): Promise<void> {
     const authenticator = this.#ctx.authenticator;
     let creds: Credentials;
+    let user: string | undefined;
     try {
       if (authenticator === undefined) throw new AuthError('tokens are not configured');
       creds = await authenticator.authenticate(token);
+      user = creds.userId;
       // A revocation applied to this node's sessions while the store is read (its store write
       // raced the read) would otherwise miss this one, which is not registered yet.
       const watch = this.#ctx.registry.watch(creds);
@@ -438,6 +443,8 @@ export class Session implements ConnectionHandler {
       if (this.#closed) throw err;
       const message = err instanceof AuthError ? err.message : 'token could not be verified';
       const code = err instanceof AuthError ? ErrorCode.UNAUTHORIZED : ErrorCode.NOT_AVAILABLE;
+      if (code === ErrorCode.UNAUTHORIZED)
+        this.#loginRefused(action === 'connect' ? message : `refresh: ${message}`, user);
       this.#fail(id, new ReplyError(code, message));
       if (action === 'connect')
         this.#conn.close(
@@ -473,6 +480,14 @@ export class Session implements ConnectionHandler {
         `"client":${JSON.stringify(creds.userId)},"expiresAt":${creds.expiresAt ?? 'null'}`,
       );
     }
+  }
+
+  #loginRefused(reason: string, user: string | undefined): void {
+    this.#ctx.authLog?.refused(reason, {
+      transport: this.#conn.transport,
+      address: this.#address,
+      user,
+    });
   }
 
   #drainEarly(): void {

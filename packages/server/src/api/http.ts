@@ -24,6 +24,7 @@ import {
   type Credentials,
   type Permission,
 } from '../auth/auth.js';
+import type { AuthFailureLog } from '../auth/auth-log.js';
 import type { AccessPolicy } from '../auth/policy.js';
 import type { ReadinessState } from '../readiness.js';
 import {
@@ -40,6 +41,8 @@ export interface HttpApiOptions {
   readonly authenticator: Authenticator | undefined;
   readonly revocations: RevocationStore;
   readonly admission: Admission;
+  /** Where refused logins are logged (rate-limited). */
+  readonly authLog?: AuthFailureLog;
   /** Stores a revocation and tells every node. */
   readonly revoke: (r: Revocation) => Promise<void>;
   readonly metrics: Metrics;
@@ -158,20 +161,39 @@ async function credentials(o: HttpApiOptions, req: IncomingMessage): Promise<Cre
   if (header === undefined) return ANONYMOUS;
   const key = o.apiKeys.verify(header);
   if (key !== undefined) return key;
+  const refused = (reason: string, user?: string): ReplyError => {
+    o.authLog?.refused(reason, { transport: 'http', address: req.socket.remoteAddress, user });
+    return new ReplyError(ErrorCode.UNAUTHORIZED, reason);
+  };
   const bearer = /^Bearer\s+([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*)$/i.exec(header);
   if (bearer !== null && o.authenticator !== undefined) {
+    let user: string | undefined;
     try {
       const creds = await o.authenticator.authenticate(bearer[1] as string);
+      user = creds.userId;
       if (await o.revocations.isRevoked(creds)) throw new AuthError('token revoked');
       return creds;
     } catch (err) {
-      if (err instanceof AuthError) throw new ReplyError(ErrorCode.UNAUTHORIZED, err.message);
+      if (err instanceof AuthError) throw refused(err.message, user);
       throw new ReplyError(ErrorCode.NOT_AVAILABLE, 'credentials could not be checked, retry', {
         cause: err,
       });
     }
   }
-  throw new ReplyError(ErrorCode.UNAUTHORIZED, 'invalid credentials');
+  throw refused('invalid credentials', apiKeyName(header));
+}
+
+/** The key name of a Basic or Bearer `name:secret` header, for the log (never the secret). */
+function apiKeyName(header: string): string | undefined {
+  const m = /^(Basic|Bearer)\s+(\S+)$/i.exec(header);
+  if (m === null) return undefined;
+  const text =
+    m[1]?.toLowerCase() === 'basic'
+      ? Buffer.from(m[2] as string, 'base64').toString()
+      : (m[2] as string);
+  const colon = text.indexOf(':');
+  if (colon <= 0 || colon > 64) return undefined;
+  return text.slice(0, colon);
 }
 
 async function authorize(
