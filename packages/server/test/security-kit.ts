@@ -75,6 +75,37 @@ export async function http(
   return { status: res.statusCode ?? 0, headers: res.headers, body: text };
 }
 
+/**
+ * Writes `request` as raw bytes and resolves with what came back: the status line (or '' when
+ * the server answered nothing) once the server closed, or after `timeoutMs` ('timeout').
+ */
+export async function rawHttp(
+  port: number,
+  request: string,
+  timeoutMs = 3000,
+): Promise<{ statusLine: string; ms: number; timedOut: boolean }> {
+  const t0 = Date.now();
+  const socket = connect(port, '127.0.0.1');
+  let data = '';
+  socket.setEncoding('latin1');
+  socket.on('data', (chunk: string) => {
+    data += chunk;
+    // One answer is all we wait for: a keep-alive server would hold the socket open.
+    if (data.includes('\r\n\r\n')) socket.destroy();
+  });
+  socket.on('error', () => {});
+  socket.write(request);
+  const timedOut = await new Promise<boolean>((resolve) => {
+    const timer = setTimeout(() => resolve(true), timeoutMs);
+    socket.once('close', () => {
+      clearTimeout(timer);
+      resolve(false);
+    });
+  });
+  socket.destroy();
+  return { statusLine: data.split('\r\n', 1)[0] ?? '', ms: Date.now() - t0, timedOut };
+}
+
 export function json(r: HttpResult): Record<string, unknown> {
   return JSON.parse(r.body) as Record<string, unknown>;
 }
