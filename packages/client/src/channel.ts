@@ -1,6 +1,6 @@
 import { channelError } from '@switchboard/protocol';
 import { Emitter, invoke } from './emitter.js';
-import { replyError, TimeoutError, type SwitchboardError } from './errors.js';
+import { replyError, SwitchboardError, TimeoutError } from './errors.js';
 import { toMessage, toPosition, type Frame, type Message, type Position } from './frames.js';
 
 export type MessageListener = (message: Message) => void;
@@ -186,8 +186,11 @@ export class Channel extends Emitter<ChannelEvents> {
 
   /**
    * Publishes a message; resolves when the server stored it. While disconnected the publish is
-   * queued (at most `maxQueuedPublishes`); a publish whose acknowledgement was lost is re-sent
-   * with the same id after reconnecting, and the server stores it once.
+   * queued (at most `maxQueuedPublishes`). The message gets its id once (yours, `id`, or a
+   * generated one) and keeps it through every retry: a publish whose acknowledgement was lost is
+   * re-sent after reconnecting, and one refused with 108 or 118 is re-sent after a backoff (up to
+   * `publishRetries` times), and the server stores it once. A rejection carries the id
+   * (`err.messageId`): publish again with it to retry safely.
    */
   publish(name: string, data?: unknown): Promise<PublishResult>;
   publish(message: OutgoingMessage): Promise<PublishResult>;
@@ -200,12 +203,18 @@ export class Channel extends Emitter<ChannelEvents> {
       data: m.data === undefined ? null : m.data,
       messageId: m.id ?? this.#host.newMessageId(),
     };
-    return this.#host.request(command, true).then((f) => ({
-      id: typeof f['messageId'] === 'string' ? f['messageId'] : command.messageId,
-      offset: Number(f['offset']),
-      epoch: typeof f['epoch'] === 'string' ? f['epoch'] : '',
-      duplicate: f['duplicate'] === true,
-    }));
+    return this.#host.request(command, true).then(
+      (f) => ({
+        id: typeof f['messageId'] === 'string' ? f['messageId'] : command.messageId,
+        offset: Number(f['offset']),
+        epoch: typeof f['epoch'] === 'string' ? f['epoch'] : '',
+        duplicate: f['duplicate'] === true,
+      }),
+      (err: unknown) => {
+        if (err instanceof SwitchboardError) err.messageId = command.messageId;
+        throw err;
+      },
+    );
   }
 
   /** Fetches one page of the channel's stored messages. */

@@ -58,6 +58,11 @@ export interface SwitchboardOptions {
   readonly requestTimeoutMs?: number;
   /** Commands (publishes, history) that may wait for a connection; a publish beyond it rejects with QueueFullError. Default 1000. */
   readonly maxQueuedPublishes?: number;
+  /**
+   * Times a publish the server refused with 108 (not stored) or 118 (outcome unknown) is sent
+   * again, with backoff and always with the same message id (stored at most once). Default 5.
+   */
+  readonly publishRetries?: number;
   /** Publishes whose frame exceeds this many UTF-8 bytes reject (server default 64 KiB). */
   readonly maxMessageBytes?: number;
   /**
@@ -78,6 +83,8 @@ export interface SwitchboardOptions {
 interface Outgoing {
   readonly id: number;
   readonly text: string;
+  /** A publish: refusals that may be temporary are retried with the same message id. */
+  readonly publish: boolean;
   readonly settle: (result: Frame | SwitchboardError) => void;
   timer?: ReturnType<typeof setTimeout>;
 }
@@ -99,6 +106,7 @@ export class Switchboard {
   readonly channels: Channels;
   readonly #requestTimeoutMs: number;
   readonly #maxQueued: number;
+  readonly #publishRetries: number;
   readonly #maxBytes: number;
   #send: ((text: string) => void) | undefined;
   #ended: SwitchboardError | undefined;
@@ -119,6 +127,7 @@ export class Switchboard {
     const transports = resolveTransports(options);
     this.#requestTimeoutMs = options.requestTimeoutMs ?? 10_000;
     this.#maxQueued = options.maxQueuedPublishes ?? 1000;
+    this.#publishRetries = options.publishRetries ?? 5;
     this.#maxBytes = options.maxMessageBytes ?? 65_536;
     const backoff = { ...DEFAULT_BACKOFF, ...options.backoff };
     this.#retryDelay = (attempt) => fullJitter(attempt, backoff);
@@ -300,6 +309,7 @@ export class Switchboard {
       const entry: Outgoing = {
         id,
         text,
+        publish,
         settle: (result) => {
           clearTimeout(entry.timer);
           const i = this.#outbox.indexOf(entry);
@@ -319,7 +329,15 @@ export class Switchboard {
       const err = replyError(frame);
       // Too many commands in flight (e.g. a backlog re-sent after a reconnect): the server stored
       // nothing, so send it again after a pause instead of failing the application's publish.
-      if (err?.code === ErrorCode.TOO_MANY_REQUESTS && attempt < MAX_BUSY_RETRIES) {
+      // A publish refused as not stored (108) or whose outcome the server does not know (118):
+      // sent again unchanged, so with the same message id, which the server stores at most once.
+      const retry =
+        err?.code === ErrorCode.TOO_MANY_REQUESTS
+          ? attempt < MAX_BUSY_RETRIES
+          : entry.publish &&
+            (err?.code === ErrorCode.NOT_AVAILABLE || err?.code === ErrorCode.OUTCOME_UNKNOWN) &&
+            attempt < this.#publishRetries;
+      if (retry) {
         clearTimeout(entry.timer);
         setTimeout(() => {
           if (this.#send !== undefined && this.#outbox.includes(entry))

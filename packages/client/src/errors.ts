@@ -15,6 +15,12 @@ export class SwitchboardError extends Error {
   override name = 'SwitchboardError';
   readonly code: number;
   readonly temporary: boolean;
+  /**
+   * For a failed publish: the message id it was sent with. Publishing again with `{ id:
+   * err.messageId }` is safe whatever happened to the first attempt: the server stores an id at
+   * most once within its dedupe window.
+   */
+  messageId: string | undefined;
 
   constructor(code: number, message: string, temporary = isTemporary(code)) {
     super(message);
@@ -45,14 +51,15 @@ export class QueueFullError extends SwitchboardError {
 }
 
 /**
- * The server did not answer within `requestTimeoutMs` of the command being sent. Code 108,
- * temporary. A publish may or may not have been stored: retrying with the same id is safe.
+ * The server did not answer within `requestTimeoutMs` of the command being sent. Code 118
+ * (outcome unknown), temporary. A publish may or may not have been stored: retrying with the
+ * same id (`messageId`) is safe.
  */
 export class TimeoutError extends SwitchboardError {
   override name = 'TimeoutError';
 
   constructor(ms: number) {
-    super(ErrorCode.NOT_AVAILABLE, `no reply within ${ms} ms`, true);
+    super(ErrorCode.OUTCOME_UNKNOWN, `no reply within ${ms} ms`, true);
   }
 }
 

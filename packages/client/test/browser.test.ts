@@ -165,6 +165,7 @@ async function run(websocket: 'on' | 'off', channel: string): Promise<PageResult
   for (let i = 1; i <= external; i++) {
     const r = await fetch(`${s.url}/v1/channels/${channel}/messages`, {
       method: 'POST',
+      headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ name: 'from-server', data: `x${i}` }),
     });
     assert.equal(r.status, 200);

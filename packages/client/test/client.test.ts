@@ -344,17 +344,56 @@ describe('Switchboard (scripted socket)', () => {
       ctx.client.close();
     });
 
-    it('rejects with the server error code', async () => {
-      const ctx = setup();
+    it('rejects with the server error code and the message id, once its retries are spent', async () => {
+      const ctx = setup({ publishRetries: 0 });
       ctx.socket().open();
       const p = ctx.client.channels.get('c').publish('n', 1);
-      ctx
-        .socket()
-        .push({ reply: ctx.socket().last('publish')['id'], error: 'not stored', code: 108 });
+      const sent = ctx.socket().last('publish');
+      ctx.socket().push({ reply: sent['id'], error: 'not stored', code: 108 });
       await assert.rejects(
         p,
-        (e: unknown) => e instanceof SwitchboardError && e.code === 108 && e.temporary,
+        (e: unknown) =>
+          e instanceof SwitchboardError &&
+          e.code === 108 &&
+          e.temporary &&
+          e.messageId === sent['messageId'],
       );
+      ctx.client.close();
+    });
+
+    it('sends a publish refused with 118 (outcome unknown) or 108 again with the same message id', async () => {
+      const ctx = setup({ publishRetries: 3 });
+      ctx.socket().open();
+      const p = ctx.client.channels.get('c').publish('n', 1);
+      const first = ctx.socket().last('publish');
+      ctx.socket().push({ reply: first['id'], error: 'unknown', code: ErrorCode.OUTCOME_UNKNOWN });
+      await until(() => ctx.socket().commands('publish').length === 2, 'a second publish');
+      ctx.socket().push({ reply: first['id'], error: 'not stored', code: ErrorCode.NOT_AVAILABLE });
+      await until(() => ctx.socket().commands('publish').length === 3, 'a third publish');
+      const sent = ctx.socket().commands('publish');
+      assert.deepEqual(new Set(sent.map((c) => c['messageId'])), new Set([first['messageId']]));
+      ctx.socket().push({
+        reply: first['id'],
+        ok: true,
+        messageId: first['messageId'],
+        offset: 4,
+        epoch: 'E1',
+        duplicate: true,
+      });
+      const r = await p;
+      assert.equal(r.id, first['messageId']);
+      assert.equal(r.offset, 4);
+      ctx.client.close();
+    });
+
+    it('does not retry a publish refused for good (permission denied)', async () => {
+      const ctx = setup({ publishRetries: 3 });
+      ctx.socket().open();
+      const p = ctx.client.channels.get('c').publish('n', 1);
+      const first = ctx.socket().last('publish');
+      ctx.socket().push({ reply: first['id'], error: 'no', code: ErrorCode.PERMISSION_DENIED });
+      await assert.rejects(p, (e: unknown) => e instanceof SwitchboardError && e.code === 103);
+      assert.equal(ctx.socket().commands('publish').length, 1);
       ctx.client.close();
     });
 

@@ -9,6 +9,8 @@
  * (d) the connection cut after the store but before the ack: the SDK re-sends, one copy stored.
  * (e) the nodes' Redis pub/sub link killed during traffic: the node repairs the gap from the
  *     stream, subscribers get everything once, in order, without reconnecting.
+ * (f) Redis frozen past the command timeout: publishes answered 118 (outcome unknown) are retried
+ *     by the SDK with the same ids, and each is stored once.
  */
 import assert from 'node:assert/strict';
 import { test, type TestContext } from 'node:test';
@@ -606,5 +608,59 @@ void test(
     assert.equal(tally.sent, 0, 'no resume was needed');
     assert.ok(repaired >= 0);
     for (const n of [a, b] as NodeProcess[]) assert.equal(n.child.exitCode, null);
+  },
+);
+
+void test(
+  '(f) Redis frozen (SIGSTOP) past redisCommandTimeoutMs: the SDK retries the publishes answered 118 with their ids; every one is stored exactly once',
+  { skip, timeout: 60_000 },
+  async (t) => {
+    const { cleanup } = rig(t);
+    const redis = await redisFor(cleanup);
+    const node = await nodeFor(cleanup, redis, [
+      '--redis-prefix',
+      PREFIX,
+      '--redis-command-timeout-ms',
+      '300',
+    ]);
+    const pub = sdkClient(cleanup, {
+      url: node.wsUrl,
+      backoff: { baseMs: 100, capMs: 300 },
+      publishRetries: 100,
+    });
+    const channel = pub.channels.get('frozen-sdk');
+    await channel.publish('warm-up', 0);
+    process.kill(redis.pid, 'SIGSTOP');
+    cleanup.add(() => process.kill(redis.pid, 'SIGCONT'));
+    const acks = Array.from({ length: 20 }, (_, i) => channel.publish('n', i + 1));
+    try {
+      // Every one of them was answered 118 at least once while Redis was frozen.
+      await eventually(
+        async () => (await metric(node, 'switchboard_command_errors_total', { code: '118' })) >= 20,
+        10_000,
+        '20 answers of 118',
+      );
+    } finally {
+      process.kill(redis.pid, 'SIGCONT');
+    }
+    const results = await Promise.all(acks);
+    const stored = await restHistory(node, 'frozen-sdk');
+    t.diagnostic(
+      `(f) ${results.filter((r) => r.duplicate).length} of 20 acknowledged as duplicates (stored by an attempt answered 118)`,
+    );
+    assert.deepEqual(
+      stored.map((m) => m.message),
+      Array.from({ length: 21 }, (_, i) => i),
+      'each message stored once, in order',
+    );
+    assert.deepEqual(
+      results.map((r) => r.offset),
+      stored.slice(1).map((m) => m.offset),
+      'each publish resolved with its stored position',
+    );
+    assert.deepEqual(
+      results.map((r) => r.id),
+      stored.slice(1).map((m) => m.id),
+    );
   },
 );

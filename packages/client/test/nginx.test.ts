@@ -152,10 +152,35 @@ describe('behind NGINX: 3 nodes, Redis, round-robin', () => {
     assert.ok(spread >= 4, `${spread} of 8 connections had their commands served by 2+ nodes`);
     const polls = new Set<string>();
     for (const line of nginx.accessLog()) {
-      const m = /"GET \/poll\/[\w-]+\?\S* HTTP\/1\.1" 200 .* upstream=(\S+)/.exec(line);
+      const m = /"GET \/poll\/[\w-]+ HTTP\/1\.1" 200 .* upstream=(\S+)/.exec(line);
       if (m !== null) polls.add(m[1] as string);
     }
     assert.equal(polls.size, 3, 'polls were answered through all 3 nodes');
+  });
+
+  it('writes no query string, so no ?token=, into the access log', async (t) => {
+    const why = missing();
+    if (why) return t.skip(why);
+    const { nginx } = await cluster();
+    const secret = 'eyJhbGciOiJIUzI1NiJ9.secret-token-text.sig';
+    const res = await fetch(`${nginx.url}/healthz?token=${secret}`);
+    assert.equal(res.status, 200);
+    const ws = new WebSocket(`${nginx.wsUrl}?token=${secret}`);
+    await new Promise((resolve) => ws.once('close', resolve));
+    await eventually(
+      () => nginx.accessLog().some((l) => l.includes('"GET /ws HTTP/1.1"')),
+      5000,
+      'the WebSocket request logged',
+    );
+    const lines = nginx.accessLog();
+    assert.ok(
+      lines.some((l) => l.includes('"GET /healthz HTTP/1.1" 200')),
+      lines.join('\n'),
+    );
+    assert.deepEqual(
+      lines.filter((l) => l.includes('secret-token-text') || l.includes('token=')),
+      [],
+    );
   });
 
   it('kill -9 of one node: clients of every transport resume on the others with 0 lost', async (t) => {

@@ -26,6 +26,8 @@ export const ErrorCode = {
   NOT_FOUND: 115,
   METHOD_NOT_ALLOWED: 116,
   PRESENCE_DISABLED: 117,
+  OUTCOME_UNKNOWN: 118,
+  UNSUPPORTED_MEDIA_TYPE: 119,
 } as const;
 
 export type ErrorCodeName = keyof typeof ErrorCode;
@@ -51,6 +53,8 @@ export const errorHttpStatus: Readonly<Record<ErrorCodeValue, number>> = {
   115: 404,
   116: 405,
   117: 404,
+  118: 504,
+  119: 415,
 };
 
 /** Whether a client may retry the same command unchanged and expect a different outcome. */
@@ -58,6 +62,7 @@ export function isTemporary(code: number): boolean {
   return (
     code === ErrorCode.INTERNAL ||
     code === ErrorCode.NOT_AVAILABLE ||
+    code === ErrorCode.OUTCOME_UNKNOWN ||
     code === ErrorCode.TOO_MANY_REQUESTS
   );
 }

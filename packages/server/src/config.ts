@@ -55,6 +55,7 @@ export interface Config {
   readonly redis: string | undefined;
   readonly redisPrefix: string;
   readonly redisBridge: readonly string[];
+  readonly redisCommandTimeoutMs: number;
   readonly logLevel: LogLevel;
   readonly maxMessageBytes: number;
   readonly maxOutboundBytes: number;
@@ -68,6 +69,7 @@ export interface Config {
   readonly presenceTtlMs: number;
   readonly namespaces: Readonly<Record<string, NamespaceConfig>>;
   readonly shutdownTimeoutMs: number;
+  readonly readinessGraceMs: number;
   readonly jwtSecret: string | undefined;
   readonly jwtPublicKey: string | undefined;
   readonly jwtKeyFile: string | undefined;
@@ -98,6 +100,7 @@ export const defaults: Config = {
   redis: undefined,
   redisPrefix: 'switchboard:',
   redisBridge: [],
+  redisCommandTimeoutMs: 5000,
   logLevel: 'info',
   maxMessageBytes: 64 * 1024,
   maxOutboundBytes: 1024 * 1024,
@@ -111,6 +114,7 @@ export const defaults: Config = {
   presenceTtlMs: 60_000,
   namespaces: {},
   shutdownTimeoutMs: 10_000,
+  readinessGraceMs: 5000,
   jwtSecret: undefined,
   jwtPublicKey: undefined,
   jwtKeyFile: undefined,
@@ -150,6 +154,12 @@ export const settings: Readonly<Record<keyof Config, Setting>> = {
   redisBridge: {
     kind: 'list',
     doc: 'comma-separated glob patterns of plain Redis channels whose raw PUBLISHes reach the same-named channel',
+  },
+  redisCommandTimeoutMs: {
+    kind: 'int',
+    min: 50,
+    max: 600_000,
+    doc: 'how long a Redis command may take; a publish without an answer by then gets 118 (outcome unknown: retry with the same id)',
   },
   logLevel: { kind: 'level', doc: `log level: ${LEVELS.join(', ')}` },
   maxMessageBytes: {
@@ -222,6 +232,12 @@ export const settings: Readonly<Record<keyof Config, Setting>> = {
     max: 600_000,
     doc: 'how long a graceful shutdown waits for clients to close',
   },
+  readinessGraceMs: {
+    kind: 'int',
+    min: 0,
+    max: 600_000,
+    doc: 'how long the broker may be unreachable or refuse writes before /readyz answers 503 (a short blip keeps every node in the balancer); ready again after 2 s without a fault',
+  },
   jwtSecret: {
     kind: 'optionalString',
     doc: 'HMAC secret (at least 32 bytes) for HS256/384/512 tokens; turns auth on',
@@ -268,7 +284,7 @@ export const settings: Readonly<Record<keyof Config, Setting>> = {
     kind: 'int',
     min: 1000,
     max: 365 * 24 * 3_600_000,
-    doc: 'longest token lifetime; revocations are kept this long',
+    doc: 'longest token lifetime (exp - iat; iat required) and how long revocations are kept; longer tokens are refused, tokens without exp end this long after iat',
   },
   allowedOrigins: {
     kind: 'list',

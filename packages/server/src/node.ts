@@ -10,6 +10,7 @@ import type {
   PublishResult,
   StreamPosition,
 } from './broker/broker.js';
+import { PublishError } from './broker/publish-error.js';
 import { ReplyError } from './errors.js';
 import type { Hub, Sink } from './hub.js';
 import type { Metrics } from './metrics.js';
@@ -41,6 +42,11 @@ export interface NodeOptions {
   readonly presenceFor?: (channel: string) => boolean;
   /** How long a member outlives its node's last refresh. Default 60 s. */
   readonly presenceTtlMs?: number;
+  /**
+   * Told the outcome of every publish the broker took or failed (readiness: a node whose broker
+   * cannot take writes should stop receiving clients). `startedAt` is when it was sent.
+   */
+  readonly onWrite?: (ok: boolean, startedAt: number, error?: string) => void;
 }
 
 export interface PublishInput {
@@ -125,6 +131,7 @@ export class Node implements BrokerHandler {
   readonly #controlHandlers = new Map<string, (payload: Buffer) => void>();
   readonly #presence: PresenceTracker | undefined;
   readonly #presenceFor: (channel: string) => boolean;
+  readonly #onWrite: (ok: boolean, startedAt: number, error?: string) => void;
   #closed = false;
 
   constructor(options: NodeOptions) {
@@ -143,6 +150,7 @@ export class Node implements BrokerHandler {
         : new PresenceTracker(options.presence, options.presenceTtlMs ?? 60_000, options.logger);
     this.#presenceFor =
       this.#presence === undefined ? () => false : (options.presenceFor ?? (() => false));
+    this.#onWrite = options.onWrite ?? (() => {});
   }
 
   get broker(): Broker {
@@ -224,11 +232,12 @@ export class Node implements BrokerHandler {
    */
   publish(input: PublishInput, source: string): Promise<Published> {
     const id = input.id ?? randomUUID();
+    const timestamp = Date.now();
     const head = encodeMessageHead({
       channel: input.channel,
       dataJson: input.dataJson,
       id,
-      timestamp: Date.now(),
+      timestamp,
       name: input.name,
     });
     // No await before broker.publish: sequential publishes from one client must reach the broker in order.
@@ -242,17 +251,33 @@ export class Node implements BrokerHandler {
       })
       .then(
         (result) => {
+          this.#onWrite(true, timestamp);
           if (!result.duplicate) this.#metrics.messagesIn.inc({ source });
           return { ...result, id };
         },
         (err: unknown) => {
           this.#metrics.brokerErrors.inc({ op: 'publish' });
-          this.#log.warn({ err: errorText(err), channel: input.channel }, 'broker publish failed');
-          throw new ReplyError(
-            ErrorCode.NOT_AVAILABLE,
-            'message could not be stored, retry later',
-            { cause: err },
+          const unknown = err instanceof PublishError && err.outcome === 'unknown';
+          this.#onWrite(false, timestamp, errorText(err));
+          this.#log.warn(
+            {
+              err: errorText(err),
+              channel: input.channel,
+              outcome: unknown ? 'unknown' : 'not-stored',
+            },
+            'broker publish failed',
           );
+          // A timeout is not a refusal: the message may be stored and delivered once the broker
+          // answers again, so the publisher must retry with the same id rather than a new one.
+          throw unknown
+            ? new ReplyError(
+                ErrorCode.OUTCOME_UNKNOWN,
+                'the broker did not answer in time: the message may or may not be stored; retry with the same messageId',
+                { cause: err },
+              )
+            : new ReplyError(ErrorCode.NOT_AVAILABLE, 'message could not be stored, retry later', {
+                cause: err,
+              });
         },
       );
   }

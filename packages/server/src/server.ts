@@ -13,10 +13,12 @@ import { createMetrics } from './metrics.js';
 import { channelNamespace } from '@switchboard/protocol';
 import type { HistoryOptions } from './broker/broker.js';
 import { Node } from './node.js';
+import { Readiness } from './readiness.js';
 import { Session } from './session.js';
 import { createPublicKey } from 'node:crypto';
 import { Admission, isRefusal } from './admission.js';
 import { ApiKeys } from './auth/api-keys.js';
+import { AuthFailureLog } from './auth/auth-log.js';
 import type { Authenticator } from './auth/auth.js';
 import { createJwtAuthenticator, readKeyFile } from './auth/jwt.js';
 import { createPolicy } from './auth/policy.js';
@@ -43,6 +45,10 @@ export interface RunningServer {
 
 /** Commands one connection may have waiting on the broker. */
 const MAX_IN_FLIGHT = 1024;
+
+/** How often readiness probes the broker with a write, and how long it must be well again. */
+const READINESS_PROBE_MS = 1000;
+const READINESS_RECOVER_MS = 2000;
 
 /** The control topic on which nodes tell each other about revocations. */
 const REVOCATIONS_TOPIC = 'revocations';
@@ -76,6 +82,7 @@ export async function startServer(
       ? new MemoryRevocationStore(config.maxTokenLifetimeMs)
       : new RedisRevocationStore(config.redis, config.redisPrefix, config.maxTokenLifetimeMs));
   const registry = new SessionRegistry(config.maxConnectionsPerUser);
+  const authLog = new AuthFailureLog(logger);
   const broker: Broker =
     config.redis === undefined
       ? new MemoryBroker()
@@ -83,6 +90,7 @@ export async function startServer(
           url: config.redis,
           prefix: config.redisPrefix,
           bridgePatterns: config.redisBridge,
+          commandTimeoutMs: config.redisCommandTimeoutMs,
           logger,
         });
   // The edge comes first: the Hub fans out through its native topics when it has them. Its
@@ -110,6 +118,13 @@ export async function startServer(
     subscriptions: () => hub.subscriptions,
     channels: () => hub.channels,
   });
+  const readiness = new Readiness({
+    graceMs: config.readinessGraceMs,
+    recoverMs: READINESS_RECOVER_MS,
+    probeMs: READINESS_PROBE_MS,
+    probe: () => broker.probe(),
+    connected: () => broker.ready,
+  });
   const node = new Node({
     broker,
     hub,
@@ -123,6 +138,7 @@ export async function startServer(
     presence,
     presenceFor: (channel) => config.namespaces[channelNamespace(channel)]?.presence === true,
     presenceTtlMs: config.presenceTtlMs,
+    onWrite: (ok, startedAt, error) => readiness.observeWrite(ok, startedAt, error),
   });
   const sessionContext = {
     node,
@@ -138,6 +154,7 @@ export async function startServer(
     revocations,
     registry,
     authTimeoutMs: config.authTimeoutMs,
+    authLog,
     tokenRefreshLeadMs: config.tokenRefreshLeadMs,
     tokenLeewayMs: config.jwtLeewayMs,
     onFlooding: (address: string) => admission.penalize(address),
@@ -169,7 +186,6 @@ export async function startServer(
     accept,
     onDisconnect: (code) => metrics.disconnects.inc({ code }),
   });
-  let draining = false;
   const request = transports.before(
     createHttpHandler({
       node,
@@ -177,12 +193,13 @@ export async function startServer(
       logger,
       maxBodyBytes: config.maxRequestBodyBytes,
       maxMessageBytes: config.maxMessageBytes,
-      ready: () => !draining && broker.ready,
+      readiness: () => readiness.state(),
       policy,
       apiKeys,
       authenticator,
       revocations,
       admission,
+      authLog,
       revoke: async (r) => {
         await revocations.add(r);
         await broker.publishControl(REVOCATIONS_TOPIC, revocationJson(r));
@@ -192,6 +209,7 @@ export async function startServer(
   transports.start();
 
   await broker.start(node);
+  readiness.start();
   // Revocations reach the live connections of every node through the broker.
   await node.onControlTopic(REVOCATIONS_TOPIC, (payload) => {
     let parsed: unknown;
@@ -226,7 +244,7 @@ export async function startServer(
     engine: edge.engine,
     close() {
       closing ??= (async () => {
-        draining = true;
+        readiness.set('draining', 'shutting down');
         logger.info(
           { connections: edge.connections + transports.connections },
           'shutting down: closing client connections',
@@ -246,6 +264,7 @@ export async function startServer(
         ]);
         edge.closeRemaining();
         node.close();
+        readiness.stop();
         await Promise.all([broker.close(), revocations.close(), presence.close()]);
         logger.info('shutdown complete');
       })();
@@ -293,6 +312,7 @@ async function createAuthenticator(config: Config): Promise<Authenticator | unde
     audience: config.jwtAudience,
     leewayMs: config.jwtLeewayMs,
     requireExp: config.jwtRequireExp,
+    maxLifetimeMs: config.maxTokenLifetimeMs,
   });
 }
 

@@ -23,6 +23,7 @@ import {
   type Credentials,
   type Permission,
 } from './auth/auth.js';
+import type { AuthFailureLog } from './auth/auth-log.js';
 import type { AccessPolicy } from './auth/policy.js';
 import type { SessionRegistry } from './auth/registry.js';
 import type { RevocationStore } from './auth/revocation.js';
@@ -30,6 +31,7 @@ import type { Connection, ConnectionHandler } from './engine/connection.js';
 import { ReplyError, toReplyError } from './errors.js';
 import type { Metrics } from './metrics.js';
 import type { Node } from './node.js';
+import { setLongTimeout, type LongTimer } from './timers.js';
 
 /** Consecutive malformed frames after which the connection is closed with 3501. */
 export const MAX_MALFORMED_IN_A_ROW = 100;
@@ -58,6 +60,8 @@ export interface SessionContext {
   readonly revocations: RevocationStore;
   readonly registry: SessionRegistry;
   readonly authTimeoutMs: number;
+  /** Where refused logins are logged (rate-limited). */
+  readonly authLog?: AuthFailureLog;
   readonly tokenRefreshLeadMs: number;
   /** The clock leeway tokens were verified with: a token past its exp lives this much longer. */
   readonly tokenLeewayMs: number;
@@ -97,8 +101,8 @@ export class Session implements ConnectionHandler {
   /** The connection's presence client id, made on first use; not its transport id (a secret). */
   #presenceId: string | undefined;
   #authTimer: NodeJS.Timeout | undefined;
-  #refreshTimer: NodeJS.Timeout | undefined;
-  #expiryTimer: NodeJS.Timeout | undefined;
+  #refreshTimer: LongTimer | undefined;
+  #expiryTimer: LongTimer | undefined;
 
   readonly #address: string | undefined;
 
@@ -122,10 +126,10 @@ export class Session implements ConnectionHandler {
         () => {},
       );
     } else if (ctx.policy.enabled && !ctx.policy.anonymousAnywhere) {
-      this.#authTimer = setTimeout(
-        () => this.#conn.close(DisconnectCode.UNAUTHORIZED, 'authentication timed out'),
-        ctx.authTimeoutMs,
-      );
+      this.#authTimer = setTimeout(() => {
+        this.#loginRefused('authentication timed out', undefined);
+        this.#conn.close(DisconnectCode.UNAUTHORIZED, 'authentication timed out');
+      }, ctx.authTimeoutMs);
     }
   }
 
@@ -166,8 +170,8 @@ export class Session implements ConnectionHandler {
   onClose(): void {
     this.#closed = true;
     clearTimeout(this.#authTimer);
-    clearTimeout(this.#refreshTimer);
-    clearTimeout(this.#expiryTimer);
+    this.#refreshTimer?.clear();
+    this.#expiryTimer?.clear();
     if (this.#credentials.kind === 'token')
       this.#ctx.registry.untrack(this, this.#credentials.userId);
     for (const channel of this.#channels) this.#leave(channel);
@@ -420,9 +424,11 @@ export class Session implements ConnectionHandler {
   ): Promise<void> {
     const authenticator = this.#ctx.authenticator;
     let creds: Credentials;
+    let user: string | undefined;
     try {
       if (authenticator === undefined) throw new AuthError('tokens are not configured');
       creds = await authenticator.authenticate(token);
+      user = creds.userId;
       // A revocation applied to this node's sessions while the store is read (its store write
       // raced the read) would otherwise miss this one, which is not registered yet.
       const watch = this.#ctx.registry.watch(creds);
@@ -437,6 +443,8 @@ export class Session implements ConnectionHandler {
       if (this.#closed) throw err;
       const message = err instanceof AuthError ? err.message : 'token could not be verified';
       const code = err instanceof AuthError ? ErrorCode.UNAUTHORIZED : ErrorCode.NOT_AVAILABLE;
+      if (code === ErrorCode.UNAUTHORIZED)
+        this.#loginRefused(action === 'connect' ? message : `refresh: ${message}`, user);
       this.#fail(id, new ReplyError(code, message));
       if (action === 'connect')
         this.#conn.close(
@@ -474,6 +482,14 @@ export class Session implements ConnectionHandler {
     }
   }
 
+  #loginRefused(reason: string, user: string | undefined): void {
+    this.#ctx.authLog?.refused(reason, {
+      transport: this.#conn.transport,
+      address: this.#address,
+      user,
+    });
+  }
+
   #drainEarly(): void {
     const early = this.#early ?? [];
     this.#early = undefined;
@@ -482,8 +498,8 @@ export class Session implements ConnectionHandler {
 
   /** Asks for a refresh before the token expires; ends the connection with 3005 if none comes. */
   #scheduleExpiry(creds: Credentials): void {
-    clearTimeout(this.#refreshTimer);
-    clearTimeout(this.#expiryTimer);
+    this.#refreshTimer?.clear();
+    this.#expiryTimer?.clear();
     if (creds.expiresAt === undefined) return;
     const remaining = creds.expiresAt - Date.now();
     const lead = Math.min(this.#ctx.tokenRefreshLeadMs, Math.max(0, remaining / 2));
@@ -491,13 +507,13 @@ export class Session implements ConnectionHandler {
     // out the rest of the leeway, and is asked for a refresh at once: closing it at once left a
     // client whose clock is a little behind ours no chance to refresh.
     const life = remaining > 0 ? remaining : remaining + this.#ctx.tokenLeewayMs;
-    this.#refreshTimer = setTimeout(
+    this.#refreshTimer = setLongTimeout(
       () => this.#conn.sendText(`{"event":"refresh","expiresAt":${creds.expiresAt}}`),
-      Math.max(0, remaining - lead),
+      remaining - lead,
     );
-    this.#expiryTimer = setTimeout(
+    this.#expiryTimer = setLongTimeout(
       () => this.#conn.close(DisconnectCode.TOKEN_EXPIRED, 'token expired'),
-      Math.max(0, life),
+      life,
     );
   }
 

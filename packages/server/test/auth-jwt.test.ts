@@ -22,7 +22,14 @@ import {
   type JWTPayload,
 } from 'jose';
 import { DisconnectCode, ErrorCode } from '@switchboard/protocol';
-import { startNodeProcess, startTestServer, TestClient } from './helpers.js';
+import { SseTestClient } from './http-clients.js';
+import {
+  eventually,
+  startLoggedTestServer,
+  startNodeProcess,
+  startTestServer,
+  TestClient,
+} from './helpers.js';
 import { b64url, http, mint, SECRET, SECRET_KEY } from './security-kit.js';
 
 type Server = Awaited<ReturnType<typeof startTestServer>>;
@@ -158,15 +165,19 @@ describe('JWT attack table (HS secret; iss and aud configured)', () => {
     ],
     [
       'alg: none, no signature',
-      () => unsigned('none', { sub: 'alice', exp: now() + 60, ...good() }),
+      () => unsigned('none', { sub: 'alice', iat: now(), exp: now() + 60, ...good() }),
       false,
     ],
     [
       'alg: none with a signature part',
-      () => unsigned('none', { sub: 'alice', exp: now() + 60, ...good() }, 'c2ln'),
+      () => unsigned('none', { sub: 'alice', iat: now(), exp: now() + 60, ...good() }, 'c2ln'),
       false,
     ],
-    ['alg: None', () => unsigned('None', { sub: 'alice', exp: now() + 60, ...good() }), false],
+    [
+      'alg: None',
+      () => unsigned('None', { sub: 'alice', iat: now(), exp: now() + 60, ...good() }),
+      false,
+    ],
     [
       'a valid token with its alg rewritten to none and the signature dropped',
       async () => {
@@ -249,14 +260,25 @@ describe('JWT attack table (HS secret; iss and aud configured)', () => {
       () =>
         hs256(
           { alg: 'HS256', crit: ['x-unknown'], 'x-unknown': 1 },
-          { sub: 'alice', exp: now() + 60, ...good() },
+          { sub: 'alice', iat: now(), exp: now() + 60, ...good() },
         ),
       false,
     ],
     [
       'a hand-signed valid token (control for the one above)',
-      () => hs256({ alg: 'HS256' }, { sub: 'alice', exp: now() + 60, ...good() }),
+      () => hs256({ alg: 'HS256' }, { sub: 'alice', iat: now(), exp: now() + 60, ...good() }),
       true,
+    ],
+    [
+      // Revocations are kept maxTokenLifetimeMs: nothing would bound this token's life.
+      'no iat',
+      () => hs256({ alg: 'HS256' }, { sub: 'alice', exp: now() + 60, ...good() }),
+      false,
+    ],
+    [
+      'exp - iat longer than maxTokenLifetimeMs (24 h by default)',
+      () => mint('alice', good({ exp: now() + 25 * 3600 })),
+      false,
     ],
     ['not a JWT at all', () => 'not-a-token', false],
     ['three empty parts', () => '..', false],
@@ -759,6 +781,92 @@ describe('tokens never reach the logs', () => {
       }
     } finally {
       await node.stop();
+    }
+  });
+});
+
+describe('refused logins are logged (issue 16.10)', () => {
+  const API_KEY = { name: 'backend', secret: 'backend-secret-0123456789ab', capabilities: {} };
+
+  it('at info, with the reason, transport and address, never the token or secret, on every transport', async () => {
+    const server = await startLoggedTestServer({ jwtSecret: SECRET, apiKeys: [API_KEY] });
+    try {
+      const forged = await mint(
+        'mallory',
+        { cap: CAP },
+        { key: new TextEncoder().encode('f'.repeat(40)) },
+      );
+      const expired = await mint('alice', { cap: CAP, exp: now() - 3600 });
+      assert.equal(await viaFrame(server, forged), false);
+      assert.equal(await viaQuery(server, expired), false);
+      assert.equal(await viaRest(server, forged), false);
+      const badKey = await http(server.port, 'GET', '/v1/channels/chat:x/messages', {
+        Authorization: `Basic ${Buffer.from('backend:wrong-secret-xyz').toString('base64')}`,
+      });
+      assert.equal(badKey.status, 401);
+      const sse = await SseTestClient.open(server.url, `?token=${expired}`);
+      await sse.until(() => sse.closed !== undefined || sse.ended, 5000, 'the SSE close');
+      await eventually(
+        () => server.logs.filter((l) => l.msg === 'login refused').length >= 5,
+        5000,
+        'five refusals logged',
+      );
+      const refusals = server.logs.filter((l) => l.msg === 'login refused');
+      assert.ok(
+        refusals.every((l) => l.level === 30),
+        'logged at info',
+      );
+      assert.deepEqual(refusals.map((l) => [l['transport'], l['reason']]).sort(), [
+        ['http', 'invalid credentials'],
+        ['http', 'token signature is invalid'],
+        ['sse', 'token expired'],
+        ['websocket', 'token expired'],
+        ['websocket', 'token signature is invalid'],
+      ]);
+      assert.ok(refusals.every((l) => l['address'] === '127.0.0.1'));
+      assert.equal(
+        refusals.find((l) => l['reason'] === 'invalid credentials')?.['user'],
+        'backend',
+      );
+      const text = JSON.stringify(server.logs);
+      for (const secret of [forged, expired, 'wrong-secret-xyz', forged.split('.')[2] as string])
+        assert.ok(!text.includes(secret), 'no token or secret in the logs');
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('at most 10 lines a second; the rest are counted in a summary line', async () => {
+    const server = await startLoggedTestServer({ jwtSecret: SECRET });
+    try {
+      const forged = await mint(
+        'mallory',
+        { cap: CAP },
+        { key: new TextEncoder().encode('f'.repeat(40)) },
+      );
+      const attempts = 60;
+      await Promise.all(Array.from({ length: attempts }, () => viaRest(server, forged)));
+      const counted = (): number =>
+        server.logs.reduce(
+          (n, l) =>
+            n +
+            (l.msg === 'login refused'
+              ? 1
+              : typeof l['suppressed'] === 'number'
+                ? l['suppressed']
+                : 0),
+          0,
+        );
+      await eventually(() => counted() === attempts, 3000, 'every refusal logged or counted');
+      const perSecond = new Map<number, number>();
+      for (const l of server.logs.filter((x) => x.msg === 'login refused')) {
+        const s = Math.floor((l['time'] as number) / 1000);
+        perSecond.set(s, (perSecond.get(s) ?? 0) + 1);
+      }
+      assert.ok(Math.max(...perSecond.values()) <= 10, JSON.stringify([...perSecond]));
+      assert.ok(server.logs.some((l) => typeof l['suppressed'] === 'number'));
+    } finally {
+      await server.close();
     }
   });
 });

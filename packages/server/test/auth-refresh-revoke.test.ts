@@ -462,3 +462,97 @@ describe('revocation across 2 nodes and Redis', { skip: requireBinary('redis-ser
     );
   });
 });
+
+describe('token lifetime and revocation retention (maxTokenLifetimeMs)', () => {
+  // Revocations are kept for maxTokenLifetimeMs. A token that could live longer than that would
+  // be refused while its revocation is kept and accepted again once it is dropped (issue 16.1).
+  const MAX_S = 3;
+  let server: Server;
+  before(async () => {
+    server = await startTestServer({
+      jwtSecret: SECRET,
+      apiKeys: API_KEYS,
+      maxTokenLifetimeMs: MAX_S * 1000,
+      jwtLeewayMs: 0,
+    });
+  });
+  after(() => server.close());
+
+  it('refuses a token whose exp - iat exceeds maxTokenLifetimeMs, and one without iat', async () => {
+    for (const token of [
+      await mint('alice', { cap: CAP, exp: nowS() + 3600 }),
+      await mint('alice', { cap: CAP, iat: nowS() - 2, exp: nowS() + MAX_S }),
+      await mint('alice', { cap: CAP, exp: nowS() + 2 }, { withoutIat: true }),
+    ]) {
+      const c = new TestClient(server.wsUrl);
+      await once(c.ws, 'open');
+      c.send({ action: 'connect', token, id: 1 });
+      assert.equal(await c.closed(), DisconnectCode.UNAUTHORIZED);
+      assert.equal(c.frames[0]?.['code'], ErrorCode.UNAUTHORIZED);
+      assert.match(String(c.frames[0]?.['error']), /lifetime|iat/);
+      const r = await http(server.port, 'GET', '/v1/channels/chat:x/messages', {
+        Authorization: `Bearer ${token}`,
+      });
+      assert.equal(r.status, 401, r.body);
+    }
+  });
+
+  it('a revoked token is never accepted again, also after its revocation is dropped', async () => {
+    const token = await mint('alice', { cap: CAP, exp: nowS() + MAX_S, jti: 'short-lived' });
+    const c = await Authed.as(server.wsUrl, token);
+    assert.equal((await revoke(server.port, { jti: 'short-lived' })).status, 200);
+    assert.equal(await c.closed(2000), DisconnectCode.UNAUTHORIZED);
+    await refusedEverywhere(server.wsUrl, server.port, token);
+    // Past the retention the revocation is gone; the token, which cannot outlive it, is too.
+    await sleep(MAX_S * 1000 + 1100);
+    const late = new TestClient(server.wsUrl);
+    await once(late.ws, 'open');
+    late.send({ action: 'connect', token, id: 1 });
+    assert.equal(await late.closed(), DisconnectCode.UNAUTHORIZED);
+    assert.match(String(late.frames[0]?.['error']), /expired/);
+  });
+});
+
+describe('tokens without exp (jwtRequireExp false) live at most maxTokenLifetimeMs from iat', () => {
+  let server: Server;
+  before(async () => {
+    server = await startTestServer({
+      jwtSecret: SECRET,
+      jwtRequireExp: false,
+      maxTokenLifetimeMs: 2000,
+      tokenRefreshLeadMs: 500,
+      jwtLeewayMs: 0,
+    });
+  });
+  after(() => server.close());
+
+  it('is asked to refresh, then closed with 3005 at iat + maxTokenLifetimeMs', async () => {
+    const iat = nowS();
+    const c = await Authed.as(server.wsUrl, await mint('nina', { cap: CAP, iat }, { expIn: null }));
+    assert.equal(await c.closed(5000), DisconnectCode.TOKEN_EXPIRED);
+    assert.equal(c.events('refresh')[0]?.['expiresAt'], iat * 1000 + 2000);
+    const late = (c.closedAt ?? 0) - (iat * 1000 + 2000);
+    assert.ok(late >= -50 && late <= 1000, `closed ${late} ms after iat + max`);
+  });
+});
+
+describe('tokens that expire more than 24.8 days ahead (setTimeout overflow)', () => {
+  let server: Server;
+  before(async () => {
+    server = await startTestServer({
+      jwtSecret: SECRET,
+      maxTokenLifetimeMs: 365 * 24 * 3_600_000,
+    });
+  });
+  after(() => server.close());
+
+  it('stay connected instead of being closed with 3005 at once', async () => {
+    const exp = nowS() + 40 * 24 * 3600;
+    const c = await Authed.as(server.wsUrl, await mint('long', { cap: CAP, exp }));
+    // Past the turn in which an overflowed timer (clamped to 1 ms by Node) would have fired.
+    await sleep(50);
+    assert.ok(await c.alive());
+    assert.equal(c.events('refresh').length, 0);
+    c.close();
+  });
+});

@@ -9,6 +9,7 @@ import { BATCH_SUBPROTOCOL } from '@switchboard/protocol';
 import { defaults, resolveConfig } from '../src/config.js';
 import { loadUws } from '../src/engine/uws-load.js';
 import { ENGINE, startNodeProcess, startTestServer, TestClient } from './helpers.js';
+import { rawHttp } from './security-kit.js';
 
 /** A ping over WebSocket and a REST publish: the node serves both on its one port. */
 async function serves(url: string, wsUrl: string): Promise<void> {
@@ -118,4 +119,39 @@ describe(`native topics (${ENGINE} engine)`, () => {
       await server.close();
     }
   });
+});
+
+describe(`HTTP body framing (${ENGINE} engine)`, () => {
+  // Two lengths, a length that is not a number, or a length beside chunked encoding: never read
+  // as a body. Refused with 400 where the request reaches JavaScript; uWS v20.30's own parser
+  // drops the last two before it does, at once (issue 16.4; docs/operations.md, Network engines).
+  const post = (headers: string): string =>
+    `POST /v1/channels/x/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n${headers}\r\n{"data":1}`;
+  for (const [name, headers, nativeDrop] of [
+    ['two different Content-Lengths', 'Content-Length: 10\r\nContent-Length: 11\r\n', false],
+    ['a Content-Length that is not a number', 'Content-Length: 1x\r\n', true],
+    [
+      'Content-Length beside Transfer-Encoding',
+      'Content-Length: 10\r\nTransfer-Encoding: chunked\r\n',
+      true,
+    ],
+  ] as const) {
+    const dropped = nativeDrop && ENGINE === 'uws';
+    it(`${dropped ? 'closes at once on' : 'answers 400 to'} ${name}, storing nothing`, async () => {
+      const server = await startTestServer();
+      try {
+        const r = await rawHttp(server.port, post(headers));
+        if (dropped) {
+          assert.equal(r.statusLine, '', JSON.stringify(r));
+          assert.equal(r.timedOut, false, 'closed, not left hanging');
+        } else {
+          assert.match(r.statusLine, /^HTTP\/1\.1 400 /, JSON.stringify(r));
+        }
+        const h = await fetch(`${server.url}/v1/channels/x/messages`);
+        assert.deepEqual(((await h.json()) as { messages: unknown[] }).messages, []);
+      } finally {
+        await server.close();
+      }
+    });
+  }
 });

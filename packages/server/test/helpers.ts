@@ -6,6 +6,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { createServer as createNetServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
+import { pino } from 'pino';
 import { WebSocket } from 'ws';
 import {
   createLogger,
@@ -122,6 +123,43 @@ export async function startTestServer(
     ...server,
     url: `http://127.0.0.1:${server.port}`,
     wsUrl: `ws://127.0.0.1:${server.port}/ws`,
+  };
+}
+
+/** A log line the server wrote, parsed (pino's JSON: level 30 info, 40 warn, 50 error). */
+export type LogLine = Record<string, unknown> & { level: number; msg?: string };
+
+/**
+ * A test server whose log lines (at `logLevel`, default info) are kept in `logs` instead of
+ * being printed, for tests that assert what an operator would read.
+ */
+export async function startLoggedTestServer(
+  overrides: Partial<Record<keyof Config, unknown>> = {},
+): Promise<Awaited<ReturnType<typeof startTestServer>> & { logs: LogLine[] }> {
+  const logs: LogLine[] = [];
+  const config = resolveConfig([
+    {
+      source: 'test',
+      values: {
+        port: 0,
+        host: '127.0.0.1',
+        ...TEST_ENGINE,
+        ...TEST_LIMITS,
+        logLevel: 'info',
+        ...overrides,
+      },
+    },
+  ]);
+  const logger = pino(
+    { level: config.logLevel },
+    { write: (line: string) => logs.push(JSON.parse(line) as LogLine) },
+  );
+  const server = await startServer(config, logger);
+  return {
+    ...server,
+    url: `http://127.0.0.1:${server.port}`,
+    wsUrl: `ws://127.0.0.1:${server.port}/ws`,
+    logs,
   };
 }
 

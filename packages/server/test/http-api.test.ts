@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { ErrorCode } from '@switchboard/protocol';
-import { startTestServer, TestClient } from './helpers.js';
+import { startLoggedTestServer, startTestServer, TestClient } from './helpers.js';
 
 type Server = Awaited<ReturnType<typeof startTestServer>>;
 
@@ -133,5 +133,75 @@ describe('REST API', () => {
     assert.match(text, /^switchboard_channels 1$/m);
     assert.match(text, /^switchboard_messages_published_total\{source="http"\} [1-9]/m);
     assert.match(text, /^switchboard_messages_delivered_total [1-9]/m);
+  });
+
+  describe('bodies read as JSON need Content-Type: application/json', () => {
+    for (const type of [
+      'text/plain',
+      'text/plain;charset=UTF-8',
+      'application/x-www-form-urlencoded',
+      'multipart/form-data; boundary=x',
+      undefined,
+    ]) {
+      it(`refuses ${type ?? 'no content type'} with 415 and code 119, storing nothing`, async () => {
+        const before = sub.messages('rest').length;
+        const headers: Record<string, string> = type === undefined ? {} : { 'content-type': type };
+        const res = await fetch(`${server.url}/v1/channels/rest/messages`, {
+          method: 'POST',
+          headers,
+          body: type === undefined ? Buffer.from('{"data":"form"}') : '{"data":"form"}',
+        });
+        assert.equal(res.status, 415);
+        const body = (await res.json()) as { code: number; error: string };
+        assert.equal(body.code, ErrorCode.UNSUPPORTED_MEDIA_TYPE);
+        assert.match(body.error, /application\/json/);
+        // A marker publish after it: had the refused one been stored, it would arrive first.
+        assert.equal((await post('rest', { data: 'marker' })).status, 200);
+        await sub.until(() => sub.messages('rest').length > before);
+        assert.deepEqual(
+          sub
+            .messages('rest')
+            .slice(before)
+            .map((m) => m['message']),
+          ['marker'],
+        );
+      });
+    }
+
+    it('accepts application/json with a charset, in any case', async () => {
+      const res = await post(
+        'rest',
+        { data: 1 },
+        {
+          headers: { 'content-type': 'Application/JSON; charset=utf-8' },
+        },
+      );
+      assert.equal(res.status, 200);
+    });
+  });
+});
+
+describe('REST API: a channel that is not valid percent-encoding', () => {
+  it('answers 400 with code 113 on both routes, and logs no error', async () => {
+    const server = await startLoggedTestServer();
+    try {
+      for (const [method, path] of [
+        ['GET', '/v1/channels/%ZZ/messages'],
+        ['POST', '/v1/channels/%ZZ/messages'],
+        ['GET', '/v1/channels/a%E0%A4%A/presence'],
+      ] as const) {
+        const res = await fetch(`${server.url}${path}`, {
+          method,
+          headers: { 'content-type': 'application/json' },
+          ...(method === 'POST' && { body: '{"data":1}' }),
+        });
+        assert.equal(res.status, 400, `${method} ${path}`);
+        assert.equal(((await res.json()) as { code: number }).code, ErrorCode.INVALID_CHANNEL);
+      }
+      const errors = server.logs.filter((l) => l.level >= 50);
+      assert.deepEqual(errors, []);
+    } finally {
+      await server.close();
+    }
   });
 });

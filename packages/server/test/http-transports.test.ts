@@ -37,6 +37,7 @@ async function sse(
 async function publish(base: string, channel: string, data: unknown): Promise<number> {
   const r = await fetch(`${base}/v1/channels/${channel}/messages`, {
     method: 'POST',
+    headers: { 'content-type': 'application/json' },
     body: JSON.stringify({ data }),
   });
   assert.equal(r.status, 200);

@@ -19,6 +19,8 @@ export interface MintOptions {
   /** Seconds from now; undefined: 60 s; null: no exp claim. */
   readonly expIn?: number | null;
   readonly header?: Record<string, unknown>;
+  /** Leave the iat claim out. */
+  readonly withoutIat?: boolean;
 }
 
 /** A token for `sub` with `claims` (e.g. `cap`, `jti`), HS256 with SECRET unless told otherwise. */
@@ -30,6 +32,7 @@ export async function mint(
   const now = Math.floor(Date.now() / 1000);
   const payload: JWTPayload = { sub, iat: now, jti: randomUUID(), ...claims };
   if (o.expIn !== null && payload.exp === undefined) payload.exp = now + (o.expIn ?? 60);
+  if (o.withoutIat === true) delete payload.iat;
   return new SignJWT(payload)
     .setProtectedHeader({ alg: o.alg ?? 'HS256', ...o.header })
     .sign(o.key ?? SECRET_KEY);
@@ -70,6 +73,37 @@ export async function http(
   res.setEncoding('utf8');
   for await (const chunk of res) text += chunk as string;
   return { status: res.statusCode ?? 0, headers: res.headers, body: text };
+}
+
+/**
+ * Writes `request` as raw bytes and resolves with what came back: the status line (or '' when
+ * the server answered nothing) once the server closed, or after `timeoutMs` ('timeout').
+ */
+export async function rawHttp(
+  port: number,
+  request: string,
+  timeoutMs = 3000,
+): Promise<{ statusLine: string; ms: number; timedOut: boolean }> {
+  const t0 = Date.now();
+  const socket = connect(port, '127.0.0.1');
+  let data = '';
+  socket.setEncoding('latin1');
+  socket.on('data', (chunk: string) => {
+    data += chunk;
+    // One answer is all we wait for: a keep-alive server would hold the socket open.
+    if (data.includes('\r\n\r\n')) socket.destroy();
+  });
+  socket.on('error', () => {});
+  socket.write(request);
+  const timedOut = await new Promise<boolean>((resolve) => {
+    const timer = setTimeout(() => resolve(true), timeoutMs);
+    socket.once('close', () => {
+      clearTimeout(timer);
+      resolve(false);
+    });
+  });
+  socket.destroy();
+  return { statusLine: data.split('\r\n', 1)[0] ?? '', ms: Date.now() - t0, timedOut };
 }
 
 export function json(r: HttpResult): Record<string, unknown> {

@@ -24,7 +24,9 @@ import {
   type Credentials,
   type Permission,
 } from '../auth/auth.js';
+import type { AuthFailureLog } from '../auth/auth-log.js';
 import type { AccessPolicy } from '../auth/policy.js';
+import type { ReadinessState } from '../readiness.js';
 import {
   parseRevocation,
   revocationJson,
@@ -39,14 +41,16 @@ export interface HttpApiOptions {
   readonly authenticator: Authenticator | undefined;
   readonly revocations: RevocationStore;
   readonly admission: Admission;
+  /** Where refused logins are logged (rate-limited). */
+  readonly authLog?: AuthFailureLog;
   /** Stores a revocation and tells every node. */
   readonly revoke: (r: Revocation) => Promise<void>;
   readonly metrics: Metrics;
   readonly logger: Logger;
   readonly maxBodyBytes: number;
   readonly maxMessageBytes: number;
-  /** Whether the node should receive traffic (broker up, not draining). */
-  readonly ready: () => boolean;
+  /** Whether the node should receive new clients, and why not (readiness.ts). */
+  readonly readiness: () => ReadinessState;
 }
 
 /** Messages one POST may carry. */
@@ -96,10 +100,13 @@ async function handle(o: HttpApiOptions, req: IncomingMessage, res: ServerRespon
   }
   if (path === '/readyz') {
     if (!allow(req, res, 'GET')) return;
-    const ready = o.ready();
-    return sendJson(res, ready ? 200 : 503, {
-      status: ready ? 'ready' : 'not ready',
+    const r = o.readiness();
+    return sendJson(res, r.ready ? 200 : 503, {
+      status: r.ready ? 'ready' : 'not ready',
       broker: o.node.broker.name,
+      ...(r.reasons.length > 0 && { reasons: r.reasons }),
+      // Faults not yet counted (inside readinessGraceMs): the node is still ready.
+      ...(r.faults.length > 0 && { faults: r.faults }),
     });
   }
   if (path === '/metrics') {
@@ -110,7 +117,7 @@ async function handle(o: HttpApiOptions, req: IncomingMessage, res: ServerRespon
   }
   const match = MESSAGES_PATH.exec(path);
   if (match !== null) {
-    const channel = decodeURIComponent(match[1] as string);
+    const channel = channelParam(match[1] as string);
     if (req.method === 'GET' || req.method === 'HEAD') {
       await authorize(o, req, 'history', channel);
       return history(o, channel, url.searchParams, res);
@@ -122,7 +129,7 @@ async function handle(o: HttpApiOptions, req: IncomingMessage, res: ServerRespon
   const presence = PRESENCE_PATH.exec(path);
   if (presence !== null) {
     if (!allow(req, res, 'GET')) return;
-    const channel = decodeURIComponent(presence[1] as string);
+    const channel = channelParam(presence[1] as string);
     await authorize(o, req, 'presence', channel);
     return members(o, channel, res);
   }
@@ -154,20 +161,39 @@ async function credentials(o: HttpApiOptions, req: IncomingMessage): Promise<Cre
   if (header === undefined) return ANONYMOUS;
   const key = o.apiKeys.verify(header);
   if (key !== undefined) return key;
+  const refused = (reason: string, user?: string): ReplyError => {
+    o.authLog?.refused(reason, { transport: 'http', address: req.socket.remoteAddress, user });
+    return new ReplyError(ErrorCode.UNAUTHORIZED, reason);
+  };
   const bearer = /^Bearer\s+([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*)$/i.exec(header);
   if (bearer !== null && o.authenticator !== undefined) {
+    let user: string | undefined;
     try {
       const creds = await o.authenticator.authenticate(bearer[1] as string);
+      user = creds.userId;
       if (await o.revocations.isRevoked(creds)) throw new AuthError('token revoked');
       return creds;
     } catch (err) {
-      if (err instanceof AuthError) throw new ReplyError(ErrorCode.UNAUTHORIZED, err.message);
+      if (err instanceof AuthError) throw refused(err.message, user);
       throw new ReplyError(ErrorCode.NOT_AVAILABLE, 'credentials could not be checked, retry', {
         cause: err,
       });
     }
   }
-  throw new ReplyError(ErrorCode.UNAUTHORIZED, 'invalid credentials');
+  throw refused('invalid credentials', apiKeyName(header));
+}
+
+/** The key name of a Basic or Bearer `name:secret` header, for the log (never the secret). */
+function apiKeyName(header: string): string | undefined {
+  const m = /^(Basic|Bearer)\s+(\S+)$/i.exec(header);
+  if (m === null) return undefined;
+  const text =
+    m[1]?.toLowerCase() === 'basic'
+      ? Buffer.from(m[2] as string, 'base64').toString()
+      : (m[2] as string);
+  const colon = text.indexOf(':');
+  if (colon <= 0 || colon > 64) return undefined;
+  return text.slice(0, colon);
 }
 
 async function authorize(
@@ -316,7 +342,31 @@ function toInput(channel: string, item: unknown, where: string, maxBytes: number
   return { channel, dataJson, id: id as string | undefined, name: name as string | undefined };
 }
 
+/** The channel named by a path segment; bad percent-encoding is the client's error (400). */
+function channelParam(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    throw new ReplyError(
+      ErrorCode.INVALID_CHANNEL,
+      'channel in the path is not valid percent-encoding',
+    );
+  }
+}
+
+/**
+ * A JSON request body. Only `application/json` is read as JSON: the content types an HTML form
+ * can send cross-site without a CORS preflight (text/plain, urlencoded, multipart) are refused,
+ * so a page of another site cannot publish through a visitor's browser when auth is off.
+ */
 async function readJson(req: IncomingMessage, limit: number): Promise<unknown> {
+  const type = req.headers['content-type'];
+  const media = type?.split(';', 1)[0]?.trim().toLowerCase();
+  if (media !== 'application/json')
+    throw new ReplyError(
+      ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+      `request body must be application/json (got ${type === undefined ? 'no content-type' : JSON.stringify(type.slice(0, 100))})`,
+    );
   const text = await readBody(req, limit);
   try {
     return JSON.parse(text) as unknown;
@@ -354,7 +404,7 @@ function sendJson(res: ServerResponse, status: number, body: unknown): void {
   }
   const text = JSON.stringify(body);
   // A body we stopped reading (413) must not be left to poison the keep-alive connection.
-  if (status === 413) res.setHeader('connection', 'close');
+  if (status === 413 || status === 415) res.setHeader('connection', 'close');
   res
     .writeHead(status, {
       'content-type': 'application/json; charset=utf-8',

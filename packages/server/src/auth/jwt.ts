@@ -27,6 +27,12 @@ export interface JwtOptions {
   readonly leewayMs: number;
   /** Refuse tokens without `exp` (default true). */
   readonly requireExp: boolean;
+  /**
+   * The longest lifetime a token may have, from its `iat`: revocations are kept this long, so a
+   * token that could live longer would be accepted again once its revocation was dropped. A
+   * token without `exp` (when allowed) ends this long after its `iat`.
+   */
+  readonly maxLifetimeMs: number;
   /** Name of the capabilities claim. */
   readonly capabilityClaim?: string;
 }
@@ -117,6 +123,7 @@ export async function createJwtAuthenticator(options: JwtOptions): Promise<Authe
         payload.iat > Math.floor(Date.now() / 1000) + verifyOptions.clockTolerance
       )
         throw new AuthError('token claim iat is not acceptable (issued in the future)');
+      const expiresAt = lifetimeEnd(payload.iat, payload.exp, options);
       if (typeof payload.sub !== 'string' || payload.sub === '' || payload.sub.length > 256)
         throw new AuthError('token sub must be a non-empty string');
       const capabilities = parseCapabilities(payload[claim]);
@@ -127,11 +134,33 @@ export async function createJwtAuthenticator(options: JwtOptions): Promise<Authe
         userId: payload.sub,
         tokenId: typeof payload.jti === 'string' ? payload.jti : undefined,
         issuedAt: typeof payload.iat === 'number' ? payload.iat * 1000 : undefined,
-        expiresAt: typeof payload.exp === 'number' ? payload.exp * 1000 : undefined,
+        expiresAt,
         capabilities,
       };
     },
   };
+}
+
+/**
+ * When the token stops being valid: its `exp`, or `iat` + maxLifetimeMs for a token without one.
+ * Throws for a token that could outlive the revocation retention: one without `iat` (nothing
+ * bounds it), or whose `exp` lies more than maxLifetimeMs (+ leeway) after its `iat`.
+ */
+function lifetimeEnd(iat: unknown, exp: unknown, o: JwtOptions): number {
+  if (typeof iat !== 'number')
+    throw new AuthError(
+      'token needs an iat claim: its lifetime must be bounded (maxTokenLifetimeMs)',
+    );
+  if (typeof exp !== 'number') {
+    const end = iat * 1000 + o.maxLifetimeMs;
+    if (end + o.leewayMs <= Date.now()) throw new AuthError('token expired');
+    return end;
+  }
+  if ((exp - iat) * 1000 > o.maxLifetimeMs + o.leewayMs)
+    throw new AuthError(
+      `token lifetime (exp - iat) is longer than maxTokenLifetimeMs (${o.maxLifetimeMs} ms)`,
+    );
+  return exp * 1000;
 }
 
 function describe(err: unknown): string {

@@ -74,6 +74,13 @@ export interface BrokerHandler {
   onControl(topic: string, payload: Buffer): void;
 }
 
+/**
+ * Why a publish was rejected: `not-stored` when the message certainly was not stored (refused, or
+ * never sent), `unknown` when it may have been (a timeout, a connection lost while the command was
+ * in flight): a retry with the same id is then stored once.
+ */
+export type PublishOutcome = 'not-stored' | 'unknown';
+
 export interface Broker {
   readonly name: string;
   /** Connects and starts calling `handler`. Rejects when the backend cannot be reached in time. */
@@ -90,9 +97,15 @@ export interface Broker {
   unsubscribe(channel: string): Promise<void>;
   /**
    * Stores the message (when history is on), assigns the next offset and publishes it to every
-   * node, as one atomic step. Resolves only after the message is stored; rejects otherwise.
+   * node, as one atomic step. Resolves only after the message is stored; rejects otherwise, with a
+   * PublishError (publish-error.ts) saying whether it may have been stored all the same.
    */
   publish(req: PublishRequest): Promise<PublishResult>;
+  /**
+   * A cheap write to the backend, for readiness: resolves when it can take writes, rejects when it
+   * refuses them (out of memory) or does not answer in time.
+   */
+  probe(): Promise<void>;
   history(channel: string, query: HistoryQuery): Promise<HistoryResult>;
   /**
    * Node-to-node messages (revocations, commands for a connection held elsewhere): delivered at

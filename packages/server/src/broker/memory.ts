@@ -81,6 +81,10 @@ export class MemoryBroker implements Broker {
     return Promise.resolve({ offset, epoch: state.epoch, duplicate: false });
   }
 
+  probe(): Promise<void> {
+    return Promise.resolve();
+  }
+
   history(channel: string, query: HistoryQuery): Promise<HistoryResult> {
     const state = this.#state(channel, Date.now());
     const position = { offset: state.offset, epoch: state.epoch };

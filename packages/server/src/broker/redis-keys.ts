@@ -18,6 +18,8 @@ export interface RedisKeys {
   presenceMembers(channel: string): string;
   /** Presence: hash of the channel's member client ids → member JSON. */
   presenceInfo(channel: string): string;
+  /** A node's readiness probe (a string written every second, expiring after a minute). */
+  probe(node: string): string;
   /** Pub/sub channel of a node-to-node control topic. */
   control(topic: string): string;
   /** The topic named by a control pub/sub channel, or undefined when it is not one. */
@@ -32,6 +34,7 @@ export function createRedisKeys(prefix: string): RedisKeys {
   return {
     prefix,
     control: (topic) => controlHead + topic,
+    probe: (node) => prefix + 'probe:' + node,
     topicOf: (pubsub) =>
       pubsub.startsWith(controlHead) ? pubsub.slice(controlHead.length) : undefined,
     pubsub: (channel) => pubsubHead + channel + '}',

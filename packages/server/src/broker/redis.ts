@@ -15,6 +15,7 @@ import type {
   PublishResult,
 } from './broker.js';
 import { newEpoch } from './epoch.js';
+import { PublishError } from './publish-error.js';
 import { createRedisKeys, type RedisKeys } from './redis-keys.js';
 import { HISTORY_LUA, PUBLISH_LUA } from './redis-scripts.js';
 
@@ -79,10 +80,12 @@ export class RedisBroker implements Broker {
   /** Control topics subscribed; resubscribed after a reconnect like channels. */
   readonly #controls = new Set<string>();
   #closing = false;
+  readonly #probeKey: string;
 
   constructor(options: RedisBrokerOptions) {
     this.#options = options;
     this.#keys = createRedisKeys(options.prefix);
+    this.#probeKey = this.#keys.probe(newEpoch());
     this.#metaTtlMs = options.metaTtlMs ?? 24 * 60 * 60 * 1000;
   }
 
@@ -153,19 +156,28 @@ export class RedisBroker implements Broker {
 
   async publish(req: PublishRequest): Promise<PublishResult> {
     const keys = this.#keys;
-    const [offset, epoch, duplicate] = await this.#requireCmd().sbPublish(
-      keys.meta(req.channel),
-      keys.stream(req.channel),
-      keys.dedupe(req.channel, req.id),
-      keys.pubsub(req.channel),
-      req.head,
-      req.history.size,
-      req.history.ttlMs,
-      req.dedupeMs,
-      newEpoch(),
-      this.#metaTtlMs,
-    );
+    const [offset, epoch, duplicate] = await this.#requireCmd()
+      .sbPublish(
+        keys.meta(req.channel),
+        keys.stream(req.channel),
+        keys.dedupe(req.channel, req.id),
+        keys.pubsub(req.channel),
+        req.head,
+        req.history.size,
+        req.history.ttlMs,
+        req.dedupeMs,
+        newEpoch(),
+        this.#metaTtlMs,
+      )
+      .catch((err: unknown) => {
+        throw classify(err);
+      });
     return { offset, epoch, duplicate: duplicate === 1 };
+  }
+
+  async probe(): Promise<void> {
+    // SET is refused under maxmemory with noeviction like every write, so it stands for them.
+    await this.#requireCmd().set(this.#probeKey, '1', 'PX', 60_000);
   }
 
   async history(channel: string, query: HistoryQuery): Promise<HistoryResult> {
@@ -289,6 +301,19 @@ export class RedisBroker implements Broker {
 }
 
 function noop(): void {}
+
+/**
+ * The outcome of a failed publish script: a Redis error reply (OOM, BUSY, NOSCRIPT...) means it
+ * wrote nothing (its first write is the one refused), a command that never left (offline queue
+ * off, not connected) means it did not run; anything else (the command timeout, the connection
+ * lost while the command was in flight) means it may have run.
+ */
+function classify(err: unknown): PublishError {
+  const e = err instanceof Error ? err : new Error(String(err));
+  if (e.name === 'ReplyError' || /isn't writeable|not connected|is closed\.?$/i.test(e.message))
+    return new PublishError('not-stored', e.message, { cause: e });
+  return new PublishError('unknown', e.message, { cause: e });
+}
 
 async function quit(conn: Redis | undefined): Promise<void> {
   if (conn === undefined || conn.status === 'end') return;

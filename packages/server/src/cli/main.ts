@@ -174,6 +174,10 @@ async function token(args: string[]): Promise<void> {
       'jwtSecret',
       'token needs jwtSecret (flag --jwt-secret, SWITCHBOARD_JWT_SECRET or the config file)',
     );
+  if (ttl * 1000 > config.maxTokenLifetimeMs)
+    throw new UsageError(
+      `--ttl must be at most maxTokenLifetimeMs (${config.maxTokenLifetimeMs / 1000} s): the server refuses longer tokens`,
+    );
   const jwt = new SignJWT({ cap: cap as Record<string, string[]> })
     .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
     .setSubject(sub)

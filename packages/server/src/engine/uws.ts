@@ -15,7 +15,7 @@ import type {
   WebSocket,
   us_listen_socket,
 } from 'uWebSockets.js';
-import { BATCH_SUBPROTOCOL, DisconnectCode } from '@switchboard/protocol';
+import { BATCH_SUBPROTOCOL, DisconnectCode, ErrorCode } from '@switchboard/protocol';
 import type { Refusal } from '../admission.js';
 import { joinFrames, type TopicPublisher, type TopicSink } from '../hub.js';
 import type { Connection, ConnectionHandler, RequestInfo } from './connection.js';
@@ -146,6 +146,18 @@ function refuse(res: HttpResponse, refusal: Refusal): void {
       .writeHeader('content-type', 'application/json')
       .end(body, true);
   });
+}
+
+/** Why a request's body framing is unacceptable, or undefined when it is fine. */
+function bodyFramingError(
+  length: string | string[] | undefined,
+  encoding: string | string[] | undefined,
+): string | undefined {
+  if (length === undefined) return undefined;
+  if (typeof length !== 'string' || !/^\d{1,15}$/.test(length))
+    return 'Content-Length must be one decimal number';
+  if (encoding !== undefined) return 'Content-Length and Transfer-Encoding cannot both be given';
+  return undefined;
 }
 
 export class UwsEngine implements TopicPublisher {
@@ -389,9 +401,17 @@ export class UwsEngine implements TopicPublisher {
       });
       return;
     }
+    const length = info.headers['content-length'];
+    const framing = bodyFramingError(length, info.headers['transfer-encoding']);
+    if (framing !== undefined) {
+      // uWS v20.30 takes these as they come; node:http and NGINX refuse them, and so do we:
+      // two lengths (a joined "5, 6") or a length beside chunked encoding is how requests are
+      // smuggled past a proxy that reads the other one.
+      refuse(res, { status: 400, code: ErrorCode.BAD_REQUEST, message: framing });
+      return;
+    }
     const response = new UwsResponse(res, method === 'HEAD');
     const request = new UwsRequest(info, method);
-    const length = info.headers['content-length'];
     if (
       info.headers['transfer-encoding'] !== undefined ||
       (length !== undefined && length !== '0')
