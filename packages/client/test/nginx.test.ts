@@ -122,13 +122,14 @@ describe('behind NGINX: 3 nodes, Redis, round-robin', () => {
       range(1, total).flatMap((o) => [o, o, o]),
       'every publish acknowledged once per channel',
     );
+    // A last message per channel fences the streams: a duplicate would come before it.
+    for (const name of channels) await clients[0]?.client.channels.get(name).publish('fence', 0);
     await eventually(
-      () => clients.every((c) => channels.every((n) => (c.got.get(n)?.length ?? 0) >= total)),
+      () => clients.every((c) => channels.every((n) => (c.got.get(n)?.length ?? 0) >= total + 1)),
       20_000,
-      'every message at every client',
+      'every message and the fence at every client',
     );
-    await new Promise((r) => setTimeout(r, 200));
-    assertIdentical(clients, channels, new Map(channels.map((n) => [n, total])));
+    assertIdentical(clients, channels, new Map(channels.map((n) => [n, total + 1])));
 
     // The balancer spread each SSE and long-polling connection's command POSTs over the nodes:
     // the connection lives on one node, so every POST served elsewhere was forwarded.
@@ -213,30 +214,34 @@ describe('behind NGINX: 3 nodes, Redis, round-robin', () => {
         await new Promise((r) => setTimeout(r, 10));
       }
     })();
-    await new Promise((r) => setTimeout(r, 1000));
+    await eventually(() => published >= 20, 10_000, 'traffic before the kill');
     const victims = [nodes[0], nodes[1]];
     const atKill = published;
     for (const victim of victims) {
       victim?.child.kill('SIGKILL');
-      await new Promise((r) => setTimeout(r, 2500));
+      // Long enough for the killed node's clients to notice (their sockets are reset at once;
+      // long-polling ones at their next poll, pollWaitMs 1 s) while traffic goes on.
+      const mark = published;
+      await eventually(() => published >= mark + 100, 20_000, 'traffic after the kill');
       // Round-robin put some clients of each transport on the first victim; if by chance a
       // transport had none there, the second node goes too (one stays).
       if (TRANSPORTS.every((tr) => clients.some((c) => c.transport === tr && c.downs > 0))) break;
     }
-    await new Promise((r) => setTimeout(r, 1000));
+    const mark = published;
+    await eventually(() => published >= mark + 50, 20_000, 'traffic after the kills');
     stop = true;
     await publishing;
+    await pub.channels.get('kill').publish('fence', 0);
     for (const tr of TRANSPORTS) {
       const hit = clients.filter((c) => c.transport === tr && c.downs > 0).length;
       assert.ok(hit > 0, `some ${tr} clients were on the killed node (${hit})`);
     }
     await eventually(
-      () => clients.every((c) => (c.got.get('kill')?.length ?? 0) >= published),
+      () => clients.every((c) => (c.got.get('kill')?.length ?? 0) >= published + 1),
       20_000,
-      `all ${published} messages at every client`,
+      `all ${published} messages and the fence at every client`,
     );
-    await new Promise((r) => setTimeout(r, 200));
-    assertIdentical(clients, ['kill'], new Map([['kill', published]]));
+    assertIdentical(clients, ['kill'], new Map([['kill', published + 1]]));
     assert.ok(
       atKill >= 10 && published >= atKill + 20,
       `publishing went on across the kill: ${atKill} messages before it, ${published} in all`,

@@ -128,14 +128,23 @@ describe('transport parity behind NGINX', () => {
       100,
     );
     t.diagnostic(`last client caught up ${Date.now() - drainStart} ms after the last ack`);
-    await new Promise((r) => setTimeout(r, 500));
+    // A last message fences every stream: a duplicate or a straggler would come before it, so
+    // each client's sequence is the publisher's plus the fence, exactly.
+    const fence = await channel.publish('fence', 0);
+    await eventually(
+      () => seen.every((s) => s.last >= fence.offset),
+      60_000,
+      'every client to receive the fence',
+      100,
+    );
+    const fenced = fnv(expected, fence.id);
     for (const transport of ['websocket', 'sse', 'long-polling'] as const) {
       const mine = seen.filter((s) => s.transport === transport);
       const mean = mine.reduce((a, s) => a + s.lagSum, 0) / mine.reduce((a, s) => a + s.count, 0);
       const max = Math.max(...mine.map((s) => s.lagMax));
       t.diagnostic(`${transport}: delivery latency mean ${mean.toFixed(0)} ms, max ${max} ms`);
       assert.equal(mine.length, CLIENTS);
-      const wrong = mine.filter((s) => s.count !== total || s.jumps !== 0 || s.hash !== expected);
+      const wrong = mine.filter((s) => s.count !== total + 1 || s.jumps !== 0 || s.hash !== fenced);
       assert.equal(
         wrong.length,
         0,

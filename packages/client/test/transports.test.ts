@@ -146,11 +146,12 @@ for (const transport of ['sse', 'long-polling'] as const) {
         acks.map((a) => a.offset),
         range(1, 300),
       );
-      await eventually(() => got.length >= 300, 10_000, '300 messages');
-      await new Promise((r) => setTimeout(r, 50));
-      assert.deepEqual(dataOf(got), range(1, 300));
+      // A last message fences the stream: whatever could still arrive (a duplicate) is before it.
+      await pub.channels.get('t').publish('n', 'fence');
+      await eventually(() => got.at(-1)?.data === 'fence', 10_000, '300 messages and the fence');
+      assert.deepEqual(dataOf(got), [...range(1, 300), 'fence']);
       const page = await pub.channels.get('t').history({ limit: 5, direction: 'backward' });
-      assert.deepEqual(dataOf(page.items), [300, 299, 298, 297, 296]);
+      assert.deepEqual(dataOf(page.items), ['fence', 300, 299, 298, 297]);
     });
 
     it('resumes after its connection is cut, without loss or duplicates', async () => {
@@ -171,9 +172,9 @@ for (const transport of ['sse', 'long-polling'] as const) {
       for (const i of range(6, 10)) await pub.channels.get('cut').publish('n', i);
       await eventually(() => sub.connection.state === 'connected', 5000, 'reconnected');
       for (const i of range(11, 15)) await pub.channels.get('cut').publish('n', i);
-      await eventually(() => got.length >= 15, 5000, 'all messages');
-      await new Promise((r) => setTimeout(r, 100));
-      assert.deepEqual(dataOf(got), range(1, 15));
+      await pub.channels.get('cut').publish('n', 'fence');
+      await eventually(() => got.at(-1)?.data === 'fence', 5000, 'all messages and the fence');
+      assert.deepEqual(dataOf(got), [...range(1, 15), 'fence']);
       assert.deepEqual(gaps, []);
       assert.equal(sub.connection.transport, transport);
     });
@@ -258,19 +259,26 @@ describe('transport fallback', () => {
         await new Promise((r) => setTimeout(r, 5));
       }
     })();
-    await new Promise((r) => setTimeout(r, 700)); // a probe or two fails meanwhile
+    // Traffic flows over SSE while the upgrade probes fail: two of them, at least.
+    const attempts = proxy.upgradeAttempts;
+    await eventually(() => proxy.upgradeAttempts >= attempts + 2, 5000, 'two refused probes');
     assert.equal(c.connection.transport, 'sse');
     proxy.upgrades = 'pass';
     await eventually(() => c.connection.transport === 'websocket', 5000, 'the move to WebSocket');
     // The client also publishes across the move: its commands are not lost either.
     const own = await c.channels.get('up').publish('own', 'mine');
-    await new Promise((r) => setTimeout(r, 200));
+    const afterMove = n;
+    await eventually(() => n >= afterMove + 20, 5000, 'more traffic after the move');
     stop = true;
     await publishing;
-    await eventually(() => got.length >= n + 1, 5000, 'every message');
-    await new Promise((r) => setTimeout(r, 100));
+    const fence = await pub.channels.get('up').publish('n', 'fence');
+    await eventually(
+      () => got.at(-1)?.offset === fence.offset,
+      5000,
+      'every message and the fence',
+    );
     const offsets = got.map((m) => m.offset as number);
-    assert.deepEqual(offsets, range(1, n + 1), 'every offset once, in order');
+    assert.deepEqual(offsets, range(1, n + 2), 'every offset once, in order');
     assert.ok(got.some((m) => m.offset === own.offset && m.data === 'mine'));
     assert.deepEqual(gaps, []);
     assert.deepEqual(states, [], 'the move does not pass through disconnected');

@@ -193,8 +193,8 @@ describe('in-band refresh', () => {
     assert.equal(typeof pushes[0]?.['reason'], 'string');
     await publish(server.port, 'chat:drop', 'after');
     await publish(server.port, 'chat:keep', 'after');
+    // Published after the one on chat:drop, so a wrongly delivered drop message would be first.
     await c.until((fs) => fs.some((f) => f['channel'] === 'chat:keep' && f['message'] === 'after'));
-    await sleep(100);
     assert.deepEqual(
       c.messages('chat:drop').map((f) => f['message']),
       ['before'],
