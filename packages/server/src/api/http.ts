@@ -111,7 +111,7 @@ async function handle(o: HttpApiOptions, req: IncomingMessage, res: ServerRespon
   }
   if (path === '/metrics') {
     if (!allow(req, res, 'GET')) return;
-    const body = await o.metrics.registry.metrics();
+    const body = await o.metrics.exposition();
     res.writeHead(200, { 'content-type': o.metrics.registry.contentType }).end(body);
     return;
   }
