@@ -637,7 +637,8 @@ export class Node implements BrokerHandler {
           this.#dropSubscribers(channel, 'missed messages are no longer in history');
           st.offset = h.position.offset;
         } else {
-          for (const e of merged) this.#hub.publish(channel, e.frame);
+          // No assignment time travels with history: the publishing node's timestamp stands in.
+          for (const e of merged) this.#hub.publish(channel, e.frame, frameTimestamp(e.frame));
           if (merged.length > 0) {
             this.#metrics.gapRepairs.inc({ outcome: 'repaired' });
             this.#metrics.repaired.inc(merged.length);
@@ -698,6 +699,21 @@ function positioned(
     else if (p.epoch === epoch) out.push({ offset: p.offset, frame });
   }
   return { frames: out, unpositioned };
+}
+
+const TIMESTAMP = Buffer.from('"timestamp":');
+
+/**
+ * A frame's top-level `timestamp` (ms): the last occurrence of the key, since the data comes
+ * before it and only a JSON string (the name, where a quote is always escaped) after it.
+ */
+function frameTimestamp(frame: Buffer): number {
+  const at = frame.lastIndexOf(TIMESTAMP);
+  if (at < 0) return NaN;
+  let end = at + TIMESTAMP.length;
+  while (end < frame.length && (frame[end] as number) >= 0x30 && (frame[end] as number) <= 0x39)
+    end++;
+  return Number(frame.toString('latin1', at + TIMESTAMP.length, end)) || NaN;
 }
 
 function frames(list: readonly Positioned[]): Buffer[] {

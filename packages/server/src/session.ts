@@ -194,7 +194,7 @@ export class Session implements ConnectionHandler {
   #dispatch(cmd: Command): void {
     switch (cmd.action) {
       case 'ping':
-        this.#conn.sendText(
+        this.#write(
           cmd.id === undefined ? '{"ok":true,"pong":true}' : encodeReply(cmd.id, '"pong":true'),
         );
         return;
@@ -519,7 +519,7 @@ export class Session implements ConnectionHandler {
     // client whose clock is a little behind ours no chance to refresh.
     const life = remaining > 0 ? remaining : remaining + this.#ctx.tokenLeewayMs;
     this.#refreshTimer = setLongTimeout(
-      () => this.#conn.sendText(`{"event":"refresh","expiresAt":${creds.expiresAt}}`),
+      () => this.#write(`{"event":"refresh","expiresAt":${creds.expiresAt}}`),
       remaining - lead,
     );
     this.#expiryTimer = setLongTimeout(
@@ -534,7 +534,7 @@ export class Session implements ConnectionHandler {
       if (this.#ctx.policy.allows(this.#credentials, 'subscribe', channel)) continue;
       this.#channels.delete(channel);
       this.#leave(channel);
-      this.#conn.sendText(
+      this.#write(
         `{"event":"unsubscribed","channel":${JSON.stringify(channel)},"code":${ErrorCode.PERMISSION_DENIED},"reason":"no longer allowed by the token"}`,
       );
     }
@@ -637,9 +637,7 @@ export class Session implements ConnectionHandler {
 
   #reply(id: RequestId, fields: string): void {
     if (this.#closed) return;
-    const text = encodeReply(id, fields);
-    this.#stats.bytes += Buffer.byteLength(text);
-    this.#conn.sendText(text);
+    this.#write(encodeReply(id, fields));
   }
 
   #fail(id: RequestId | undefined, err: ReplyError): void {
@@ -650,11 +648,15 @@ export class Session implements ConnectionHandler {
     );
   }
 
+  /** Every control frame leaves through here, so its bytes are counted for its transport. */
+  #write(text: string): void {
+    this.#stats.bytes += Buffer.byteLength(text);
+    this.#conn.sendText(text);
+  }
+
   #sendError(err: CommandError): void {
     this.#ctx.metrics.errors.inc({ code: err.code });
     if (this.#closed) return;
-    const text = encodeError(err);
-    this.#stats.bytes += Buffer.byteLength(text);
-    this.#conn.sendText(text);
+    this.#write(encodeError(err));
   }
 }

@@ -298,6 +298,8 @@ export class RedisBroker implements Broker {
       Buffer.from(closeMessageFrameUnpositioned(head)),
       undefined,
       undefined,
+      // A raw PUBLISH has no assignment: it is measured from its arrival here.
+      Date.now(),
     );
   }
 
