@@ -137,9 +137,19 @@ export function createMetrics(read: {
   subscriptions(): number;
   channels(): number;
   connections(): number;
+  /** The node's `maxConnections` (0: none). */
+  maxConnections?(): number;
 }): Metrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
+  // Gauges named like counters: `promtool check metrics` rejects them, and a dashboard applying
+  // rate() to a *_total would mislead. Nothing of ours needs them.
+  for (const name of [
+    'nodejs_active_handles_total',
+    'nodejs_active_requests_total',
+    'nodejs_active_resources_total',
+  ])
+    registry.removeSingleMetric(name);
   const registers = [registry];
 
   const tallies = new Map<Transport, TransportStats>(
@@ -335,6 +345,15 @@ export function createMetrics(read: {
   );
   for (const purpose of ['resume', 'rewind', 'page', 'repair', 'seed'])
     historyReads.inc({ purpose }, 0);
+
+  new Gauge({
+    name: 'switchboard_max_connections',
+    help: 'Connections this node accepts before refusing new ones (maxConnections; 0: no limit)',
+    registers,
+    collect() {
+      this.set(read.maxConnections?.() ?? 0);
+    },
+  });
 
   return {
     registry,

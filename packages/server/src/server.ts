@@ -125,6 +125,7 @@ export async function startServer(
     connections: () => edge.connections + transports.connections,
     subscriptions: () => hub.subscriptions,
     channels: () => hub.channels,
+    maxConnections: () => config.maxConnections,
   });
   const readiness = new Readiness({
     graceMs: config.readinessGraceMs,
