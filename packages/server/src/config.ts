@@ -91,6 +91,7 @@ export interface Config {
   readonly maxConnectionsPerIpPerSecond: number;
   readonly perMessageDeflate: boolean;
   readonly httpHeadersTimeoutMs: number;
+  readonly metrics: boolean;
 }
 
 export const defaults: Config = {
@@ -136,6 +137,7 @@ export const defaults: Config = {
   maxConnectionsPerIpPerSecond: 500,
   perMessageDeflate: false,
   httpHeadersTimeoutMs: 10_000,
+  metrics: true,
 };
 
 /** Every setting, its type and what it does: the source of the README's configuration reference. */
@@ -319,6 +321,10 @@ export const settings: Readonly<Record<keyof Config, Setting>> = {
     min: 1,
     max: 1_000_000,
     doc: 'new connections one address may open per second (429 above)',
+  },
+  metrics: {
+    kind: 'bool',
+    doc: 'serve /metrics and count per delivery (off: /metrics is 404 and the hot path counts nothing)',
   },
   perMessageDeflate: {
     kind: 'bool',

@@ -64,6 +64,8 @@ const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
 
 export interface Metrics {
   readonly registry: Registry;
+  /** False when the operator turned metrics off (`metrics: false`): nothing per delivery. */
+  readonly enabled: boolean;
   readonly connections: Gauge;
   readonly subscriptions: Gauge;
   readonly channels: Gauge;
@@ -133,13 +135,16 @@ interface HistogramInternals {
   >;
 }
 
-export function createMetrics(read: {
-  subscriptions(): number;
-  channels(): number;
-  connections(): number;
-  /** The node's `maxConnections` (0: none). */
-  maxConnections?(): number;
-}): Metrics {
+export function createMetrics(
+  read: {
+    subscriptions(): number;
+    channels(): number;
+    connections(): number;
+    /** The node's `maxConnections` (0: none). */
+    maxConnections?(): number;
+  },
+  enabled = true,
+): Metrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
   // Gauges named like counters: `promtool check metrics` rejects them, and a dashboard applying
@@ -357,6 +362,7 @@ export function createMetrics(read: {
 
   return {
     registry,
+    enabled,
     connections: new Gauge({
       name: 'switchboard_connections',
       help: 'Open client connections on this node',

@@ -116,17 +116,23 @@ export async function startServer(
     onDisconnect: (code) => disconnected(code),
     request: (req, res) => request(req, res),
   });
-  const hub = new Hub(
-    (n) => metrics.messagesOut.inc(n),
-    edge.topics,
-    (s, n) => metrics.delivered(s, n),
+  // Metrics off: the Hub counts nothing, so the bench can tell what counting costs.
+  const hub = config.metrics
+    ? new Hub(
+        (n) => metrics.messagesOut.inc(n),
+        edge.topics,
+        (s, n) => metrics.delivered(s, n),
+      )
+    : new Hub(undefined, edge.topics);
+  const metrics = createMetrics(
+    {
+      connections: () => edge.connections + transports.connections,
+      subscriptions: () => hub.subscriptions,
+      channels: () => hub.channels,
+      maxConnections: () => config.maxConnections,
+    },
+    config.metrics,
   );
-  const metrics = createMetrics({
-    connections: () => edge.connections + transports.connections,
-    subscriptions: () => hub.subscriptions,
-    channels: () => hub.channels,
-    maxConnections: () => config.maxConnections,
-  });
   const readiness = new Readiness({
     graceMs: config.readinessGraceMs,
     recoverMs: READINESS_RECOVER_MS,

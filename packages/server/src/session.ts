@@ -118,7 +118,7 @@ export class Session implements ConnectionHandler {
     this.#conn = conn;
     this.#stats = ctx.metrics.stats(conn.transport);
     // The Hub adds this connection's deliveries to its transport's tally.
-    conn.stats = this.#stats;
+    if (ctx.metrics.enabled) conn.stats = this.#stats;
     ctx.metrics.opened(conn.transport, NATIVE_DIALECT, conn);
     // A flooder that reconnects does not get a fresh burst of commands with each connection.
     this.#tokens =

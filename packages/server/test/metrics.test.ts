@@ -376,3 +376,20 @@ describe('Metrics: a scripted workload, then every documented series', () => {
     assert.deepEqual(exported, documented);
   });
 });
+
+describe('Metrics off (metrics: false)', () => {
+  it('answers /metrics with 404 and still delivers', async () => {
+    const server = await startTestServer({ metrics: false });
+    try {
+      const res = await fetch(`${server.url}/metrics`);
+      assert.equal(res.status, 404);
+      const c = await TestClient.open(server.wsUrl);
+      await c.subscribe('off');
+      await c.request({ action: 'publish', channel: 'off', data: 1, id: 'p' });
+      await c.until(() => c.messages('off').length === 1);
+      c.close();
+    } finally {
+      await server.close();
+    }
+  });
+});
