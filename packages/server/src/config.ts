@@ -256,7 +256,7 @@ export const settings: Readonly<Record<keyof Config, Setting>> = {
     kind: 'int',
     min: 0,
     max: 600_000,
-    doc: 'event-loop lag (p99 over the last second) above which new connections get 503 + Retry-After and /readyz 503 (0 off)',
+    doc: 'longest event-loop stall in the last second (sampled every 10 ms) above which new connections get 503 + Retry-After and /readyz 503 (0 off)',
   },
   shedRetryAfterMs: {
     kind: 'int',
