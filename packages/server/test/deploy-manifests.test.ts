@@ -94,12 +94,12 @@ describe('deployment files', () => {
 
   it('the Kubernetes objects are valid against the API schemas', () => {
     const kinds: Record<string, (o: Obj) => { validate(): void }> = {
-      'apps/v1/Deployment': (o) => new Deployment(o as never),
-      'v1/Service': (o) => new Service(o as never),
-      'v1/ConfigMap': (o) => new ConfigMap(o as never),
-      'v1/Secret': (o) => new Secret(o as never),
+      'apps/v1/Deployment': (o) => new Deployment(o),
+      'v1/Service': (o) => new Service(o),
+      'v1/ConfigMap': (o) => new ConfigMap(o),
+      'v1/Secret': (o) => new Secret(o),
       'autoscaling/v2/HorizontalPodAutoscaler': (o) => new HorizontalPodAutoscaler(o as never),
-      'policy/v1/PodDisruptionBudget': (o) => new PodDisruptionBudget(o as never),
+      'policy/v1/PodDisruptionBudget': (o) => new PodDisruptionBudget(o),
     };
     const kustomization = k8s('kustomization.yaml');
     const listed = kustomization['resources'] as string[];
