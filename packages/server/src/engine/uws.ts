@@ -8,6 +8,7 @@
  * per frame), `b<channel>` for `switchboard.v1` clients (a turn's frames joined by '\n').
  */
 import { STATUS_CODES } from 'node:http';
+import { createServer as createNetServer } from 'node:net';
 import type {
   HttpRequest,
   HttpResponse,
@@ -266,17 +267,26 @@ export class UwsEngine implements TopicPublisher {
     if (app.numSubscribers(plain) > 0) for (const frame of frames) app.publish(plain, frame, false);
   }
 
-  /** Binds `host:port` (0 picks a free port); resolves with the port bound. */
+  /**
+   * Binds `host:port` (0 picks a free port) exclusively; resolves with the port bound. uSockets
+   * sets SO_REUSEPORT by default, so a second node on a taken port used to start and split the
+   * traffic with the first, each with its own state (#15.1); ws (node:http) fails instead.
+   */
   listen(host: string, port: number): Promise<number> {
     return new Promise((resolve, reject) => {
-      this.#app.listen(host, port, (socket) => {
-        if (socket === false) {
-          reject(new Error(`listen EADDRINUSE or EACCES: cannot bind ${host}:${port}`));
-          return;
-        }
-        this.#listenSocket = socket;
-        resolve(this.#uws.us_socket_local_port(socket));
-      });
+      (this.#app as unknown as ListenWithOptions).listen(
+        host,
+        port,
+        LIBUS_LISTEN_EXCLUSIVE_PORT,
+        (socket) => {
+          if (socket === false) {
+            bindError(host, port).then(reject, reject);
+            return;
+          }
+          this.#listenSocket = socket;
+          resolve(this.#uws.us_socket_local_port(socket));
+        },
+      );
     });
   }
 
@@ -427,4 +437,31 @@ export class UwsEngine implements TopicPublisher {
       if (!response.writableEnded) response.writeHead(500).end();
     }
   }
+}
+
+/** uSockets' listen option that leaves SO_REUSEPORT off (the typings declare it in a const enum). */
+const LIBUS_LISTEN_EXCLUSIVE_PORT = 1;
+
+/** The native listen(host, port, options, cb), which v20.30's typings omit. */
+interface ListenWithOptions {
+  listen(
+    host: string,
+    port: number,
+    options: number,
+    cb: (socket: us_listen_socket | false) => void,
+  ): unknown;
+}
+
+/**
+ * Why uWS could not bind (it only says false): the same bind through node:net names the errno,
+ * so both engines fail with the same EADDRINUSE / EACCES error.
+ */
+function bindError(host: string, port: number): Promise<Error> {
+  return new Promise((resolve) => {
+    const probe = createNetServer();
+    probe.once('error', (err) => resolve(err));
+    probe.listen({ host, port, exclusive: true }, () =>
+      probe.close(() => resolve(new Error(`listen: uWebSockets.js cannot bind ${host}:${port}`))),
+    );
+  });
 }
