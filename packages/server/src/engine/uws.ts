@@ -43,8 +43,12 @@ interface UserData {
  * drops it without a close frame. Neither is how a slow client should learn it was too slow, so
  * the engine closes it itself, with 3008, once it is past maxOutboundBytes: every 100 ms it reads
  * the backlog of up to BACKLOG_CHECKS sockets (all of them, below that count) and of every socket
- * found backlogged before. uWS's own limit, BURST_MARGIN above ours, stops a burst that outruns
- * the check: memory per socket stays bounded either way, and nothing is skipped silently.
+ * found backlogged before. A burst cannot outrun the check: once the frames published since the
+ * last sweep add up to a share of BURST_MARGIN (smaller the more rounds a sweep of every socket
+ * takes), the next publish sweeps first. So every socket is looked at before it could pass uWS's
+ * own limit, BURST_MARGIN above ours, where uWS would drop it without a close frame (1006, which
+ * under CPU load, with late timers, is what slow clients used to see): the close with 3008 is
+ * queued while there is still room for it (#15.3).
  */
 const BURST_MARGIN = 4 * 1024 * 1024;
 const BACKLOG_SWEEP_MS = 100;
@@ -178,6 +182,8 @@ export class UwsEngine implements TopicPublisher {
   #held = 0;
   /** Sockets found with a backlog: looked at every sweep until they drained. */
   readonly #backlogged = new Set<UwsConnection>();
+  /** Bytes every subscriber of a topic may have gained since the last sweep. */
+  #publishedSinceSweep = 0;
 
   constructor(uws: UwsModule, options: UwsEngineOptions) {
     this.#uws = uws;
@@ -238,6 +244,7 @@ export class UwsEngine implements TopicPublisher {
   }
 
   #checkBacklogs(): void {
+    this.#publishedSinceSweep = 0;
     for (const conn of this.#backlogged) if (conn.backlog() === 0) this.#backlogged.delete(conn);
     if (this.#round.length === 0) this.#round = [...this.#connections];
     for (const conn of this.#round.splice(0, BACKLOG_CHECKS)) {
@@ -254,6 +261,26 @@ export class UwsEngine implements TopicPublisher {
   }
 
   publish(channel: string, frames: readonly Buffer[]): void {
+    const rounds = Math.ceil(this.#connections.size / BACKLOG_CHECKS) || 1;
+    const budget = BURST_MARGIN / 2 / rounds;
+    // A turn's frames may be megabytes (a batch POST): published in slices, sweeping between.
+    let slice: Buffer[] = [];
+    let bytes = 0;
+    for (const frame of frames) {
+      if (this.#publishedSinceSweep + bytes + frame.length + 1 > budget) {
+        if (slice.length > 0) this.#publishNow(channel, slice);
+        this.#checkBacklogs();
+        slice = [];
+        bytes = 0;
+      }
+      slice.push(frame);
+      bytes += frame.length + 1;
+    }
+    this.#publishedSinceSweep += bytes;
+    if (slice.length > 0) this.#publishNow(channel, slice);
+  }
+
+  #publishNow(channel: string, frames: readonly Buffer[]): void {
     const app = this.#app;
     const plain = PLAIN + channel;
     const batched = BATCHED + channel;
