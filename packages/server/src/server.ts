@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import { createHttpHandler } from './api/http.js';
 import type { Broker } from './broker/broker.js';
 import { MemoryBroker } from './broker/memory.js';
+import { createBridgeMetrics } from './broker/bridge-metrics.js';
 import { RedisBroker } from './broker/redis.js';
 import type { Config } from './config.js';
 import type { Connection, RequestInfo } from './engine/connection.js';
@@ -121,6 +122,7 @@ export async function startServer(
     subscriptions: () => hub.subscriptions,
     channels: () => hub.channels,
   });
+  if (broker instanceof RedisBroker) broker.instrumentBridge(createBridgeMetrics(metrics.registry));
   const readiness = new Readiness({
     graceMs: config.readinessGraceMs,
     recoverMs: READINESS_RECOVER_MS,
