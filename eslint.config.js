@@ -7,7 +7,11 @@ export default tseslint.config(
   {
     languageOptions: {
       parserOptions: {
-        projectService: { allowDefaultProject: ['bench/*.js', 'bench/*/*.js'] },
+        projectService: {
+          allowDefaultProject: ['bench/*.js', 'bench/*/*.js'],
+          // The bench scripts (and their baselines) outgrew the default of 8.
+          maximumDefaultProjectFileMatchCount_THIS_WILL_SLOW_DOWN_LINTING: 16,
+        },
         tsconfigRootDir: import.meta.dirname,
       },
     },

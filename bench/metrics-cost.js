@@ -186,7 +186,7 @@ function median(xs) {
   const m = Math.floor(s.length / 2);
   return s.length % 2 === 1
     ? s[m]
-    : /** @type {number} */ ((s[m - 1]) + /** @type {number} */ (s[m])) / 2;
+    : /** @type {number} */ (s[m - 1] + /** @type {number} */ (s[m])) / 2;
 }
 
 const redis = await startRedis();
