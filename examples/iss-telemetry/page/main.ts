@@ -69,6 +69,8 @@ if (landObject !== undefined) $('land').setAttribute('d', path(feature(world, la
 /** Positions by offset (bridged messages, which have none, get keys after every offset). */
 const points = new Map<number, Telemetry>();
 let unpositioned = Number.MAX_SAFE_INTEGER / 2;
+let live = 0;
+let fromHistory = 0;
 
 function isTelemetry(d: unknown): d is Telemetry {
   const t = d as Partial<Telemetry> | null;
@@ -112,7 +114,7 @@ function render(): void {
     $('speed').textContent = `${last.speedKmh.toLocaleString('en')} km/h`;
     $('source').textContent = last.source === 'sgp4' ? 'SGP4 model (offline)' : 'open-notify API';
     $('updated').textContent = new Date(last.timestamp).toISOString().slice(11, 19) + ' UTC';
-    $('count').textContent = `${state.offsets.length || trail.length}`;
+    $('count').textContent = `${live} live, ${fromHistory} from history`;
     const gaps = keys.filter(
       (k, i) => i > 0 && k < unpositioned && k !== (keys[i - 1] as number) + 1,
     );
@@ -147,13 +149,14 @@ async function main(): Promise<void> {
   const channel = client.channels.get(config.channel);
   await channel.subscribe((m) => {
     if (m.offset !== undefined) state.offsets.push(m.offset);
+    live++;
     if (add(m)) render();
   });
   state.transport = client.connection.transport;
   showConnection();
   // The trail so far, from history: everything before the first live message.
   const page = await channel.history({ direction: 'backward', limit: 1000 });
-  for (const m of page.items) add(m);
+  for (const m of page.items) if (!points.has(m.offset ?? -1) && add(m)) fromHistory++;
   render();
 }
 

@@ -12,12 +12,13 @@
  *   --open-notify-url U   ask this URL instead of the public open-notify API
  *   --tle FILE            a fresher two-line element set than the bundled one
  *   --interval-ms N       time between positions (default 1000)
+ *   --backfill-minutes N  into an empty channel, first the model's last N minutes (default 30; 0: none)
  */
 import { parseArgs } from 'node:util';
 import { createLogger, resolveConfig, startServer, type RunningServer } from '@switchboard/server';
 import { loadOrbit } from './orbit.js';
 import { servePage } from './page.js';
-import { CHANNEL, startPublisher } from './publisher.js';
+import { CHANNEL, backfill, startPublisher } from './publisher.js';
 
 const { values } = parseArgs({
   options: {
@@ -31,6 +32,7 @@ const { values } = parseArgs({
     'open-notify-url': { type: 'string' },
     tle: { type: 'string' },
     'interval-ms': { type: 'string', default: '1000' },
+    'backfill-minutes': { type: 'string', default: '30' },
   },
   strict: true,
 });
@@ -67,11 +69,19 @@ if (nodeUrl === undefined) {
 }
 nodeUrl = nodeUrl.replace(/\/$/, '');
 page.setNode(nodeUrl);
+const orbit = values.tle === undefined ? loadOrbit() : loadOrbit(values.tle);
+if (bridge === undefined && Number(values['backfill-minutes']) > 0) {
+  const n = await backfill({ url: nodeUrl, minutes: Number(values['backfill-minutes']), orbit });
+  if (n > 0)
+    say(
+      `publisher: trail of the last ${values['backfill-minutes']} minutes (model, ${n} positions)`,
+    );
+}
 const publisher = startPublisher({
   ...(bridge === undefined ? { url: nodeUrl } : { redis: bridge }),
   offline: values.offline,
   ...(values['open-notify-url'] !== undefined && { openNotifyUrl: values['open-notify-url'] }),
-  orbit: values.tle === undefined ? loadOrbit() : loadOrbit(values.tle),
+  orbit,
   intervalMs: Number(values['interval-ms']),
   log: (line) => say(`publisher: ${line}`),
 });

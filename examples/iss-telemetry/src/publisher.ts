@@ -146,6 +146,43 @@ export function startPublisher(o: PublisherOptions): Publisher {
   };
 }
 
+/**
+ * Posts the model's positions of the last `minutes`, one every `stepMs`, so a page opened now
+ * draws a trail at once. Only into an empty channel: older positions after newer offsets would
+ * draw the trail backwards. Resolves with the number posted.
+ */
+export async function backfill(o: {
+  url: string;
+  minutes: number;
+  stepMs?: number;
+  channel?: string;
+  orbit?: Orbit;
+  apiKey?: string;
+}): Promise<number> {
+  const channel = encodeURIComponent(o.channel ?? CHANNEL);
+  const headers: Record<string, string> = { 'content-type': 'application/json' };
+  if (o.apiKey !== undefined)
+    headers['authorization'] = `Basic ${Buffer.from(o.apiKey).toString('base64')}`;
+  const seen = await fetch(`${o.url}/v1/channels/${channel}/messages?limit=1`, { headers });
+  if (!seen.ok || ((await seen.json()) as { messages: unknown[] }).messages.length > 0) return 0;
+  const orbit = o.orbit ?? loadOrbit();
+  const step = o.stepMs ?? 10_000;
+  const now = Date.now();
+  const count = Math.min(1000, Math.floor((o.minutes * 60_000) / step));
+  const items = Array.from({ length: count }, (_, i) => {
+    const t: Telemetry = { ...orbit.at(new Date(now - (count - i) * step)), source: 'sgp4' };
+    return { name: 'position', id: `iss-${t.timestamp}`, data: t };
+  });
+  if (items.length === 0) return 0;
+  const res = await fetch(`${o.url}/v1/channels/${channel}/messages`, {
+    method: 'POST',
+    headers,
+    body: JSON.stringify(items),
+  });
+  if (!res.ok) throw new Error(`backfill: HTTP ${res.status}: ${await res.text()}`);
+  return items.length;
+}
+
 /** The position open-notify reports, or undefined when it does not answer well within 2 s. */
 async function openNotify(
   url: string,

@@ -52,6 +52,7 @@ interface Demo {
   readonly pageUrl: string;
   readonly nodeUrl: string;
   output(): string;
+  stop(): Promise<void>;
 }
 
 /** Runs the launcher as `npm run demo` does and waits for the URL it prints. */
@@ -73,12 +74,13 @@ async function startDemo(args: string[]): Promise<Demo> {
   let out = '';
   child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
-  cleanup.push(async () => {
+  const stop = async (): Promise<void> => {
     if (child.exitCode !== null || child.signalCode !== null) return;
     const exited = once(child, 'exit');
     child.kill('SIGTERM');
     await exited;
-  });
+  };
+  cleanup.push(stop);
   await eventually(
     () => {
       if (child.exitCode !== null) throw new Error(`demo exited: ${out}`);
@@ -89,7 +91,7 @@ async function startDemo(args: string[]): Promise<Demo> {
   );
   const pageUrl = /ISS demo: +(\S+)/.exec(out)?.[1] ?? '';
   const nodeUrl = /node: +(\S+)/.exec(out)?.[1] ?? '';
-  return { pageUrl, nodeUrl, output: () => out };
+  return { pageUrl, nodeUrl, output: () => out, stop };
 }
 
 /**
@@ -188,6 +190,7 @@ describe('ISS demo', () => {
       assert.match((await page.textContent('#trail-info')) ?? '', /no gap/);
       await browser?.screenshot(page, 'iss-demo-after-restart');
       await page.close();
+      await demo.stop();
       assert.deepEqual(
         errors.filter((e) => !/WebSocket|ERR_CONNECTION_REFUSED|Failed to load resource/.test(e)),
         [],
