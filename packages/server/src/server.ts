@@ -19,7 +19,9 @@ import { Readiness } from './readiness.js';
 import { Session } from './session.js';
 import { drain } from './drain.js';
 import { Shedding } from './shedding.js';
-import { createPublicKey } from 'node:crypto';
+import { createPublicKey, randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import { VERSION, createWebRoutes } from './web/front-page.js';
 import { Admission, isRefusal } from './admission.js';
 import { ApiKeys } from './auth/api-keys.js';
 import { AuthFailureLog } from './auth/auth-log.js';
@@ -223,8 +225,31 @@ export async function startServer(
     accept,
     onDisconnect: (code) => disconnected(code),
   });
+  const startedAt = Date.now();
+  const nodeId = config.nodeId ?? `${hostname()}-${randomBytes(3).toString('hex')}`;
+  const web = createWebRoutes({
+    info: () => ({
+      name: 'switchboard',
+      version: VERSION,
+      nodeId,
+      engine: edge.engine,
+      broker: broker.name,
+      startedAt: new Date(startedAt).toISOString(),
+      uptimeMs: Date.now() - startedAt,
+      auth: policy.enabled,
+      connections: edge.connections + transports.connections,
+      channels: hub.channels,
+      links: {
+        demo: config.demoUrl ?? null,
+        admin: null,
+        metrics: '/metrics',
+        docs: '/docs/README.md',
+      },
+    }),
+  });
   const request = transports.before(
     createHttpHandler({
+      web,
       node,
       metrics,
       logger,
