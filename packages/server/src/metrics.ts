@@ -80,6 +80,8 @@ export interface Metrics {
   readonly gapRepairs: Counter<'outcome'>;
   readonly slowConsumers: Counter;
   readonly rateLimited: Counter<'kind'>;
+  /** One command refused for its connection's rate (pre-bound: a flood calls it per frame). */
+  commandRefused(): void;
   readonly historyReads: Counter<'purpose'>;
   readonly publishAck: Histogram;
   /** The shared tally of a transport (see TransportStats). */
@@ -343,6 +345,7 @@ export function createMetrics(
   );
   rateLimited.inc({ kind: 'command' }, 0);
   rateLimited.inc({ kind: 'connection' }, 0);
+  const refusedCommands = rateLimited.labels({ kind: 'command' });
   const historyReads = counter(
     'switchboard_history_reads_total',
     'History reads this node sent to the broker, by purpose',
@@ -426,6 +429,7 @@ export function createMetrics(
       'Connections closed because their outbound queue went over maxOutboundBytes (code 3008)',
     ),
     rateLimited,
+    commandRefused: () => refusedCommands.inc(),
     historyReads,
     publishAck,
     stats,

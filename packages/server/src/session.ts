@@ -561,7 +561,7 @@ export class Session implements ConnectionHandler {
    * rate (more than twice its bucket refused within 10 s) is closed with 3011 FLOODING.
    */
   #refuse(text: string): void {
-    this.#ctx.metrics.rateLimited.inc({ kind: 'command' });
+    this.#ctx.metrics.commandRefused();
     const { commandsPerSecond } = this.#ctx.limits;
     const id = peekRequestId(text);
     if (id !== undefined || !this.#toldOverRate) {
