@@ -95,9 +95,9 @@ export interface Config {
   readonly maxConnectionsPerIpPerSecond: number;
   readonly perMessageDeflate: boolean;
   readonly httpHeadersTimeoutMs: number;
-  readonly metrics: boolean;
   readonly nodeId: string | undefined;
   readonly demoUrl: string | undefined;
+  readonly metrics: boolean;
 }
 
 export const defaults: Config = {
@@ -147,9 +147,9 @@ export const defaults: Config = {
   maxConnectionsPerIpPerSecond: 500,
   perMessageDeflate: false,
   httpHeadersTimeoutMs: 10_000,
-  metrics: true,
   nodeId: undefined,
   demoUrl: undefined,
+  metrics: true,
 };
 
 /** Every setting, its type and what it does: the source of the README's configuration reference. */
