@@ -242,6 +242,16 @@ export class Switchboard {
         this.#refresh();
         continue;
       }
+      if (event === 'discontinuity' && typeof frame['channel'] === 'string') {
+        const { from, until } = frame;
+        this.#hooks
+          .get(frame['channel'])
+          ?.lost(
+            typeof from === 'number' ? from : undefined,
+            typeof until === 'number' ? until : undefined,
+          );
+        continue;
+      }
       if (event === 'unsubscribed' && typeof frame['channel'] === 'string') {
         const code = (
           typeof frame['code'] === 'number' ? frame['code'] : ErrorCode.PERMISSION_DENIED

@@ -95,6 +95,8 @@ export interface Config {
   readonly maxConnectionsPerIpPerSecond: number;
   readonly perMessageDeflate: boolean;
   readonly httpHeadersTimeoutMs: number;
+  readonly nodeId: string | undefined;
+  readonly demoUrl: string | undefined;
 }
 
 export const defaults: Config = {
@@ -144,6 +146,8 @@ export const defaults: Config = {
   maxConnectionsPerIpPerSecond: 500,
   perMessageDeflate: false,
   httpHeadersTimeoutMs: 10_000,
+  nodeId: undefined,
+  demoUrl: undefined,
 };
 
 /** Every setting, its type and what it does: the source of the README's configuration reference. */
@@ -361,6 +365,14 @@ export const settings: Readonly<Record<keyof Config, Setting>> = {
     min: 1000,
     max: 600_000,
     doc: 'time a client has to send its request headers (against slowloris)',
+  },
+  nodeId: {
+    kind: 'optionalString',
+    doc: 'name of this node in /v1/info and on the front page (default: host name and 6 random hex digits)',
+  },
+  demoUrl: {
+    kind: 'httpUrl',
+    doc: "where the front page's demo link points (npm run demo sets it)",
   },
 };
 

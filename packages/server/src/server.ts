@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import { createHttpHandler } from './api/http.js';
 import type { Broker } from './broker/broker.js';
 import { MemoryBroker } from './broker/memory.js';
+import { createBridgeMetrics } from './broker/bridge-metrics.js';
 import { RedisBroker } from './broker/redis.js';
 import type { Config } from './config.js';
 import type { Connection, RequestInfo } from './engine/connection.js';
@@ -17,7 +18,9 @@ import { Readiness } from './readiness.js';
 import { Session } from './session.js';
 import { drain } from './drain.js';
 import { Shedding } from './shedding.js';
-import { createPublicKey } from 'node:crypto';
+import { createPublicKey, randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import { VERSION, createWebRoutes } from './web/front-page.js';
 import { Admission, isRefusal } from './admission.js';
 import { ApiKeys } from './auth/api-keys.js';
 import { AuthFailureLog } from './auth/auth-log.js';
@@ -121,6 +124,7 @@ export async function startServer(
     subscriptions: () => hub.subscriptions,
     channels: () => hub.channels,
   });
+  if (broker instanceof RedisBroker) broker.instrumentBridge(createBridgeMetrics(metrics.registry));
   const readiness = new Readiness({
     graceMs: config.readinessGraceMs,
     recoverMs: READINESS_RECOVER_MS,
@@ -197,8 +201,31 @@ export async function startServer(
     accept,
     onDisconnect: (code) => metrics.disconnects.inc({ code }),
   });
+  const startedAt = Date.now();
+  const nodeId = config.nodeId ?? `${hostname()}-${randomBytes(3).toString('hex')}`;
+  const web = createWebRoutes({
+    info: () => ({
+      name: 'switchboard',
+      version: VERSION,
+      nodeId,
+      engine: edge.engine,
+      broker: broker.name,
+      startedAt: new Date(startedAt).toISOString(),
+      uptimeMs: Date.now() - startedAt,
+      auth: policy.enabled,
+      connections: edge.connections + transports.connections,
+      channels: hub.channels,
+      links: {
+        demo: config.demoUrl ?? null,
+        admin: null,
+        metrics: '/metrics',
+        docs: '/docs/README.md',
+      },
+    }),
+  });
   const request = transports.before(
     createHttpHandler({
+      web,
       node,
       metrics,
       logger,
