@@ -188,7 +188,6 @@ export async function startServer(
     eventLoopLagMs: config.shedEventLoopLagMs,
     connections: (): number => edge.connections + transports.connections,
     readiness,
-    registry: metrics.registry,
   });
   const admission: Admission = new Admission({
     allowedOrigins: config.allowedOrigins,

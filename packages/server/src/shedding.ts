@@ -1,5 +1,4 @@
 import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
-import { Gauge, type Registry } from 'prom-client';
 import type { Readiness } from './readiness.js';
 
 export interface SheddingOptions {
@@ -13,13 +12,7 @@ export interface SheddingOptions {
   readonly readiness: Pick<Readiness, 'set'>;
   /** Resident memory in bytes; `process.memoryUsage.rss` unless a test gives its own. */
   readonly rss?: () => number;
-  /** Where `switchboard_shedding` and `switchboard_max_connections` are registered. */
-  readonly registry?: Registry;
 }
-
-/** Why a node sheds, as the `reason` label of switchboard_shedding. */
-const REASONS = ['connections', 'memory', 'event_loop_lag'] as const;
-type ShedReason = (typeof REASONS)[number];
 
 /** How often memory and event-loop lag are sampled: a storm of upgrades must not read /proc each. */
 const SAMPLE_MS = 1000;
@@ -39,34 +32,10 @@ export class Shedding {
   #rssBytes = 0;
   #timer: NodeJS.Timeout | undefined;
   #reason: string | undefined;
-  #kind: ShedReason | undefined;
 
   constructor(options: SheddingOptions) {
     this.#o = options;
     this.#rss = options.rss ?? (() => process.memoryUsage.rss());
-    if (options.registry === undefined) return;
-    const shedding = (): ShedReason | undefined => {
-      this.check();
-      return this.#kind;
-    };
-    new Gauge({
-      name: 'switchboard_shedding',
-      help: 'Whether this node refuses new connections (503 + Retry-After), by reason: 1 shedding, 0 not',
-      labelNames: ['reason'],
-      registers: [options.registry],
-      collect() {
-        const now = shedding();
-        for (const r of REASONS) this.set({ reason: r }, now === r ? 1 : 0);
-      },
-    });
-    new Gauge({
-      name: 'switchboard_max_connections',
-      help: 'Connections this node accepts before it sheds (maxConnections): alert on switchboard_connections nearing it',
-      registers: [options.registry],
-      collect() {
-        this.set(options.maxConnections);
-      },
-    });
   }
 
   /** Starts sampling memory and event-loop lag when a threshold is set. */
@@ -94,18 +63,12 @@ export class Shedding {
   check(): string | undefined {
     const n = this.#o.connections();
     let why: string | undefined;
-    let kind: ShedReason | undefined;
-    if (n >= this.#o.maxConnections) {
-      kind = 'connections';
+    if (n >= this.#o.maxConnections)
       why = `at its connection limit (${n} of maxConnections ${this.#o.maxConnections})`;
-    } else if (this.#o.memoryBytes > 0 && this.#rssBytes > this.#o.memoryBytes) {
-      kind = 'memory';
+    else if (this.#o.memoryBytes > 0 && this.#rssBytes > this.#o.memoryBytes)
       why = `resident memory ${this.#rssBytes} bytes is over shedMemoryBytes ${this.#o.memoryBytes}`;
-    } else if (this.#o.eventLoopLagMs > 0 && this.#lagNow() > this.#o.eventLoopLagMs) {
-      kind = 'event_loop_lag';
+    else if (this.#o.eventLoopLagMs > 0 && this.#lagNow() > this.#o.eventLoopLagMs)
       why = `event-loop lag ${Math.round(this.#lagNow())} ms is over shedEventLoopLagMs ${this.#o.eventLoopLagMs}`;
-    }
-    this.#kind = kind;
     if (why !== this.#reason) {
       this.#reason = why;
       this.#o.readiness.set('shedding', why);

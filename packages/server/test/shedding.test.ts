@@ -64,10 +64,6 @@ describe('load shedding', () => {
         assert.equal(res.headers.get('retry-after'), '3');
         assert.equal(((await res.json()) as { code: number }).code, ErrorCode.NOT_AVAILABLE);
       }
-      const metrics = await (await fetch(`${server.url}/metrics`)).text();
-      assert.match(metrics, /^switchboard_shedding\{reason="connections"\} 1$/m);
-      assert.match(metrics, /^switchboard_shedding\{reason="memory"\} 0$/m);
-      assert.match(metrics, /^switchboard_max_connections 3$/m);
       const ready = await readyz(server.url);
       assert.equal(ready.status, 503);
       assert.ok(
@@ -86,10 +82,6 @@ describe('load shedding', () => {
       await eventually(async () => (await upgrade(server.port)).status === 101, 3000, 'a 101');
       // Ready again once that test upgrade's socket is gone too.
       await eventually(async () => (await readyz(server.url)).status === 200, 3000, 'ready');
-      assert.match(
-        await (await fetch(`${server.url}/metrics`)).text(),
-        /^switchboard_shedding\{reason="connections"\} 0$/m,
-      );
       for (const c of held) c.close();
     } finally {
       await server.close();
