@@ -108,6 +108,9 @@ describe('load shedding', () => {
     const server = await startTestServer({ shedEventLoopLagMs: 400 });
     try {
       assert.equal((await upgrade(server.port)).status, 101);
+      // The lag monitor counts a stall only once its own timer has run (a stall right after
+      // start-up is missed), and the node takes its first sample a second after start.
+      await new Promise((r) => setTimeout(r, 1100));
       // Hold this process's event loop (the server's too) for a second.
       const until = Date.now() + 1000;
       while (Date.now() < until);
