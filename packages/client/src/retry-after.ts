@@ -32,6 +32,8 @@ export function parseRetryAfter(
   let ms: number;
   if (/^\d+$/.test(text)) ms = Number(text) * 1000;
   else {
+    // An HTTP date names its day and month; Date.parse alone takes "-3" for a year.
+    if (!/^[A-Za-z]{3}, /.test(text)) return undefined;
     const at = Date.parse(text);
     if (Number.isNaN(at)) return undefined;
     ms = at - now;

@@ -262,7 +262,7 @@ export const settings: Readonly<Record<keyof Config, Setting>> = {
     kind: 'int',
     min: 0,
     max: 600_000,
-    doc: 'longest event-loop stall in the last second (sampled every 10 ms) above which new connections get 503 + Retry-After and /readyz 503 (0 off)',
+    doc: 'longest event-loop stall in the last 2-3 seconds (sampled every 10 ms) above which new connections get 503 + Retry-After and /readyz 503 (0 off)',
   },
   shedRetryAfterMs: {
     kind: 'int',

@@ -29,6 +29,7 @@ export class Shedding {
   readonly #rss: () => number;
   #lag: IntervalHistogram | undefined;
   #lagMs = 0;
+  #lagBeforeMs = 0;
   #rssBytes = 0;
   #timer: NodeJS.Timeout | undefined;
   #reason: string | undefined;
@@ -76,10 +77,14 @@ export class Shedding {
     return why;
   }
 
-  /** The longest stall in the window so far and the one before it (so a stall counts 1-2 s). */
+  /**
+   * The longest stall in the window so far and the two before it: a node that just stalled takes
+   * no new clients for 2-3 s, and a busy machine's slow requests still see the stall.
+   */
   #lagNow(): number {
     const h = this.#lag;
-    return h === undefined ? 0 : Math.max(this.#lagMs, h.count > 0 ? h.max / 1e6 : 0);
+    if (h === undefined) return 0;
+    return Math.max(this.#lagMs, this.#lagBeforeMs, h.count > 0 ? h.max / 1e6 : 0);
   }
 
   #sample(): void {
@@ -87,6 +92,7 @@ export class Shedding {
     if (this.#lag !== undefined) {
       // The longest stall, not a percentile: a second holds only ~100 samples at a 10 ms
       // resolution, and one 300 ms stall among them does not move the p99.
+      this.#lagBeforeMs = this.#lagMs;
       this.#lagMs = this.#lag.count > 0 ? this.#lag.max / 1e6 : 0;
       this.#lag.reset();
     }
