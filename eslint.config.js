@@ -28,7 +28,7 @@ export default tseslint.config(
   },
   {
     // node:test's describe/it return promises the runner itself awaits; they never float.
-    files: ['packages/*/test/**/*.ts'],
+    files: ['packages/*/test/**/*.ts', 'examples/*/test/**/*.ts'],
     rules: {
       '@typescript-eslint/no-floating-promises': [
         'error',

@@ -7,13 +7,13 @@ import { DisconnectCode } from '@switchboard/protocol';
 import { CLI, ENGINE, startNodeProcess, startTestServer, TestClient } from './helpers.js';
 
 describe('lifecycle', () => {
-  it('on SIGTERM closes clients with 1001, stops accepting and exits 0', async () => {
+  it('on SIGTERM closes clients with 3012 (draining), stops accepting and exits 0', async () => {
     const node = await startNodeProcess();
     const clients = await Promise.all(Array.from({ length: 5 }, () => TestClient.open(node.wsUrl)));
     await Promise.all(clients.map((c) => c.subscribe('bye')));
     const code = node.stop('SIGTERM');
     const closes = await Promise.all(clients.map((c) => c.closed()));
-    assert.deepEqual(closes, Array(5).fill(DisconnectCode.GOING_AWAY));
+    assert.deepEqual(closes, Array(5).fill(DisconnectCode.DRAINING));
     assert.equal(await code, 0);
     assert.match(node.output(), /shutdown complete/);
     await assert.rejects(fetch(`${node.url}/healthz`));

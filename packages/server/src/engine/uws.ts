@@ -148,8 +148,10 @@ function refuse(res: HttpResponse, refusal: Refusal): void {
   res.cork(() => {
     res
       .writeStatus(`${refusal.status} ${STATUS_CODES[refusal.status] ?? ''}`)
-      .writeHeader('content-type', 'application/json')
-      .end(body, true);
+      .writeHeader('content-type', 'application/json');
+    if (refusal.retryAfterS !== undefined)
+      res.writeHeader('retry-after', String(refusal.retryAfterS));
+    res.end(body, true);
   });
 }
 
@@ -322,6 +324,11 @@ export class UwsEngine implements TopicPublisher {
     if (this.#listenSocket === undefined) return;
     this.#uws.us_listen_socket_close(this.#listenSocket);
     this.#listenSocket = undefined;
+  }
+
+  /** The open WebSockets, for the drain to ask them to leave one by one. */
+  open(): UwsConnection[] {
+    return [...this.#connections];
   }
 
   /** Closes every WebSocket with `code`; the close frames leave at once, nothing to wait for. */
