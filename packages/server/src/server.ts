@@ -147,7 +147,7 @@ export async function startServer(
     },
     config.metrics,
   );
-  if (broker instanceof RedisBroker) broker.instrumentBridge(createBridgeMetrics(metrics.registry));
+  if (picked instanceof RedisBroker) picked.instrumentBridge(createBridgeMetrics(metrics.registry));
   const readiness = new Readiness({
     graceMs: config.readinessGraceMs,
     recoverMs: READINESS_RECOVER_MS,

@@ -26,6 +26,7 @@ void test(
     const text = await (await fetch(`${server.url}/metrics`)).text();
     const names = [...new Set([...text.matchAll(/^# TYPE (switchboard_\w+)/gm)].map((m) => m[1]))];
     assert.ok(names.length >= 10, `metrics found: ${names.join(', ')}`);
+    assert.ok(names.includes('switchboard_bridge_gaps_total'), 'the bridge series are exported');
     const undocumented = names.filter((n) => n !== undefined && !OPERATIONS.includes('`' + n));
     assert.deepEqual(undocumented, [], 'metrics missing from docs/operations.md');
   },
