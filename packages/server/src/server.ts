@@ -5,7 +5,7 @@ import type { Broker } from './broker/broker.js';
 import { MemoryBroker } from './broker/memory.js';
 import { createBridgeMetrics } from './broker/bridge-metrics.js';
 import { RedisBroker } from './broker/redis.js';
-import type { Config } from './config.js';
+import { ConfigError, type Config } from './config.js';
 import type { Connection, RequestInfo } from './engine/connection.js';
 import { createEdge, type Edge } from './engine/edge.js';
 import { HttpTransports } from './engine/http-transports.js';
@@ -72,7 +72,15 @@ export async function startServer(
   parts: ServerParts = {},
 ): Promise<RunningServer> {
   const authenticator = await createAuthenticator(config);
-  const apiKeys = new ApiKeys(config.apiKeys);
+  let apiKeys: ApiKeys;
+  try {
+    apiKeys = new ApiKeys(config.apiKeys);
+  } catch (err) {
+    throw new ConfigError(
+      'apiKeys',
+      `apiKeys: ${err instanceof Error ? err.message : String(err)}`,
+    );
+  }
   const policy = createPolicy(authenticator !== undefined || apiKeys.size > 0, config.namespaces);
   if (!policy.enabled) {
     logger.warn(
@@ -374,8 +382,29 @@ function tokenParam(url: string | undefined): string | undefined {
   return new URLSearchParams(url.slice(q + 1)).get('token') ?? undefined;
 }
 
-/** The token authenticator the configuration asks for, if any. */
+/**
+ * The token authenticator the configuration asks for, if any. A key that cannot be used (too
+ * short, unreadable, not a key, the wrong algorithms) is a configuration error like any other:
+ * ConfigError, which the CLI reports with exit status 2 (#15.5).
+ */
 async function createAuthenticator(config: Config): Promise<Authenticator | undefined> {
+  try {
+    return await createAuthenticatorOrThrow(config);
+  } catch (err) {
+    const key =
+      config.jwtSecret !== undefined
+        ? 'jwtSecret'
+        : config.jwtKeyFile !== undefined
+          ? 'jwtKeyFile'
+          : config.jwtPublicKey !== undefined
+            ? 'jwtPublicKey'
+            : 'jwtJwksUrl';
+    const text = err instanceof Error ? err.message : String(err);
+    throw new ConfigError(key, text.includes(key) ? text : `${key}: ${text}`);
+  }
+}
+
+async function createAuthenticatorOrThrow(config: Config): Promise<Authenticator | undefined> {
   const publicKey =
     config.jwtPublicKey ??
     (config.jwtKeyFile === undefined ? undefined : readKeyFile(config.jwtKeyFile));

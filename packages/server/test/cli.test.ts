@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -60,6 +60,50 @@ describe('switchboard CLI', () => {
       const r = run(['publish', 'chan']);
       assert.equal(r.status, 2);
     });
+    // Token keys are checked when the server builds its authenticator, after the config was
+    // read: these exited 1 like a runtime failure (#15.5).
+    it('a jwtSecret shorter than 32 bytes', () => {
+      const r = run(['serve', '--port', '0', '--jwt-secret', 'short']);
+      assert.equal(r.status, 2, r.stderr);
+      assert.match(r.stderr, /jwtSecret must be at least 32 bytes/);
+    });
+    it('a jwtKeyFile that does not exist, or holds no key', () => {
+      const missing = run(['serve', '--port', '0', '--jwt-key-file', '/nonexistent/key.pem']);
+      assert.equal(missing.status, 2, missing.stderr);
+      assert.match(missing.stderr, /jwtKeyFile/);
+      const dir = mkdtempSync(join(tmpdir(), 'sb-cli-'));
+      const file = join(dir, 'key.pem');
+      writeFileSync(file, '-----BEGIN PUBLIC KEY-----\nnot a key\n-----END PUBLIC KEY-----\n');
+      const garbage = run(['serve', '--port', '0', '--jwt-key-file', file]);
+      assert.equal(garbage.status, 2, garbage.stderr);
+      assert.match(garbage.stderr, /jwtKeyFile/);
+    });
+    it('HMAC algorithms next to a public key', () => {
+      const r = run([
+        'serve',
+        '--port',
+        '0',
+        '--jwt-public-key',
+        '{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}',
+        '--jwt-algorithms',
+        'HS256',
+      ]);
+      assert.equal(r.status, 2, r.stderr);
+      assert.match(r.stderr, /HS\* algorithms cannot be used with a public key/);
+    });
+  });
+
+  it('--version and -v print the package version', () => {
+    const { version } = JSON.parse(
+      readFileSync(new URL('../package.json', import.meta.url), 'utf8'),
+    ) as { version: string };
+    for (const flag of ['--version', '-v']) {
+      const r = run([flag]);
+      assert.equal(r.status, 0, r.stderr);
+      assert.equal(r.stdout.trim().split(' ').slice(0, 2).join(' '), `switchboard ${version}`);
+      assert.match(r.stdout, /protocol v1/);
+    }
+    assert.match(run(['--help']).stdout, /--version/);
   });
 
   it('prints help for every command', () => {

@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { WebSocket } from 'ws';
-import { BATCH_SUBPROTOCOL } from '@switchboard/protocol';
+import { readFileSync } from 'node:fs';
+import { BATCH_SUBPROTOCOL, PROTOCOL_VERSION } from '@switchboard/protocol';
 import {
   ConfigError,
   flagName,
@@ -18,6 +19,15 @@ import { randomUUID } from 'node:crypto';
 import { SignJWT } from 'jose';
 import { parseCapabilities } from '../auth/auth.js';
 
+/** `switchboard <version> (protocol v<n>, node <version>)`, the version from the package's manifest. */
+function versionLine(): string {
+  // dist/cli/main.js and src/cli/main.ts both sit two levels below the package root.
+  const manifest = JSON.parse(
+    readFileSync(new URL('../../package.json', import.meta.url), 'utf8'),
+  ) as { version: string };
+  return `switchboard ${manifest.version} (protocol v${PROTOCOL_VERSION}, node ${process.version})`;
+}
+
 /** Exit codes: 1 runtime failure, 2 bad usage or configuration. */
 class UsageError extends Error {}
 
@@ -29,6 +39,7 @@ Commands:
   subscribe <channel>       print a channel's messages as JSON lines until interrupted
   token --sub <id>          mint a development token signed with the configured jwtSecret
   revoke --jti <id> | --sub <id>  revoke tokens on every node (admin API key)
+  --version, -v             print the version
 
 Run 'switchboard <command> --help' for a command's options.`;
 
@@ -377,6 +388,10 @@ async function main(argv: string[]): Promise<void> {
       return token(rest);
     case 'revoke':
       return revoke(rest);
+    case '--version':
+    case '-v':
+      process.stdout.write(versionLine() + '\n');
+      return;
     case undefined:
     case '-h':
     case '--help':
