@@ -97,6 +97,7 @@ export interface Config {
   readonly httpHeadersTimeoutMs: number;
   readonly nodeId: string | undefined;
   readonly demoUrl: string | undefined;
+  readonly metrics: boolean;
 }
 
 export const defaults: Config = {
@@ -148,6 +149,7 @@ export const defaults: Config = {
   httpHeadersTimeoutMs: 10_000,
   nodeId: undefined,
   demoUrl: undefined,
+  metrics: true,
 };
 
 /** Every setting, its type and what it does: the source of the README's configuration reference. */
@@ -355,6 +357,10 @@ export const settings: Readonly<Record<keyof Config, Setting>> = {
     min: 1,
     max: 1_000_000,
     doc: 'new connections one address may open per second (429 above)',
+  },
+  metrics: {
+    kind: 'bool',
+    doc: 'serve /metrics and count per delivery (off: /metrics is 404 and the hot path counts nothing)',
   },
   perMessageDeflate: {
     kind: 'bool',

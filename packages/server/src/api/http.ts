@@ -112,9 +112,9 @@ async function handle(o: HttpApiOptions, req: IncomingMessage, res: ServerRespon
       ...(r.faults.length > 0 && { faults: r.faults }),
     });
   }
-  if (path === '/metrics') {
+  if (path === '/metrics' && o.metrics.enabled) {
     if (!allow(req, res, 'GET')) return;
-    const body = await o.metrics.registry.metrics();
+    const body = await o.metrics.exposition();
     res.writeHead(200, { 'content-type': o.metrics.registry.contentType }).end(body);
     return;
   }
