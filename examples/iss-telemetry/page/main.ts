@@ -68,7 +68,8 @@ if (landObject !== undefined) $('land').setAttribute('d', path(feature(world, la
 
 /** Positions by offset (bridged messages, which have none, get keys after every offset). */
 const points = new Map<number, Telemetry>();
-let unpositioned = Number.MAX_SAFE_INTEGER / 2;
+const UNPOSITIONED = Number.MAX_SAFE_INTEGER / 2;
+let unpositioned = UNPOSITIONED;
 let live = 0;
 let fromHistory = 0;
 
@@ -77,10 +78,34 @@ function isTelemetry(d: unknown): d is Telemetry {
   return typeof t?.latitude === 'number' && typeof t.longitude === 'number';
 }
 
+/**
+ * The stream's epoch: a new one (the embedded engine restarted, Redis lost the stream) restarts
+ * offsets at 1, so its positions are keyed after everything drawn so far.
+ */
+let epoch: string | undefined;
+let base = 0;
+let streams = 1;
+
 function add(message: Message): boolean {
   if (!isTelemetry(message.data)) return false;
-  points.set(message.offset ?? unpositioned++, message.data);
+  if (message.offset === undefined) {
+    points.set(unpositioned++, message.data);
+    return true;
+  }
+  if (message.epoch !== undefined && epoch !== undefined && message.epoch !== epoch) {
+    base = Math.max(0, ...[...points.keys()].filter((k) => k < UNPOSITIONED));
+    streams++;
+  }
+  epoch = message.epoch ?? epoch;
+  points.set(base + message.offset, message.data);
   return true;
+}
+
+/** Adds a message read from history unless it is drawn already (it came live too). */
+function fromStore(m: Message): boolean {
+  if (m.offset === undefined) return false;
+  if (m.epoch === epoch && points.has(base + m.offset)) return false;
+  return add(m);
 }
 
 let redraw = 0;
@@ -116,10 +141,11 @@ function render(): void {
     $('updated').textContent = new Date(last.timestamp).toISOString().slice(11, 19) + ' UTC';
     $('count').textContent = `${live} live, ${fromHistory} from history`;
     const gaps = keys.filter(
-      (k, i) => i > 0 && k < unpositioned && k !== (keys[i - 1] as number) + 1,
+      (k, i) => i > 0 && k < UNPOSITIONED && k !== (keys[i - 1] as number) + 1,
     );
     $('trail-info').textContent =
-      `${trail.length} points, ${gaps.length === 0 ? 'no gap' : `${gaps.length} gaps`}`;
+      `${trail.length} points, ${gaps.length === 0 ? 'no gap' : `${gaps.length} gaps`}` +
+      (streams > 1 ? `, ${streams - 1} new stream${streams > 2 ? 's' : ''}` : '');
   });
 }
 
@@ -147,6 +173,21 @@ async function main(): Promise<void> {
     showConnection();
   });
   const channel = client.channels.get(config.channel);
+  // The stream was reset (an embedded node restarted) or the gap was too long to replay: what the
+  // new stream holds (the publisher re-sends what the node missed) is read from its history.
+  channel.on('discontinuity', (info) => {
+    if (info.reason === 'lost' || info.current === undefined) return;
+    const current = info.current;
+    void channel
+      .history({ direction: 'backward', limit: 1000 })
+      .then((page) => {
+        for (const m of [...page.items].reverse())
+          if (m.epoch === current.epoch && m.offset !== undefined && m.offset <= current.offset)
+            if (fromStore(m)) fromHistory++;
+        render();
+      })
+      .catch(() => {});
+  });
   await channel.subscribe((m) => {
     if (m.offset !== undefined) state.offsets.push(m.offset);
     live++;
@@ -156,7 +197,7 @@ async function main(): Promise<void> {
   showConnection();
   // The trail so far, from history: everything before the first live message.
   const page = await channel.history({ direction: 'backward', limit: 1000 });
-  for (const m of page.items) if (!points.has(m.offset ?? -1) && add(m)) fromHistory++;
+  for (const m of page.items) if (fromStore(m)) fromHistory++;
   render();
 }
 

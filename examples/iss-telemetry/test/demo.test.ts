@@ -152,6 +152,33 @@ describe('ISS demo', () => {
     assert.deepEqual(errors, [], 'no console error');
   });
 
+  it('an embedded node restarted: a new stream, the trail goes on after the old one', async (t) => {
+    const missing = requireBinary('chromium');
+    if (missing) return t.skip(missing);
+    let node: NodeProcess = await startNodeProcess([]);
+    cleanup.push(() => node.stop('SIGKILL'));
+    const demo = await startDemo(['--node-url', node.url, '--interval-ms', '250']);
+    const { page } = await (browser as Browser).open();
+    await page.goto(demo.pageUrl);
+    await until(page, 'window.iss.offsets.length >= 2', 15_000);
+    const port = node.port;
+    await node.stop('SIGKILL');
+    node = await startNodeProcess(['--port', String(port)]);
+    // The embedded engine's history died with the node: offsets restart at 1 in a new epoch.
+    const first = (await pageState(page)).offsets[0] ?? 0;
+    await until(page, `window.iss.offsets.filter((o) => o < ${first}).length >= 2`, 20_000);
+    assert.match((await page.textContent('#trail-info')) ?? '', /no gap, 1 new stream/);
+    const s = await pageState(page);
+    const times = s.trail.map((p) => p.timestamp);
+    assert.deepEqual(
+      times,
+      [...times].sort((a, b) => a - b),
+      'the trail stays in time order',
+    );
+    await page.close();
+    await demo.stop();
+  });
+
   describe('with Redis', () => {
     let redis: RedisProcess;
     before(async () => {

@@ -191,6 +191,12 @@ describe('front page in headless Chromium', () => {
     );
     assert.ok(logged.some((a) => a[0] === 'connection' && a[1] === 'connected'));
     await page.setViewportSize({ width: 390, height: 844 });
+    // Readable on a phone: nothing wider than the screen (the snippets scroll inside their box).
+    assert.equal(
+      await page.evaluate('document.documentElement.scrollWidth <= window.innerWidth'),
+      true,
+      'no horizontal overflow at 390 px',
+    );
     await browser?.screenshot(page, 'front-page-phone');
     await page.close();
     assert.deepEqual(errors, [], 'no console error');
