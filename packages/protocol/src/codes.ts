@@ -28,6 +28,16 @@ export const ErrorCode = {
   PRESENCE_DISABLED: 117,
   OUTCOME_UNKNOWN: 118,
   UNSUPPORTED_MEDIA_TYPE: 119,
+  /** A presence member's data is larger than presenceMaxDataBytes. */
+  PRESENCE_DATA_TOO_LARGE: 145,
+  /** The channel already has presenceMaxMembers members. */
+  PRESENCE_CHANNEL_FULL: 146,
+  /** The connection is a member of presenceMaxEntersPerConnection channels already. */
+  PRESENCE_TOO_MANY_ENTERS: 147,
+  /** leave (or update with leave semantics) on a channel the connection has not entered. */
+  PRESENCE_NOT_ENTERED: 148,
+  /** The connection already entered with another presence key. */
+  PRESENCE_KEY_MISMATCH: 149,
 } as const;
 
 export type ErrorCodeName = keyof typeof ErrorCode;
@@ -55,6 +65,11 @@ export const errorHttpStatus: Readonly<Record<ErrorCodeValue, number>> = {
   117: 404,
   118: 504,
   119: 415,
+  145: 413,
+  146: 409,
+  147: 429,
+  148: 409,
+  149: 409,
 };
 
 /** Whether a client may retry the same command unchanged and expect a different outcome. */

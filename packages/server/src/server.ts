@@ -138,6 +138,8 @@ export async function startServer(
     presence,
     presenceFor: (channel) => config.namespaces[channelNamespace(channel)]?.presence === true,
     presenceTtlMs: config.presenceTtlMs,
+    presenceMaxMembers: config.presenceMaxMembers,
+    autoEnterFor: (channel) => config.namespaces[channelNamespace(channel)]?.autoEnter === true,
     onWrite: (ok, startedAt, error) => readiness.observeWrite(ok, startedAt, error),
   });
   const sessionContext = {
@@ -148,6 +150,11 @@ export async function startServer(
       maxInFlight: MAX_IN_FLIGHT,
       commandsPerSecond: config.maxCommandsPerSecond,
       commandBurst: config.commandBurst,
+    },
+    presence: {
+      maxDataBytes: config.presenceMaxDataBytes,
+      maxEntersPerConnection: config.presenceMaxEntersPerConnection,
+      graceMs: config.presenceGraceMs,
     },
     policy,
     authenticator,

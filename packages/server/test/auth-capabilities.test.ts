@@ -24,12 +24,16 @@ const PERMS: Perm[] = ['subscribe', 'publish', 'presence', 'history'];
 /** Namespace rules under test, in config form. */
 const NAMESPACES: Record<
   string,
-  { anonymous?: Perm[]; clientPublish?: boolean; presence?: boolean }
+  { anonymous?: Perm[]; clientPublish?: boolean; presence?: boolean; autoEnter?: boolean }
 > = {
-  chat: { presence: true },
-  pub: { anonymous: ['subscribe', 'history'], presence: true },
+  chat: { presence: true, autoEnter: true },
+  pub: { anonymous: ['subscribe', 'history'], presence: true, autoEnter: true },
   feed: { clientPublish: false },
-  open: { anonymous: ['subscribe', 'publish', 'history', 'presence'], presence: true },
+  open: {
+    anonymous: ['subscribe', 'publish', 'history', 'presence'],
+    presence: true,
+    autoEnter: true,
+  },
   // Anonymous access that includes publishing, where clients may not publish: backends only.
   ro: { anonymous: ['subscribe', 'publish'], clientPublish: false },
   '': { anonymous: ['history'] },
@@ -245,19 +249,19 @@ describe('capabilities: property test over WebSocket and REST', () => {
       return;
     }
     assert.equal(status, 200, what);
-    const members = body['members'] as { clientId: string; user?: string }[];
+    const members = body['members'] as { clientId: string; connectionId: string }[];
     assert.ok(Array.isArray(members), what);
     const allowed = everSubscribed.get(channel) ?? new Set();
+    // A member's clientId is its token's sub; an anonymous one's is its connectionId.
+    const userOf = (m: { clientId: string; connectionId: string }): string =>
+      m.clientId === m.connectionId ? '-' : m.clientId;
     for (const m of members) {
       assert.equal(typeof m.clientId, 'string', what);
-      assert.ok(
-        allowed.has(m.user ?? '-'),
-        `${what}: member ${JSON.stringify(m)} never subscribed`,
-      );
+      assert.ok(allowed.has(userOf(m)), `${what}: member ${JSON.stringify(m)} never subscribed`);
     }
     if (self !== undefined && self.user !== '-') {
       assert.equal(
-        members.some((m) => m.user === self.user),
+        members.some((m) => userOf(m) === self.user),
         self.subscribed,
         `${what}: the reader ${self.user} is listed exactly when subscribed`,
       );
