@@ -252,13 +252,24 @@ export class Node implements BrokerHandler {
     return this.#brokerCall('presence', () => tracker.page(channel, query), 'presence');
   }
 
-  /** Streams the channel's presence events to `sink` (the caller checks capabilities). */
-  async subscribePresence(sink: Sink, channel: string): Promise<void> {
+  /**
+   * Streams the channel's presence events to `sink` (the caller checks capabilities). Resolves
+   * with the presence offset read once the stream was confirmed: every change after it reaches
+   * the sink (a reader delivers those and merges the rest from a members read).
+   */
+  async subscribePresence(sink: Sink, channel: string): Promise<number> {
     const tracker = this.#tracker(channel);
     tracker.watch(channel);
     try {
       await this.#attach(sink, presenceStream(channel));
+      const page = await this.#brokerCall(
+        'presence',
+        () => tracker.page(channel, { limit: 1 }),
+        'presence',
+      );
+      return page.offset;
     } catch (err) {
+      this.#release(sink, presenceStream(channel));
       tracker.unwatch(channel);
       throw err;
     }

@@ -560,12 +560,12 @@ export class Session implements ConnectionHandler {
     if (!this.#admit(id)) return;
     this.#presenceStreams.add(channel);
     this.#node.subscribePresence(this.#conn, channel).then(
-      () => {
+      (offset) => {
         this.#inFlight--;
         if (this.#closed || !this.#presenceStreams.has(channel)) {
           this.#node.unsubscribePresence(this.#conn, channel);
         }
-        this.#ok(id);
+        if (id !== undefined) this.#reply(id, `"offset":${offset}`);
       },
       (err: unknown) => {
         this.#inFlight--;
