@@ -34,6 +34,8 @@ export interface RunningServer {
   /** The port actually bound (useful with port 0). */
   readonly port: number;
   readonly broker: Broker;
+  /** Where presence is kept (tests fill a channel through it). */
+  readonly presence: PresenceStore;
   /** The network engine actually running (uws falls back to ws when it cannot load). */
   readonly engine: 'uws' | 'ws';
   /**
@@ -248,6 +250,7 @@ export async function startServer(
   return {
     port,
     broker,
+    presence,
     engine: edge.engine,
     close() {
       closing ??= (async () => {

@@ -442,6 +442,16 @@ export class Session implements ConnectionHandler {
   #memberCommand(cmd: MemberCommand): void {
     const { channel, id } = cmd;
     if (!this.#allowed('presence', channel, id)) return;
+    if (!this.#node.presenceEnabled(channel)) {
+      this.#fail(
+        id,
+        new ReplyError(
+          ErrorCode.PRESENCE_DISABLED,
+          `presence is not enabled for the namespace of ${channel}`,
+        ),
+      );
+      return;
+    }
     const limits = this.#presenceLimits;
     const dataJson = cmd.dataJson ?? (cmd.action === 'leave' ? '' : 'null');
     if (Buffer.byteLength(dataJson) > limits.maxDataBytes) {
