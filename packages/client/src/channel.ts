@@ -48,12 +48,19 @@ export interface HistoryPage {
 
 /** Emitted when the channel's stream cannot be continued seamlessly; refetch state then. */
 export interface DiscontinuityInfo {
-  /** `unrecovered`: the server could not replay the gap; `epoch`: the stream was reset. */
-  readonly reason: 'unrecovered' | 'epoch';
+  /**
+   * `unrecovered`: the server could not replay the gap; `epoch`: the stream was reset; `lost`:
+   * messages without a stream position (raw Redis PUBLISHes bridged by the server) may be missing
+   * here, because the server's bridge subscription or this client's connection was down.
+   */
+  readonly reason: 'unrecovered' | 'epoch' | 'lost';
   /** The position the SDK held, if any. */
   readonly previous: Position | undefined;
   /** The position delivery continues from, if known. */
   readonly current: Position | undefined;
+  /** With `lost` from the server: when its bridge was down (ms since the Unix epoch). */
+  readonly from?: number;
+  readonly until?: number;
 }
 
 export interface ChannelEvents {
@@ -88,6 +95,8 @@ export interface ChannelHooks {
   revoked(err: SwitchboardError): void;
   /** Presence events of the channel (the `presence` array of an event frame). */
   presence(events: readonly unknown[]): void;
+  /** The server says unpositioned messages were lost here (its bridge was down). */
+  lost(from: number | undefined, until: number | undefined): void;
 }
 
 type Attach = 'idle' | 'pending' | 'attaching' | 'attached';
@@ -123,6 +132,8 @@ export class Channel extends Emitter<ChannelEvents> {
   #early: Message[] = [];
   #waiters: Waiter[] = [];
   #timer: ReturnType<typeof setTimeout> | undefined;
+  /** Messages without a position were delivered: a resume cannot replay those it missed. */
+  #unpositioned = false;
 
   constructor(name: string, host: ChannelHost) {
     super();
@@ -142,6 +153,17 @@ export class Channel extends Emitter<ChannelEvents> {
       up: () => {
         this.#send();
         this.#presence.up();
+      },
+      lost: (from, until) => {
+        if (this.#attach !== 'attached' && this.#attach !== 'attaching') return;
+        const p = this.#position;
+        this.emit('discontinuity', {
+          reason: 'lost',
+          previous: p,
+          current: p,
+          ...(from !== undefined && { from }),
+          ...(until !== undefined && { until }),
+        });
       },
       down: () => {
         this.#down();
@@ -307,6 +329,8 @@ export class Channel extends Emitter<ChannelEvents> {
     if (since && (f['recovered'] !== true || (position && position.epoch !== since.epoch))) {
       this.#position = position;
       this.emit('discontinuity', { reason: 'unrecovered', previous: since, current: position });
+    } else if (since && this.#unpositioned) {
+      this.emit('discontinuity', { reason: 'lost', previous: since, current: position });
     }
     // Pushes sent before the reply (a plain subscribe lets live messages through while the
     // server confirms) follow the old position; the reply's position is the floor after them.
@@ -336,7 +360,7 @@ export class Channel extends Emitter<ChannelEvents> {
         this.emit('discontinuity', { reason: 'epoch', previous, current });
       }
       this.#position = current;
-    }
+    } else this.#unpositioned = true;
     for (const l of this.#listeners) {
       if (l.name === undefined || l.name === m.name) invoke(l.fn, m);
     }

@@ -26,6 +26,7 @@ export {
   encodeMessageHead,
   closeMessageFrame,
   closeMessageFrameUnpositioned,
+  encodeDiscontinuityEvent,
   encodeReply,
   encodeError,
   messageIdError,

@@ -3,12 +3,14 @@ import {
   DisconnectCode,
   ErrorCode,
   PRESENCE_STREAM_PREFIX,
+  encodeDiscontinuityEvent,
   encodeMessageHead,
   presenceStream,
   type Position,
 } from '@switchboard/protocol';
 import type { Logger } from 'pino';
 import type {
+  BridgeGap,
   Broker,
   BrokerHandler,
   HistoryOptions,
@@ -462,6 +464,18 @@ export class Node implements BrokerHandler {
       const st = this.#states.get(channel);
       if (st !== undefined && st.epoch !== undefined && !st.repairing)
         this.#startRepair(channel, st);
+    }
+  }
+
+  onBridgeGap(covers: (channel: string) => boolean, gap: BridgeGap): void {
+    // In the live stream, at the place of the loss: the subscribers' only way to learn of it,
+    // since raw messages have no offsets that a resume could compare.
+    for (const channel of this.#states.keys()) {
+      if (covers(channel))
+        this.#hub.publish(
+          channel,
+          Buffer.from(encodeDiscontinuityEvent(channel, gap.from, gap.until)),
+        );
     }
   }
 
