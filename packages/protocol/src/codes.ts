@@ -28,6 +28,8 @@ export const ErrorCode = {
   PRESENCE_DISABLED: 117,
   OUTCOME_UNKNOWN: 118,
   UNSUPPORTED_MEDIA_TYPE: 119,
+  /** The node's web pages (front page, SDK bundle) were not built with the server. */
+  WEB_NOT_BUILT: 120,
   /** A presence member's data is larger than presenceMaxDataBytes. */
   PRESENCE_DATA_TOO_LARGE: 145,
   /** The channel already has presenceMaxMembers members. */
@@ -65,6 +67,7 @@ export const errorHttpStatus: Readonly<Record<ErrorCodeValue, number>> = {
   117: 404,
   118: 504,
   119: 415,
+  120: 503,
   145: 413,
   146: 409,
   147: 429,
