@@ -801,6 +801,20 @@ export class Session implements ConnectionHandler {
         `{"event":"unsubscribed","channel":${JSON.stringify(channel)},"code":${ErrorCode.PERMISSION_DENIED},"reason":"no longer allowed by the token"}`,
       );
     }
+    // Presence the new token no longer allows: the events stop and explicit members leave.
+    for (const channel of new Set([...this.#presenceStreams, ...this.#entered.keys()])) {
+      if (this.#ctx.policy.allows(this.#credentials, 'presence', channel)) continue;
+      if (this.#presenceStreams.delete(channel))
+        this.#node.unsubscribePresence(this.#conn, channel);
+      const entered = this.#entered.get(channel);
+      if (entered !== undefined && !entered.auto) {
+        this.#entered.delete(channel);
+        this.#node.leave(channel, this.#memberKey(), this.#ownerId()).catch(() => undefined);
+      }
+      this.#write(
+        `{"event":"presence-unsubscribed","channel":${JSON.stringify(channel)},"code":${ErrorCode.PERMISSION_DENIED},"reason":"no longer allowed by the token"}`,
+      );
+    }
   }
 
   #takeToken(): boolean {

@@ -178,6 +178,32 @@ describe('presence members on the embedded engine', () => {
     );
   });
 
+  it('a refreshed token without presence stops the events and makes the member leave', async () => {
+    const watcher = track(await authed(server, 'watcher2'));
+    await watcher.request({ action: 'presence-subscribe', channel: 'room:r', id: rid() });
+    const erin = track(await authed(server, 'erin'));
+    await erin.request({ action: 'presence-subscribe', channel: 'room:r', id: rid() });
+    await erin.request({ action: 'enter', channel: 'room:r', data: 1, id: rid() });
+    const token = await mint('erin', { cap: { 'room:*': ['subscribe'] } });
+    const r = await erin.request({ action: 'refresh', token, id: rid() });
+    assert.equal(r['ok'], true, JSON.stringify(r));
+    await watcher.until(
+      (fs) => presenceEvents(fs).some((e) => e['action'] === 'leave' && e['clientId'] === 'erin'),
+      5000,
+      "erin's leave",
+    );
+    await erin.until(
+      (fs) => fs.some((f) => f['event'] === 'presence-unsubscribed'),
+      5000,
+      'the presence-unsubscribed push',
+    );
+    assert.equal(
+      erin.frames.filter((f) => f['event'] === 'presence-unsubscribed').length,
+      1,
+      'one push per channel',
+    );
+  });
+
   it('answers each limit and a missing capability with its code on every transport; the connection stays', async () => {
     const c = track(await authed(server, 'carol'));
     const codeOf = async (frame: object): Promise<unknown> =>
