@@ -165,6 +165,7 @@ export class Node implements BrokerHandler {
             ttlMs: options.presenceTtlMs ?? 60_000,
             maxMembers: options.presenceMaxMembers ?? 20_000,
             log: options.logger,
+            registry: options.metrics.registry,
           });
     // The in-process store hands its events over directly; a Redis store publishes them and the
     // broker delivers them like publications.

@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import { Counter, Gauge, type Registry } from 'prom-client';
 import type {
   ApplyResult,
   MemberOp,
@@ -34,6 +35,8 @@ export interface TrackerOptions {
   readonly ttlMs: number;
   readonly maxMembers: number;
   readonly log: Logger;
+  /** Where this tracker's series are registered (the server's registry). */
+  readonly registry?: Registry;
 }
 
 /**
@@ -59,9 +62,30 @@ export class PresenceTracker {
   readonly #refreshTimer: NodeJS.Timeout;
   readonly #sweepTimer: NodeJS.Timeout;
   #closed = false;
+  readonly #changes: Counter<'kind' | 'result'> | undefined;
 
   constructor(store: PresenceStore, options: TrackerOptions) {
     this.#store = store;
+    const registry = options.registry;
+    if (registry !== undefined) {
+      const members = this.#members;
+      new Gauge({
+        name: 'switchboard_presence_members_held',
+        help: 'Presence members whose connections are on this node (those in their grace period included)',
+        registers: [registry],
+        collect() {
+          let n = 0;
+          for (const m of members.values()) n += m.size;
+          this.set(n);
+        },
+      });
+      this.#changes = new Counter({
+        name: 'switchboard_presence_changes_total',
+        help: 'Presence changes this node sent to the store, by kind (enter, update, leave, refresh) and result (ok, lost, none, full, error)',
+        labelNames: ['kind', 'result'],
+        registers: [registry],
+      });
+    }
     this.#ttlMs = options.ttlMs;
     this.#maxMembers = options.maxMembers;
     this.#log = options.log;
@@ -227,10 +251,16 @@ export class PresenceTracker {
           )
           .then(
             (r: ApplyResult) =>
-              chunk.forEach((q, j) =>
-                q.resolve({ result: r.results[j] ?? 'none', offset: r.offset }),
-              ),
-            (err: unknown) => chunk.forEach((q) => q.reject(err)),
+              chunk.forEach((q, j) => {
+                const result = r.results[j] ?? 'none';
+                this.#changes?.inc({ kind: q.op.kind, result });
+                q.resolve({ result, offset: r.offset });
+              }),
+            (err: unknown) =>
+              chunk.forEach((q) => {
+                this.#changes?.inc({ kind: q.op.kind, result: 'error' });
+                q.reject(err);
+              }),
           );
       }
     }
