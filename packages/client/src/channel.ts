@@ -2,6 +2,7 @@ import { channelError } from '@switchboard/protocol';
 import { Emitter, invoke } from './emitter.js';
 import { replyError, SwitchboardError, TimeoutError } from './errors.js';
 import { toMessage, toPosition, type Frame, type Message, type Position } from './frames.js';
+import { Presence, type ChannelPresence } from './presence.js';
 
 export type MessageListener = (message: Message) => void;
 
@@ -45,14 +46,6 @@ export interface HistoryPage {
   next(): Promise<HistoryPage | undefined>;
 }
 
-/** One connection subscribed to a channel whose namespace keeps presence. */
-export interface PresenceMember {
-  /** The connection's presence id (random, stable for the connection's life). */
-  readonly clientId: string;
-  /** The `sub` of the connection's token; absent for anonymous connections. */
-  readonly user?: string;
-}
-
 /** Emitted when the channel's stream cannot be continued seamlessly; refetch state then. */
 export interface DiscontinuityInfo {
   /**
@@ -87,6 +80,8 @@ export interface ChannelHost {
   request(command: Frame, publish: boolean): Promise<Frame>;
   retryDelay(attempt: number): number;
   newMessageId(): string;
+  /** The client's presence key (a secret kept for its life; see presence.ts). */
+  readonly presenceKey: string;
   register(channel: string, hooks: ChannelHooks): void;
 }
 
@@ -98,6 +93,8 @@ export interface ChannelHooks {
   end(err: SwitchboardError): void;
   /** The server ended the subscription (a refreshed token no longer allows it). */
   revoked(err: SwitchboardError): void;
+  /** Presence events of the channel (the `presence` array of an event frame). */
+  presence(events: readonly unknown[]): void;
   /** The server says unpositioned messages were lost here (its bridge was down). */
   lost(from: number | undefined, until: number | undefined): void;
 }
@@ -116,6 +113,13 @@ interface Waiter {
  */
 export class Channel extends Emitter<ChannelEvents> {
   readonly name: string;
+  /**
+   * Presence: `enter/update/leave(data)`, `get()`, `subscribe(listener)`. Calling it (`await
+   * channel.presence()`) is `get()`. Needs the `presence` capability and a namespace with presence
+   * on; otherwise rejects with the server's error (103 or 101, or 117 PRESENCE_DISABLED).
+   */
+  readonly presence: ChannelPresence;
+  readonly #presence: Presence;
   readonly #host: ChannelHost;
   #listeners: readonly { readonly name: string | undefined; readonly fn: MessageListener }[] = [];
   #attach: Attach = 'idle';
@@ -135,9 +139,21 @@ export class Channel extends Emitter<ChannelEvents> {
     super();
     this.name = name;
     this.#host = host;
+    this.#presence = new Presence({
+      channel: name,
+      presenceKey: host.presenceKey,
+      send: (command, onReply) => host.send(command, onReply),
+      request: (command) => host.request(command, false),
+      failed: (err) => this.emit('error', err),
+    });
+    this.presence = this.#presence.api();
     host.register(name, {
       deliver: (m) => this.#deliver(m),
-      up: () => this.#send(),
+      presence: (events) => this.#presence.events(events),
+      up: () => {
+        this.#send();
+        this.#presence.up();
+      },
       lost: (from, until) => {
         if (this.#attach !== 'attached' && this.#attach !== 'attaching') return;
         const p = this.#position;
@@ -149,7 +165,10 @@ export class Channel extends Emitter<ChannelEvents> {
           ...(until !== undefined && { until }),
         });
       },
-      down: () => this.#down(),
+      down: () => {
+        this.#down();
+        this.#presence.down();
+      },
       end: (err) => this.#settle(err),
       revoked: (err) => {
         this.#listeners = [];
@@ -271,24 +290,6 @@ export class Channel extends Emitter<ChannelEvents> {
       hasNext: () => more,
       next: () => (more ? this.#history(base, { ...base, cursor }) : Promise.resolve(undefined)),
     };
-  }
-
-  /**
-   * Who is subscribed to the channel right now, on every node. Needs the `presence` capability
-   * and a namespace with presence on; otherwise rejects with the server's error (103 or 101, or
-   * 117 PRESENCE_DISABLED).
-   */
-  async presence(): Promise<PresenceMember[]> {
-    const reply = await this.#host.request({ action: 'presence', channel: this.name }, false);
-    const raw = reply['members'];
-    const members: PresenceMember[] = [];
-    for (const m of Array.isArray(raw) ? (raw as unknown[]) : []) {
-      if (typeof m !== 'object' || m === null) continue;
-      const { clientId, user } = m as Frame;
-      if (typeof clientId !== 'string') continue;
-      members.push(typeof user === 'string' ? { clientId, user } : { clientId });
-    }
-    return members;
   }
 
   #send(): void {

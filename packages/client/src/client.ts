@@ -155,6 +155,7 @@ export class Switchboard {
       request: (command, publish) => this.#request(command, publish),
       retryDelay: (attempt) => fullJitter(attempt, backoff),
       newMessageId,
+      presenceKey: newPresenceKey(),
       register: (name, hooks) => this.#hooks.set(name, hooks),
     };
     this.channels = new Channels(host);
@@ -259,6 +260,11 @@ export class Switchboard {
         const reason =
           typeof frame['reason'] === 'string' ? frame['reason'] : 'unsubscribed by the server';
         this.#hooks.get(frame['channel'])?.revoked(new SwitchboardError(code, reason));
+        continue;
+      }
+      const presence = frame['presence'];
+      if (Array.isArray(presence) && typeof frame['channel'] === 'string') {
+        this.#hooks.get(frame['channel'])?.presence(presence);
         continue;
       }
       const message = toMessage(frame);
@@ -409,6 +415,22 @@ function newMessageId(): string {
   let id = '';
   for (let i = 0; i < 4; i++) id += Math.floor(Math.random() * 2 ** 32).toString(36);
   return id;
+}
+
+/**
+ * The client's presence key: 192 random bits, kept for the client's life and sent with its
+ * enters, so a reconnected connection takes its memberships over (the server derives the
+ * connectionId from it and the token's sub).
+ */
+function newPresenceKey(): string {
+  const crypto = (globalThis as { crypto?: { getRandomValues?: (a: Uint8Array) => Uint8Array } })
+    .crypto;
+  const bytes = new Uint8Array(24);
+  if (typeof crypto?.getRandomValues === 'function') crypto.getRandomValues(bytes);
+  else for (let i = 0; i < bytes.length; i++) bytes[i] = Math.floor(Math.random() * 256);
+  let key = '';
+  for (const b of bytes) key += b.toString(16).padStart(2, '0');
+  return key;
 }
 
 interface AuthSource {

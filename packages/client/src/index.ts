@@ -13,9 +13,16 @@ export type {
   HistoryPage,
   MessageListener,
   OutgoingMessage,
-  PresenceMember,
   PublishResult,
 } from './channel.js';
+export type {
+  ChannelPresence,
+  PresenceAction,
+  PresenceEvent,
+  PresenceGetOptions,
+  PresenceListener,
+  PresenceMember,
+} from './presence.js';
 export type {
   Connection,
   ConnectionEvents,

@@ -419,7 +419,7 @@ describe('commands refused over the command rate (111)', () => {
 
 describe('presence', () => {
   it('channel.presence() lists the subscribers, and rejects with the server code where presence is off', async () => {
-    const s = await server({ namespaces: { room: { presence: true } } });
+    const s = await server({ namespaces: { room: { presence: true, autoEnter: true } } });
     const a = client({ url: s.wsUrl });
     const b = client({ url: s.wsUrl });
     const room = a.channels.get('room:sdk');
@@ -428,7 +428,10 @@ describe('presence', () => {
     await b.channels.get('room:sdk').subscribe(() => {});
     const members = await b.channels.get('room:sdk').presence();
     assert.equal(members.length, 2);
-    for (const m of members) assert.deepEqual(Object.keys(m), ['clientId']); // no token: no user
+    for (const m of members) {
+      assert.deepEqual(Object.keys(m), ['clientId', 'connectionId', 'data', 'timestamp', 'offset']);
+      assert.equal(m.clientId, m.connectionId); // no token: the connection is the client
+    }
     room.unsubscribe();
     await eventually(async () => (await b.channels.get('room:sdk').presence()).length === 1);
     await assert.rejects(

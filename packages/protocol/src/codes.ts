@@ -30,6 +30,16 @@ export const ErrorCode = {
   UNSUPPORTED_MEDIA_TYPE: 119,
   /** The node's web pages (front page, SDK bundle) were not built with the server. */
   WEB_NOT_BUILT: 120,
+  /** A presence member's data is larger than presenceMaxDataBytes. */
+  PRESENCE_DATA_TOO_LARGE: 145,
+  /** The channel already has presenceMaxMembers members. */
+  PRESENCE_CHANNEL_FULL: 146,
+  /** The connection is a member of presenceMaxEntersPerConnection channels already. */
+  PRESENCE_TOO_MANY_ENTERS: 147,
+  /** leave (or update with leave semantics) on a channel the connection has not entered. */
+  PRESENCE_NOT_ENTERED: 148,
+  /** The connection already entered with another presence key. */
+  PRESENCE_KEY_MISMATCH: 149,
 } as const;
 
 export type ErrorCodeName = keyof typeof ErrorCode;
@@ -58,6 +68,11 @@ export const errorHttpStatus: Readonly<Record<ErrorCodeValue, number>> = {
   118: 504,
   119: 415,
   120: 503,
+  145: 413,
+  146: 409,
+  147: 429,
+  148: 409,
+  149: 409,
 };
 
 /** Whether a client may retry the same command unchanged and expect a different outcome. */

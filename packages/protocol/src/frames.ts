@@ -2,7 +2,8 @@
  * Protocol v1: JSON text frames over WebSocket (see docs/protocol.md).
  *
  * Client commands: `{"action": "subscribe" | "unsubscribe" | "publish" | "history" | "presence" |
- * "ping" | "connect" | "refresh", "id"?: ..., ...}`.
+ * "enter" | "update" | "leave" | "presence-subscribe" | "presence-unsubscribe" | "ping" |
+ * "connect" | "refresh", "id"?: ..., ...}`.
  * Server frames are one of
  * - a message push: `{"channel", "message", "id", "timestamp", "name"?, "offset"?, "epoch"?}`,
  *   which is exactly what the classic tutorial's clients read;
@@ -53,9 +54,34 @@ export interface UnsubscribeCommand {
   readonly id?: RequestId;
   readonly channel: string;
 }
-/** Reads the channel's presence: who is subscribed to it right now. */
+/** Reads one page of the channel's presence members (a snapshot with the presence offset). */
 export interface PresenceCommand {
   readonly action: 'presence';
+  readonly id?: RequestId;
+  readonly channel: string;
+  /** Members per page (1-1000, default 100). */
+  readonly limit?: number;
+  /** Opaque cursor from the previous page. */
+  readonly cursor?: string;
+  /** Only this client's members (its connections). */
+  readonly clientId?: string;
+}
+/** Makes the connection a presence member of the channel, changes its data, or ends it. */
+export interface MemberCommand {
+  readonly action: 'enter' | 'update' | 'leave';
+  readonly id?: RequestId;
+  readonly channel: string;
+  /** The member's data as JSON text; absent: `null` (leave: the data it had). */
+  readonly dataJson?: string;
+  /**
+   * A secret the client keeps across its connections: a connection that enters with the key of
+   * one that dropped less than the grace period ago takes its membership over without leave/enter.
+   */
+  readonly presenceKey?: string;
+}
+/** Starts or stops the channel's presence events (enter, update, leave) on this connection. */
+export interface PresenceStreamCommand {
+  readonly action: 'presence-subscribe' | 'presence-unsubscribe';
   readonly id?: RequestId;
   readonly channel: string;
 }
@@ -86,6 +112,8 @@ export type Command =
   | PingCommand
   | HistoryCommand
   | PresenceCommand
+  | MemberCommand
+  | PresenceStreamCommand
   | TokenCommand;
 
 export interface CommandError {
@@ -104,6 +132,21 @@ export const MAX_NAME_LENGTH = 255;
 export const MAX_PAGE = 1000;
 export const DEFAULT_HISTORY_LIMIT = 100;
 export const MAX_TOKEN_LENGTH = 8192;
+/**
+ * Presence events of channel `c` travel (Hub, broker) as the pseudo-channel `[presence]c`: `[`
+ * is outside the channel charset, so no client channel can collide with it.
+ */
+export const PRESENCE_STREAM_PREFIX = '[presence]';
+
+export function presenceStream(channel: string): string {
+  return PRESENCE_STREAM_PREFIX + channel;
+}
+
+/** Longest presence key (a client secret; 16-128 characters). */
+export const MAX_PRESENCE_KEY_LENGTH = 128;
+export const MIN_PRESENCE_KEY_LENGTH = 16;
+/** Longest clientId filter of a presence read (a token's sub). */
+const MAX_CLIENT_ID_LENGTH = 512;
 const MAX_EPOCH_LENGTH = 64;
 
 /** Reads a `{offset, epoch}` object or returns why it is not one. */
@@ -180,8 +223,15 @@ export function decodeCommand(text: string): DecodeResult {
   switch (action) {
     case 'ping':
       return { ok: true, command: id === undefined ? { action } : { action, id } };
+    case 'presence':
+      return decodePresence(obj, id);
+    case 'enter':
+    case 'update':
+    case 'leave':
+      return decodeMember(action, obj, id);
     case 'unsubscribe':
-    case 'presence': {
+    case 'presence-subscribe':
+    case 'presence-unsubscribe': {
       const channel = obj['channel'];
       const why = channelError(channel);
       if (why !== undefined) return fail(ErrorCode.INVALID_CHANNEL, why, id);
@@ -382,6 +432,77 @@ function decodeHistory(obj: Record<string, unknown>, id: RequestId | undefined):
     if (typeof obj['cursor'] !== 'string' || obj['cursor'].length > 200)
       return fail(ErrorCode.BAD_REQUEST, 'cursor must be a string from a previous page', id);
     command.cursor = obj['cursor'];
+  }
+  return { ok: true, command };
+}
+
+function decodePresence(obj: Record<string, unknown>, id: RequestId | undefined): DecodeResult {
+  const channel = obj['channel'];
+  const why = channelError(channel);
+  if (why !== undefined) return fail(ErrorCode.INVALID_CHANNEL, why, id);
+  const command: { -readonly [K in keyof PresenceCommand]: PresenceCommand[K] } = {
+    action: 'presence',
+    channel: channel as string,
+  };
+  if (id !== undefined) command.id = id;
+  if (obj['limit'] !== undefined) {
+    const limit = intIn(obj['limit'], 1, MAX_PAGE);
+    if (limit === undefined)
+      return fail(ErrorCode.BAD_REQUEST, `limit must be an integer from 1 to ${MAX_PAGE}`, id);
+    command.limit = limit;
+  }
+  const cursor = obj['cursor'];
+  if (cursor !== undefined && cursor !== null) {
+    if (typeof cursor !== 'string' || cursor.length > 2048)
+      return fail(ErrorCode.BAD_REQUEST, 'cursor must be a string from a previous page', id);
+    command.cursor = cursor;
+  }
+  const clientId = obj['clientId'];
+  if (clientId !== undefined) {
+    if (typeof clientId !== 'string' || clientId.length > MAX_CLIENT_ID_LENGTH)
+      return fail(
+        ErrorCode.BAD_REQUEST,
+        `clientId must be a string of at most ${MAX_CLIENT_ID_LENGTH} characters`,
+        id,
+      );
+    command.clientId = clientId;
+  }
+  return { ok: true, command };
+}
+
+function decodeMember(
+  action: 'enter' | 'update' | 'leave',
+  obj: Record<string, unknown>,
+  id: RequestId | undefined,
+): DecodeResult {
+  const channel = obj['channel'];
+  const why = channelError(channel);
+  if (why !== undefined) return fail(ErrorCode.INVALID_CHANNEL, why, id);
+  const command: { -readonly [K in keyof MemberCommand]: MemberCommand[K] } = {
+    action,
+    channel: channel as string,
+  };
+  if (id !== undefined) command.id = id;
+  if (obj['data'] !== undefined) {
+    try {
+      command.dataJson = JSON.stringify(obj['data']);
+    } catch {
+      return fail(ErrorCode.BAD_REQUEST, 'data is nested too deeply', id);
+    }
+  }
+  const key = obj['presenceKey'];
+  if (key !== undefined) {
+    if (
+      typeof key !== 'string' ||
+      key.length < MIN_PRESENCE_KEY_LENGTH ||
+      key.length > MAX_PRESENCE_KEY_LENGTH
+    )
+      return fail(
+        ErrorCode.BAD_REQUEST,
+        `presenceKey must be a string of ${MIN_PRESENCE_KEY_LENGTH} to ${MAX_PRESENCE_KEY_LENGTH} characters`,
+        id,
+      );
+    command.presenceKey = key;
   }
   return { ok: true, command };
 }

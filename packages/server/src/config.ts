@@ -44,8 +44,10 @@ export interface NamespaceConfig {
    * to backends (API keys), whatever `anonymous` or a token grants.
    */
   readonly clientPublish?: boolean;
-  /** Whether the channels here keep presence (who is subscribed); off by default. */
+  /** Whether the channels here keep presence (members that enter, with data); off by default. */
   readonly presence?: boolean;
+  /** Whether subscribing enters the subscriber too (presence before #12); off by default. */
+  readonly autoEnter?: boolean;
 }
 
 export interface Config {
@@ -67,6 +69,10 @@ export interface Config {
   readonly dedupeMs: number;
   readonly recoveryMaxMessages: number;
   readonly presenceTtlMs: number;
+  readonly presenceGraceMs: number;
+  readonly presenceMaxMembers: number;
+  readonly presenceMaxDataBytes: number;
+  readonly presenceMaxEntersPerConnection: number;
   readonly namespaces: Readonly<Record<string, NamespaceConfig>>;
   readonly shutdownTimeoutMs: number;
   readonly drainWindowMs: number;
@@ -119,6 +125,10 @@ export const defaults: Config = {
   dedupeMs: 2 * 60_000,
   recoveryMaxMessages: 10_000,
   presenceTtlMs: 60_000,
+  presenceGraceMs: 15_000,
+  presenceMaxMembers: 20_000,
+  presenceMaxDataBytes: 1024,
+  presenceMaxEntersPerConnection: 100,
   namespaces: {},
   shutdownTimeoutMs: 15_000,
   drainWindowMs: 10_000,
@@ -236,9 +246,33 @@ export const settings: Readonly<Record<keyof Config, Setting>> = {
     max: 3_600_000,
     doc: "how long a presence member outlives its node's last refresh (nodes refresh every third of it): the most a crashed node's members linger",
   },
+  presenceGraceMs: {
+    kind: 'int',
+    min: 0,
+    max: 600_000,
+    doc: 'how long a presence member whose connection dropped waits for it to resume (same presenceKey) before it leaves; members without a presenceKey leave at once',
+  },
+  presenceMaxMembers: {
+    kind: 'int',
+    min: 1,
+    max: 1_000_000,
+    doc: 'most presence members in one channel; more enters are refused with 146',
+  },
+  presenceMaxDataBytes: {
+    kind: 'int',
+    min: 0,
+    max: 65_536,
+    doc: 'largest presence member data (bytes of its JSON); larger is refused with 145',
+  },
+  presenceMaxEntersPerConnection: {
+    kind: 'int',
+    min: 1,
+    max: 10_000,
+    doc: 'most channels one connection may have entered at once; more are refused with 147',
+  },
   namespaces: {
     kind: 'namespaces',
-    doc: 'JSON object: namespace → {historySize?, historyTtlMs?, anonymous?: [permissions], clientPublish?: bool, presence?: bool} for channels "<namespace>:..." ("" is channels without a namespace)',
+    doc: 'JSON object: namespace → {historySize?, historyTtlMs?, anonymous?: [permissions], clientPublish?: bool, presence?: bool, autoEnter?: bool} for channels "<namespace>:..." ("" is channels without a namespace)',
   },
   shutdownTimeoutMs: {
     kind: 'int',
@@ -505,7 +539,7 @@ function parseValue(key: keyof Config, value: unknown, source: string): unknown 
             )
               return bad(`namespace ${ns}: anonymous must be a list of ${PERMISSIONS.join(', ')}`);
             nsOut.anonymous = v;
-          } else if (k === 'clientPublish' || k === 'presence') {
+          } else if (k === 'clientPublish' || k === 'presence' || k === 'autoEnter') {
             if (typeof v !== 'boolean') return bad(`namespace ${ns}: ${k} must be true or false`);
             nsOut[k] = v;
           } else {

@@ -2,8 +2,10 @@ import { randomUUID } from 'node:crypto';
 import {
   DisconnectCode,
   ErrorCode,
+  PRESENCE_STREAM_PREFIX,
   encodeDiscontinuityEvent,
   encodeMessageHead,
+  presenceStream,
   type Position,
 } from '@switchboard/protocol';
 import type { Logger } from 'pino';
@@ -21,8 +23,8 @@ import { PublishError } from './broker/publish-error.js';
 import { ReplyError } from './errors.js';
 import type { Hub, Sink } from './hub.js';
 import { seconds, type Metrics } from './metrics.js';
-import type { PresenceStore } from './presence/presence.js';
-import { PresenceTracker } from './presence/tracker.js';
+import type { MembersPage, OpResult, PageQuery, PresenceStore } from './presence/presence.js';
+import { PresenceTracker, type LocalMember } from './presence/tracker.js';
 import { BufferingSink, framePosition, mergeAfter, type Positioned } from './recovery.js';
 
 export interface NodeOptions {
@@ -47,8 +49,12 @@ export interface NodeOptions {
   readonly presence?: PresenceStore;
   /** Whether a channel (by its namespace) keeps presence. */
   readonly presenceFor?: (channel: string) => boolean;
+  /** Whether subscribing a channel (by its namespace) enters its presence too (pre-#12 behaviour). */
+  readonly autoEnterFor?: (channel: string) => boolean;
   /** How long a member outlives its node's last refresh. Default 60 s. */
   readonly presenceTtlMs?: number;
+  /** Most members of one channel. Default 20,000. */
+  readonly presenceMaxMembers?: number;
   /**
    * Told the outcome of every publish the broker took or failed (readiness: a node whose broker
    * cannot take writes should stop receiving clients). `startedAt` is when it was sent.
@@ -138,6 +144,7 @@ export class Node implements BrokerHandler {
   readonly #controlHandlers = new Map<string, (payload: Buffer) => void>();
   readonly #presence: PresenceTracker | undefined;
   readonly #presenceFor: (channel: string) => boolean;
+  readonly #autoEnterFor: (channel: string) => boolean;
   readonly #onWrite: (ok: boolean, startedAt: number, error?: string) => void;
   #closed = false;
 
@@ -154,10 +161,22 @@ export class Node implements BrokerHandler {
     this.#presence =
       options.presence === undefined
         ? undefined
-        : new PresenceTracker(options.presence, options.presenceTtlMs ?? 60_000, options.logger);
+        : new PresenceTracker(options.presence, {
+            ttlMs: options.presenceTtlMs ?? 60_000,
+            maxMembers: options.presenceMaxMembers ?? 20_000,
+            log: options.logger,
+            registry: options.metrics.registry,
+          });
+    // The in-process store hands its events over directly; a Redis store publishes them and the
+    // broker delivers them like publications.
+    options.presence?.listen?.((channel, frame) =>
+      this.onPublication(presenceStream(channel), frame, undefined, undefined),
+    );
     this.#presenceFor =
       this.#presence === undefined ? () => false : (options.presenceFor ?? (() => false));
     this.#onWrite = options.onWrite ?? (() => {});
+    const autoEnter = options.autoEnterFor ?? (() => false);
+    this.#autoEnterFor = (channel) => this.#presenceFor(channel) && autoEnter(channel);
   }
 
   get broker(): Broker {
@@ -175,33 +194,93 @@ export class Node implements BrokerHandler {
     return this.#presenceFor(channel);
   }
 
-  /**
-   * Makes `clientId` a member of a presence-enabled channel (a no-op elsewhere). `info` is the
-   * member's JSON object. Resolves once stored, or once storing failed (logged; it is retried with
-   * the periodic refresh): presence never fails a subscribe.
-   */
-  join(channel: string, clientId: string, info: string): Promise<void> {
-    if (!this.#presenceFor(channel) || this.#presence === undefined) return Promise.resolve();
-    return this.#presence.join(channel, clientId, info);
+  /** Whether a subscriber of `channel` enters its presence (the namespace's `autoEnter`). */
+  autoEnter(channel: string): boolean {
+    return this.#autoEnterFor(channel);
   }
 
-  /** Ends a membership (a no-op for one that does not exist). */
-  leave(channel: string, clientId: string): void {
-    this.#presence?.leave(channel, clientId);
-  }
-
-  /**
-   * The channel's members as JSON objects. Rejects with PRESENCE_DISABLED when its namespace keeps
-   * no presence, NOT_AVAILABLE when the store cannot be read. The caller checks capabilities.
-   */
-  async presence(channel: string): Promise<string[]> {
+  #tracker(channel: string): PresenceTracker {
     const tracker = this.#presence;
     if (tracker === undefined || !this.#presenceFor(channel))
       throw new ReplyError(
         ErrorCode.PRESENCE_DISABLED,
         `presence is not enabled for the namespace of ${channel}`,
       );
-    return this.#brokerCall('presence', () => tracker.get(channel), 'presence');
+    return tracker;
+  }
+
+  /**
+   * Enters (or updates) a member of a presence-enabled channel. Rejects with PRESENCE_DISABLED,
+   * PRESENCE_CHANNEL_FULL, or NOT_AVAILABLE when the store cannot be reached. The caller checks
+   * capabilities and limits. Resolves with the channel's presence offset after the change.
+   */
+  async enter(channel: string, member: LocalMember, kind: 'enter' | 'update'): Promise<number> {
+    const tracker = this.#tracker(channel);
+    const r = await this.#brokerCall(
+      'presence',
+      () => tracker.enter(channel, member, kind),
+      'presence',
+    );
+    if (r.result === 'full')
+      throw new ReplyError(ErrorCode.PRESENCE_CHANNEL_FULL, `${channel} has too many members`);
+    return r.offset;
+  }
+
+  /** Ends a membership now; resolves with the store's result (`none`: it was not a member). */
+  async leave(
+    channel: string,
+    key: string,
+    owner: string,
+    dataJson = '',
+  ): Promise<{ result: OpResult; offset: number }> {
+    const tracker = this.#tracker(channel);
+    return this.#brokerCall(
+      'presence',
+      () => tracker.leave(channel, key, owner, dataJson),
+      'presence',
+    );
+  }
+
+  /** The member's connection ended: it leaves after `graceMs` unless resumed (tracker.detach). */
+  detach(channel: string, key: string, owner: string, graceMs: number): void {
+    this.#presence?.detach(channel, key, owner, graceMs);
+  }
+
+  /**
+   * One page of the channel's members. Rejects with PRESENCE_DISABLED when its namespace keeps no
+   * presence, NOT_AVAILABLE when the store cannot be read. The caller checks capabilities.
+   */
+  async presence(channel: string, query: PageQuery): Promise<MembersPage> {
+    const tracker = this.#tracker(channel);
+    return this.#brokerCall('presence', () => tracker.page(channel, query), 'presence');
+  }
+
+  /**
+   * Streams the channel's presence events to `sink` (the caller checks capabilities). Resolves
+   * with the presence offset read once the stream was confirmed: every change after it reaches
+   * the sink (a reader delivers those and merges the rest from a members read).
+   */
+  async subscribePresence(sink: Sink, channel: string): Promise<number> {
+    const tracker = this.#tracker(channel);
+    tracker.watch(channel);
+    try {
+      await this.#attach(sink, presenceStream(channel));
+      const page = await this.#brokerCall(
+        'presence',
+        () => tracker.page(channel, { limit: 1 }),
+        'presence',
+      );
+      return page.offset;
+    } catch (err) {
+      this.#release(sink, presenceStream(channel));
+      tracker.unwatch(channel);
+      throw err;
+    }
+  }
+
+  unsubscribePresence(sink: Sink, channel: string): void {
+    this.#release(sink, presenceStream(channel));
+    this.#presence?.unwatch(channel);
   }
 
   /**
@@ -417,8 +496,12 @@ export class Node implements BrokerHandler {
         waiters: [],
       };
       this.#states.set(channel, st);
+      // A presence stream has no history: its order is the presence offset, checked by readers.
+      const seeded = channel.startsWith(PRESENCE_STREAM_PREFIX)
+        ? () => undefined
+        : () => this.#seed(channel, st);
       confirmed = withTimeout(
-        this.#broker.subscribe(channel).then(() => this.#seed(channel, st)),
+        this.#broker.subscribe(channel).then(seeded),
         this.#subscribeTimeoutMs,
       );
       this.#subscribing.set(channel, confirmed);

@@ -40,6 +40,8 @@ export interface RunningServer {
   /** The port actually bound (useful with port 0). */
   readonly port: number;
   readonly broker: Broker;
+  /** Where presence is kept (tests fill a channel through it). */
+  readonly presence: PresenceStore;
   /** The network engine actually running (uws falls back to ws when it cannot load). */
   readonly engine: 'uws' | 'ws';
   /**
@@ -168,6 +170,8 @@ export async function startServer(
     presence,
     presenceFor: (channel) => config.namespaces[channelNamespace(channel)]?.presence === true,
     presenceTtlMs: config.presenceTtlMs,
+    presenceMaxMembers: config.presenceMaxMembers,
+    autoEnterFor: (channel) => config.namespaces[channelNamespace(channel)]?.autoEnter === true,
     onWrite: (ok, startedAt, error) => readiness.observeWrite(ok, startedAt, error),
   });
   const sessionContext = {
@@ -178,6 +182,11 @@ export async function startServer(
       maxInFlight: MAX_IN_FLIGHT,
       commandsPerSecond: config.maxCommandsPerSecond,
       commandBurst: config.commandBurst,
+    },
+    presence: {
+      maxDataBytes: config.presenceMaxDataBytes,
+      maxEntersPerConnection: config.presenceMaxEntersPerConnection,
+      graceMs: config.presenceGraceMs,
     },
     policy,
     authenticator,
@@ -315,6 +324,7 @@ export async function startServer(
   return {
     port,
     broker,
+    presence,
     engine: edge.engine,
     close() {
       closing ??= (async () => {

@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import {
   DisconnectCode,
   ErrorCode,
@@ -9,7 +9,9 @@ import {
   type Command,
   type CommandError,
   type HistoryCommand,
+  type MemberCommand,
   type PresenceCommand,
+  type PresenceStreamCommand,
   type PublishCommand,
   type RequestId,
   type SubscribeCommand,
@@ -31,6 +33,13 @@ import type { Connection, ConnectionHandler } from './engine/connection.js';
 import { ReplyError, toReplyError } from './errors.js';
 import { NATIVE_DIALECT, type Metrics, type TransportStats } from './metrics.js';
 import type { Node } from './node.js';
+import {
+  DEFAULT_MEMBERS_PAGE,
+  decodePresenceCursor,
+  encodePresenceCursor,
+  memberKey,
+} from './presence/presence.js';
+import type { LocalMember } from './presence/tracker.js';
 import { setLongTimeout, type LongTimer } from './timers.js';
 
 /** Consecutive malformed frames after which the connection is closed with 3501. */
@@ -49,11 +58,27 @@ export interface SessionLimits {
   readonly commandBurst: number;
 }
 
+export interface PresenceLimits {
+  /** Largest member data, in bytes of its JSON text. */
+  readonly maxDataBytes: number;
+  /** Most channels one connection may have entered at once (auto-enters not counted). */
+  readonly maxEntersPerConnection: number;
+  /** How long a member whose connection dropped waits for it to resume before it leaves. */
+  readonly graceMs: number;
+}
+
+export const DEFAULT_PRESENCE_LIMITS: PresenceLimits = {
+  maxDataBytes: 1024,
+  maxEntersPerConnection: 100,
+  graceMs: 15_000,
+};
+
 /** Everything a session needs from its node, shared by all sessions. */
 export interface SessionContext {
   readonly node: Node;
   readonly metrics: Metrics;
   readonly limits: SessionLimits;
+  readonly presence?: PresenceLimits;
   readonly policy: AccessPolicy;
   /** Undefined when tokens are not configured. */
   readonly authenticator: Authenticator | undefined;
@@ -98,8 +123,19 @@ export class Session implements ConnectionHandler {
   #refusedSince = 0;
   /** Whether the client was told it is over its rate since it last had a command served. */
   #toldOverRate = false;
-  /** The connection's presence client id, made on first use; not its transport id (a secret). */
-  #presenceId: string | undefined;
+  /**
+   * The connection's presence connection id, fixed on first use: derived from the client's
+   * presence key when it sent one (so a resumed connection gets the same id), else random. Not
+   * its transport id (a secret).
+   */
+  #connectionId: string | undefined;
+  #presenceKey: string | undefined;
+  /** Names this connection as the holder of its members (random, never sent). */
+  #owner: string | undefined;
+  /** Channels entered: whether by subscribing (auto-enter) or by enter. */
+  readonly #entered = new Map<string, { readonly auto: boolean }>();
+  /** Channels whose presence events this connection receives. */
+  readonly #presenceStreams = new Set<string>();
   #authTimer: NodeJS.Timeout | undefined;
   #refreshTimer: LongTimer | undefined;
   #expiryTimer: LongTimer | undefined;
@@ -181,14 +217,32 @@ export class Session implements ConnectionHandler {
     this.#expiryTimer?.clear();
     if (this.#credentials.kind === 'token')
       this.#ctx.registry.untrack(this, this.#credentials.userId);
-    for (const channel of this.#channels) this.#leave(channel);
+    for (const channel of this.#channels) this.#node.unsubscribe(this.#conn, channel);
     this.#channels.clear();
+    for (const channel of this.#presenceStreams)
+      this.#node.unsubscribePresence(this.#conn, channel);
+    this.#presenceStreams.clear();
+    // A member that can be resumed (its client holds a presence key) waits out the grace period;
+    // one with a random id cannot come back, so it leaves now.
+    const grace = this.#presenceKey === undefined ? 0 : this.#presenceLimits.graceMs;
+    for (const channel of this.#entered.keys())
+      this.#node.detach(channel, this.#memberKey(), this.#ownerId(), grace);
+    this.#entered.clear();
   }
 
-  /** Unsubscribes on the node and ends the presence membership. */
+  get #presenceLimits(): PresenceLimits {
+    return this.#ctx.presence ?? DEFAULT_PRESENCE_LIMITS;
+  }
+
+  /** Unsubscribes on the node and ends an auto-entered membership. */
   #leave(channel: string): void {
     this.#node.unsubscribe(this.#conn, channel);
-    if (this.#presenceId !== undefined) this.#node.leave(channel, this.#presenceId);
+    if (this.#entered.get(channel)?.auto === true) {
+      this.#entered.delete(channel);
+      this.#node
+        .leave(channel, this.#memberKey(), this.#ownerId())
+        .catch((err: unknown) => this.#ctx.metrics.errors.inc({ code: toReplyError(err).code }));
+    }
   }
 
   #dispatch(cmd: Command): void {
@@ -210,6 +264,15 @@ export class Session implements ConnectionHandler {
         return;
       case 'presence':
         this.#presence(cmd);
+        return;
+      case 'enter':
+      case 'update':
+      case 'leave':
+        this.#memberCommand(cmd);
+        return;
+      case 'presence-subscribe':
+      case 'presence-unsubscribe':
+        this.#presenceStream(cmd);
         return;
       case 'unsubscribe':
         if (!this.#channels.delete(cmd.channel)) {
@@ -292,11 +355,15 @@ export class Session implements ConnectionHandler {
     if (!this.#admit(id)) return;
     this.#channels.add(channel);
     const options = { since: cmd.since, rewind: cmd.rewind };
-    // A member joins before the broker subscription, not after: the subscription's replay must be
-    // written in the turn it resolves, and a member listed a moment early is harmless.
-    const subscribed = this.#node.presenceEnabled(channel)
+    // A member enters before the broker subscription, not after: the subscription's replay must
+    // be written in the turn it resolves, and a member listed a moment early is harmless. An
+    // auto-enter never fails a subscribe (a store fault is logged; the refresh retries it).
+    const autoEnter = this.#node.autoEnter(channel) && !this.#entered.has(channel);
+    if (autoEnter) this.#entered.set(channel, { auto: true });
+    const subscribed = autoEnter
       ? this.#node
-          .join(channel, this.#memberId(), this.#memberInfo())
+          .enter(channel, this.#localMember('null'), 'enter')
+          .catch(() => undefined)
           .then(() => this.#node.subscribe(this.#conn, channel, options))
       : this.#node.subscribe(this.#conn, channel, options);
     subscribed.then(
@@ -329,44 +396,240 @@ export class Session implements ConnectionHandler {
       },
       (err: unknown) => {
         this.#inFlight--;
-        if (this.#channels.delete(channel) && this.#presenceId !== undefined)
-          this.#node.leave(channel, this.#presenceId);
+        if (this.#channels.delete(channel) && autoEnter && this.#entered.get(channel)?.auto) {
+          this.#entered.delete(channel);
+          this.#node.leave(channel, this.#memberKey(), this.#ownerId()).catch(() => undefined);
+        }
         this.#fail(id, toReplyError(err));
       },
     );
   }
 
-  #memberId(): string {
-    return (this.#presenceId ??= randomBytes(12).toString('base64url'));
+  /** The member's clientId: the token's `sub`, or for a connection without one its connection id. */
+  #clientId(): string {
+    const user = this.#credentials.userId;
+    return user !== '' ? user : this.#connId();
   }
 
-  /** The member JSON others see: the client id and, for a token, its user (`sub`). */
-  #memberInfo(): string {
-    const user = this.#credentials.kind === 'token' ? this.#credentials.userId : undefined;
-    const id = JSON.stringify(this.#memberId());
-    return user === undefined
-      ? `{"clientId":${id}}`
-      : `{"clientId":${id},"user":${JSON.stringify(user)}}`;
+  #connId(): string {
+    return (this.#connectionId ??= randomBytes(12).toString('base64url'));
+  }
+
+  #ownerId(): string {
+    return (this.#owner ??= randomBytes(12).toString('base64url'));
+  }
+
+  #memberKey(): string {
+    return memberKey(this.#clientId(), this.#connId());
+  }
+
+  /**
+   * Adopts the client's presence key: the connection id is derived from it and the clientId, so
+   * only the holder of the key gets that id back. False (and answered) when the connection already
+   * has another id.
+   */
+  #adoptKey(key: string | undefined, id: RequestId | undefined): boolean {
+    if (key === undefined) return true;
+    const derived = createHash('sha256')
+      .update(this.#credentials.userId + '\u0000' + key)
+      .digest('base64url')
+      .slice(0, 16);
+    if (this.#connectionId === undefined) {
+      this.#connectionId = derived;
+      this.#presenceKey = key;
+      return true;
+    }
+    if (this.#connectionId === derived) return true;
+    this.#fail(
+      id,
+      new ReplyError(
+        ErrorCode.PRESENCE_KEY_MISMATCH,
+        'this connection already has a presence identity (another presenceKey, or none)',
+      ),
+    );
+    return false;
+  }
+
+  #memberCommand(cmd: MemberCommand): void {
+    const { channel, id } = cmd;
+    if (!this.#allowed('presence', channel, id)) return;
+    if (!this.#node.presenceEnabled(channel)) {
+      this.#fail(
+        id,
+        new ReplyError(
+          ErrorCode.PRESENCE_DISABLED,
+          `presence is not enabled for the namespace of ${channel}`,
+        ),
+      );
+      return;
+    }
+    const limits = this.#presenceLimits;
+    const dataJson = cmd.dataJson ?? (cmd.action === 'leave' ? '' : 'null');
+    if (Buffer.byteLength(dataJson) > limits.maxDataBytes) {
+      this.#fail(
+        id,
+        new ReplyError(
+          ErrorCode.PRESENCE_DATA_TOO_LARGE,
+          `member data is larger than ${limits.maxDataBytes} bytes`,
+        ),
+      );
+      return;
+    }
+    if (!this.#adoptKey(cmd.presenceKey, id)) return;
+    const entered = this.#entered.get(channel);
+    if (cmd.action === 'leave') {
+      if (entered === undefined) {
+        this.#fail(id, new ReplyError(ErrorCode.PRESENCE_NOT_ENTERED, `not entered in ${channel}`));
+        return;
+      }
+      if (!this.#admit(id)) return;
+      this.#entered.delete(channel);
+      this.#node.leave(channel, this.#memberKey(), this.#ownerId(), dataJson).then(
+        (r) => {
+          this.#inFlight--;
+          if (id !== undefined) this.#reply(id, `"offset":${r.offset}`);
+        },
+        (err: unknown) => {
+          this.#inFlight--;
+          this.#fail(id, toReplyError(err));
+        },
+      );
+      return;
+    }
+    if (entered === undefined && this.#enteredExplicitly() >= limits.maxEntersPerConnection) {
+      this.#fail(
+        id,
+        new ReplyError(
+          ErrorCode.PRESENCE_TOO_MANY_ENTERS,
+          `at most ${limits.maxEntersPerConnection} channels entered per connection`,
+        ),
+      );
+      return;
+    }
+    if (!this.#admit(id)) return;
+    const mark = { auto: false };
+    this.#entered.set(channel, mark);
+    this.#node.enter(channel, this.#localMember(dataJson), cmd.action).then(
+      (offset) => {
+        this.#inFlight--;
+        if (this.#closed) return;
+        if (id !== undefined)
+          this.#reply(
+            id,
+            `"clientId":${JSON.stringify(this.#clientId())},"connectionId":${JSON.stringify(this.#connId())},"offset":${offset}`,
+          );
+      },
+      (err: unknown) => {
+        this.#inFlight--;
+        if (this.#entered.get(channel) === mark && entered === undefined)
+          this.#entered.delete(channel);
+        this.#fail(id, toReplyError(err));
+      },
+    );
+  }
+
+  #enteredExplicitly(): number {
+    let n = 0;
+    for (const e of this.#entered.values()) if (!e.auto) n++;
+    return n;
+  }
+
+  #localMember(dataJson: string): LocalMember {
+    return {
+      key: this.#memberKey(),
+      owner: this.#ownerId(),
+      idJson: `"clientId":${JSON.stringify(this.#clientId())},"connectionId":${JSON.stringify(this.#connId())}`,
+      dataJson,
+    };
+  }
+
+  #presenceStream(cmd: PresenceStreamCommand): void {
+    const { channel, id } = cmd;
+    if (cmd.action === 'presence-unsubscribe') {
+      if (!this.#presenceStreams.delete(channel)) {
+        this.#fail(
+          id,
+          new ReplyError(ErrorCode.NOT_SUBSCRIBED, `not subscribed to the presence of ${channel}`),
+        );
+        return;
+      }
+      this.#node.unsubscribePresence(this.#conn, channel);
+      this.#ok(id);
+      return;
+    }
+    if (!this.#allowed('presence', channel, id)) return;
+    if (this.#presenceStreams.has(channel)) {
+      this.#fail(
+        id,
+        new ReplyError(
+          ErrorCode.ALREADY_SUBSCRIBED,
+          `already subscribed to the presence of ${channel}`,
+        ),
+      );
+      return;
+    }
+    if (this.#channels.size + this.#presenceStreams.size >= this.#ctx.limits.maxSubscriptions) {
+      this.#fail(
+        id,
+        new ReplyError(
+          ErrorCode.LIMIT_EXCEEDED,
+          `at most ${this.#ctx.limits.maxSubscriptions} subscriptions per connection`,
+        ),
+      );
+      return;
+    }
+    if (!this.#admit(id)) return;
+    this.#presenceStreams.add(channel);
+    this.#node.subscribePresence(this.#conn, channel).then(
+      (offset) => {
+        this.#inFlight--;
+        if (this.#closed || !this.#presenceStreams.has(channel)) {
+          this.#node.unsubscribePresence(this.#conn, channel);
+        }
+        if (id !== undefined) this.#reply(id, `"offset":${offset}`);
+      },
+      (err: unknown) => {
+        this.#inFlight--;
+        this.#presenceStreams.delete(channel);
+        this.#fail(id, toReplyError(err));
+      },
+    );
   }
 
   #presence(cmd: PresenceCommand): void {
     if (!this.#allowed('presence', cmd.channel, cmd.id)) return;
+    const after = cmd.cursor === undefined ? undefined : decodePresenceCursor(cmd.cursor);
+    if (cmd.cursor !== undefined && after === undefined) {
+      this.#fail(
+        cmd.id,
+        new ReplyError(ErrorCode.BAD_REQUEST, 'cursor is not one this server issued'),
+      );
+      return;
+    }
     if (!this.#admit(cmd.id)) return;
     const id = cmd.id;
-    this.#node.presence(cmd.channel).then(
-      (members) => {
-        this.#inFlight--;
-        if (id === undefined || this.#closed) return;
-        this.#reply(
-          id,
-          `"channel":${JSON.stringify(cmd.channel)},"members":[${members.join(',')}]`,
-        );
-      },
-      (err: unknown) => {
-        this.#inFlight--;
-        this.#fail(id, toReplyError(err));
-      },
-    );
+    this.#node
+      .presence(cmd.channel, {
+        limit: cmd.limit ?? DEFAULT_MEMBERS_PAGE,
+        after,
+        clientId: cmd.clientId,
+      })
+      .then(
+        (page) => {
+          this.#inFlight--;
+          if (id === undefined || this.#closed) return;
+          const next =
+            page.next === null ? 'null' : JSON.stringify(encodePresenceCursor(page.next));
+          this.#reply(
+            id,
+            `"channel":${JSON.stringify(cmd.channel)},"members":[${page.members.join(',')}],"offset":${page.offset},"next":${next}`,
+          );
+        },
+        (err: unknown) => {
+          this.#inFlight--;
+          this.#fail(id, toReplyError(err));
+        },
+      );
   }
 
   #history(cmd: HistoryCommand): void {
@@ -536,6 +799,20 @@ export class Session implements ConnectionHandler {
       this.#leave(channel);
       this.#write(
         `{"event":"unsubscribed","channel":${JSON.stringify(channel)},"code":${ErrorCode.PERMISSION_DENIED},"reason":"no longer allowed by the token"}`,
+      );
+    }
+    // Presence the new token no longer allows: the events stop and explicit members leave.
+    for (const channel of new Set([...this.#presenceStreams, ...this.#entered.keys()])) {
+      if (this.#ctx.policy.allows(this.#credentials, 'presence', channel)) continue;
+      if (this.#presenceStreams.delete(channel))
+        this.#node.unsubscribePresence(this.#conn, channel);
+      const entered = this.#entered.get(channel);
+      if (entered !== undefined && !entered.auto) {
+        this.#entered.delete(channel);
+        this.#node.leave(channel, this.#memberKey(), this.#ownerId()).catch(() => undefined);
+      }
+      this.#write(
+        `{"event":"presence-unsubscribed","channel":${JSON.stringify(channel)},"code":${ErrorCode.PERMISSION_DENIED},"reason":"no longer allowed by the token"}`,
       );
     }
   }

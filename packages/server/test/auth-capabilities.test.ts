@@ -24,12 +24,16 @@ const PERMS: Perm[] = ['subscribe', 'publish', 'presence', 'history'];
 /** Namespace rules under test, in config form. */
 const NAMESPACES: Record<
   string,
-  { anonymous?: Perm[]; clientPublish?: boolean; presence?: boolean }
+  { anonymous?: Perm[]; clientPublish?: boolean; presence?: boolean; autoEnter?: boolean }
 > = {
-  chat: { presence: true },
-  pub: { anonymous: ['subscribe', 'history'], presence: true },
+  chat: { presence: true, autoEnter: true },
+  pub: { anonymous: ['subscribe', 'history'], presence: true, autoEnter: true },
   feed: { clientPublish: false },
-  open: { anonymous: ['subscribe', 'publish', 'history', 'presence'], presence: true },
+  open: {
+    anonymous: ['subscribe', 'publish', 'history', 'presence'],
+    presence: true,
+    autoEnter: true,
+  },
   // Anonymous access that includes publishing, where clients may not publish: backends only.
   ro: { anonymous: ['subscribe', 'publish'], clientPublish: false },
   '': { anonymous: ['history'] },
@@ -58,7 +62,7 @@ type Principal =
   { kind: 'token'; caps: Caps } | { kind: 'anonymous' } | { kind: 'apiKey'; key: number };
 
 interface Op {
-  readonly op: 'subscribe' | 'publish' | 'history' | 'presence';
+  readonly op: 'subscribe' | 'publish' | 'history' | 'presence' | 'enter' | 'presence-subscribe';
   readonly channel: string;
 }
 
@@ -70,7 +74,7 @@ interface Scenario {
 
 const channelArb = fc.constantFrom(...CHANNELS);
 const wsOpArb: fc.Arbitrary<Op> = fc.record({
-  op: fc.constantFrom('subscribe', 'publish', 'history', 'presence'),
+  op: fc.constantFrom('subscribe', 'publish', 'history', 'presence', 'enter', 'presence-subscribe'),
   channel: channelArb,
 });
 const restOpArb: fc.Arbitrary<Op> = fc.record({
@@ -178,7 +182,7 @@ describe('capabilities: property test over WebSocket and REST', () => {
   let delivered = 0;
   let ops = 0;
   /** Presence reads answered with members, refused by capability, refused as presence off. */
-  const presence = { read: 0, denied: 0, off: 0, members: 0 };
+  const presence = { read: 0, denied: 0, off: 0, members: 0, entered: 0 };
   /** Channel → users (token subs, '-' for anonymous) that were ever subscribed to it. */
   const everSubscribed = new Map<string, Set<string>>();
 
@@ -245,19 +249,19 @@ describe('capabilities: property test over WebSocket and REST', () => {
       return;
     }
     assert.equal(status, 200, what);
-    const members = body['members'] as { clientId: string; user?: string }[];
+    const members = body['members'] as { clientId: string; connectionId: string }[];
     assert.ok(Array.isArray(members), what);
     const allowed = everSubscribed.get(channel) ?? new Set();
+    // A member's clientId is its token's sub; an anonymous one's is its connectionId.
+    const userOf = (m: { clientId: string; connectionId: string }): string =>
+      m.clientId === m.connectionId ? '-' : m.clientId;
     for (const m of members) {
       assert.equal(typeof m.clientId, 'string', what);
-      assert.ok(
-        allowed.has(m.user ?? '-'),
-        `${what}: member ${JSON.stringify(m)} never subscribed`,
-      );
+      assert.ok(allowed.has(userOf(m)), `${what}: member ${JSON.stringify(m)} never subscribed`);
     }
     if (self !== undefined && self.user !== '-') {
       assert.equal(
-        members.some((m) => m.user === self.user),
+        members.some((m) => userOf(m) === self.user),
         self.subscribed,
         `${what}: the reader ${self.user} is listed exactly when subscribed`,
       );
@@ -281,18 +285,31 @@ describe('capabilities: property test over WebSocket and REST', () => {
       }
       // Pipelined, each with an id; the model walks them in the order sent.
       const subscribed = new Set<string>();
+      /** Channels entered (explicitly) and whose presence events are streamed here. */
+      const entered = new Set<string>();
+      const streams = new Set<string>();
       const user = p.kind === 'token' ? `u${run}` : '-';
+      /** The permission an op needs: enter and presence-subscribe need `presence`. */
+      const permOf = (op: Op): Perm =>
+        op.op === 'enter' || op.op === 'presence-subscribe' ? 'presence' : op.op;
       /** Presence op index → whether the reader had subscribed to its channel by then. */
       const selfListed = new Map<number, boolean>();
       for (const op of s.ops) {
         if (op.op === 'subscribe' && modelAllows(p, 'subscribe', op.channel, apiKeyCaps))
           subscribedTo(op.channel, user);
+        if (op.op === 'enter' && modelAllows(p, 'presence', op.channel, apiKeyCaps))
+          subscribedTo(op.channel, user);
       }
       const expected: { id: number; op: Op; allow: boolean; dup: boolean; marker: string }[] = [];
       s.ops.forEach((op, i) => {
-        const allow = modelAllows(p, op.op, op.channel, apiKeyCaps);
-        const dup = op.op === 'subscribe' && allow && subscribed.has(op.channel);
+        const allow = modelAllows(p, permOf(op), op.channel, apiKeyCaps);
+        const on = presenceOn(op.channel);
+        const dup =
+          (op.op === 'subscribe' && allow && subscribed.has(op.channel)) ||
+          (op.op === 'presence-subscribe' && allow && on && streams.has(op.channel));
         if (op.op === 'subscribe' && allow) subscribed.add(op.channel);
+        if (op.op === 'enter' && allow && on) entered.add(op.channel);
+        if (op.op === 'presence-subscribe' && allow && on) streams.add(op.channel);
         const marker = `${run}.${i}`;
         expected.push({ id: i, op, allow, dup, marker });
         if (op.op === 'publish')
@@ -300,9 +317,13 @@ describe('capabilities: property test over WebSocket and REST', () => {
         else if (op.op === 'history')
           c.send({ action: 'history', channel: op.channel, limit: 5, id: i });
         else if (op.op === 'presence') {
-          selfListed.set(i, subscribed.has(op.channel));
+          selfListed.set(i, subscribed.has(op.channel) || entered.has(op.channel));
           c.send({ action: 'presence', channel: op.channel, id: i });
-        } else c.send({ action: 'subscribe', channel: op.channel, id: i });
+        } else if (op.op === 'enter')
+          c.send({ action: 'enter', channel: op.channel, data: { m: marker }, id: i });
+        else if (op.op === 'presence-subscribe')
+          c.send({ action: 'presence-subscribe', channel: op.channel, id: i });
+        else c.send({ action: 'subscribe', channel: op.channel, id: i });
       });
       await c.until(
         (fs) => expected.every((e) => fs.some((f) => f['reply'] === e.id)),
@@ -330,10 +351,19 @@ describe('capabilities: property test over WebSocket and REST', () => {
           );
           continue;
         }
+        if (
+          (e.op.op === 'enter' || e.op.op === 'presence-subscribe') &&
+          !presenceOn(e.op.channel)
+        ) {
+          assert.equal(r['code'], ErrorCode.PRESENCE_DISABLED, what);
+          presence.off++;
+          continue;
+        }
         if (e.dup) {
           assert.equal(r['code'], ErrorCode.ALREADY_SUBSCRIBED, what);
           continue;
         }
+        if (e.op.op === 'enter') presence.entered++;
         assert.equal(r['ok'], true, what);
         if (e.op.op === 'publish') {
           record(e.op.channel, e.marker);
@@ -368,6 +398,13 @@ describe('capabilities: property test over WebSocket and REST', () => {
         );
         delivered++;
       }
+      // Presence events reach only connections allowed to stream them.
+      for (const f of c.frames)
+        if (Array.isArray(f['presence']))
+          assert.ok(
+            streams.has(f['channel'] as string),
+            `presence events of ${String(f['channel'])} to ${JSON.stringify(p)}`,
+          );
       assert.equal(c.closeCode, undefined);
     } finally {
       c.close();
@@ -404,7 +441,7 @@ describe('capabilities: property test over WebSocket and REST', () => {
       }),
     );
     for (const { op, marker, r } of results) {
-      const allow = modelAllows(p, op.op, op.channel, apiKeyCaps);
+      const allow = modelAllows(p, op.op as Perm, op.channel, apiKeyCaps);
       const what = `REST ${op.op} ${op.channel} by ${JSON.stringify(p)}: ${r.status} ${r.body}`;
       if (!allow) {
         assert.equal(r.status, p.kind === 'anonymous' ? 401 : 403, what);

@@ -1,6 +1,7 @@
 /**
- * Presence (ARCHITECTURE guarantee 8; issue 5's `presence` capability): a connection subscribed to
- * a channel of a presence-enabled namespace is a member; members are read over WebSocket, REST,
+ * Presence (ARCHITECTURE guarantee 8; issue 5's `presence` capability) with auto-enter (the
+ * namespace's `autoEnter`, presence as it was before #12): a connection subscribed to a channel
+ * is a member; members are read over WebSocket, REST,
  * SSE/long-polling commands (and the SDK: client e2e.test.ts), each checked against the capabilities; a member leaves
  * at once when its connection ends, and a member whose node is killed with SIGKILL outlives it by
  * at most presenceTtlMs.
@@ -27,8 +28,8 @@ type Server = Awaited<ReturnType<typeof startTestServer>>;
 
 const TTL_MS = 2000;
 const NAMESPACES = {
-  room: { presence: true },
-  lobby: { presence: true, anonymous: ['subscribe', 'presence'] },
+  room: { presence: true, autoEnter: true },
+  lobby: { presence: true, autoEnter: true, anonymous: ['subscribe', 'presence'] },
   chat: {},
 };
 const CAP = { 'room:*': ['subscribe', 'presence'], 'chat:*': ['subscribe', 'presence'] };
@@ -37,7 +38,7 @@ const BACKEND_AUTH = `Basic ${Buffer.from(`${BACKEND.name}:${BACKEND.secret}`).t
 
 interface Member {
   clientId: string;
-  user?: string;
+  connectionId: string;
 }
 
 async function wsPresence(c: TestClient, channel: string): Promise<Frame> {
@@ -58,8 +59,11 @@ async function restPresence(
   return { status: r.status, body: json(r) };
 }
 
+/** The members' clientIds (their token's sub), '-' for anonymous ones (clientId = connectionId). */
 function users(members: unknown): string[] {
-  return (members as Member[]).map((m) => m.user ?? '-').sort();
+  return (members as Member[])
+    .map((m) => (m.clientId === m.connectionId ? '-' : m.clientId))
+    .sort();
 }
 
 async function authed(server: Server, sub: string, cap: object = CAP): Promise<TestClient> {
@@ -87,7 +91,7 @@ describe('presence on the embedded engine', () => {
     await server.close();
   });
 
-  it('lists a subscriber (client id, user = sub) over WebSocket, REST and long-polling until it unsubscribes', async () => {
+  it('lists a subscriber (clientId = sub, connectionId) over WebSocket, REST and long-polling until it unsubscribes', async () => {
     const alice = track(await authed(server, 'alice'));
     const bob = track(await authed(server, 'bob'));
     assert.equal((await alice.subscribe('room:1'))['ok'], true);
@@ -97,11 +101,11 @@ describe('presence on the embedded engine', () => {
     assert.equal(viaWs['channel'], 'room:1');
     const members = viaWs['members'] as Member[];
     assert.deepEqual(users(members), ['alice']);
-    assert.match(members[0]?.clientId ?? '', /^[A-Za-z0-9_-]{16}$/);
+    assert.match(members[0]?.connectionId ?? '', /^[A-Za-z0-9_-]{16}$/);
 
     const viaRest = await restPresence(server.port, 'room:1');
     assert.equal(viaRest.status, 200);
-    assert.deepEqual(viaRest.body, { channel: 'room:1', members });
+    assert.deepEqual(viaRest.body, { channel: 'room:1', members, offset: 1, next: null });
 
     // SSE and long-polling commands go through the same session code as WebSocket frames.
     const poll = await PollTestClient.open(
@@ -203,7 +207,7 @@ describe('presence across 2 nodes on Redis', { skip: missing }, () => {
   const ids = async (port: number, channel: string): Promise<string[]> => {
     const r = await restPresence(port, channel, null);
     assert.equal(r.status, 200, JSON.stringify(r.body));
-    return (r.body['members'] as Member[]).map((m) => m.clientId).sort();
+    return (r.body['members'] as Member[]).map((m) => m.connectionId).sort();
   };
 
   it('joins and leaves are seen on the other node over WebSocket and REST; every key has a TTL', async () => {
@@ -213,9 +217,9 @@ describe('presence across 2 nodes on Redis', { skip: missing }, () => {
     await onB.subscribe('room:x');
     const fromB = await wsPresence(onB, 'room:x');
     assert.equal((fromB['members'] as Member[]).length, 2, JSON.stringify(fromB));
-    const both = (fromB['members'] as Member[]).map((m) => m.clientId).sort();
+    const both = (fromB['members'] as Member[]).map((m) => m.connectionId).sort();
     assert.deepEqual(await ids(a.port, 'room:x'), both);
-    for (const key of ['pt:pz:{room:x}', 'pt:ph:{room:x}']) {
+    for (const key of ['pt:pz:{room:x}', 'pt:ph:{room:x}', 'pt:pl:{room:x}']) {
       const ttl = Number(redis.cli('PTTL', key).trim());
       assert.ok(ttl > 0 && ttl <= TTL_MS, `${key} PTTL ${ttl}`);
     }

@@ -14,6 +14,11 @@ import { ReplyError, toReplyError } from '../errors.js';
 import { readBody } from './body.js';
 import type { Metrics } from '../metrics.js';
 import type { Node, PublishInput, Published } from '../node.js';
+import {
+  DEFAULT_MEMBERS_PAGE,
+  decodePresenceCursor,
+  encodePresenceCursor,
+} from '../presence/presence.js';
 import { isRefusal, type Admission } from '../admission.js';
 import type { ApiKeys } from '../auth/api-keys.js';
 import {
@@ -134,7 +139,7 @@ async function handle(o: HttpApiOptions, req: IncomingMessage, res: ServerRespon
     if (!allow(req, res, 'GET')) return;
     const channel = channelParam(presence[1] as string);
     await authorize(o, req, 'presence', channel);
-    return members(o, channel, res);
+    return members(o, channel, url.searchParams, res);
   }
   if (path === '/v1/admin/revocations') {
     if (!allow(req, res, 'POST')) return;
@@ -294,12 +299,34 @@ async function history(
     .end(body);
 }
 
-/** `GET /v1/channels/{channel}/presence`: `{"channel", "members": [{"clientId", "user"?}...]}`. */
-async function members(o: HttpApiOptions, channel: string, res: ServerResponse): Promise<void> {
+/**
+ * `GET /v1/channels/{channel}/presence?limit&cursor&clientId`: one page of members,
+ * `{"channel", "members": [{"clientId", "connectionId", "data", "timestamp", "offset"}...],
+ * "offset", "next"}` (`next`: the cursor of the following page, or null).
+ */
+async function members(
+  o: HttpApiOptions,
+  channel: string,
+  params: URLSearchParams,
+  res: ServerResponse,
+): Promise<void> {
   const why = channelError(channel);
   if (why !== undefined) throw new ReplyError(ErrorCode.INVALID_CHANNEL, why);
-  const list = await o.node.presence(channel);
-  const body = `{"channel":${JSON.stringify(channel)},"members":[${list.join(',')}]}`;
+  const limitText = params.get('limit');
+  const limit = limitText === null ? DEFAULT_MEMBERS_PAGE : Number(limitText);
+  if (!Number.isSafeInteger(limit) || limit < 1 || limit > MAX_PAGE)
+    throw new ReplyError(ErrorCode.BAD_REQUEST, `limit must be an integer from 1 to ${MAX_PAGE}`);
+  const cursor = params.get('cursor');
+  const after = cursor === null || cursor === '' ? undefined : decodePresenceCursor(cursor);
+  if (cursor !== null && cursor !== '' && after === undefined)
+    throw new ReplyError(ErrorCode.BAD_REQUEST, 'cursor is not one this server issued');
+  const page = await o.node.presence(channel, {
+    limit,
+    after,
+    clientId: params.get('clientId') ?? undefined,
+  });
+  const next = page.next === null ? 'null' : JSON.stringify(encodePresenceCursor(page.next));
+  const body = `{"channel":${JSON.stringify(channel)},"members":[${page.members.join(',')}],"offset":${page.offset},"next":${next}}`;
   res
     .writeHead(200, {
       'content-type': 'application/json; charset=utf-8',

@@ -1,3 +1,5 @@
+import { PRESENCE_STREAM_PREFIX } from '@switchboard/protocol';
+
 /**
  * The only place Redis key and pub/sub channel names are built (listed in docs/redis.md).
  * Every name of a channel carries the channel as its hash tag, so stream, metadata, idempotency keys
@@ -16,8 +18,12 @@ export interface RedisKeys {
   dedupe(channel: string, id: string): string;
   /** Presence: sorted set of the channel's member client ids, scored by expiry (ms, Redis clock). */
   presenceMembers(channel: string): string;
-  /** Presence: hash of the channel's member client ids → member JSON. */
+  /** Presence: hash of the channel's member keys → member record. */
   presenceInfo(channel: string): string;
+  /** Presence: sorted set of the channel's member keys, all scored 0 (lexicographic pages). */
+  presenceOrder(channel: string): string;
+  /** Presence: the channel's presence offset (a counter, kept a day after its last change). */
+  presenceOffset(channel: string): string;
   /** A node's readiness probe (a string written every second, expiring after a minute). */
   probe(node: string): string;
   /** Pub/sub channel of a node-to-node control topic. */
@@ -30,6 +36,8 @@ export interface RedisKeys {
 
 export function createRedisKeys(prefix: string): RedisKeys {
   const pubsubHead = prefix + 'p:{';
+  // Presence events of `c` (the pseudo-channel `[presence]c`) share c's hash tag.
+  const presenceHead = prefix + 'pe:{';
   const controlHead = prefix + 'c:';
   return {
     prefix,
@@ -37,15 +45,23 @@ export function createRedisKeys(prefix: string): RedisKeys {
     probe: (node) => prefix + 'probe:' + node,
     topicOf: (pubsub) =>
       pubsub.startsWith(controlHead) ? pubsub.slice(controlHead.length) : undefined,
-    pubsub: (channel) => pubsubHead + channel + '}',
+    pubsub: (channel) =>
+      channel.startsWith(PRESENCE_STREAM_PREFIX)
+        ? presenceHead + channel.slice(PRESENCE_STREAM_PREFIX.length) + '}'
+        : pubsubHead + channel + '}',
     meta: (channel) => prefix + 'm:{' + channel + '}',
     stream: (channel) => prefix + 's:{' + channel + '}',
     dedupe: (channel, id) => prefix + 'i:{' + channel + '}:' + id,
     presenceMembers: (channel) => prefix + 'pz:{' + channel + '}',
     presenceInfo: (channel) => prefix + 'ph:{' + channel + '}',
-    channelOf: (pubsub) =>
-      pubsub.startsWith(pubsubHead) && pubsub.endsWith('}')
-        ? pubsub.slice(pubsubHead.length, -1)
-        : undefined,
+    presenceOrder: (channel) => prefix + 'pl:{' + channel + '}',
+    presenceOffset: (channel) => prefix + 'po:{' + channel + '}',
+    channelOf: (pubsub) => {
+      if (!pubsub.endsWith('}')) return undefined;
+      if (pubsub.startsWith(pubsubHead)) return pubsub.slice(pubsubHead.length, -1);
+      if (pubsub.startsWith(presenceHead))
+        return PRESENCE_STREAM_PREFIX + pubsub.slice(presenceHead.length, -1);
+      return undefined;
+    },
   };
 }

@@ -1,6 +1,7 @@
 import { Redis, type RedisOptions } from 'ioredis';
 import {
   channelError,
+  PRESENCE_STREAM_PREFIX,
   closeMessageFrameUnpositioned,
   encodeMessageHead,
 } from '@switchboard/protocol';
@@ -278,6 +279,11 @@ export class RedisBroker implements Broker {
     if (channel === undefined) {
       const topic = this.#keys.topicOf(name);
       if (topic !== undefined) this.#handler.onControl(topic, payload);
+      return;
+    }
+    // Presence events (published by the presence store's scripts) are whole frames, unpositioned.
+    if (channel.startsWith(PRESENCE_STREAM_PREFIX)) {
+      this.#handler.onPublication(channel, payload, undefined, undefined);
       return;
     }
     // payload: `<offset> <epoch> <assigned µs> <frame>`; a frame starts with '{', so a payload

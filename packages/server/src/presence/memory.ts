@@ -1,48 +1,162 @@
-import type { PresenceStore } from './presence.js';
+import {
+  eventsFrame,
+  type ApplyResult,
+  type MemberOp,
+  type MembersPage,
+  type OpResult,
+  type PageQuery,
+  type PresenceListener,
+  type PresenceStore,
+} from './presence.js';
 
 interface Entry {
-  readonly info: string;
+  owner: string;
+  offset: number;
+  timestamp: number;
+  readonly idJson: string;
+  dataJson: string;
   expiresAt: number;
 }
 
-const SWEEP_INTERVAL_MS = 60_000;
+interface ChannelMembers {
+  readonly members: Map<string, Entry>;
+  offset: number;
+  /** Keys in order, rebuilt lazily for pages. */
+  sorted: string[] | undefined;
+  changedAt: number;
+}
 
-/** Presence of the embedded engine: in this process, entries expiring after their TTL. */
+const SWEEP_INTERVAL_MS = 1000;
+/**
+ * An empty channel's offset is kept this long after its last change (like the Redis store's
+ * offset key), so a reader does not see it restart while it still listens.
+ */
+const EMPTY_CHANNEL_KEEP_MS = 24 * 3_600_000;
+
+/**
+ * Presence of the embedded engine: in this process, entries expiring after their TTL. Same
+ * semantics as the Redis store (presence.ts); events go to the listener, synchronously within
+ * apply(), so they are in offset order. Pending state is lost with the process (documented).
+ */
 export class MemoryPresenceStore implements PresenceStore {
   readonly name = 'memory';
-  readonly #channels = new Map<string, Map<string, Entry>>();
+  readonly #channels = new Map<string, ChannelMembers>();
   readonly #sweep: NodeJS.Timeout;
+  #listener: PresenceListener | undefined;
 
   constructor() {
-    this.#sweep = setInterval(() => this.#expire(Date.now()), SWEEP_INTERVAL_MS);
+    this.#sweep = setInterval(() => {
+      const now = Date.now();
+      for (const [channel, ch] of this.#channels) {
+        this.#emit(channel, this.#prune(channel));
+        if (ch.members.size === 0 && now - ch.changedAt > EMPTY_CHANNEL_KEEP_MS)
+          this.#channels.delete(channel);
+      }
+    }, SWEEP_INTERVAL_MS);
     this.#sweep.unref();
   }
 
-  add(channel: string, clientId: string, info: string, ttlMs: number): Promise<void> {
-    let members = this.#channels.get(channel);
-    if (members === undefined) this.#channels.set(channel, (members = new Map<string, Entry>()));
-    members.set(clientId, { info, expiresAt: Date.now() + ttlMs });
-    return Promise.resolve();
+  listen(listener: PresenceListener): void {
+    this.#listener = listener;
   }
 
-  remove(channel: string, clientId: string): Promise<void> {
-    const members = this.#channels.get(channel);
-    if (members !== undefined && members.delete(clientId) && members.size === 0)
-      this.#channels.delete(channel);
-    return Promise.resolve();
-  }
-
-  get(channel: string): Promise<string[]> {
-    const members = this.#channels.get(channel);
-    if (members === undefined) return Promise.resolve([]);
-    const now = Date.now();
-    const out: string[] = [];
-    for (const [id, e] of members) {
-      if (e.expiresAt > now) out.push(e.info);
-      else members.delete(id);
+  apply(
+    channel: string,
+    ops: readonly MemberOp[],
+    ttlMs: number,
+    maxMembers: number,
+  ): Promise<ApplyResult> {
+    const events = this.#prune(channel);
+    let ch = this.#channels.get(channel);
+    if (ch === undefined) {
+      ch = { members: new Map(), offset: 0, sorted: undefined, changedAt: Date.now() };
+      this.#channels.set(channel, ch);
     }
-    if (members.size === 0) this.#channels.delete(channel);
-    return Promise.resolve(out);
+    const now = Date.now();
+    const results: OpResult[] = [];
+    const emit = (action: string, e: Entry, dataJson: string, ts: number): number => {
+      const offset = ++ch.offset;
+      events.push(
+        `{"action":"${action}",${e.idJson},"data":${dataJson},"timestamp":${ts},"offset":${offset}}`,
+      );
+      return offset;
+    };
+    for (const op of ops) {
+      const e = ch.members.get(op.key);
+      if (op.kind === 'leave') {
+        if (e === undefined) results.push('none');
+        else if (e.owner !== op.owner) results.push('lost');
+        else {
+          emit('leave', e, op.dataJson === '' ? e.dataJson : op.dataJson, op.timestamp);
+          ch.members.delete(op.key);
+          ch.sorted = undefined;
+          results.push('ok');
+        }
+        continue;
+      }
+      if (e !== undefined) {
+        if (op.kind === 'refresh') {
+          if (e.owner !== op.owner) results.push('lost');
+          else {
+            e.expiresAt = now + ttlMs;
+            results.push('ok');
+          }
+          continue;
+        }
+        e.owner = op.owner;
+        e.expiresAt = now + ttlMs;
+        if (op.kind === 'update' || e.dataJson !== op.dataJson) {
+          e.dataJson = op.dataJson;
+          e.timestamp = op.timestamp;
+          e.offset = emit('update', e, op.dataJson, op.timestamp);
+        }
+        results.push('ok');
+        continue;
+      }
+      if (ch.members.size >= maxMembers) {
+        results.push('full');
+        continue;
+      }
+      const entry: Entry = {
+        owner: op.owner,
+        offset: 0,
+        timestamp: op.timestamp,
+        idJson: op.idJson,
+        dataJson: op.dataJson,
+        expiresAt: now + ttlMs,
+      };
+      entry.offset = emit('enter', entry, op.dataJson, op.timestamp);
+      ch.members.set(op.key, entry);
+      ch.sorted = undefined;
+      results.push('ok');
+    }
+    const offset = ch.offset;
+    if (events.length > 0) ch.changedAt = now;
+    this.#emit(channel, events);
+    return Promise.resolve({ results, offset });
+  }
+
+  page(channel: string, query: PageQuery): Promise<MembersPage> {
+    this.#emit(channel, this.#prune(channel));
+    const ch = this.#channels.get(channel);
+    if (ch === undefined) return Promise.resolve({ members: [], offset: 0, next: null });
+    const sorted = (ch.sorted ??= [...ch.members.keys()].sort(compareKeys));
+    const lower = query.after ?? (query.clientId === undefined ? '' : query.clientId + '\u0000');
+    let i = lowerBound(sorted, lower);
+    if (query.after !== undefined && sorted[i] === query.after) i++;
+    const prefix = query.clientId === undefined ? undefined : query.clientId + '\u0000';
+    const members: string[] = [];
+    let last: string | undefined;
+    for (; i < sorted.length && members.length < query.limit; i++) {
+      const key = sorted[i] as string;
+      if (prefix !== undefined && !key.startsWith(prefix)) break;
+      const e = ch.members.get(key) as Entry;
+      members.push(memberJson(e));
+      last = key;
+    }
+    const more =
+      i < sorted.length && (prefix === undefined || (sorted[i] as string).startsWith(prefix));
+    return Promise.resolve({ members, offset: ch.offset, next: more ? (last ?? null) : null });
   }
 
   close(): Promise<void> {
@@ -50,10 +164,45 @@ export class MemoryPresenceStore implements PresenceStore {
     return Promise.resolve();
   }
 
-  #expire(now: number): void {
-    for (const [channel, members] of this.#channels) {
-      for (const [id, e] of members) if (e.expiresAt <= now) members.delete(id);
-      if (members.size === 0) this.#channels.delete(channel);
+  /** Removes the expired members of a channel; returns their leave events. */
+  #prune(channel: string): string[] {
+    const events: string[] = [];
+    const ch = this.#channels.get(channel);
+    if (ch === undefined) return events;
+    const now = Date.now();
+    for (const [key, e] of ch.members) {
+      if (e.expiresAt > now) continue;
+      ch.members.delete(key);
+      ch.sorted = undefined;
+      events.push(
+        `{"action":"leave",${e.idJson},"data":${e.dataJson},"timestamp":${now},"offset":${++ch.offset}}`,
+      );
     }
+    // The offset outlives the members, so a reader never sees it go back while the process lives.
+    return events;
   }
+
+  #emit(channel: string, events: readonly string[]): void {
+    if (events.length > 0) this.#listener?.(channel, eventsFrame(channel, events));
+  }
+}
+
+function memberJson(e: Entry): string {
+  return `{${e.idJson},"data":${e.dataJson},"timestamp":${e.timestamp},"offset":${e.offset}}`;
+}
+
+/** Byte order of the UTF-16 code units, as Redis orders the same keys (ASCII keys agree). */
+function compareKeys(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+function lowerBound(sorted: readonly string[], key: string): number {
+  let lo = 0;
+  let hi = sorted.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if ((sorted[mid] as string) < key) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
 }

@@ -1,64 +1,155 @@
 import { Redis } from 'ioredis';
 import { createRedisKeys, type RedisKeys } from '../broker/redis-keys.js';
-import type { PresenceStore } from './presence.js';
+import { presenceStream } from '@switchboard/protocol';
+import type {
+  ApplyResult,
+  MemberOp,
+  MembersPage,
+  OpResult,
+  PageQuery,
+  PresenceStore,
+} from './presence.js';
 
 /**
- * Redis time in ms, inside a script: every node's entries expire by the same clock. Scripts that
- * call TIME and then write must be replicated by effects (the default since Redis 5).
+ * Shared by both scripts. KEYS: expiry (sorted set: key → expiry ms, Redis clock), info (hash:
+ * key → record), order (sorted set: key scored 0), offset (counter), events (pub/sub channel).
+ * A record is `owner \n offset \n timestamp \n idJson \n dataJson` (JSON text holds no raw
+ * newline). Expiry is by Redis's clock, so nodes' clocks do not matter; scripts that call TIME and
+ * then write must be replicated by effects (the default since Redis 5).
  */
-const NOW_LUA = `
+const COMMON_LUA = `
 if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local function prune(zset, hash)
-  local dead = redis.call('ZRANGEBYSCORE', zset, '-inf', now)
-  if #dead == 0 then return end
-  redis.call('ZREMRANGEBYSCORE', zset, '-inf', now)
-  for i = 1, #dead, 1000 do
-    redis.call('HDEL', hash, unpack(dead, i, math.min(i + 999, #dead)))
+local chj = ARGV[1]
+local offset = tonumber(redis.call('GET', KEYS[4]) or '0')
+local events = {}
+local function parse(rec)
+  local a = string.find(rec, '\\n', 1, true)
+  local b = string.find(rec, '\\n', a + 1, true)
+  local c = string.find(rec, '\\n', b + 1, true)
+  local d = string.find(rec, '\\n', c + 1, true)
+  return string.sub(rec, 1, a - 1), string.sub(rec, a + 1, b - 1), string.sub(rec, b + 1, c - 1),
+    string.sub(rec, c + 1, d - 1), string.sub(rec, d + 1)
+end
+local function emit(action, idj, data, ts)
+  offset = offset + 1
+  events[#events + 1] = '{"action":"' .. action .. '",' .. idj .. ',"data":' .. data ..
+    ',"timestamp":' .. ts .. ',"offset":' .. offset .. '}'
+  return offset
+end
+local function prune()
+  local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
+  for _, key in ipairs(dead) do
+    local rec = redis.call('HGET', KEYS[2], key)
+    if rec then
+      local _, _, _, idj, data = parse(rec)
+      emit('leave', idj, data, now)
+    end
+    redis.call('ZREM', KEYS[1], key)
+    redis.call('ZREM', KEYS[3], key)
+    redis.call('HDEL', KEYS[2], key)
   end
+end
+local function finish()
+  if #events == 0 then return end
+  redis.call('SET', KEYS[4], offset, 'PX', 86400000)
+  redis.call('PUBLISH', KEYS[5], '{"channel":' .. chj .. ',"presence":[' .. table.concat(events, ',') .. ']}')
 end
 `;
 
 /**
- * Add or refresh one member. KEYS: members (sorted set: client id scored by expiry in ms), info
- * (hash: client id → member JSON). ARGV: client id, member JSON, ttl ms. Both keys expire no
- * sooner than the newest entry, so a channel nobody refreshes any more leaves nothing behind.
+ * Applies ops after pruning. ARGV: channel JSON, ttl ms, max members, then per op: kind (E U L R),
+ * key, owner, idJson, dataJson, timestamp. Returns the offset, then one result per op.
  */
-const ADD_LUA = `${NOW_LUA}
-local ttl = tonumber(ARGV[3])
-prune(KEYS[1], KEYS[2])
-redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-for _, k in ipairs(KEYS) do
-  if redis.call('PTTL', k) < ttl then redis.call('PEXPIRE', k, ttl) end
+const APPLY_LUA = `${COMMON_LUA}
+local ttl = tonumber(ARGV[2])
+local max = tonumber(ARGV[3])
+prune()
+local out = {0}
+local function put(key, owner, ofs, ts, idj, data)
+  redis.call('HSET', KEYS[2], key, owner .. '\\n' .. ofs .. '\\n' .. ts .. '\\n' .. idj .. '\\n' .. data)
+  redis.call('ZADD', KEYS[1], now + ttl, key)
 end
-return 1
-`;
-
-/** The live members' JSON. KEYS: members, info. Expired entries are removed on the way. */
-const GET_LUA = `${NOW_LUA}
-prune(KEYS[1], KEYS[2])
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')
-local out = {}
-for i = 1, #ids, 1000 do
-  local infos = redis.call('HMGET', KEYS[2], unpack(ids, i, math.min(i + 999, #ids)))
-  for _, v in ipairs(infos) do
-    if v then out[#out + 1] = v end
+for i = 4, #ARGV, 6 do
+  local kind, key, owner, idj, data, ts = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
+  local rec = redis.call('HGET', KEYS[2], key)
+  local res = 'ok'
+  if kind == 'L' then
+    if not rec then res = 'none' else
+      local o, _, _, idj0, data0 = parse(rec)
+      if o ~= owner then res = 'lost' else
+        if data == '' then data = data0 end
+        emit('leave', idj0, data, ts)
+        redis.call('ZREM', KEYS[1], key)
+        redis.call('ZREM', KEYS[3], key)
+        redis.call('HDEL', KEYS[2], key)
+      end
+    end
+  elseif rec then
+    local o, ofs, ts0, idj0, data0 = parse(rec)
+    if kind == 'R' then
+      if o ~= owner then res = 'lost' else redis.call('ZADD', KEYS[1], now + ttl, key) end
+    else
+      if kind == 'U' or data ~= data0 then
+        ofs = emit('update', idj, data, ts)
+        ts0 = ts
+        data0 = data
+      end
+      put(key, owner, ofs, ts0, idj, data0)
+    end
+  elseif redis.call('ZCARD', KEYS[1]) >= max then
+    res = 'full'
+  else
+    local ofs = emit('enter', idj, data, ts)
+    put(key, owner, ofs, ts, idj, data)
+    redis.call('ZADD', KEYS[3], 0, key)
   end
+  out[#out + 1] = res
 end
+for k = 1, 3 do
+  if redis.call('PTTL', KEYS[k]) < ttl then redis.call('PEXPIRE', KEYS[k], ttl) end
+end
+finish()
+out[1] = offset
 return out
 `;
 
+/**
+ * One page after pruning. ARGV: channel JSON, min (ZRANGEBYLEX bound), max bound, limit. Returns
+ * the offset, the next cursor ('' when last), then member JSONs.
+ */
+const PAGE_LUA = `${COMMON_LUA}
+prune()
+finish()
+local limit = tonumber(ARGV[4])
+local keys = redis.call('ZRANGEBYLEX', KEYS[3], ARGV[2], ARGV[3], 'LIMIT', 0, limit + 1)
+local out = {offset, ''}
+local n = math.min(limit, #keys)
+for i = 1, n do
+  local rec = redis.call('HGET', KEYS[2], keys[i])
+  if rec then
+    local _, ofs, ts, idj, data = parse(rec)
+    out[#out + 1] = '{' .. idj .. ',"data":' .. data .. ',"timestamp":' .. ts .. ',"offset":' .. ofs .. '}'
+  end
+end
+if #keys > limit then out[2] = keys[n] end
+return out
+`;
+
+const OP_CODE = { enter: 'E', update: 'U', leave: 'L', refresh: 'R' } as const;
+
 interface PresenceScripts {
-  sbPresenceAdd(members: string, info: string, id: string, json: string, ttlMs: number): Promise<1>;
-  sbPresenceGet(members: string, info: string): Promise<string[]>;
+  sbPresenceApply(...args: (string | number)[]): Promise<(string | number)[]>;
+  sbPresencePage(...args: (string | number)[]): Promise<(string | number)[]>;
 }
 
 /**
- * Presence in Redis, shared by every node: per channel a sorted set of client ids scored by expiry
- * and a hash of their member JSON, both under the channel's hash tag (redis-keys.ts). Expiry is
- * by Redis's clock, so nodes' clocks do not matter.
+ * Presence in Redis, shared by every node: per channel an expiry sorted set, a record hash, a
+ * lexicographic sorted set for pages and an offset counter, all under the channel's hash tag
+ * (redis-keys.ts). Every change and its event are one script: the event is PUBLISHed on the
+ * channel's presence pub/sub channel in offset order, and the broker delivers it to the nodes
+ * that subscribed `[presence]<channel>`.
  */
 export class RedisPresenceStore implements PresenceStore {
   readonly name = 'redis';
@@ -74,34 +165,63 @@ export class RedisPresenceStore implements PresenceStore {
     this.#redis.on('error', () => {
       // reconnects by itself; failed calls surface as errors to the caller
     });
-    this.#redis.defineCommand('sbPresenceAdd', { numberOfKeys: 2, lua: ADD_LUA });
-    this.#redis.defineCommand('sbPresenceGet', { numberOfKeys: 2, lua: GET_LUA });
+    this.#redis.defineCommand('sbPresenceApply', { numberOfKeys: 5, lua: APPLY_LUA });
+    this.#redis.defineCommand('sbPresencePage', { numberOfKeys: 5, lua: PAGE_LUA });
     this.#keys = createRedisKeys(prefix);
   }
 
-  async add(channel: string, clientId: string, info: string, ttlMs: number): Promise<void> {
+  #channelKeys(channel: string): string[] {
     const k = this.#keys;
-    await this.#redis.sbPresenceAdd(
+    return [
       k.presenceMembers(channel),
       k.presenceInfo(channel),
-      clientId,
-      info,
+      k.presenceOrder(channel),
+      k.presenceOffset(channel),
+      k.pubsub(presenceStream(channel)),
+    ];
+  }
+
+  async apply(
+    channel: string,
+    ops: readonly MemberOp[],
+    ttlMs: number,
+    maxMembers: number,
+  ): Promise<ApplyResult> {
+    const args: (string | number)[] = [
+      ...this.#channelKeys(channel),
+      JSON.stringify(channel),
       ttlMs,
+      maxMembers,
+    ];
+    for (const op of ops)
+      args.push(OP_CODE[op.kind], op.key, op.owner, op.idJson, op.dataJson, op.timestamp);
+    const reply = await this.#redis.sbPresenceApply(...args);
+    return { offset: Number(reply[0]), results: reply.slice(1) as OpResult[] };
+  }
+
+  async page(channel: string, query: PageQuery): Promise<MembersPage> {
+    // ZRANGEBYLEX bounds: '(' excludes, '[' includes; a clientId filter is the key range
+    // [clientId\0, clientId\x01).
+    const min =
+      query.after !== undefined
+        ? '(' + query.after
+        : query.clientId !== undefined
+          ? '[' + query.clientId + '\u0000'
+          : '-';
+    const max = query.clientId !== undefined ? '(' + query.clientId + '\u0001' : '+';
+    const reply = await this.#redis.sbPresencePage(
+      ...this.#channelKeys(channel),
+      JSON.stringify(channel),
+      min,
+      max,
+      query.limit,
     );
-  }
-
-  async remove(channel: string, clientId: string): Promise<void> {
-    const k = this.#keys;
-    await this.#redis
-      .multi()
-      .zrem(k.presenceMembers(channel), clientId)
-      .hdel(k.presenceInfo(channel), clientId)
-      .exec();
-  }
-
-  get(channel: string): Promise<string[]> {
-    const k = this.#keys;
-    return this.#redis.sbPresenceGet(k.presenceMembers(channel), k.presenceInfo(channel));
+    const next = String(reply[1]);
+    return {
+      offset: Number(reply[0]),
+      next: next === '' ? null : next,
+      members: reply.slice(2).map(String),
+    };
   }
 
   async close(): Promise<void> {

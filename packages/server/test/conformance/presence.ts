@@ -1,70 +1,203 @@
 /**
- * One suite every PresenceStore must pass: add, refresh, remove, expiry by TTL, channels apart.
+ * One suite every PresenceStore must pass (presence.ts): enter/update/leave with data and one
+ * offset order per channel, events in the same step as the change, take-over by a resumed
+ * connection, expiry with exactly one leave however many nodes sweep, the member limit, and
+ * complete pages without duplicates (with a clientId filter).
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import type { PresenceStore } from '../../src/presence/presence.js';
+import { memberKey, type MemberOp, type PresenceStore } from '../../src/presence/presence.js';
 import { eventually } from '../helpers.js';
 
-const member = (id: string, user?: string): string =>
-  JSON.stringify(user === undefined ? { clientId: id } : { clientId: id, user });
+export interface PresenceHarness {
+  readonly store: PresenceStore;
+  /** Calls `onFrame` with every event frame of `channel` from now on; resolves once listening. */
+  events(channel: string, onFrame: (frame: string) => void): Promise<void>;
+  close(): Promise<void>;
+}
 
-const ids = (list: string[]): string[] =>
-  list.map((m) => (JSON.parse(m) as { clientId: string }).clientId).sort();
+interface Event {
+  action: string;
+  clientId: string;
+  connectionId: string;
+  data: unknown;
+  offset: number;
+}
 
-export function runPresenceSuite(name: string, make: () => PresenceStore): void {
+const op = (
+  kind: MemberOp['kind'],
+  client: string,
+  conn: string,
+  owner: string,
+  data: unknown = null,
+): MemberOp => ({
+  kind,
+  key: memberKey(client, conn),
+  owner,
+  idJson: `"clientId":${JSON.stringify(client)},"connectionId":${JSON.stringify(conn)}`,
+  dataJson: kind === 'leave' && data === null ? '' : JSON.stringify(data),
+  timestamp: Date.now(),
+});
+
+export function runPresenceSuite(name: string, make: () => PresenceHarness): void {
   describe(`${name} (presence conformance)`, () => {
-    let store: PresenceStore;
+    let h: PresenceHarness;
     let n = 0;
     const channel = (): string => `pc:${name}-${++n}`;
+    const listen = async (ch: string): Promise<Event[]> => {
+      const seen: Event[] = [];
+      await h.events(ch, (f) => {
+        const frame = JSON.parse(f) as { channel: string; presence: Event[] };
+        assert.equal(frame.channel, ch);
+        seen.push(...frame.presence);
+      });
+      return seen;
+    };
     before(() => {
-      store = make();
+      h = make();
     });
-    after(() => store.close());
+    after(() => h.close());
 
-    it('lists members added, returns their JSON verbatim, and forgets removed ones', async () => {
+    it('enter, update and leave emit events with consecutive offsets; pages carry data and each member its offset', async () => {
       const ch = channel();
-      assert.deepEqual(await store.get(ch), []);
-      await store.add(ch, 'a', member('a', 'alice'), 60_000);
-      await store.add(ch, 'b', member('b'), 60_000);
-      assert.deepEqual((await store.get(ch)).sort(), [member('a', 'alice'), member('b')].sort());
-      await store.remove(ch, 'a');
-      assert.deepEqual(await store.get(ch), [member('b')]);
-      await store.remove(ch, 'a');
-      await store.remove(ch, 'b');
-      assert.deepEqual(await store.get(ch), []);
+      const seen = await listen(ch);
+      let r = await h.store.apply(
+        ch,
+        [op('enter', 'alice', 'c1', 'o1', { x: 1 }), op('enter', 'bob', 'c2', 'o2')],
+        60_000,
+        100,
+      );
+      assert.deepEqual(r, { results: ['ok', 'ok'], offset: 2 });
+      r = await h.store.apply(ch, [op('update', 'alice', 'c1', 'o1', { x: 2 })], 60_000, 100);
+      assert.equal(r.offset, 3);
+      const page = await h.store.page(ch, { limit: 10 });
+      assert.equal(page.offset, 3);
+      assert.equal(page.next, null);
+      assert.deepEqual(
+        page.members.map((m) => {
+          const { timestamp, ...rest } = JSON.parse(m) as Event & { timestamp: number };
+          assert.equal(typeof timestamp, 'number');
+          return rest;
+        }),
+        [
+          { clientId: 'alice', connectionId: 'c1', data: { x: 2 }, offset: 3 },
+          { clientId: 'bob', connectionId: 'c2', data: null, offset: 2 },
+        ],
+      );
+      r = await h.store.apply(ch, [op('leave', 'alice', 'c1', 'o1')], 60_000, 100);
+      assert.deepEqual(r.results, ['ok']);
+      r = await h.store.apply(ch, [op('leave', 'alice', 'c1', 'o1')], 60_000, 100);
+      assert.deepEqual(r.results, ['none']);
+      await eventually(() => seen.length === 4, 3000, 'four events');
+      assert.deepEqual(
+        seen.map((e) => [e.action, e.clientId, e.data, e.offset]),
+        [
+          ['enter', 'alice', { x: 1 }, 1],
+          ['enter', 'bob', null, 2],
+          ['update', 'alice', { x: 2 }, 3],
+          ['leave', 'alice', { x: 2 }, 4],
+        ],
+      );
     });
 
-    it('keeps channels apart, and adding again replaces the info', async () => {
-      const [x, y] = [channel(), channel()];
-      await store.add(x, 'a', member('a'), 60_000);
-      await store.add(y, 'b', member('b'), 60_000);
-      await store.add(x, 'a', member('a', 'alice'), 60_000);
-      assert.deepEqual(await store.get(x), [member('a', 'alice')]);
-      assert.deepEqual(await store.get(y), [member('b')]);
-    });
-
-    it('drops a member not refreshed within its TTL, keeps one that is', async () => {
+    it('a resumed connection takes a member over silently; the old one can no longer refresh or remove it', async () => {
       const ch = channel();
+      const seen = await listen(ch);
+      await h.store.apply(ch, [op('enter', 'alice', 'c1', 'old', { a: 1 })], 60_000, 100);
+      // Same data, new owner: no event.
+      let r = await h.store.apply(ch, [op('enter', 'alice', 'c1', 'new', { a: 1 })], 60_000, 100);
+      assert.deepEqual(r, { results: ['ok'], offset: 1 });
+      r = await h.store.apply(
+        ch,
+        [op('refresh', 'alice', 'c1', 'old'), op('leave', 'alice', 'c1', 'old')],
+        60_000,
+        100,
+      );
+      assert.deepEqual(r, { results: ['lost', 'lost'], offset: 1 });
+      assert.equal((await h.store.page(ch, { limit: 10 })).members.length, 1);
+      // A refresh of a member the store lost enters it again.
+      await h.store.apply(ch, [op('leave', 'alice', 'c1', 'new')], 60_000, 100);
+      r = await h.store.apply(ch, [op('refresh', 'alice', 'c1', 'new')], 60_000, 100);
+      assert.deepEqual(r, { results: ['ok'], offset: 3 });
+      await eventually(() => seen.length === 3, 3000, 'three events');
+      assert.deepEqual(
+        seen.map((e) => e.action),
+        ['enter', 'leave', 'enter'],
+      );
+    });
+
+    it('an unrefreshed member expires with exactly one leave, however many sweeps run at once', async () => {
+      const ch = channel();
+      const seen = await listen(ch);
+      await h.store.apply(
+        ch,
+        [op('enter', 'gone', 'c1', 'o'), op('enter', 'kept', 'c2', 'o')],
+        300,
+        100,
+      );
       const t0 = Date.now();
-      await store.add(ch, 'gone', member('gone'), 300);
-      await store.add(ch, 'kept', member('kept'), 300);
       const refresh = setInterval(() => {
-        store.add(ch, 'kept', member('kept'), 300).catch(() => {});
+        h.store.apply(ch, [op('refresh', 'kept', 'c2', 'o')], 300, 100).catch(() => {});
       }, 100);
       try {
         await eventually(
-          async () => ids(await store.get(ch)).join() === 'kept',
+          async () => {
+            await Promise.all([1, 2, 3].map(() => h.store.apply(ch, [], 300, 100)));
+            return seen.some((e) => e.action === 'leave');
+          },
           3000,
-          'the unrefreshed member to expire',
-          10,
+          'the unrefreshed member to leave',
+          20,
         );
         const expiredAfter = Date.now() - t0;
         assert.ok(expiredAfter >= 290, `expired after ${expiredAfter} ms, before its TTL`);
-        assert.ok(expiredAfter <= 600, `expired after ${expiredAfter} ms`);
+        await Promise.all([1, 2, 3].map(() => h.store.apply(ch, [], 300, 100)));
+        const page = await h.store.page(ch, { limit: 10 });
+        assert.deepEqual(
+          page.members.map((m) => (JSON.parse(m) as Event).clientId),
+          ['kept'],
+        );
+        assert.deepEqual(
+          seen.filter((e) => e.action === 'leave').map((e) => e.clientId),
+          ['gone'],
+        );
       } finally {
         clearInterval(refresh);
       }
+    });
+
+    it('refuses a member over the limit; pages are complete, without duplicates, and filter by clientId', async () => {
+      const ch = channel();
+      const ops = Array.from({ length: 1500 }, (_, i) =>
+        op('enter', `u${i % 500}`, `c${i}`, 'o', i),
+      );
+      for (let i = 0; i < ops.length; i += 500)
+        await h.store.apply(ch, ops.slice(i, i + 500), 60_000, 1500);
+      const over = await h.store.apply(ch, [op('enter', 'late', 'c', 'o')], 60_000, 1500);
+      assert.deepEqual(over.results, ['full']);
+      const keys = new Set<string>();
+      let after: string | undefined;
+      let pages = 0;
+      do {
+        const page = await h.store.page(ch, { limit: 400, after });
+        pages++;
+        for (const m of page.members) {
+          const e = JSON.parse(m) as Event;
+          const key = `${e.clientId}/${e.connectionId}`;
+          assert.ok(!keys.has(key), `${key} listed twice`);
+          keys.add(key);
+        }
+        after = page.next ?? undefined;
+      } while (after !== undefined && pages < 10);
+      assert.equal(keys.size, 1500);
+      assert.equal(pages, 4);
+      const mine = await h.store.page(ch, { limit: 2, clientId: 'u7' });
+      assert.equal(mine.members.length, 2);
+      const rest = await h.store.page(ch, { limit: 2, clientId: 'u7', after: mine.next ?? '' });
+      assert.equal(rest.next, null);
+      const all = [...mine.members, ...rest.members].map((m) => JSON.parse(m) as Event);
+      assert.deepEqual(all.map((e) => e.connectionId).sort(), ['c1007', 'c507', 'c7']);
+      assert.ok(all.every((e) => e.clientId === 'u7'));
     });
   });
 }
