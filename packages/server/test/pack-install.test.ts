@@ -30,8 +30,14 @@ async function readMapSources(pkgDir: string, mapPath: string): Promise<string[]
   const { readFile } = await import('node:fs/promises');
   const map = JSON.parse(await readFile(join(pkgDir, mapPath), 'utf8')) as {
     sources: string[];
-    sourceRoot?: string;
+    sourcesContent?: (string | null)[];
   };
+  // A map that embeds every source (the browser bundles) needs no file beside it.
+  if (
+    map.sourcesContent?.length === map.sources.length &&
+    map.sourcesContent.every((c) => c !== null)
+  )
+    return [];
   return map.sources.map((s) => posix.normalize(posix.join(posix.dirname(mapPath), s)));
 }
 
@@ -61,6 +67,10 @@ describe('npm pack + install into an empty project', { timeout: 180_000 }, () =>
       const paths = p.files.map((f) => f.path);
       assert.ok(paths.includes('LICENSE'), `${p.name} has a LICENSE`);
       assert.ok(paths.includes('README.md'), `${p.name} has a README.md`);
+      if (p.name === '@switchboard/client') {
+        assert.ok(paths.includes('dist/browser/switchboard.js'), 'the browser ESM bundle');
+        assert.ok(paths.includes('dist/browser/switchboard.iife.js'), 'the classic-script build');
+      }
       assert.deepEqual(
         paths.filter((f) => f.endsWith('.tsbuildinfo')),
         [],
