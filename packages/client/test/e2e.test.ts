@@ -292,7 +292,7 @@ describe('Switchboard client against a real server', () => {
     c.close();
     const seq = states.map((x) => x.current);
     assert.equal(seq[0], 'disconnected');
-    assert.equal(states[0]?.reason?.code, 1001);
+    assert.equal(states[0]?.reason?.code, 3012);
     assert.deepEqual(seq.slice(-3), ['connecting', 'connected', 'closed']);
     assert.deepEqual(states[states.length - 1]?.reason, {
       code: 1000,

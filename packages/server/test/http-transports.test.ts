@@ -201,7 +201,7 @@ describe('SSE', () => {
     await c.replyTo('sse:0');
   });
 
-  it('closes with a close event: on DELETE (any node) and on shutdown (1001)', async () => {
+  it('closes with a close event: on DELETE (any node) and on shutdown (3012)', async () => {
     const s = await server();
     const a = await sse(s.url);
     const del = await fetch(`${s.url}/connections/${a.connection}`, { method: 'DELETE' });
@@ -214,7 +214,7 @@ describe('SSE', () => {
     const b = await sse(s2.url);
     await s2.close();
     await b.until(() => b.ended);
-    assert.deepEqual(b.closed, { code: 1001, reason: 'server shutting down' });
+    assert.deepEqual(b.closed, { code: 3012, reason: 'node draining: reconnect elsewhere' });
   });
 });
 
@@ -331,7 +331,7 @@ describe('long-polling', () => {
     await new Promise((res) => setTimeout(res, 50));
     await s2.close();
     await parked;
-    assert.deepEqual(p.closed, { code: 1001, reason: 'server shutting down' });
+    assert.deepEqual(p.closed, { code: 3012, reason: 'node draining: reconnect elsewhere' });
   });
 });
 
