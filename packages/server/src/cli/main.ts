@@ -2,7 +2,6 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { WebSocket } from 'ws';
 import { channelError, DisconnectCode } from '@switchboard/protocol';
-import { Switchboard, SwitchboardError } from '@switchboard/client';
 import {
   ConfigError,
   flagName,
@@ -307,7 +306,7 @@ async function publish(args: string[]): Promise<void> {
   process.stdout.write((await post(url, body, apiKeyHeader(values), base)) + '\n');
 }
 
-function subscribe(args: string[]): Promise<void> {
+async function subscribe(args: string[]): Promise<void> {
   const { values, positionals } = parse(args, {
     url: { type: 'string' },
     token: { type: 'string' },
@@ -315,7 +314,7 @@ function subscribe(args: string[]): Promise<void> {
   });
   if (values['help'] === true) {
     process.stdout.write(SUBSCRIBE_HELP + '\n');
-    return Promise.resolve();
+    return;
   }
   const [channel, extra] = positionals;
   if (channel === undefined) throw new UsageError('subscribe needs <channel>');
@@ -335,6 +334,8 @@ function subscribe(args: string[]): Promise<void> {
   // The SDK brings what a hand-rolled loop lacked: resume from the last offset after a reconnect
   // (nothing lost, nothing twice), and a final stop on close codes that say "do not retry" (a
   // revoked or refused token, 3500) instead of reconnecting forever.
+  // Loaded here, not at the top: `serve` (and a server image that ships no SDK) never needs it.
+  const { Switchboard, SwitchboardError } = await import('@switchboard/client');
   const client = new Switchboard({
     url,
     WebSocket,
