@@ -32,7 +32,7 @@ node_bin() {
   echo "$dir/bin/node"
 }
 
-SERVER_TESTS="test/uws-load.test.ts test/engine.test.ts test/websocket.test.ts test/config.test.ts test/cli-subscribe.test.ts test/resume.test.ts"
+SERVER_TESTS="test/uws-load.test.ts test/engine.test.ts test/websocket.test.ts test/config.test.ts test/resume.test.ts"
 CLIENT_TESTS="test/client.test.ts test/frames.test.ts test/e2e.test.ts"
 
 for major in $VERSIONS; do
