@@ -95,6 +95,9 @@ export interface Config {
   readonly maxConnectionsPerIpPerSecond: number;
   readonly perMessageDeflate: boolean;
   readonly httpHeadersTimeoutMs: number;
+  readonly nodeId: string | undefined;
+  readonly demoUrl: string | undefined;
+  readonly metrics: boolean;
 }
 
 export const defaults: Config = {
@@ -144,6 +147,9 @@ export const defaults: Config = {
   maxConnectionsPerIpPerSecond: 500,
   perMessageDeflate: false,
   httpHeadersTimeoutMs: 10_000,
+  nodeId: undefined,
+  demoUrl: undefined,
+  metrics: true,
 };
 
 /** Every setting, its type and what it does: the source of the README's configuration reference. */
@@ -352,6 +358,10 @@ export const settings: Readonly<Record<keyof Config, Setting>> = {
     max: 1_000_000,
     doc: 'new connections one address may open per second (429 above)',
   },
+  metrics: {
+    kind: 'bool',
+    doc: 'serve /metrics and count per delivery (off: /metrics is 404 and the hot path counts nothing)',
+  },
   perMessageDeflate: {
     kind: 'bool',
     doc: 'WebSocket compression (bounded: 1 KiB threshold, 10 concurrent, 64 KiB inflated)',
@@ -361,6 +371,14 @@ export const settings: Readonly<Record<keyof Config, Setting>> = {
     min: 1000,
     max: 600_000,
     doc: 'time a client has to send its request headers (against slowloris)',
+  },
+  nodeId: {
+    kind: 'optionalString',
+    doc: 'name of this node in /v1/info and on the front page (default: host name and 6 random hex digits)',
+  },
+  demoUrl: {
+    kind: 'httpUrl',
+    doc: "where the front page's demo link points (npm run demo sets it)",
   },
 };
 
