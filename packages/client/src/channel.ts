@@ -63,11 +63,47 @@ export interface DiscontinuityInfo {
   readonly until?: number;
 }
 
-export interface ChannelEvents {
+/**
+ * Where a channel is: `initialized` (never subscribed), `subscribing` (a subscribe is on its way,
+ * or waits for the connection to come back), `subscribed` (the server confirmed; messages flow),
+ * `unsubscribed` (by `unsubscribe()` or `client.close()`), `failed` (the server refused it for
+ * good, or the client failed; `reason` says why).
+ */
+export type ChannelState = 'initialized' | 'subscribing' | 'subscribed' | 'unsubscribed' | 'failed';
+
+export interface ChannelStateChange {
+  readonly previous: ChannelState;
+  readonly current: ChannelState;
+  /** Why, for `failed` (and `unsubscribed` when the client ended). */
+  readonly reason?: SwitchboardError;
+  /** On `subscribed`: true when the subscription continued from a held position without a gap. */
+  readonly resumed?: boolean;
+}
+
+/** Where a new subscription starts; ignored while the channel already holds a position. */
+export interface SubscribeOptions {
+  /** Resume after this position (e.g. one saved by the application): missed messages first. */
+  readonly since?: Position;
+  /** Deliver the last `rewind` messages (1-1000) before the live ones. */
+  readonly rewind?: number;
+}
+
+/**
+ * Keeps each channel's position outside the client, so a new client (after a page reload, a
+ * process restart) resumes where the old one stopped. `set(channel, undefined)` forgets one.
+ */
+export interface PositionStore {
+  get(channel: string): Position | undefined;
+  set(channel: string, position: Position | undefined): void;
+}
+
+/** One event per state, plus `state` for every transition. */
+export type ChannelEvents = { readonly [S in ChannelState]: ChannelStateChange } & {
+  readonly state: ChannelStateChange;
   readonly discontinuity: DiscontinuityInfo;
   /** The server refused the subscription for good (e.g. permission denied); listeners are dropped. */
   readonly error: SwitchboardError;
-}
+};
 
 /** The client's side of a channel, given to it at construction. */
 export interface ChannelHost {
@@ -83,6 +119,7 @@ export interface ChannelHost {
   /** The client's presence key (a secret kept for its life; see presence.ts). */
   readonly presenceKey: string;
   register(channel: string, hooks: ChannelHooks): void;
+  readonly positions: PositionStore | undefined;
 }
 
 /** What the client calls on a channel. */
@@ -127,7 +164,10 @@ export class Channel extends Emitter<ChannelEvents> {
   #generation = 0;
   #attempt = 0;
   #position: Position | undefined;
+  #state: ChannelState = 'initialized';
   #since: Position | undefined;
+  /** A rewind asked for by subscribe(), sent until a reply gives the channel a position. */
+  #rewind: number | undefined;
   /** Pushes that arrived before the subscribe reply; delivered (deduplicated) once it comes. */
   #early: Message[] = [];
   #waiters: Waiter[] = [];
@@ -147,6 +187,7 @@ export class Channel extends Emitter<ChannelEvents> {
       failed: (err) => this.emit('error', err),
     });
     this.presence = this.#presence.api();
+    this.#position = host.positions?.get(name);
     host.register(name, {
       deliver: (m) => this.#deliver(m),
       presence: (events) => this.#presence.events(events),
@@ -169,15 +210,18 @@ export class Channel extends Emitter<ChannelEvents> {
         this.#down();
         this.#presence.down();
       },
-      end: (err) => this.#settle(err),
-      revoked: (err) => {
-        this.#listeners = [];
-        this.#reset('idle');
-        this.#position = undefined;
+      end: (err) => {
         this.#settle(err);
-        this.emit('error', err);
+        if (this.#state === 'subscribing' || this.#state === 'subscribed')
+          this.#setState(err.code === 1000 ? 'unsubscribed' : 'failed', { reason: err });
       },
+      revoked: (err) => this.#fail(err),
     });
+  }
+
+  /** Where the channel is; every change is also an event (`subscribed`, ..., and `state`). */
+  get state(): ChannelState {
+    return this.#state;
   }
 
   /** The position of the last message delivered (or of the subscribe reply), if known. */
@@ -192,13 +236,30 @@ export class Channel extends Emitter<ChannelEvents> {
    * within `requestTimeoutMs` of the command being sent (the subscription is still pursued), or
    * when the client is closed.
    */
-  subscribe(listener: MessageListener): Promise<void>;
-  subscribe(name: string, listener: MessageListener): Promise<void>;
-  subscribe(a: string | MessageListener, b?: MessageListener): Promise<void> {
-    const [name, fn] = typeof a === 'string' ? [a, b] : [undefined, a];
+  subscribe(listener: MessageListener, options?: SubscribeOptions): Promise<void>;
+  subscribe(name: string, listener: MessageListener, options?: SubscribeOptions): Promise<void>;
+  subscribe(
+    a: string | MessageListener,
+    b?: MessageListener | SubscribeOptions,
+    c?: SubscribeOptions,
+  ): Promise<void> {
+    const [name, fn, options] =
+      typeof a === 'string' ? [a, b as MessageListener | undefined, c] : [undefined, a, b];
     if (typeof fn !== 'function') throw new TypeError('listener must be a function');
+    const { since, rewind } = (options ?? {}) as SubscribeOptions;
+    if (rewind !== undefined && !(Number.isSafeInteger(rewind) && rewind >= 1 && rewind <= 1000))
+      throw new TypeError('rewind must be an integer from 1 to 1000');
+    if (
+      since !== undefined &&
+      (!Number.isSafeInteger(since.offset) || typeof since.epoch !== 'string')
+    )
+      throw new TypeError('since must be a position {offset, epoch}');
     const ended = this.#host.ended();
     if (ended) return Promise.reject(ended);
+    if (this.#attach === 'idle' && this.#position === undefined) {
+      if (since !== undefined) this.#setPosition({ offset: since.offset, epoch: since.epoch });
+      else this.#rewind = rewind;
+    }
     this.#listeners = [...this.#listeners, { name, fn }];
     if (this.#attach === 'attached') return Promise.resolve();
     const confirmed = new Promise<void>((resolve, reject) =>
@@ -206,6 +267,7 @@ export class Channel extends Emitter<ChannelEvents> {
     );
     if (this.#attach === 'idle') {
       this.#attach = 'pending';
+      this.#setState('subscribing');
       this.#send();
     }
     return confirmed;
@@ -220,8 +282,10 @@ export class Channel extends Emitter<ChannelEvents> {
     if (this.#listeners.length > 0 || this.#attach === 'idle') return;
     const wasSent = this.#attach === 'attaching' || this.#attach === 'attached';
     this.#reset('idle');
-    this.#position = undefined;
+    this.#setPosition(undefined);
+    this.#rewind = undefined;
     this.#settle(undefined);
+    this.#setState('unsubscribed');
     if (wasSent) this.#host.send({ action: 'unsubscribe', channel: this.name }, ignore);
   }
 
@@ -294,9 +358,16 @@ export class Channel extends Emitter<ChannelEvents> {
 
   #send(): void {
     if (this.#attach !== 'pending') return;
+    this.#setState('subscribing');
     const since = this.#position;
     const generation = ++this.#generation;
-    const command = { action: 'subscribe', channel: this.name, ...(since && { since }) };
+    const rewind = since === undefined ? this.#rewind : undefined;
+    const command = {
+      action: 'subscribe',
+      channel: this.name,
+      ...(since && { since }),
+      ...(rewind !== undefined && { rewind }),
+    };
     if (!this.#host.send(command, (f) => this.#replied(generation, f))) return;
     this.#attach = 'attaching';
     this.#since = since;
@@ -315,19 +386,17 @@ export class Channel extends Emitter<ChannelEvents> {
         setTimeout(() => this.#send(), this.#host.retryDelay(this.#attempt++));
         return;
       }
-      this.#listeners = [];
-      this.#reset('idle');
-      this.#position = undefined;
-      this.#settle(err);
-      this.emit('error', err);
+      this.#fail(err);
       return;
     }
     this.#attach = 'attached';
     this.#attempt = 0;
+    this.#rewind = undefined;
     const since = this.#since;
     const position = toPosition(f['position']);
-    if (since && (f['recovered'] !== true || (position && position.epoch !== since.epoch))) {
-      this.#position = position;
+    const gap = since && (f['recovered'] !== true || (position && position.epoch !== since.epoch));
+    if (gap) {
+      this.#setPosition(position);
       this.emit('discontinuity', { reason: 'unrecovered', previous: since, current: position });
     } else if (since && this.#unpositioned) {
       this.emit('discontinuity', { reason: 'lost', previous: since, current: position });
@@ -339,9 +408,10 @@ export class Channel extends Emitter<ChannelEvents> {
     for (const m of early) this.#deliver(m);
     const p = this.#position;
     if (position && (!p || p.epoch !== position.epoch || p.offset < position.offset)) {
-      this.#position = position;
+      this.#setPosition(position);
     }
     this.#settle(undefined);
+    this.#setState('subscribed', { resumed: since !== undefined && !gap });
   }
 
   #deliver(m: Message): void {
@@ -359,7 +429,7 @@ export class Channel extends Emitter<ChannelEvents> {
       } else if (previous) {
         this.emit('discontinuity', { reason: 'epoch', previous, current });
       }
-      this.#position = current;
+      this.#setPosition(current);
     } else this.#unpositioned = true;
     for (const l of this.#listeners) {
       if (l.name === undefined || l.name === m.name) invoke(l.fn, m);
@@ -367,7 +437,38 @@ export class Channel extends Emitter<ChannelEvents> {
   }
 
   #down(): void {
-    if (this.#attach === 'attaching' || this.#attach === 'attached') this.#reset('pending');
+    if (this.#attach === 'attaching' || this.#attach === 'attached') {
+      this.#reset('pending');
+      this.#setState('subscribing');
+    }
+  }
+
+  /** The server refused the channel for good: listeners and position are dropped. */
+  #fail(err: SwitchboardError): void {
+    this.#listeners = [];
+    this.#reset('idle');
+    this.#setPosition(undefined);
+    this.#rewind = undefined;
+    this.#settle(err);
+    this.#setState('failed', { reason: err });
+    this.emit('error', err);
+  }
+
+  #setPosition(position: Position | undefined): void {
+    this.#position = position;
+    this.#host.positions?.set(this.name, position);
+  }
+
+  #setState(
+    current: ChannelState,
+    detail: { reason?: SwitchboardError; resumed?: boolean } = {},
+  ): void {
+    const previous = this.#state;
+    if (previous === current) return;
+    this.#state = current;
+    const change: ChannelStateChange = { previous, current, ...detail };
+    this.emit(current, change);
+    this.emit('state', change);
   }
 
   #reset(state: Attach): void {

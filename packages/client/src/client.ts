@@ -5,7 +5,8 @@ import {
   type ErrorCodeValue,
 } from '@switchboard/protocol';
 import { DEFAULT_BACKOFF, fullJitter, type BackoffOptions } from './backoff.js';
-import { Channels, type ChannelHooks, type ChannelHost } from './channel.js';
+import { Channels, type ChannelHooks, type ChannelHost, type PositionStore } from './channel.js';
+import { sessionStoragePositions } from './positions.js';
 import {
   Connection,
   type ConnectionOptions,
@@ -75,6 +76,13 @@ export interface SwitchboardOptions {
   readonly authCallback?: () => string | Promise<string>;
   /** GETs a token from this URL (`{"token": "..."}` or the token as text), like authCallback. */
   readonly authUrl?: string;
+  /**
+   * Keep every channel's position where a new client finds it, so a page reload (or a new process)
+   * resumes each channel it subscribes to from where the old client stopped: missed messages
+   * exactly once, or a `discontinuity`. `true` uses the browser's `sessionStorage` (one tab, kept
+   * across reloads); or give your own store. Default off.
+   */
+  readonly recover?: boolean | PositionStore;
   /** Enter `suspended` after this many failed attempts in a row. Default 10. */
   readonly suspendAfterAttempts?: number;
   /** ... or after this long without a connection. Default 120 000. */
@@ -157,6 +165,12 @@ export class Switchboard {
       newMessageId,
       presenceKey: newPresenceKey(),
       register: (name, hooks) => this.#hooks.set(name, hooks),
+      positions:
+        options.recover === true
+          ? sessionStoragePositions()
+          : options.recover === false || options.recover === undefined
+            ? undefined
+            : options.recover,
     };
     this.channels = new Channels(host);
     this.#auth = authSource(options, resolveFetch(options));

@@ -2,18 +2,23 @@
 export { Switchboard } from './client.js';
 export { SwitchboardError, ConnectionClosedError, QueueFullError, TimeoutError } from './errors.js';
 export { fullJitter } from './backoff.js';
+export { sessionStoragePositions } from './positions.js';
 export { ErrorCode, DisconnectCode } from '@switchboard/protocol';
 export type { SwitchboardOptions } from './client.js';
 export type {
   Channel,
   Channels,
   ChannelEvents,
+  ChannelState,
+  ChannelStateChange,
   DiscontinuityInfo,
   HistoryOptions,
   HistoryPage,
   MessageListener,
   OutgoingMessage,
+  PositionStore,
   PublishResult,
+  SubscribeOptions,
 } from './channel.js';
 export type {
   ChannelPresence,

@@ -64,6 +64,7 @@ export function createEdge(o: EdgeOptions): Edge {
           'httpHeadersTimeoutMs applies to the ws engine only; uWebSockets.js has a fixed 10 s HTTP timeout',
         );
       }
+      o.logger.info({ build: loaded.build }, 'uWebSockets.js loaded');
       return uwsEdge(new UwsEngine(loaded.uws, { ...o, request: asUws(o.request) }));
     }
     o.logger.warn(
