@@ -91,6 +91,7 @@ export interface Config {
   readonly maxConnectionsPerIpPerSecond: number;
   readonly perMessageDeflate: boolean;
   readonly httpHeadersTimeoutMs: number;
+  readonly ably: boolean;
 }
 
 export const defaults: Config = {
@@ -136,6 +137,7 @@ export const defaults: Config = {
   maxConnectionsPerIpPerSecond: 500,
   perMessageDeflate: false,
   httpHeadersTimeoutMs: 10_000,
+  ably: true,
 };
 
 /** Every setting, its type and what it does: the source of the README's configuration reference. */
@@ -329,6 +331,10 @@ export const settings: Readonly<Record<keyof Config, Setting>> = {
     min: 1000,
     max: 600_000,
     doc: 'time a client has to send its request headers (against slowloris)',
+  },
+  ably: {
+    kind: 'bool',
+    doc: 'serve the Ably protocol dialect (WebSocket on /, REST without /v1; docs/ably.md)',
   },
 };
 

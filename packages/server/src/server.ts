@@ -13,6 +13,7 @@ import { createMetrics } from './metrics.js';
 import { channelNamespace } from '@switchboard/protocol';
 import type { HistoryOptions } from './broker/broker.js';
 import { Node } from './node.js';
+import { AblyAuth, AblyContext, ablyDialect } from './ably/index.js';
 import { Readiness } from './readiness.js';
 import { Session } from './session.js';
 import { createPublicKey } from 'node:crypto';
@@ -109,6 +110,7 @@ export async function startServer(
       return isRefusal(origin) ? origin : admission.connection(req);
     },
     accept: (conn, req) => accept(conn, req),
+    dialects: config.ably ? [{ path: '/', accept: (conn, req) => ably.accept(conn, req) }] : [],
     onDisconnect: (code) => metrics.disconnects.inc({ code }),
     request: (req, res) => request(req, res),
   });
@@ -140,6 +142,19 @@ export async function startServer(
     presenceTtlMs: config.presenceTtlMs,
     onWrite: (ok, startedAt, error) => readiness.observeWrite(ok, startedAt, error),
   });
+  const ablyContext = new AblyContext({
+    node,
+    policy,
+    auth: new AblyAuth(config.apiKeys, apiKeys, policy),
+    logger,
+    keyMaterial: ablyKeyMaterial(config),
+    maxMessageSize: config.maxMessageBytes,
+    maxChannels: config.maxSubscriptionsPerConnection,
+    maxReplay: config.recoveryMaxMessages,
+    pingIntervalMs: config.pingIntervalMs,
+    commandsPerSecond: config.maxCommandsPerSecond,
+  });
+  const ably = ablyDialect(ablyContext);
   const sessionContext = {
     node,
     metrics,
@@ -263,6 +278,7 @@ export async function startServer(
           ),
         ]);
         edge.closeRemaining();
+        ablyContext.close();
         node.close();
         readiness.stop();
         await Promise.all([broker.close(), revocations.close(), presence.close()]);
@@ -285,6 +301,16 @@ function historyResolver(config: Config): (channel: string) => HistoryOptions {
   }
   if (byNamespace.size === 0) return () => fallback;
   return (channel) => byNamespace.get(channelNamespace(channel)) ?? fallback;
+}
+
+/**
+ * What Ably connection keys are signed with: the configured secrets, the same on every node, so
+ * any node recognises a key another issued (resume after a node loss). Without auth anyone may
+ * connect as anything anyway, and a fixed secret is as good as any.
+ */
+function ablyKeyMaterial(config: Config): string {
+  const secrets = config.apiKeys.map((k) => `${k.name}:${k.secret}`).sort();
+  return [...secrets, config.jwtSecret ?? ''].join('\n');
 }
 
 function tokenParam(url: string | undefined): string | undefined {

@@ -14,7 +14,7 @@ import type { Logger } from 'pino';
 import type { Refusal } from '../admission.js';
 import type { EngineName } from '../config.js';
 import type { TopicPublisher } from '../hub.js';
-import type { Connection, ConnectionHandler, RequestInfo } from './connection.js';
+import type { Connection, ConnectionHandler, Dialect, RequestInfo } from './connection.js';
 import { UwsEngine } from './uws.js';
 import type { UwsRequest, UwsResponse } from './uws-http.js';
 import { loadUws } from './uws-load.js';
@@ -31,6 +31,8 @@ export interface EdgeOptions {
   readonly logger: Logger;
   readonly accept: (conn: Connection, req: RequestInfo) => ConnectionHandler;
   readonly admit: (req: RequestInfo) => Refusal | undefined;
+  /** Other WebSocket protocols, each on its own path. */
+  readonly dialects?: readonly Dialect[];
   readonly onDisconnect: (code: number) => void;
   /** Every other HTTP request (REST API, SSE, long-polling). */
   readonly request: (req: IncomingMessage, res: ServerResponse) => void;

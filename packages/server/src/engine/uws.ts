@@ -13,6 +13,7 @@ import type {
   HttpResponse,
   TemplatedApp,
   WebSocket,
+  WebSocketBehavior,
   us_listen_socket,
 } from 'uWebSockets.js';
 import { BATCH_SUBPROTOCOL, DisconnectCode, ErrorCode } from '@switchboard/protocol';
@@ -34,6 +35,8 @@ interface UserData {
   /** The upgrade request, until the session has read it (then dropped: it is ~1 KiB). */
   info: RequestInfo | undefined;
   readonly batched: boolean;
+  /** The native protocol's or a dialect's (by the path upgraded). */
+  readonly accept: (conn: Connection, req: RequestInfo) => ConnectionHandler;
   conn?: UwsConnection;
 }
 
@@ -81,6 +84,13 @@ class UwsConnection implements Connection, TopicSink, Beating {
 
   sendText(frame: string): void {
     this.#write(frame);
+  }
+
+  sendBinary(frame: Buffer): void {
+    if (this.closed) return;
+    this.backlog();
+    if (this.closed) return;
+    this.ws.send(frame, true);
   }
 
   join(channel: string): void {
@@ -183,7 +193,25 @@ export class UwsEngine implements TopicPublisher {
     this.#options = options;
     this.maxOutboundBytes = options.maxOutboundBytes;
     this.#app = uws.App();
-    this.#app.ws<UserData>(options.path, {
+    this.#app.ws<UserData>(options.path, this.#behavior(options.accept));
+    for (const d of options.dialects ?? [])
+      this.#app.ws<UserData>(d.path, this.#behavior(d.accept));
+    this.#app.any('/*', (res, req) => this.#http(res, req));
+    this.#heartbeat = new Heartbeat(
+      options.pingIntervalMs,
+      () => this.#connections,
+      () => options.onDisconnect?.(DisconnectCode.NO_PONG),
+    );
+    this.#sweep = setInterval(() => this.#checkBacklogs(), BACKLOG_SWEEP_MS);
+    this.#sweep.unref();
+  }
+
+  /** One WebSocket route's handlers; `accept` makes the session (native or a dialect's). */
+  #behavior(
+    accept: (conn: Connection, req: RequestInfo) => ConnectionHandler,
+  ): WebSocketBehavior<UserData> {
+    const options = this.#options;
+    return {
       maxPayloadLength: options.maxMessageBytes,
       // Our heartbeat (same as the ws engine's) decides who is dead; uWS's 4 s-granular idle
       // timer would not honour short ping intervals.
@@ -194,15 +222,19 @@ export class UwsEngine implements TopicPublisher {
       closeOnBackpressureLimit: 1,
       compression:
         options.perMessageDeflate === true
-          ? uws.DEDICATED_COMPRESSOR_4KB | uws.DEDICATED_DECOMPRESSOR_4KB
-          : uws.DISABLED,
-      upgrade: (res, req, context) => this.#upgrade(res, req, context),
+          ? this.#uws.DEDICATED_COMPRESSOR_4KB | this.#uws.DEDICATED_DECOMPRESSOR_4KB
+          : this.#uws.DISABLED,
+      upgrade: (res, req, context) => this.#upgrade(res, req, context, accept),
       open: (ws) => this.#open(ws),
       message: (ws, message, isBinary) => {
         const conn = ws.getUserData().conn;
         if (conn === undefined || conn.handler === undefined) return;
         if (isBinary) {
-          conn.sendText('{"error":"binary frames are not supported; send JSON text","code":107}');
+          // The ArrayBuffer is uWS's and only valid during this call: copy it.
+          if (conn.handler.onBinary !== undefined)
+            conn.handler.onBinary(Buffer.from(new Uint8Array(message)));
+          else
+            conn.sendText('{"error":"binary frames are not supported; send JSON text","code":107}');
           return;
         }
         this.#receive(conn, Buffer.from(message).toString());
@@ -225,15 +257,7 @@ export class UwsEngine implements TopicPublisher {
         conn.closed = true;
         conn.handler?.onClose();
       },
-    });
-    this.#app.any('/*', (res, req) => this.#http(res, req));
-    this.#heartbeat = new Heartbeat(
-      options.pingIntervalMs,
-      () => this.#connections,
-      () => options.onDisconnect?.(DisconnectCode.NO_PONG),
-    );
-    this.#sweep = setInterval(() => this.#checkBacklogs(), BACKLOG_SWEEP_MS);
-    this.#sweep.unref();
+    };
   }
 
   #checkBacklogs(): void {
@@ -295,7 +319,12 @@ export class UwsEngine implements TopicPublisher {
     return Promise.resolve();
   }
 
-  #upgrade(res: HttpResponse, req: HttpRequest, context: unknown): void {
+  #upgrade(
+    res: HttpResponse,
+    req: HttpRequest,
+    context: unknown,
+    accept: (conn: Connection, req: RequestInfo) => ConnectionHandler,
+  ): void {
     const info = requestInfo(res, req);
     const key = req.getHeader('sec-websocket-key');
     const protocols = req.getHeader('sec-websocket-protocol');
@@ -308,7 +337,7 @@ export class UwsEngine implements TopicPublisher {
       return;
     }
     const batched = protocols.split(',').some((p) => p.trim() === BATCH_SUBPROTOCOL);
-    const data: UserData = { info, batched };
+    const data: UserData = { info, batched, accept };
     res.upgrade(data, key, batched ? BATCH_SUBPROTOCOL : '', extensions, context as never);
   }
 
@@ -388,7 +417,7 @@ export class UwsEngine implements TopicPublisher {
     this.#connections.add(conn);
     const info = data.info as RequestInfo;
     data.info = undefined;
-    conn.handler = this.#options.accept(conn, info);
+    conn.handler = data.accept(conn, info);
   }
 
   #http(res: HttpResponse, req: HttpRequest): void {

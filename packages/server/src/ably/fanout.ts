@@ -1,0 +1,296 @@
+/**
+ * Ably subscribers of one channel on this node, behind one subscriber in the Hub. Each message
+ * frame arrives once, is parsed once and encoded once per framing in use (JSON text, msgpack),
+ * and the same bytes are written to every attached connection: the native hot path is untouched
+ * and the dialect costs one transcode per message per node, not per socket.
+ *
+ * A connection joins as `catching up` while its ATTACH is answered: live frames are buffered for
+ * it, merged with history by offset, and written only after its ATTACHED (the SDK drops MESSAGEs
+ * for a channel that is still attaching).
+ */
+import type { StreamPosition } from '../broker/broker.js';
+import type { Sink } from '../hub.js';
+import type { Node } from '../node.js';
+import { mergeAfter, type Positioned } from '../recovery.js';
+import { Action, encodeJson, encodeMsgpack, type Format, type ProtocolMessage } from './codec.js';
+import { toWire, type StoredMessage } from './data.js';
+
+/** What the fan-out writes to; implemented by the Ably session. */
+export interface AblySubscriber {
+  readonly connectionId: string;
+  readonly format: Format;
+  /** False when echo=false: skip the connection's own messages. */
+  readonly echo: boolean;
+  write(frame: string | Buffer): void;
+  /** The channel's stream could not be kept whole for this connection (see Sink.close). */
+  lost(channel: string, reason: string): void;
+}
+
+/** One message as delivered, encoded lazily once per framing. */
+export class Delivery {
+  readonly offset: number | undefined;
+  readonly epoch: string | undefined;
+  readonly publisher: string | undefined;
+  readonly #m: StoredMessage;
+  readonly #channel: string;
+  #json: string | undefined;
+  #msgpack: Buffer | undefined;
+
+  constructor(channel: string, m: StoredMessage) {
+    this.#channel = channel;
+    this.#m = m;
+    this.offset = m.offset;
+    this.epoch = m.epoch;
+    this.publisher = m.ably?.connectionId;
+  }
+
+  frame(format: Format): string | Buffer {
+    if (format === 'json') return (this.#json ??= encodeJson(this.#pm('json')));
+    return (this.#msgpack ??= encodeMsgpack(this.#pm('msgpack')));
+  }
+
+  #pm(format: Format): ProtocolMessage {
+    const m = this.#m;
+    const meta = m.ably;
+    const serial =
+      this.epoch === undefined ? undefined : channelSerial(this.epoch, this.offset ?? 0);
+    const msg: Record<string, unknown> = { id: m.id, ...toWire(m, format), timestamp: m.timestamp };
+    if (m.name !== undefined) msg['name'] = m.name;
+    if (meta?.clientId !== undefined) msg['clientId'] = meta.clientId;
+    if (meta?.connectionId !== undefined) msg['connectionId'] = meta.connectionId;
+    if (meta?.extras !== undefined) msg['extras'] = meta.extras;
+    if (serial !== undefined) msg['serial'] = serial;
+    msg['action'] = 0;
+    const pm: ProtocolMessage = {
+      action: Action.MESSAGE,
+      channel: this.#channel,
+      timestamp: m.timestamp,
+      messages: [msg],
+    };
+    if (serial !== undefined) pm.channelSerial = serial;
+    if (meta?.connectionId !== undefined) pm.connectionId = meta.connectionId;
+    return pm;
+  }
+}
+
+/** `epoch:offset`: Ably's channelSerial for a Switchboard stream position. */
+export function channelSerial(epoch: string, offset: number): string {
+  return `${epoch}:${offset}`;
+}
+
+/** The position a channelSerial this server issued names, or undefined. */
+export function parseChannelSerial(serial: unknown): StreamPosition | undefined {
+  if (typeof serial !== 'string') return undefined;
+  const m = /^([A-Za-z0-9_-]{1,64}):(\d{1,15})$/.exec(serial);
+  if (m === null) return undefined;
+  return { epoch: m[1] as string, offset: Number(m[2]) };
+}
+
+interface Member {
+  /** Frames at or below this offset (in `epoch`) were already covered by its ATTACHED. */
+  after: number;
+  epoch: string;
+  /** Set while catching up: live deliveries held until its ATTACHED is written. */
+  held: Delivery[] | undefined;
+}
+
+/** Deliveries a catching-up connection may hold; more and it is told the channel was lost. */
+const MAX_HELD = 10_000;
+
+export interface AttachResult {
+  /** The position the ATTACHED names (the last message the connection is given by the replay). */
+  readonly position: StreamPosition;
+  /** Whether everything after the requested position is replayed. */
+  readonly resumed: boolean;
+  /** Messages to write after ATTACHED (history, then held live ones), in order. */
+  readonly replay: readonly Delivery[];
+}
+
+export class ChannelFanout implements Sink {
+  readonly batched = false;
+  readonly channel: string;
+  readonly #node: Node;
+  readonly #members = new Map<AblySubscriber, Member>();
+  readonly #onEmpty: () => void;
+  #subscribed: Promise<void> | undefined;
+  #position: StreamPosition = { epoch: '', offset: 0 };
+  #closed = false;
+
+  constructor(node: Node, channel: string, onEmpty: () => void) {
+    this.#node = node;
+    this.channel = channel;
+    this.#onEmpty = onEmpty;
+  }
+
+  get size(): number {
+    return this.#members.size;
+  }
+
+  has(sub: AblySubscriber): boolean {
+    return this.#members.has(sub);
+  }
+
+  /**
+   * Joins `sub` and works out what it must be sent after its ATTACHED: everything after `since`
+   * when history still holds it (resumed), else nothing before now; `rewind` replays the last n.
+   * The caller writes ATTACHED, the replay, then calls `live` — synchronously on resolution.
+   */
+  async join(
+    sub: AblySubscriber,
+    since: StreamPosition | undefined,
+    rewind: number,
+    maxReplay: number,
+  ): Promise<AttachResult> {
+    const member: Member = { after: -1, epoch: '', held: [] };
+    this.#members.set(sub, member);
+    try {
+      this.#subscribed ??= this.#node.subscribe(this, this.channel).then((s) => {
+        if (this.#position.epoch === '') this.#position = s.position;
+      });
+      await this.#subscribed;
+      if (since === undefined && rewind === 0)
+        return this.#settle(member, this.#position, [], false);
+      const h = await this.#node.broker.history(
+        this.channel,
+        since !== undefined
+          ? { sinceOffset: since.offset, limit: maxReplay + 1 }
+          : { limit: Math.min(rewind, maxReplay), reverse: true },
+      );
+      if (this.#members.get(sub) !== member) throw new Error('detached while attaching');
+      const top = h.position;
+      const entries = since === undefined ? [...h.entries].reverse() : h.entries;
+      const history: (Positioned & { d: Delivery })[] = [];
+      for (const e of entries) {
+        const d = parseFrame(this.channel, e.frame);
+        if (d !== undefined) history.push({ offset: e.offset, frame: e.frame, d });
+      }
+      if (since !== undefined) {
+        const ok =
+          since.epoch === top.epoch &&
+          since.offset <= top.offset &&
+          top.offset - since.offset <= maxReplay;
+        const merged = ok ? mergeAfter(since.offset, history, []) : undefined;
+        if (merged !== undefined && (merged.length > 0 || since.offset === top.offset)) {
+          return this.#settle(
+            member,
+            since,
+            history.slice(0, merged.length).map((x) => x.d),
+            true,
+          );
+        }
+        if (merged !== undefined && since.offset < top.offset && merged.length === 0) {
+          return this.#settle(member, top, [], false);
+        }
+        return this.#settle(member, top, [], false);
+      }
+      const start = (history[0]?.offset ?? top.offset + 1) - 1;
+      return this.#settle(
+        member,
+        { epoch: top.epoch, offset: start },
+        history.map((x) => x.d),
+        false,
+      );
+    } catch (err) {
+      this.leave(sub);
+      throw err;
+    }
+  }
+
+  /**
+   * The replay for a member that starts after `from`: `history` (contiguous from there), then the
+   * live deliveries it held that come after them.
+   */
+  #settle(
+    member: Member,
+    from: StreamPosition,
+    history: readonly Delivery[],
+    resumed: boolean,
+  ): AttachResult {
+    let last = from.offset;
+    const replay: Delivery[] = [];
+    for (const d of history) {
+      replay.push(d);
+      last = d.offset ?? last;
+    }
+    for (const d of member.held ?? []) {
+      if (d.offset === undefined || d.epoch === undefined) replay.push(d);
+      else if (d.epoch === from.epoch && d.offset > last) {
+        replay.push(d);
+        last = d.offset;
+      }
+    }
+    member.after = last;
+    member.epoch = from.epoch;
+    return { position: from, resumed, replay };
+  }
+
+  /** From now on `sub` gets every live delivery (after its replay). */
+  live(sub: AblySubscriber): void {
+    const member = this.#members.get(sub);
+    if (member !== undefined) member.held = undefined;
+  }
+
+  leave(sub: AblySubscriber): void {
+    if (!this.#members.delete(sub) || this.#members.size > 0 || this.#closed) return;
+    this.#closed = true;
+    this.#node.unsubscribe(this, this.channel);
+    this.#onEmpty();
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  send(frame: Buffer): void {
+    const d = parseFrame(this.channel, frame);
+    if (d === undefined) return;
+    if (d.epoch !== undefined && d.offset !== undefined)
+      this.#position = { epoch: d.epoch, offset: d.offset };
+    for (const [sub, member] of this.#members) {
+      if (member.held !== undefined) {
+        if (member.held.length < MAX_HELD) member.held.push(d);
+        continue;
+      }
+      if (d.offset !== undefined && d.epoch === member.epoch) {
+        if (d.offset <= member.after) continue;
+        member.after = d.offset;
+      } else if (d.epoch !== undefined) {
+        member.epoch = d.epoch;
+        member.after = d.offset ?? 0;
+      }
+      if (!sub.echo && d.publisher === sub.connectionId) continue;
+      sub.write(d.frame(sub.format));
+    }
+  }
+
+  sendMany(frames: readonly Buffer[]): void {
+    for (const f of frames) this.send(f);
+  }
+
+  /** The node could not keep the channel's stream whole: every member must re-attach. */
+  close(_code: number, reason: string): void {
+    for (const sub of [...this.#members.keys()]) sub.lost(this.channel, reason);
+  }
+}
+
+/** A native message frame as a Delivery; undefined for a frame that is not a message. */
+export function parseFrame(channel: string, frame: Buffer): Delivery | undefined {
+  let m: unknown;
+  try {
+    m = JSON.parse(frame.toString());
+  } catch {
+    return undefined;
+  }
+  if (typeof m !== 'object' || m === null) return undefined;
+  const s = m as Record<string, unknown>;
+  if (typeof s['id'] !== 'string') return undefined;
+  return new Delivery(channel, {
+    message: s['message'],
+    id: s['id'],
+    timestamp: typeof s['timestamp'] === 'number' ? s['timestamp'] : Date.now(),
+    ...(typeof s['name'] === 'string' ? { name: s['name'] } : {}),
+    ...(typeof s['ably'] === 'object' && s['ably'] !== null ? { ably: s['ably'] } : {}),
+    ...(typeof s['offset'] === 'number' ? { offset: s['offset'] } : {}),
+    ...(typeof s['epoch'] === 'string' ? { epoch: s['epoch'] } : {}),
+  });
+}
