@@ -148,7 +148,9 @@ export async function startServer(
     auth: new AblyAuth(config.apiKeys, apiKeys, policy),
     logger,
     keyMaterial: ablyKeyMaterial(config),
-    maxMessageSize: config.maxMessageBytes,
+    // The frame limit (maxMessageBytes) must also hold the ProtocolMessage around the messages,
+    // so an oversized publish is NACKed 40009 instead of closing the socket at the frame limit.
+    maxMessageSize: Math.max(1024, config.maxMessageBytes - 2048),
     maxChannels: config.maxSubscriptionsPerConnection,
     maxReplay: config.recoveryMaxMessages,
     pingIntervalMs: config.pingIntervalMs,
