@@ -69,7 +69,7 @@ describe('ably dialect: connection and channels', () => {
           Buffer.isBuffer(ms[2]?.data),
           `binary arrives as a Buffer: ${JSON.stringify(ms[2]?.data)}`,
         );
-        assert.deepEqual([...(ms[2]?.data as Buffer)], [0, 1, 2, 255]);
+        assert.deepEqual([...ms[2]?.data], [0, 1, 2, 255]);
         assert.deepEqual(ms[3]?.extras, { headers: { h: 'v' } });
       }
     });
@@ -98,7 +98,7 @@ describe('ably dialect: connection and channels', () => {
     await watcher.channels.get('guarded').publish('fence', 'last');
     const ms = await inbox.count(1);
     assert.deepEqual(
-      ms.map((m) => m.data),
+      ms.map((m): unknown => m.data),
       ['last'],
     );
   });
@@ -115,7 +115,7 @@ describe('ably dialect: connection and channels', () => {
     await theirs.count(2);
     const got = await mine.count(1);
     assert.deepEqual(
-      got.map((m) => m.data),
+      got.map((m): unknown => m.data),
       ['from other'],
     );
   });
@@ -129,7 +129,7 @@ describe('ably dialect: connection and channels', () => {
     const rch = sub.channels.get('rw', { params: { rewind: '2' } });
     await rch.subscribe(inbox.listener);
     assert.deepEqual(
-      (await inbox.count(2)).map((m) => m.data),
+      (await inbox.count(2)).map((m): unknown => m.data),
       ['r2', 'r3'],
     );
     await rch.detach();
@@ -140,7 +140,7 @@ describe('ably dialect: connection and channels', () => {
     await ch.publish('m', 'r5');
     await probe.count(1);
     assert.deepEqual(
-      inbox.messages.map((m) => m.data),
+      inbox.messages.map((m): unknown => m.data),
       ['r2', 'r3'],
     );
   });

@@ -40,7 +40,7 @@ export function realtime(
     useBinaryProtocol: format === 'msgpack',
     logLevel: 0,
     ...options,
-  } as Ably.ClientOptions);
+  });
 }
 
 export function rest(
@@ -56,7 +56,7 @@ export function rest(
     useBinaryProtocol: format === 'msgpack',
     logLevel: 0,
     ...options,
-  } as Ably.ClientOptions);
+  });
 }
 
 /** Resolves with the state change that reaches `state` (or rejects on failed when not asked for). */
