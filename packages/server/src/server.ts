@@ -13,7 +13,14 @@ import { createMetrics } from './metrics.js';
 import { channelNamespace } from '@switchboard/protocol';
 import type { HistoryOptions } from './broker/broker.js';
 import { Node } from './node.js';
-import { AblyAuth, AblyContext, ablyDialect } from './ably/index.js';
+import {
+  AblyAuth,
+  AblyContext,
+  AblyRest,
+  ablyDialect,
+  WS_CHECK_PATH,
+  wsCheck,
+} from './ably/index.js';
 import { Readiness } from './readiness.js';
 import { Session } from './session.js';
 import { createPublicKey } from 'node:crypto';
@@ -110,7 +117,12 @@ export async function startServer(
       return isRefusal(origin) ? origin : admission.connection(req);
     },
     accept: (conn, req) => accept(conn, req),
-    dialects: config.ably ? [{ path: '/', accept: (conn, req) => ably.accept(conn, req) }] : [],
+    dialects: config.ably
+      ? [
+          { path: '/', accept: (conn, req) => ably.accept(conn, req) },
+          { path: WS_CHECK_PATH, accept: wsCheck },
+        ]
+      : [],
     onDisconnect: (code) => metrics.disconnects.inc({ code }),
     request: (req, res) => request(req, res),
   });
@@ -203,26 +215,32 @@ export async function startServer(
     accept,
     onDisconnect: (code) => metrics.disconnects.inc({ code }),
   });
-  const request = transports.before(
-    createHttpHandler({
-      node,
-      metrics,
-      logger,
-      maxBodyBytes: config.maxRequestBodyBytes,
-      maxMessageBytes: config.maxMessageBytes,
-      readiness: () => readiness.state(),
-      policy,
-      apiKeys,
-      authenticator,
-      revocations,
-      admission,
-      authLog,
-      revoke: async (r) => {
-        await revocations.add(r);
-        await broker.publishControl(REVOCATIONS_TOPIC, revocationJson(r));
-      },
-    }),
-  );
+  const api = createHttpHandler({
+    node,
+    metrics,
+    logger,
+    maxBodyBytes: config.maxRequestBodyBytes,
+    maxMessageBytes: config.maxMessageBytes,
+    readiness: () => readiness.state(),
+    policy,
+    apiKeys,
+    authenticator,
+    revocations,
+    admission,
+    authLog,
+    revoke: async (r) => {
+      await revocations.add(r);
+      await broker.publishControl(REVOCATIONS_TOPIC, revocationJson(r));
+    },
+  });
+  const ablyRest = new AblyRest(ablyContext, {
+    maxBodyBytes: config.maxRequestBodyBytes,
+    origin: (req) => {
+      const o = admission.origin(req);
+      return isRefusal(o) ? undefined : o;
+    },
+  });
+  const request = transports.before(config.ably ? ablyRest.before(api) : api);
   transports.start();
 
   await broker.start(node);

@@ -27,12 +27,11 @@ export type Format = 'json' | 'msgpack';
 const packr = new Packr({ useRecords: false });
 export const FORMATS: readonly Format[] = ['json', 'msgpack'];
 
-export function realtime(
-  port: number,
-  format: Format,
-  options: Partial<Ably.ClientOptions> = {},
-): Ably.Realtime {
-  return new Ably.Realtime({
+/** Client options; `key: undefined` drops the default key (token auth). */
+export type Options = Omit<Partial<Ably.ClientOptions>, 'key'> & { key?: string | undefined };
+
+function clientOptions(port: number, format: Format, options: Options): Ably.ClientOptions {
+  const o: Options = {
     key: KEY_ALL,
     endpoint: '127.0.0.1',
     port,
@@ -40,23 +39,17 @@ export function realtime(
     useBinaryProtocol: format === 'msgpack',
     logLevel: 0,
     ...options,
-  });
+  };
+  if (o.key === undefined) delete o.key;
+  return o as Ably.ClientOptions;
 }
 
-export function rest(
-  port: number,
-  format: Format,
-  options: Partial<Ably.ClientOptions> = {},
-): Ably.Rest {
-  return new Ably.Rest({
-    key: KEY_ALL,
-    endpoint: '127.0.0.1',
-    port,
-    tls: false,
-    useBinaryProtocol: format === 'msgpack',
-    logLevel: 0,
-    ...options,
-  });
+export function realtime(port: number, format: Format, options: Options = {}): Ably.Realtime {
+  return new Ably.Realtime(clientOptions(port, format, options));
+}
+
+export function rest(port: number, format: Format, options: Options = {}): Ably.Rest {
+  return new Ably.Rest(clientOptions(port, format, options));
 }
 
 /** Resolves with the state change that reaches `state` (or rejects on failed when not asked for). */

@@ -105,6 +105,15 @@ export function encodeMsgpack(pm: ProtocolMessage): Buffer {
   return packr.pack(pm);
 }
 
+/** Any value as msgpack (REST bodies). */
+export function packValue(value: unknown): Buffer {
+  return packr.pack(value);
+}
+
+export function unpackValue(data: Buffer): unknown {
+  return packr.unpack(data);
+}
+
 /** A frame's ProtocolMessage, or why it is not one. */
 export function decodeFrame(data: string | Buffer): ProtocolMessage | string {
   let value: unknown;

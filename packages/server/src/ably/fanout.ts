@@ -49,11 +49,11 @@ export class Delivery {
     return (this.#msgpack ??= encodeMsgpack(this.#pm('msgpack')));
   }
 
-  #pm(format: Format): ProtocolMessage {
+  /** The message as the SDK reads it in `format` (REST history answers with these). */
+  message(format: Format): Record<string, unknown> {
     const m = this.#m;
     const meta = m.ably;
-    const serial =
-      this.epoch === undefined ? undefined : channelSerial(this.epoch, this.offset ?? 0);
+    const serial = this.#serial();
     const msg: Record<string, unknown> = { id: m.id, ...toWire(m, format), timestamp: m.timestamp };
     if (m.name !== undefined) msg['name'] = m.name;
     if (meta?.clientId !== undefined) msg['clientId'] = meta.clientId;
@@ -61,6 +61,18 @@ export class Delivery {
     if (meta?.extras !== undefined) msg['extras'] = meta.extras;
     if (serial !== undefined) msg['serial'] = serial;
     msg['action'] = 0;
+    return msg;
+  }
+
+  #serial(): string | undefined {
+    return this.epoch === undefined ? undefined : channelSerial(this.epoch, this.offset ?? 0);
+  }
+
+  #pm(format: Format): ProtocolMessage {
+    const m = this.#m;
+    const meta = m.ably;
+    const serial = this.#serial();
+    const msg = this.message(format);
     const pm: ProtocolMessage = {
       action: Action.MESSAGE,
       channel: this.#channel,

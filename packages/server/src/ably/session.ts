@@ -67,6 +67,8 @@ export class AblySession implements ConnectionHandler, AblySubscriber {
   /** ACKs go out in msgSerial order: the SDK completes every message below an ACKed serial. */
   #acks: Publishing[] = [];
   #closed = false;
+  #renewTimer: NodeJS.Timeout | undefined;
+  #expiryTimer: NodeJS.Timeout | undefined;
 
   constructor(ctx: AblyContext, conn: Connection, req: RequestInfo) {
     this.#ctx = ctx;
@@ -135,6 +137,7 @@ export class AblySession implements ConnectionHandler, AblySubscriber {
     }
     this.#creds = auth.credentials;
     this.#limit = auth.limit;
+    this.#armExpiry();
     const granted = auth.clientId;
     if (
       granted !== undefined &&
@@ -590,6 +593,7 @@ export class AblySession implements ConnectionHandler, AblySubscriber {
       }
       this.#creds = auth.credentials;
       this.#limit = auth.limit;
+      this.#armExpiry();
       // The SDK does not adopt the key of an AUTH reply (it resumes with the older one): the key
       // is derived from the connectionId, so both are the same.
       const details: Record<string, unknown> = {
@@ -658,7 +662,33 @@ export class AblySession implements ConnectionHandler, AblySubscriber {
     this.#conn.close(1000, 'disconnected');
   }
 
+  /**
+   * A token connection is asked for a new token (AUTH) ahead of expiry, and is DISCONNECTED with
+   * 40142 when it expires without one: the SDK renews and resumes.
+   */
+  #armExpiry(): void {
+    clearTimeout(this.#renewTimer);
+    clearTimeout(this.#expiryTimer);
+    const exp = this.#creds?.expiresAt;
+    if (exp === undefined) return;
+    const left = exp - Date.now();
+    // Past setTimeout's range (24.8 days) a timer would fire at once; such a token is refused
+    // by nothing here, but the connection is not asked to renew it either.
+    if (left > 2_000_000_000) return;
+    const lead = Math.min(30_000, Math.floor(left / 3));
+    this.#renewTimer = setTimeout(
+      () => this.#send({ action: Action.AUTH }),
+      Math.max(0, left - lead),
+    );
+    this.#expiryTimer = setTimeout(
+      () => this.disconnect(ablyError(AblyCode.TOKEN_EXPIRED, 'Token expired', 401)),
+      Math.max(0, left),
+    );
+  }
+
   #teardown(): void {
+    clearTimeout(this.#renewTimer);
+    clearTimeout(this.#expiryTimer);
     for (const att of this.#channels.values()) {
       att.generation++;
       att.fanout?.leave(this);
