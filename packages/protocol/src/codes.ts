@@ -92,6 +92,11 @@ export const DisconnectCode = {
   INSUFFICIENT_STATE: 3010,
   /** The client kept sending commands over its rate after being refused; reconnect later, slower. */
   FLOODING: 3011,
+  /**
+   * The node is draining (a deploy or scale-down): reconnect at once, to another node, and resume.
+   * Not a failure: no backoff, and the retry counts as a first attempt.
+   */
+  DRAINING: 3012,
   /** Credentials missing, invalid or revoked; reconnect only with new credentials. */
   UNAUTHORIZED: 3500,
   /** Too many malformed frames in a row; the client is broken. Do not reconnect unchanged. */

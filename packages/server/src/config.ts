@@ -69,6 +69,10 @@ export interface Config {
   readonly presenceTtlMs: number;
   readonly namespaces: Readonly<Record<string, NamespaceConfig>>;
   readonly shutdownTimeoutMs: number;
+  readonly drainWindowMs: number;
+  readonly shedMemoryBytes: number;
+  readonly shedEventLoopLagMs: number;
+  readonly shedRetryAfterMs: number;
   readonly readinessGraceMs: number;
   readonly jwtSecret: string | undefined;
   readonly jwtPublicKey: string | undefined;
@@ -114,7 +118,11 @@ export const defaults: Config = {
   recoveryMaxMessages: 10_000,
   presenceTtlMs: 60_000,
   namespaces: {},
-  shutdownTimeoutMs: 10_000,
+  shutdownTimeoutMs: 15_000,
+  drainWindowMs: 10_000,
+  shedMemoryBytes: 0,
+  shedEventLoopLagMs: 0,
+  shedRetryAfterMs: 5000,
   readinessGraceMs: 5000,
   jwtSecret: undefined,
   jwtPublicKey: undefined,
@@ -232,7 +240,31 @@ export const settings: Readonly<Record<keyof Config, Setting>> = {
     kind: 'int',
     min: 0,
     max: 600_000,
-    doc: 'how long a graceful shutdown waits for clients to close',
+    doc: 'longest graceful shutdown, from SIGTERM to exit (clients still connected then are dropped); keep it above drainWindowMs, and terminationGracePeriodSeconds above it',
+  },
+  drainWindowMs: {
+    kind: 'int',
+    min: 0,
+    max: 600_000,
+    doc: 'on SIGTERM, clients are asked to reconnect elsewhere (close code 3012) spread evenly over this window (capped at shutdownTimeoutMs; 0 all at once)',
+  },
+  shedMemoryBytes: {
+    kind: 'int',
+    min: 0,
+    max: 1024 * 1024 * 1024 * 1024,
+    doc: 'resident memory above which new connections get 503 + Retry-After and /readyz 503 (0 off)',
+  },
+  shedEventLoopLagMs: {
+    kind: 'int',
+    min: 0,
+    max: 600_000,
+    doc: 'longest event-loop stall in the last second (sampled every 10 ms) above which new connections get 503 + Retry-After and /readyz 503 (0 off)',
+  },
+  shedRetryAfterMs: {
+    kind: 'int',
+    min: 1000,
+    max: 3_600_000,
+    doc: 'Retry-After (rounded up to seconds) on a shed connection; the SDK waits at least this long, plus its jitter',
   },
   readinessGraceMs: {
     kind: 'int',
@@ -308,7 +340,7 @@ export const settings: Readonly<Record<keyof Config, Setting>> = {
     kind: 'int',
     min: 1,
     max: 10_000_000,
-    doc: 'connections this node accepts (503 above)',
+    doc: 'connections this node accepts (503 + Retry-After above, and /readyz 503 while at it)',
   },
   maxConnectionsPerUser: {
     kind: 'int',

@@ -1,7 +1,14 @@
 import { randomUUID } from 'node:crypto';
-import { DisconnectCode, ErrorCode, encodeMessageHead, type Position } from '@switchboard/protocol';
+import {
+  DisconnectCode,
+  ErrorCode,
+  encodeDiscontinuityEvent,
+  encodeMessageHead,
+  type Position,
+} from '@switchboard/protocol';
 import type { Logger } from 'pino';
 import type {
+  BridgeGap,
   Broker,
   BrokerHandler,
   HistoryOptions,
@@ -382,6 +389,18 @@ export class Node implements BrokerHandler {
       const st = this.#states.get(channel);
       if (st !== undefined && st.epoch !== undefined && !st.repairing)
         this.#startRepair(channel, st);
+    }
+  }
+
+  onBridgeGap(covers: (channel: string) => boolean, gap: BridgeGap): void {
+    // In the live stream, at the place of the loss: the subscribers' only way to learn of it,
+    // since raw messages have no offsets that a resume could compare.
+    for (const channel of this.#states.keys()) {
+      if (covers(channel))
+        this.#hub.publish(
+          channel,
+          Buffer.from(encodeDiscontinuityEvent(channel, gap.from, gap.until)),
+        );
     }
   }
 

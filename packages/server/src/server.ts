@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import { createHttpHandler } from './api/http.js';
 import type { Broker } from './broker/broker.js';
 import { MemoryBroker } from './broker/memory.js';
+import { createBridgeMetrics } from './broker/bridge-metrics.js';
 import { RedisBroker } from './broker/redis.js';
 import type { Config } from './config.js';
 import type { Connection, RequestInfo } from './engine/connection.js';
@@ -23,6 +24,8 @@ import {
 } from './ably/index.js';
 import { Readiness } from './readiness.js';
 import { Session } from './session.js';
+import { drain } from './drain.js';
+import { Shedding } from './shedding.js';
 import { createPublicKey } from 'node:crypto';
 import { Admission, isRefusal } from './admission.js';
 import { ApiKeys } from './auth/api-keys.js';
@@ -45,8 +48,9 @@ export interface RunningServer {
   /** The network engine actually running (uws falls back to ws when it cannot load). */
   readonly engine: 'uws' | 'ws';
   /**
-   * Graceful stop: refuse new work, close every client with 1001, wait for them (up to
-   * shutdownTimeoutMs), then release the broker.
+   * Graceful stop (the drain): not ready at once, stop accepting, ask clients to reconnect
+   * elsewhere (3012) spread over drainWindowMs, wait for the last one to leave (up to
+   * shutdownTimeoutMs from the call), then release the broker.
    */
   close(): Promise<void>;
 }
@@ -132,6 +136,7 @@ export async function startServer(
     subscriptions: () => hub.subscriptions,
     channels: () => hub.channels,
   });
+  if (broker instanceof RedisBroker) broker.instrumentBridge(createBridgeMetrics(metrics.registry));
   const readiness = new Readiness({
     graceMs: config.readinessGraceMs,
     recoverMs: READINESS_RECOVER_MS,
@@ -189,12 +194,19 @@ export async function startServer(
     onFlooding: (address: string) => admission.penalize(address),
     flooding: (address: string) => admission.flooding(address),
   };
+  const shedding = new Shedding({
+    maxConnections: config.maxConnections,
+    memoryBytes: config.shedMemoryBytes,
+    eventLoopLagMs: config.shedEventLoopLagMs,
+    connections: (): number => edge.connections + transports.connections,
+    readiness,
+  });
   const admission: Admission = new Admission({
     allowedOrigins: config.allowedOrigins,
     authEnabled: policy.enabled,
-    maxConnections: config.maxConnections,
     maxConnectionsPerIpPerSecond: config.maxConnectionsPerIpPerSecond,
-    connections: (): number => edge.connections + transports.connections,
+    shedding: () => shedding.check(),
+    retryAfterS: Math.ceil(config.shedRetryAfterMs / 1000),
   });
   // Browsers cannot set headers on a WebSocket: the token may come as ?token= (or in a connect frame).
   const accept = (conn: Connection, req: RequestInfo): Session =>
@@ -221,7 +233,10 @@ export async function startServer(
     logger,
     maxBodyBytes: config.maxRequestBodyBytes,
     maxMessageBytes: config.maxMessageBytes,
-    readiness: () => readiness.state(),
+    readiness: () => {
+      shedding.check();
+      return readiness.state();
+    },
     policy,
     apiKeys,
     authenticator,
@@ -245,6 +260,7 @@ export async function startServer(
 
   await broker.start(node);
   readiness.start();
+  shedding.start();
   // Revocations reach the live connections of every node through the broker.
   await node.onControlTopic(REVOCATIONS_TOPIC, (payload) => {
     let parsed: unknown;
@@ -279,24 +295,39 @@ export async function startServer(
     engine: edge.engine,
     close() {
       closing ??= (async () => {
-        readiness.set('draining', 'shutting down');
-        logger.info(
-          { connections: edge.connections + transports.connections },
-          'shutting down: closing client connections',
-        );
+        const startedAt = Date.now();
+        const deadline = startedAt + config.shutdownTimeoutMs;
+        readiness.set('draining', `since ${new Date(startedAt).toISOString()}`);
         edge.stopAccepting();
+        const clients = [...edge.openWebSockets(), ...transports.beginDrain()];
+        const windowMs = Math.min(config.drainWindowMs, config.shutdownTimeoutMs);
+        logger.info(
+          { connections: clients.length, drainWindowMs: windowMs, ready: readiness.ready },
+          'draining: not ready, not accepting; asking clients to reconnect elsewhere',
+        );
+        const left = await drain(clients, {
+          windowMs,
+          deadline,
+          connections: () => edge.connections + transports.connections,
+          code: DisconnectCode.DRAINING,
+          reason: 'node draining: reconnect elsewhere',
+          onFirst: (at) => logger.info({ at }, 'draining: first client asked to leave'),
+        });
+        logger.info(
+          {
+            left,
+            connections: edge.connections + transports.connections,
+            elapsedMs: Date.now() - startedAt,
+          },
+          left ? 'drained: every client left' : 'drain timed out: dropping the rest',
+        );
+        // Whatever is still open (a client that did not answer its close) goes now.
+        const rest = Math.max(0, deadline - Date.now());
         await Promise.all([
-          edge.closeWebSockets(
-            DisconnectCode.GOING_AWAY,
-            'server shutting down',
-            config.shutdownTimeoutMs,
-          ),
-          transports.closeAll(
-            DisconnectCode.GOING_AWAY,
-            'server shutting down',
-            config.shutdownTimeoutMs,
-          ),
+          edge.closeWebSockets(DisconnectCode.DRAINING, 'node draining: reconnect elsewhere', rest),
+          transports.closeAll(DisconnectCode.DRAINING, 'node draining: reconnect elsewhere', rest),
         ]);
+        shedding.stop();
         edge.closeRemaining();
         ablyContext.close();
         node.close();

@@ -72,6 +72,17 @@ export interface BrokerHandler {
   onResubscribed(channels: readonly string[]): void;
   /** A control message on a topic this node subscribed to with subscribeControl(). */
   onControl(topic: string, payload: Buffer): void;
+  /**
+   * The raw-PUBLISH bridge was not subscribed from `gap.from` to `gap.until` (ms since the epoch):
+   * raw messages published meanwhile on channels `covers` accepts never reached this node and
+   * cannot be recovered (they have no stream position). Called before any later bridged message.
+   */
+  onBridgeGap?(covers: (channel: string) => boolean, gap: BridgeGap): void;
+}
+
+export interface BridgeGap {
+  readonly from: number;
+  readonly until: number;
 }
 
 /**

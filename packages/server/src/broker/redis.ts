@@ -14,8 +14,10 @@ import type {
   PublishRequest,
   PublishResult,
 } from './broker.js';
+import type { BridgeMetrics } from './bridge-metrics.js';
 import { newEpoch } from './epoch.js';
 import { PublishError } from './publish-error.js';
+import { redisGlobMatcher } from './redis-glob.js';
 import { createRedisKeys, type RedisKeys } from './redis-keys.js';
 import { HISTORY_LUA, PUBLISH_LUA } from './redis-scripts.js';
 
@@ -81,12 +83,23 @@ export class RedisBroker implements Broker {
   readonly #controls = new Set<string>();
   #closing = false;
   readonly #probeKey: string;
+  /** Since when the bridge patterns have not been subscribed (the subscriber link was lost). */
+  #bridgeDownSince: number | undefined;
+  #bridgeMetrics: BridgeMetrics | undefined;
+  readonly #bridgeCovers: (channel: string) => boolean;
 
   constructor(options: RedisBrokerOptions) {
     this.#options = options;
     this.#keys = createRedisKeys(options.prefix);
     this.#probeKey = this.#keys.probe(newEpoch());
     this.#metaTtlMs = options.metaTtlMs ?? 24 * 60 * 60 * 1000;
+    const matchers = (options.bridgePatterns ?? []).map(redisGlobMatcher);
+    this.#bridgeCovers = (channel) => matchers.some((m) => m(channel));
+  }
+
+  /** Counts bridged messages and the bridge's loss windows on `metrics`. */
+  instrumentBridge(metrics: BridgeMetrics): void {
+    this.#bridgeMetrics = metrics;
   }
 
   get ready(): boolean {
@@ -140,7 +153,14 @@ export class RedisBroker implements Broker {
     );
     await Promise.all([cmd.connect(), sub.connect()]);
     const patterns = this.#options.bridgePatterns ?? [];
-    if (patterns.length > 0) await sub.psubscribe(...patterns);
+    if (patterns.length > 0) {
+      await sub.psubscribe(...patterns);
+      // Redis pub/sub is fire-and-forget: a raw PUBLISH sent while no bridge subscription is
+      // held reaches nobody. From this moment until the subscription is back, that is a loss.
+      sub.on('close', () => {
+        if (!this.#closing) this.#bridgeDownSince ??= Date.now();
+      });
+    }
     sub.on('ready', () => this.#resubscribe());
   }
 
@@ -227,7 +247,10 @@ export class RedisBroker implements Broker {
       patterns.length === 0 ? undefined : sub.psubscribe(...patterns),
     ]);
     done.then(
-      () => this.#handler?.onResubscribed(channels),
+      () => {
+        this.#bridgeRestored();
+        this.#handler?.onResubscribed(channels);
+      },
       (err: unknown) => this.#options.logger.error({ err }, 'redis resubscribe failed'),
     );
   }
@@ -264,7 +287,27 @@ export class RedisBroker implements Broker {
     this.#handler.onPublication(channel, payload.subarray(b + 1), offset, epoch);
   }
 
+  /**
+   * The bridge patterns are subscribed again: says so once per loss, before any later bridged
+   * message is delivered (pmessages read with the PSUBSCRIBE reply run before its promise settles).
+   */
+  #bridgeRestored(): void {
+    const from = this.#bridgeDownSince;
+    if (from === undefined) return;
+    this.#bridgeDownSince = undefined;
+    const until = Date.now();
+    this.#bridgeMetrics?.gaps.inc();
+    this.#bridgeMetrics?.gapSeconds.inc((until - from) / 1000);
+    this.#options.logger.warn(
+      { patterns: this.#options.bridgePatterns, lostMs: until - from, from, until },
+      'redis bridge resubscribed: raw PUBLISHes sent while it was down are lost; subscribers of bridged channels are told (event discontinuity)',
+    );
+    this.#handler?.onBridgeGap?.(this.#bridgeCovers, { from, until });
+  }
+
   #onBridged(pubsub: Buffer, payload: Buffer): void {
+    if (this.#bridgeDownSince !== undefined) this.#bridgeRestored();
+    this.#bridgeMetrics?.messages.inc();
     const channel = pubsub.toString('utf8');
     if (
       this.#handler === undefined ||
