@@ -3,6 +3,8 @@
  * options, against a real server on the engine under test, in JSON and msgpack.
  */
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { WebSocket } from 'ws';
 import { after, before, describe, test } from 'node:test';
 import * as Ably from 'ably';
 import { startTestServer, TestClient } from './helpers.js';
@@ -74,6 +76,20 @@ describe('ably dialect: connection and channels', () => {
       }
     });
   }
+
+  test('the connectivity checks the SDK can be pointed at are served', async () => {
+    const res = await fetch(`http://127.0.0.1:${server.port}/is-the-internet-up.txt`);
+    assert.equal(res.status, 200);
+    assert.equal((await res.text()).trim(), 'yes');
+    const ws = new WebSocket(`ws://127.0.0.1:${server.port}/ws-up`);
+    await once(ws, 'open');
+    ws.close();
+    const client = open(server.port, 'json', {
+      connectivityCheckUrl: `http://127.0.0.1:${server.port}/is-the-internet-up.txt`,
+      wsConnectivityCheckUrl: `ws://127.0.0.1:${server.port}/ws-up`,
+    });
+    await reach(client.connection, 'connected');
+  });
 
   test('a bad key fails the connection with 40101 (never an HTTP refusal)', async () => {
     const client = open(server.port, 'json', { key: 'app.all:wrong-secret-000000' });
