@@ -172,6 +172,7 @@ export async function startServer(
     maxReplay: config.recoveryMaxMessages,
     pingIntervalMs: config.pingIntervalMs,
     commandsPerSecond: config.maxCommandsPerSecond,
+    broadcaster: edge.broadcaster,
   });
   const ably = ablyDialect(ablyContext);
   const sessionContext = {

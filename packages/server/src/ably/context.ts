@@ -5,6 +5,7 @@
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { AccessPolicy } from '../auth/policy.js';
+import type { TopicBroadcaster } from '../engine/connection.js';
 import type { Node } from '../node.js';
 import type { AblyAuth } from './auth.js';
 import { ChannelFanout } from './fanout.js';
@@ -67,6 +68,8 @@ export interface AblyContextOptions {
   readonly maxReplay: number;
   readonly pingIntervalMs: number;
   readonly commandsPerSecond: number;
+  /** The engine's native topics (uws): live subscribers get deliveries without a JS call each. */
+  readonly broadcaster?: TopicBroadcaster | undefined;
 }
 
 export class AblyContext {
@@ -87,6 +90,7 @@ export class AblyContext {
   /** Live sessions by connectionId: a resume takes over a connection still held here. */
   readonly sessions = new Map<string, AblySessionLike>();
   readonly #fanouts = new Map<string, ChannelFanout>();
+  readonly #broadcaster: TopicBroadcaster | undefined;
   readonly #timer: NodeJS.Timeout;
 
   constructor(o: AblyContextOptions) {
@@ -100,6 +104,7 @@ export class AblyContext {
     this.maxChannels = o.maxChannels;
     this.maxReplay = o.maxReplay;
     this.maxIdleIntervalMs = o.pingIntervalMs;
+    this.#broadcaster = o.broadcaster;
     // Browsers send heartbeats=true: they cannot see WebSocket pings, so they get HEARTBEATs.
     this.#timer = setInterval(
       () => {
@@ -127,9 +132,14 @@ export class AblyContext {
   fanout(channel: string): ChannelFanout {
     let f = this.#fanouts.get(channel);
     if (f === undefined || f.closed) {
-      const made: ChannelFanout = new ChannelFanout(this.node, channel, () => {
-        if (this.#fanouts.get(channel) === made) this.#fanouts.delete(channel);
-      });
+      const made: ChannelFanout = new ChannelFanout(
+        this.node,
+        channel,
+        () => {
+          if (this.#fanouts.get(channel) === made) this.#fanouts.delete(channel);
+        },
+        this.#broadcaster,
+      );
       f = made;
       this.#fanouts.set(channel, f);
     }

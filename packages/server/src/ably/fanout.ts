@@ -9,6 +9,7 @@
  * for a channel that is still attaching).
  */
 import type { StreamPosition } from '../broker/broker.js';
+import type { TopicBroadcaster } from '../engine/connection.js';
 import type { Sink } from '../hub.js';
 import type { Node } from '../node.js';
 import { mergeAfter, type Positioned } from '../recovery.js';
@@ -22,6 +23,9 @@ export interface AblySubscriber {
   /** False when echo=false: skip the connection's own messages. */
   readonly echo: boolean;
   write(frame: string | Buffer): void;
+  /** Native topics of the engine (uws), when the connection can join them. */
+  joinTopic?(topic: string): boolean;
+  leaveTopic?(topic: string): void;
   /** The channel's stream could not be kept whole for this connection (see Sink.close). */
   lost(channel: string, reason: string): void;
 }
@@ -104,6 +108,8 @@ interface Member {
   epoch: string;
   /** Set while catching up: live deliveries held until its ATTACHED is written. */
   held: Delivery[] | undefined;
+  /** In the engine's topic for its framing: deliveries reach it without a JavaScript call. */
+  topic: boolean;
 }
 
 /** Deliveries a catching-up connection may hold; more and it is told the channel was lost. */
@@ -124,14 +130,21 @@ export class ChannelFanout implements Sink {
   readonly #node: Node;
   readonly #members = new Map<AblySubscriber, Member>();
   readonly #onEmpty: () => void;
+  readonly #broadcaster: TopicBroadcaster | undefined;
+  /** Members in each framing's topic. */
+  #inTopic = { json: 0, msgpack: 0 };
+  readonly #topicName: { json: string; msgpack: string };
   #subscribed: Promise<void> | undefined;
   #position: StreamPosition = { epoch: '', offset: 0 };
   #closed = false;
 
-  constructor(node: Node, channel: string, onEmpty: () => void) {
+  constructor(node: Node, channel: string, onEmpty: () => void, broadcaster?: TopicBroadcaster) {
     this.#node = node;
     this.channel = channel;
     this.#onEmpty = onEmpty;
+    this.#broadcaster = broadcaster;
+    // Native protocol topics are `p…`/`b…` (uws.ts): these cannot collide with them.
+    this.#topicName = { json: `aj${channel}`, msgpack: `am${channel}` };
   }
 
   get size(): number {
@@ -153,7 +166,7 @@ export class ChannelFanout implements Sink {
     rewind: number,
     maxReplay: number,
   ): Promise<AttachResult> {
-    const member: Member = { after: -1, epoch: '', held: [] };
+    const member: Member = { after: -1, epoch: '', held: [], topic: false };
     this.#members.set(sub, member);
     try {
       this.#subscribed ??= this.#node.subscribe(this, this.channel).then((s) => {
@@ -243,7 +256,14 @@ export class ChannelFanout implements Sink {
   }
 
   leave(sub: AblySubscriber): void {
-    if (!this.#members.delete(sub) || this.#members.size > 0 || this.#closed) return;
+    const member = this.#members.get(sub);
+    if (member === undefined) return;
+    this.#members.delete(sub);
+    if (member.topic) {
+      this.#inTopic[sub.format]--;
+      sub.leaveTopic?.(this.#topicName[sub.format]);
+    }
+    if (this.#members.size > 0 || this.#closed) return;
     this.#closed = true;
     this.#node.unsubscribe(this, this.channel);
     this.#onEmpty();
@@ -258,7 +278,14 @@ export class ChannelFanout implements Sink {
     if (d === undefined) return;
     if (d.epoch !== undefined && d.offset !== undefined)
       this.#position = { epoch: d.epoch, offset: d.offset };
+    const b = this.#broadcaster;
+    if (b !== undefined) {
+      if (this.#inTopic.json > 0) b.publishTopic(this.#topicName.json, d.frame('json'), false);
+      if (this.#inTopic.msgpack > 0)
+        b.publishTopic(this.#topicName.msgpack, d.frame('msgpack'), true);
+    }
     for (const [sub, member] of this.#members) {
+      if (member.topic) continue;
       if (member.held !== undefined) {
         if (member.held.length < MAX_HELD) member.held.push(d);
         continue;
@@ -272,6 +299,12 @@ export class ChannelFanout implements Sink {
       }
       if (!sub.echo && d.publisher === sub.connectionId) continue;
       sub.write(d.frame(sub.format));
+      // Live and past everything its replay covered: from the next message on, the engine
+      // delivers to it natively (a member without echo needs the per-message check, so stays).
+      if (b !== undefined && sub.echo && sub.joinTopic?.(this.#topicName[sub.format]) === true) {
+        member.topic = true;
+        this.#inTopic[sub.format]++;
+      }
     }
   }
 

@@ -614,6 +614,16 @@ export class AblySession implements ConnectionHandler, AblySubscriber {
 
   // ---- frames out ----
 
+  joinTopic(topic: string): boolean {
+    if (this.#closed || this.#conn.joinTopic === undefined) return false;
+    this.#conn.joinTopic(topic);
+    return true;
+  }
+
+  leaveTopic(topic: string): void {
+    if (!this.#closed) this.#conn.leaveTopic?.(topic);
+  }
+
   write(frame: string | Buffer): void {
     if (this.#closed) return;
     if (typeof frame === 'string') this.#conn.sendText(frame);

@@ -23,6 +23,12 @@ export interface Connection extends Sink {
   sendText(frame: string): void;
   /** Sends one binary frame (dialects with a binary encoding); WebSocket engines only. */
   sendBinary?(frame: Buffer): void;
+  /**
+   * Joins or leaves an engine-native topic by its raw name (engines with topics only): what is
+   * published to it reaches the socket without a JavaScript call (see TopicBroadcaster).
+   */
+  joinTopic?(topic: string): void;
+  leaveTopic?(topic: string): void;
   /** Ends the connection with a close code and a reason of at most 123 bytes. */
   close(code: number, reason: string): void;
   /**
@@ -52,4 +58,9 @@ export interface ConnectionHandler {
 export interface Dialect {
   readonly path: string;
   readonly accept: (conn: Connection, req: RequestInfo) => ConnectionHandler;
+}
+
+/** An engine's native topics by raw name: one call hands a frame to every socket in `topic`. */
+export interface TopicBroadcaster {
+  publishTopic(topic: string, frame: Buffer | string, binary: boolean): void;
 }

@@ -20,7 +20,7 @@ import type {
 import { BATCH_SUBPROTOCOL, DisconnectCode, ErrorCode } from '@switchboard/protocol';
 import type { Refusal } from '../admission.js';
 import { joinFrames, type TopicPublisher, type TopicSink } from '../hub.js';
-import type { Connection, ConnectionHandler, RequestInfo } from './connection.js';
+import type { Connection, ConnectionHandler, RequestInfo, TopicBroadcaster } from './connection.js';
 import { Heartbeat, type Beating } from './heartbeat.js';
 import type { UwsModule } from './uws-load.js';
 import type { WsEngineOptions } from './ws.js';
@@ -102,6 +102,14 @@ class UwsConnection implements Connection, TopicSink, Beating {
     if (!this.closed) this.ws.subscribe(this.#prefix + channel);
   }
 
+  joinTopic(topic: string): void {
+    if (!this.closed) this.ws.subscribe(topic);
+  }
+
+  leaveTopic(topic: string): void {
+    if (!this.closed) this.ws.unsubscribe(topic);
+  }
+
   leave(channel: string): void {
     // uWS drops a closed socket from every topic itself.
     if (!this.closed) this.ws.unsubscribe(this.#prefix + channel);
@@ -177,7 +185,7 @@ function bodyFramingError(
   return undefined;
 }
 
-export class UwsEngine implements TopicPublisher {
+export class UwsEngine implements TopicPublisher, TopicBroadcaster {
   readonly maxOutboundBytes: number;
   readonly #options: UwsEngineOptions;
   readonly #app: TemplatedApp;
@@ -284,6 +292,10 @@ export class UwsEngine implements TopicPublisher {
 
   disconnected(code: number): void {
     this.#options.onDisconnect?.(code);
+  }
+
+  publishTopic(topic: string, frame: Buffer | string, binary: boolean): void {
+    this.#app.publish(topic, frame, binary);
   }
 
   publish(channel: string, frames: readonly Buffer[]): void {
