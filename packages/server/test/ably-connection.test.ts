@@ -77,6 +77,33 @@ describe('ably dialect: connection and channels', () => {
     });
   }
 
+  test('a burst arrives whole and in order on every framing, echo off included', async () => {
+    const pub = open(server.port, 'msgpack', { echoMessages: false });
+    const subs = [open(server.port, 'json'), open(server.port, 'msgpack')];
+    const inboxes = subs.map(() => new Inbox());
+    await Promise.all(
+      subs.map((c, i) => c.channels.get('burst').subscribe((inboxes[i] as Inbox).listener)),
+    );
+    const mine = new Inbox();
+    await pub.channels.get('burst').subscribe(mine.listener);
+    const ch = pub.channels.get('burst');
+    await Promise.all(Array.from({ length: 200 }, (_, i) => ch.publish('b', String(i))));
+    for (const inbox of inboxes) {
+      const ms = await inbox.count(200);
+      assert.deepEqual(
+        ms.map((m) => Number(m.data)),
+        [...Array(200).keys()],
+      );
+      assert.equal(new Set(ms.map((m) => m.id)).size, 200);
+    }
+    await subs[0]?.channels.get('burst').publish('b', 'fence');
+    await mine.count(1);
+    assert.deepEqual(
+      mine.messages.map((m): unknown => m.data),
+      ['fence'],
+    );
+  });
+
   test('the connectivity checks the SDK can be pointed at are served', async () => {
     const res = await fetch(`http://127.0.0.1:${server.port}/is-the-internet-up.txt`);
     assert.equal(res.status, 200);

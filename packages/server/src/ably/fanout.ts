@@ -89,6 +89,38 @@ export class Delivery {
   }
 }
 
+/** Several messages of a channel as one MESSAGE, encoded lazily once per framing. */
+class Batch {
+  readonly #channel: string;
+  readonly #list: readonly Delivery[];
+  #json: string | undefined;
+  #msgpack: Buffer | undefined;
+
+  constructor(channel: string, list: readonly Delivery[]) {
+    this.#channel = channel;
+    this.#list = list;
+  }
+
+  frame(format: Format): string | Buffer {
+    if (format === 'json') return (this.#json ??= encodeJson(this.#pm('json')));
+    return (this.#msgpack ??= encodeMsgpack(this.#pm('msgpack')));
+  }
+
+  #pm(format: Format): ProtocolMessage {
+    const messages = this.#list.map((d) => d.message(format));
+    const last = this.#list[this.#list.length - 1];
+    // Each message carries its own id, connectionId and timestamp; the channelSerial is the last.
+    const pm: ProtocolMessage = {
+      action: Action.MESSAGE,
+      channel: this.#channel,
+      timestamp: (messages[messages.length - 1]?.['timestamp'] as number | undefined) ?? Date.now(),
+      messages,
+    };
+    if (last?.epoch !== undefined) pm.channelSerial = channelSerial(last.epoch, last.offset ?? 0);
+    return pm;
+  }
+}
+
 /** `epoch:offset`: Ably's channelSerial for a Switchboard stream position. */
 export function channelSerial(epoch: string, offset: number): string {
   return `${epoch}:${offset}`;
@@ -290,26 +322,82 @@ export class ChannelFanout implements Sink {
         if (member.held.length < MAX_HELD) member.held.push(d);
         continue;
       }
-      if (d.offset !== undefined && d.epoch === member.epoch) {
-        if (d.offset <= member.after) continue;
-        member.after = d.offset;
-      } else if (d.epoch !== undefined) {
-        member.epoch = d.epoch;
-        member.after = d.offset ?? 0;
-      }
-      if (!sub.echo && d.publisher === sub.connectionId) continue;
-      sub.write(d.frame(sub.format));
-      // Live and past everything its replay covered: from the next message on, the engine
-      // delivers to it natively (a member without echo needs the per-message check, so stays).
-      if (b !== undefined && sub.echo && sub.joinTopic?.(this.#topicName[sub.format]) === true) {
-        member.topic = true;
-        this.#inTopic[sub.format]++;
-      }
+      this.#deliver(sub, member, d);
     }
   }
 
+  /**
+   * A turn's messages for the channel: subscribers in a topic, and live ones with nothing to
+   * skip, get them as one MESSAGE carrying them all (one WebSocket message to write and to read,
+   * like the native protocol's batching); the others message by message.
+   */
   sendMany(frames: readonly Buffer[]): void {
-    for (const f of frames) this.send(f);
+    const list: Delivery[] = [];
+    for (const f of frames) {
+      const d = parseFrame(this.channel, f);
+      if (d !== undefined) list.push(d);
+    }
+    const first = list[0];
+    const last = list[list.length - 1];
+    if (list.length < 2 || first === undefined || last === undefined) {
+      for (const f of frames) this.send(f);
+      return;
+    }
+    if (last.epoch !== undefined && last.offset !== undefined)
+      this.#position = { epoch: last.epoch, offset: last.offset };
+    const batch = new Batch(this.channel, list);
+    const b = this.#broadcaster;
+    if (b !== undefined) {
+      if (this.#inTopic.json > 0) b.publishTopic(this.#topicName.json, batch.frame('json'), false);
+      if (this.#inTopic.msgpack > 0)
+        b.publishTopic(this.#topicName.msgpack, batch.frame('msgpack'), true);
+    }
+    const sameEpoch = list.every((d) => d.epoch !== undefined && d.epoch === first.epoch);
+    for (const [sub, member] of this.#members) {
+      if (member.topic) continue;
+      if (member.held !== undefined) {
+        for (const d of list) if (member.held.length < MAX_HELD) member.held.push(d);
+        continue;
+      }
+      const whole =
+        sameEpoch &&
+        member.epoch === first.epoch &&
+        (first.offset ?? 0) > member.after &&
+        (sub.echo || list.every((d) => d.publisher !== sub.connectionId));
+      if (!whole) {
+        for (const d of list) this.#deliver(sub, member, d);
+        continue;
+      }
+      member.after = last.offset ?? member.after;
+      sub.write(batch.frame(sub.format));
+      this.#promote(sub, member);
+    }
+  }
+
+  /** One delivery to a member written by JavaScript, skipping what its replay covered. */
+  #deliver(sub: AblySubscriber, member: Member, d: Delivery): void {
+    if (d.offset !== undefined && d.epoch === member.epoch) {
+      if (d.offset <= member.after) return;
+      member.after = d.offset;
+    } else if (d.epoch !== undefined) {
+      member.epoch = d.epoch;
+      member.after = d.offset ?? 0;
+    }
+    if (!sub.echo && d.publisher === sub.connectionId) return;
+    sub.write(d.frame(sub.format));
+    this.#promote(sub, member);
+  }
+
+  /**
+   * Live and past everything its replay covered: from the next message on, the engine delivers
+   * to it natively (a member without echo needs the per-message check, so stays).
+   */
+  #promote(sub: AblySubscriber, member: Member): void {
+    if (this.#broadcaster === undefined || !sub.echo || member.topic) return;
+    if (sub.joinTopic?.(this.#topicName[sub.format]) === true) {
+      member.topic = true;
+      this.#inTopic[sub.format]++;
+    }
   }
 
   /** The node could not keep the channel's stream whole: every member must re-attach. */
