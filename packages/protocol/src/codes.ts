@@ -28,6 +28,8 @@ export const ErrorCode = {
   PRESENCE_DISABLED: 117,
   OUTCOME_UNKNOWN: 118,
   UNSUPPORTED_MEDIA_TYPE: 119,
+  /** The node's web pages (front page, SDK bundle) were not built with the server. */
+  WEB_NOT_BUILT: 120,
 } as const;
 
 export type ErrorCodeName = keyof typeof ErrorCode;
@@ -55,6 +57,7 @@ export const errorHttpStatus: Readonly<Record<ErrorCodeValue, number>> = {
   117: 404,
   118: 504,
   119: 415,
+  120: 503,
 };
 
 /** Whether a client may retry the same command unchanged and expect a different outcome. */

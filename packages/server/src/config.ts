@@ -96,6 +96,9 @@ export interface Config {
   readonly perMessageDeflate: boolean;
   readonly httpHeadersTimeoutMs: number;
   readonly ably: boolean;
+  readonly nodeId: string | undefined;
+  readonly demoUrl: string | undefined;
+  readonly metrics: boolean;
 }
 
 export const defaults: Config = {
@@ -146,6 +149,9 @@ export const defaults: Config = {
   perMessageDeflate: false,
   httpHeadersTimeoutMs: 10_000,
   ably: true,
+  nodeId: undefined,
+  demoUrl: undefined,
+  metrics: true,
 };
 
 /** Every setting, its type and what it does: the source of the README's configuration reference. */
@@ -354,6 +360,10 @@ export const settings: Readonly<Record<keyof Config, Setting>> = {
     max: 1_000_000,
     doc: 'new connections one address may open per second (429 above)',
   },
+  metrics: {
+    kind: 'bool',
+    doc: 'serve /metrics and count per delivery (off: /metrics is 404 and the hot path counts nothing)',
+  },
   perMessageDeflate: {
     kind: 'bool',
     doc: 'WebSocket compression (bounded: 1 KiB threshold, 10 concurrent, 64 KiB inflated)',
@@ -367,6 +377,14 @@ export const settings: Readonly<Record<keyof Config, Setting>> = {
   ably: {
     kind: 'bool',
     doc: 'serve the Ably protocol dialect (WebSocket on /, REST without /v1; docs/ably.md)',
+  },
+  nodeId: {
+    kind: 'optionalString',
+    doc: 'name of this node in /v1/info and on the front page (default: host name and 6 random hex digits)',
+  },
+  demoUrl: {
+    kind: 'httpUrl',
+    doc: "where the front page's demo link points (npm run demo sets it)",
   },
 };
 

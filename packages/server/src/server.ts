@@ -10,7 +10,8 @@ import type { Connection, RequestInfo } from './engine/connection.js';
 import { createEdge, type Edge } from './engine/edge.js';
 import { HttpTransports } from './engine/http-transports.js';
 import { Hub } from './hub.js';
-import { createMetrics } from './metrics.js';
+import { authFailureReason, createMetrics } from './metrics.js';
+import { InstrumentedBroker } from './broker/instrumented.js';
 import { channelNamespace } from '@switchboard/protocol';
 import type { HistoryOptions } from './broker/broker.js';
 import { Node } from './node.js';
@@ -26,7 +27,9 @@ import { Readiness } from './readiness.js';
 import { Session } from './session.js';
 import { drain } from './drain.js';
 import { Shedding } from './shedding.js';
-import { createPublicKey } from 'node:crypto';
+import { createPublicKey, randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import { VERSION, createWebRoutes } from './web/front-page.js';
 import { Admission, isRefusal } from './admission.js';
 import { ApiKeys } from './auth/api-keys.js';
 import { AuthFailureLog } from './auth/auth-log.js';
@@ -94,8 +97,10 @@ export async function startServer(
       ? new MemoryRevocationStore(config.maxTokenLifetimeMs)
       : new RedisRevocationStore(config.redis, config.redisPrefix, config.maxTokenLifetimeMs));
   const registry = new SessionRegistry(config.maxConnectionsPerUser);
-  const authLog = new AuthFailureLog(logger);
-  const broker: Broker =
+  const authLog = new AuthFailureLog(logger, undefined, (reason) =>
+    metrics.authFailure(authFailureReason(reason)),
+  );
+  const picked: Broker =
     config.redis === undefined
       ? new MemoryBroker()
       : new RedisBroker({
@@ -105,6 +110,7 @@ export async function startServer(
           commandTimeoutMs: config.redisCommandTimeoutMs,
           logger,
         });
+  const broker: Broker = new InstrumentedBroker(picked, (op, s) => metrics.brokerCommand(op, s));
   // The edge comes first: the Hub fans out through its native topics when it has them. Its
   // callbacks reach sessions, transports and the API, which exist before the first request.
   const edge: Edge = createEdge({
@@ -118,7 +124,7 @@ export async function startServer(
     logger,
     admit: (req) => {
       const origin = admission.origin(req);
-      return isRefusal(origin) ? origin : admission.connection(req);
+      return isRefusal(origin) ? origin : counted(admission.connection(req));
     },
     accept: (conn, req) => accept(conn, req),
     dialects: config.ably
@@ -127,15 +133,26 @@ export async function startServer(
           { path: WS_CHECK_PATH, accept: wsCheck },
         ]
       : [],
-    onDisconnect: (code) => metrics.disconnects.inc({ code }),
+    onDisconnect: (code) => disconnected(code),
     request: (req, res) => request(req, res),
   });
-  const hub = new Hub((n) => metrics.messagesOut.inc(n), edge.topics);
-  const metrics = createMetrics({
-    connections: () => edge.connections + transports.connections,
-    subscriptions: () => hub.subscriptions,
-    channels: () => hub.channels,
-  });
+  // Metrics off: the Hub counts nothing, so the bench can tell what counting costs.
+  const hub = config.metrics
+    ? new Hub(
+        (n) => metrics.messagesOut.inc(n),
+        edge.topics,
+        (s, n) => metrics.delivered(s, n),
+      )
+    : new Hub(undefined, edge.topics);
+  const metrics = createMetrics(
+    {
+      connections: () => edge.connections + transports.connections,
+      subscriptions: () => hub.subscriptions,
+      channels: () => hub.channels,
+      maxConnections: () => config.maxConnections,
+    },
+    config.metrics,
+  );
   if (broker instanceof RedisBroker) broker.instrumentBridge(createBridgeMetrics(metrics.registry));
   const readiness = new Readiness({
     graceMs: config.readinessGraceMs,
@@ -209,6 +226,16 @@ export async function startServer(
     shedding: () => shedding.check(),
     retryAfterS: Math.ceil(config.shedRetryAfterMs / 1000),
   });
+  const disconnected = (code: number): void => {
+    metrics.disconnects.inc({ code });
+    if (code === DisconnectCode.SLOW) metrics.slowConsumers.inc();
+  };
+  /** Counts connections refused for the per-address rate. */
+  const counted = <T>(refusal: T): T => {
+    if (isRefusal(refusal) && refusal.status === 429)
+      metrics.rateLimited.inc({ kind: 'connection' });
+    return refusal;
+  };
   // Browsers cannot set headers on a WebSocket: the token may come as ?token= (or in a connect frame).
   const accept = (conn: Connection, req: RequestInfo): Session =>
     new Session(sessionContext, conn, tokenParam(req.url), req.socket.remoteAddress);
@@ -223,12 +250,35 @@ export async function startServer(
     admit: (req, opening) => {
       const origin = admission.origin(req);
       if (isRefusal(origin)) return origin;
-      return opening ? admission.connection(req) : undefined;
+      return opening ? counted(admission.connection(req)) : undefined;
     },
     accept,
-    onDisconnect: (code) => metrics.disconnects.inc({ code }),
+    onDisconnect: (code) => disconnected(code),
+  });
+  const startedAt = Date.now();
+  const nodeId = config.nodeId ?? `${hostname()}-${randomBytes(3).toString('hex')}`;
+  const web = createWebRoutes({
+    info: () => ({
+      name: 'switchboard',
+      version: VERSION,
+      nodeId,
+      engine: edge.engine,
+      broker: broker.name,
+      startedAt: new Date(startedAt).toISOString(),
+      uptimeMs: Date.now() - startedAt,
+      auth: policy.enabled,
+      connections: edge.connections + transports.connections,
+      channels: hub.channels,
+      links: {
+        demo: config.demoUrl ?? null,
+        admin: null,
+        metrics: '/metrics',
+        docs: '/docs/README.md',
+      },
+    }),
   });
   const api = createHttpHandler({
+    web,
     node,
     metrics,
     logger,

@@ -60,13 +60,15 @@ export interface HistoryResult {
 export interface BrokerHandler {
   /**
    * A message frame for `channel`. `offset` and `epoch` are set when the message went through
-   * publish(); bridged raw messages have neither.
+   * publish(); bridged raw messages have neither. `assignedAt` is when the broker assigned the
+   * offset, in wall-clock milliseconds (the broker's clock), when the broker knows it.
    */
   onPublication(
     channel: string,
     frame: Buffer,
     offset: number | undefined,
     epoch: string | undefined,
+    assignedAt?: number,
   ): void;
   /** The broker lost its fan-out link and has restored it; messages may have been missed meanwhile. */
   onResubscribed(channels: readonly string[]): void;

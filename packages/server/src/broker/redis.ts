@@ -64,6 +64,8 @@ interface ScriptCommands {
 }
 
 const SPACE = 0x20;
+const DIGIT_0 = 0x30;
+const DIGIT_9 = 0x39;
 
 /**
  * Redis as fan-out and persistence. One command connection and one subscriber connection per node,
@@ -278,13 +280,23 @@ export class RedisBroker implements Broker {
       if (topic !== undefined) this.#handler.onControl(topic, payload);
       return;
     }
-    // payload: `<offset> <epoch> <frame>`
+    // payload: `<offset> <epoch> <assigned µs> <frame>`; a frame starts with '{', so a payload
+    // of a node from before the assignment time (`<offset> <epoch> <frame>`) still reads.
     const a = payload.indexOf(SPACE);
     const b = payload.indexOf(SPACE, a + 1);
     if (a <= 0 || b <= a) return;
     const offset = Number(payload.toString('latin1', 0, a));
     const epoch = payload.toString('latin1', a + 1, b);
-    this.#handler.onPublication(channel, payload.subarray(b + 1), offset, epoch);
+    let start = b + 1;
+    let assignedAt: number | undefined;
+    const first = payload[start];
+    if (first !== undefined && first >= DIGIT_0 && first <= DIGIT_9) {
+      const c = payload.indexOf(SPACE, start);
+      if (c < 0) return;
+      assignedAt = Number(payload.toString('latin1', start, c)) / 1000;
+      start = c + 1;
+    }
+    this.#handler.onPublication(channel, payload.subarray(start), offset, epoch, assignedAt);
   }
 
   /**
@@ -329,6 +341,8 @@ export class RedisBroker implements Broker {
       Buffer.from(closeMessageFrameUnpositioned(head)),
       undefined,
       undefined,
+      // A raw PUBLISH has no assignment: it is measured from its arrival here.
+      Date.now(),
     );
   }
 

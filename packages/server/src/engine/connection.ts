@@ -19,6 +19,8 @@ export type TransportName = 'websocket' | 'sse' | 'long-polling';
 
 export interface Connection extends Sink {
   readonly transport: TransportName;
+  /** Bytes accepted for the client and not yet taken by its socket (or, long-polling, its polls). */
+  readonly queuedBytes: number;
   /** Sends a control frame (reply, error); same queue and limits as message frames. */
   sendText(frame: string): void;
   /** Sends one binary frame (dialects with a binary encoding); WebSocket engines only. */

@@ -83,6 +83,10 @@ class UwsConnection implements Connection, TopicSink, Beating {
     this.#prefix = batched ? BATCHED : PLAIN;
   }
 
+  get queuedBytes(): number {
+    return this.closed ? 0 : this.ws.getBufferedAmount();
+  }
+
   send(frame: Buffer): void {
     this.#write(frame);
   }

@@ -51,6 +51,10 @@ class WsConnection implements Connection, Beating {
     this.batched = ws.protocol === BATCH_SUBPROTOCOL;
   }
 
+  get queuedBytes(): number {
+    return this.ws.bufferedAmount;
+  }
+
   send(frame: Buffer): void {
     if (this.closed) return;
     this.ws.send(frame, TEXT);
