@@ -40,6 +40,7 @@ import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
 import { WebSocket } from 'ws';
 import { Emitter } from '@socket.io/redis-emitter';
+import { Packr } from 'msgpackr';
 import { Histogram, cpuMeter, parseJson, round, rssKiB, sleep } from './lib.js';
 
 const { values: opts } = parseArgs({
@@ -80,7 +81,14 @@ const { values: opts } = parseArgs({
 /** The protocol spoken; --name is the system's name in the results (e.g. switchboard-uws). */
 const SYSTEM =
   opts.system === 'tutorial' ? 'tutorial' : opts.system === 'socketio' ? 'socketio' : 'switchboard';
-const NAME = opts.name ?? SYSTEM;
+/**
+ * `--system ably`: Switchboard with Ably-SDK-shaped subscribers (the SDK's msgpack framing, its
+ * Node default): connect on `/`, ATTACH each channel after CONNECTED, count ATTACHED; messages
+ * published natively arrive as Ably MESSAGEs whose data is the payload's JSON text, scanned raw.
+ */
+const ABLY = opts.system === 'ably';
+const ablyPackr = new Packr({ useRecords: false });
+const NAME = opts.name ?? (ABLY ? 'ably' : SYSTEM);
 const SOURCE_ADDRESSES = Math.max(1, Math.min(254, Number(opts['source-addresses'])));
 const N = Number(opts.connections);
 const C = Number(opts.channels);
@@ -306,6 +314,35 @@ function onControl(buf) {
 }
 
 /**
+ * Ably msgpack frames: those carrying a payload are scanned raw like the others (a MESSAGE's first
+ * bytes are its map header and the `action` key, never `{"r`/`{"e`); the rest are decoded.
+ * @param {Conn} conn @param {Buffer} buf
+ */
+function onAblyData(conn, buf) {
+  if (buf.indexOf(NEEDLE) !== -1) {
+    onSubscriberData(conn, buf);
+    return;
+  }
+  /** @type {unknown} */
+  let decoded;
+  try {
+    decoded = /** @type {unknown} */ (ablyPackr.unpack(buf));
+  } catch {
+    return;
+  }
+  if (typeof decoded !== 'object' || decoded === null) return;
+  const pm = /** @type {{action?: number, error?: unknown}} */ (decoded);
+  if (pm.action === 4) {
+    for (const c of subscribedChannels(conn))
+      conn.ws?.send(ablyPackr.pack({ action: 10, channel: channelNames[c] ?? '' }));
+  } else if (pm.action === 11) subscribeReplies++;
+  else if (pm.action === 9 || (pm.action === 13 && pm.error !== undefined)) {
+    subscribeErrors++;
+    firstSubscribeError ??= JSON.stringify(pm).slice(0, 300);
+  }
+}
+
+/**
  * Socket.IO over a raw WebSocket: one Engine.IO packet per WebSocket message; the first byte is
  * the Engine.IO packet type, the second (for a message, `4`) the Socket.IO packet type.
  * @param {Conn} conn @param {Buffer} buf
@@ -354,7 +391,8 @@ for (let i = 0; i < N; i++) {
 /** @param {Conn} conn @returns {Promise<void>} */
 function connectOne(conn) {
   return new Promise((resolve) => {
-    const ws = new WebSocket(String(opts.url), SYSTEM === 'switchboard' ? ['switchboard.v1'] : [], {
+    const protocols = SYSTEM === 'switchboard' && !ABLY ? ['switchboard.v1'] : [];
+    const ws = new WebSocket(String(opts.url), protocols, {
       perMessageDeflate: false,
       skipUTF8Validation: true,
       handshakeTimeout: 20_000,
@@ -371,8 +409,8 @@ function connectOne(conn) {
     ws.on('open', () => {
       conn.open = true;
       const channels = subscribedChannels(conn);
-      if (SYSTEM === 'socketio') {
-        // Sent once the namespace is connected (`40{...}`); counted now.
+      if (SYSTEM === 'socketio' || ABLY) {
+        // Sent once the namespace is connected (`40{...}`) or on CONNECTED; counted now.
         subscribesSent += channels.length;
         done();
         return;
@@ -389,7 +427,10 @@ function connectOne(conn) {
       }
       done();
     });
-    if (SYSTEM === 'socketio')
+    if (ABLY) {
+      ws.on('message', (data) => onAblyData(conn, /** @type {Buffer} */ (data)));
+      ws.on('ping', onPing);
+    } else if (SYSTEM === 'socketio')
       ws.on('message', (data) => onSocketIoData(conn, /** @type {Buffer} */ (data)));
     else {
       ws.on('message', (data) => onSubscriberData(conn, /** @type {Buffer} */ (data)));

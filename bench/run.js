@@ -364,16 +364,21 @@ async function flushRedis() {
 /**
  * A system under test: the protocol it speaks and, for Switchboard, the engine asked for; `skip`
  * says why it cannot run here (recorded in the results instead of a measurement).
- * @typedef {{ name: string, kind: 'switchboard' | 'tutorial' | 'socketio', engine?: string, skip?: string }} SystemDef
+ * @typedef {{ name: string, kind: 'switchboard' | 'ably' | 'tutorial' | 'socketio', engine?: string, skip?: string }} SystemDef
  */
 
 /** @param {string} name @returns {SystemDef} */
 function systemDef(name) {
   if (name === 'tutorial' || name === 'socketio') return { name, kind: name };
   if (name === 'switchboard') return { name, kind: 'switchboard' };
-  const m = /^switchboard-(uws|ws)$/.exec(name);
+  // `-ably`: the same server with Ably-SDK-shaped subscribers (loadgen --system ably).
+  const m = /^switchboard-(uws|ws)(-ably)?$/.exec(name);
   if (m === null) return { name, kind: 'switchboard', skip: `unknown system ${name}` };
   const engine = m[1] ?? 'ws';
+  if (m[2] !== undefined) {
+    const base = systemDef(`switchboard-${engine}`);
+    return { ...base, name, kind: 'ably' };
+  }
   if (engine === 'uws' && !ENGINE_FLAG)
     return { name, kind: 'switchboard', engine, skip: 'this server build has no --engine' };
   if (engine === 'uws' && !UWS.loads)
@@ -465,7 +470,10 @@ async function startSystem(def, opts = {}) {
     def,
     pid: node.child.pid ?? 0,
     port,
-    url: `ws://127.0.0.1:${port}/ws`,
+    url:
+      def.kind === 'ably'
+        ? `ws://127.0.0.1:${port}/?v=6&format=msgpack&heartbeats=false`
+        : `ws://127.0.0.1:${port}/ws`,
     publishUrl,
     watch,
     procs,

@@ -550,6 +550,12 @@ export interface MessageHeadFields {
   readonly id: string;
   readonly timestamp: number;
   readonly name?: string | undefined;
+  /**
+   * JSON object text of what an Ably-dialect publisher sent beside the data (clientId,
+   * connectionId, encoding, extras, whether the data is binary), so Ably subscribers get the
+   * message back as published; native clients may ignore it.
+   */
+  readonly ably?: string | undefined;
 }
 
 /**
@@ -567,6 +573,7 @@ export function encodeMessageHead(m: MessageHeadFields): string {
     ',"timestamp":' +
     m.timestamp;
   if (m.name !== undefined) s += ',"name":' + JSON.stringify(m.name);
+  if (m.ably !== undefined) s += ',"ably":' + m.ably;
   return s;
 }
 

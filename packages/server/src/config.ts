@@ -101,6 +101,7 @@ export interface Config {
   readonly maxConnectionsPerIpPerSecond: number;
   readonly perMessageDeflate: boolean;
   readonly httpHeadersTimeoutMs: number;
+  readonly ably: boolean;
   readonly nodeId: string | undefined;
   readonly demoUrl: string | undefined;
   readonly metrics: boolean;
@@ -157,6 +158,7 @@ export const defaults: Config = {
   maxConnectionsPerIpPerSecond: 500,
   perMessageDeflate: false,
   httpHeadersTimeoutMs: 10_000,
+  ably: true,
   nodeId: undefined,
   demoUrl: undefined,
   metrics: true,
@@ -405,6 +407,10 @@ export const settings: Readonly<Record<keyof Config, Setting>> = {
     min: 1000,
     max: 600_000,
     doc: 'time a client has to send its request headers (against slowloris)',
+  },
+  ably: {
+    kind: 'bool',
+    doc: 'serve the Ably protocol dialect (WebSocket on /, REST without /v1; docs/ably.md)',
   },
   nodeId: {
     kind: 'optionalString',

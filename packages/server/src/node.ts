@@ -69,6 +69,8 @@ export interface PublishInput {
   readonly name?: string | undefined;
   /** Publisher-supplied id: makes the publish idempotent within the dedupe window. */
   readonly id?: string | undefined;
+  /** Ably-dialect fields stored with the message (JSON object text; see encodeMessageHead). */
+  readonly ably?: string | undefined;
 }
 
 export interface Published extends PublishResult {
@@ -326,6 +328,7 @@ export class Node implements BrokerHandler {
       id,
       timestamp,
       name: input.name,
+      ably: input.ably,
     });
     // No await before broker.publish: sequential publishes from one client must reach the broker in order.
     return this.#broker

@@ -15,6 +15,14 @@ import { InstrumentedBroker } from './broker/instrumented.js';
 import { channelNamespace } from '@switchboard/protocol';
 import type { HistoryOptions } from './broker/broker.js';
 import { Node } from './node.js';
+import {
+  AblyAuth,
+  AblyContext,
+  AblyRest,
+  ablyDialect,
+  WS_CHECK_PATH,
+  wsCheck,
+} from './ably/index.js';
 import { Readiness } from './readiness.js';
 import { Session } from './session.js';
 import { drain } from './drain.js';
@@ -129,6 +137,12 @@ export async function startServer(
       return isRefusal(origin) ? origin : counted(admission.connection(req));
     },
     accept: (conn, req) => accept(conn, req),
+    dialects: config.ably
+      ? [
+          { path: '/', accept: (conn, req) => ably.accept(conn, req) },
+          { path: WS_CHECK_PATH, accept: wsCheck },
+        ]
+      : [],
     onDisconnect: (code) => disconnected(code),
     request: (req, res) => request(req, res),
   });
@@ -174,6 +188,22 @@ export async function startServer(
     autoEnterFor: (channel) => config.namespaces[channelNamespace(channel)]?.autoEnter === true,
     onWrite: (ok, startedAt, error) => readiness.observeWrite(ok, startedAt, error),
   });
+  const ablyContext = new AblyContext({
+    node,
+    policy,
+    auth: new AblyAuth(config.apiKeys, apiKeys, policy),
+    logger,
+    keyMaterial: ablyKeyMaterial(config),
+    // The frame limit (maxMessageBytes) must also hold the ProtocolMessage around the messages,
+    // so an oversized publish is NACKed 40009 instead of closing the socket at the frame limit.
+    maxMessageSize: Math.max(1024, config.maxMessageBytes - 2048),
+    maxChannels: config.maxSubscriptionsPerConnection,
+    maxReplay: config.recoveryMaxMessages,
+    pingIntervalMs: config.pingIntervalMs,
+    commandsPerSecond: config.maxCommandsPerSecond,
+    broadcaster: edge.broadcaster,
+  });
+  const ably = ablyDialect(ablyContext);
   const sessionContext = {
     node,
     metrics,
@@ -264,30 +294,36 @@ export async function startServer(
       },
     }),
   });
-  const request = transports.before(
-    createHttpHandler({
-      web,
-      node,
-      metrics,
-      logger,
-      maxBodyBytes: config.maxRequestBodyBytes,
-      maxMessageBytes: config.maxMessageBytes,
-      readiness: () => {
-        shedding.check();
-        return readiness.state();
-      },
-      policy,
-      apiKeys,
-      authenticator,
-      revocations,
-      admission,
-      authLog,
-      revoke: async (r) => {
-        await revocations.add(r);
-        await broker.publishControl(REVOCATIONS_TOPIC, revocationJson(r));
-      },
-    }),
-  );
+  const api = createHttpHandler({
+    web,
+    node,
+    metrics,
+    logger,
+    maxBodyBytes: config.maxRequestBodyBytes,
+    maxMessageBytes: config.maxMessageBytes,
+    readiness: () => {
+      shedding.check();
+      return readiness.state();
+    },
+    policy,
+    apiKeys,
+    authenticator,
+    revocations,
+    admission,
+    authLog,
+    revoke: async (r) => {
+      await revocations.add(r);
+      await broker.publishControl(REVOCATIONS_TOPIC, revocationJson(r));
+    },
+  });
+  const ablyRest = new AblyRest(ablyContext, {
+    maxBodyBytes: config.maxRequestBodyBytes,
+    origin: (req) => {
+      const o = admission.origin(req);
+      return isRefusal(o) ? undefined : o;
+    },
+  });
+  const request = transports.before(config.ably ? ablyRest.before(api) : api);
   transports.start();
 
   await broker.start(node);
@@ -362,6 +398,7 @@ export async function startServer(
         ]);
         shedding.stop();
         edge.closeRemaining();
+        ablyContext.close();
         node.close();
         readiness.stop();
         await Promise.all([broker.close(), revocations.close(), presence.close()]);
@@ -384,6 +421,16 @@ function historyResolver(config: Config): (channel: string) => HistoryOptions {
   }
   if (byNamespace.size === 0) return () => fallback;
   return (channel) => byNamespace.get(channelNamespace(channel)) ?? fallback;
+}
+
+/**
+ * What Ably connection keys are signed with: the configured secrets, the same on every node, so
+ * any node recognises a key another issued (resume after a node loss). Without auth anyone may
+ * connect as anything anyway, and a fixed secret is as good as any.
+ */
+function ablyKeyMaterial(config: Config): string {
+  const secrets = config.apiKeys.map((k) => `${k.name}:${k.secret}`).sort();
+  return [...secrets, config.jwtSecret ?? ''].join('\n');
 }
 
 function tokenParam(url: string | undefined): string | undefined {

@@ -23,6 +23,14 @@ export interface Connection extends Sink {
   readonly queuedBytes: number;
   /** Sends a control frame (reply, error); same queue and limits as message frames. */
   sendText(frame: string): void;
+  /** Sends one binary frame (dialects with a binary encoding); WebSocket engines only. */
+  sendBinary?(frame: Buffer): void;
+  /**
+   * Joins or leaves an engine-native topic by its raw name (engines with topics only): what is
+   * published to it reaches the socket without a JavaScript call (see TopicBroadcaster).
+   */
+  joinTopic?(topic: string): void;
+  leaveTopic?(topic: string): void;
   /** Ends the connection with a close code and a reason of at most 123 bytes. */
   close(code: number, reason: string): void;
   /**
@@ -35,7 +43,26 @@ export interface Connection extends Sink {
 /** What the edge calls as frames arrive; implemented by Session. */
 export interface ConnectionHandler {
   onFrame(text: string): void;
+  /**
+   * A binary frame. Handlers without it (the native protocol is JSON text only) have binary
+   * frames refused by the engine with code 107.
+   */
+  onBinary?(data: Buffer): void;
   /** A frame the engine could not take: its inbox for the connection was full. */
   onDropped?(text: string): void;
   onClose(): void;
+}
+
+/**
+ * A second WebSocket protocol served beside the native one, on its own path (the Ably dialect on
+ * `/`). Same admission, limits and heartbeat as the native path; its own sessions.
+ */
+export interface Dialect {
+  readonly path: string;
+  readonly accept: (conn: Connection, req: RequestInfo) => ConnectionHandler;
+}
+
+/** An engine's native topics by raw name: one call hands a frame to every socket in `topic`. */
+export interface TopicBroadcaster {
+  publishTopic(topic: string, frame: Buffer | string, binary: boolean): void;
 }

@@ -14,7 +14,13 @@ import type { Logger } from 'pino';
 import type { Refusal } from '../admission.js';
 import type { EngineName } from '../config.js';
 import type { TopicPublisher } from '../hub.js';
-import type { Connection, ConnectionHandler, RequestInfo } from './connection.js';
+import type {
+  Connection,
+  ConnectionHandler,
+  Dialect,
+  RequestInfo,
+  TopicBroadcaster,
+} from './connection.js';
 import { UwsEngine } from './uws.js';
 import type { UwsRequest, UwsResponse } from './uws-http.js';
 import { loadUws } from './uws-load.js';
@@ -31,6 +37,8 @@ export interface EdgeOptions {
   readonly logger: Logger;
   readonly accept: (conn: Connection, req: RequestInfo) => ConnectionHandler;
   readonly admit: (req: RequestInfo) => Refusal | undefined;
+  /** Other WebSocket protocols, each on its own path. */
+  readonly dialects?: readonly Dialect[];
   readonly onDisconnect: (code: number) => void;
   /** Every other HTTP request (REST API, SSE, long-polling). */
   readonly request: (req: IncomingMessage, res: ServerResponse) => void;
@@ -42,6 +50,8 @@ export interface Edge {
   readonly connections: number;
   /** Native fan-out for the Hub, when the engine has it. */
   readonly topics: TopicPublisher | undefined;
+  /** Raw-named native topics (dialects' fan-out), when the engine has them. */
+  readonly broadcaster: TopicBroadcaster | undefined;
   /** Binds and resolves with the port bound. */
   listen(host: string, port: number): Promise<number>;
   /** Stops accepting connections; open ones stay. */
@@ -92,6 +102,7 @@ function uwsEdge(engine: UwsEngine): Edge {
       return engine.connections;
     },
     topics: engine,
+    broadcaster: engine,
     listen: (host, port) => engine.listen(host, port),
     stopAccepting: () => engine.stopListening(),
     openWebSockets: () => engine.open(),
@@ -122,6 +133,7 @@ function wsEdge(o: EdgeOptions): Edge {
       return engine.connections;
     },
     topics: undefined,
+    broadcaster: undefined,
     listen: (host, port) =>
       new Promise<number>((resolve, reject) => {
         http.once('error', reject);

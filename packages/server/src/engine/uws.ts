@@ -14,12 +14,13 @@ import type {
   HttpResponse,
   TemplatedApp,
   WebSocket,
+  WebSocketBehavior,
   us_listen_socket,
 } from 'uWebSockets.js';
 import { BATCH_SUBPROTOCOL, DisconnectCode, ErrorCode } from '@switchboard/protocol';
 import type { Refusal } from '../admission.js';
 import { joinFrames, type TopicPublisher, type TopicSink } from '../hub.js';
-import type { Connection, ConnectionHandler, RequestInfo } from './connection.js';
+import type { Connection, ConnectionHandler, RequestInfo, TopicBroadcaster } from './connection.js';
 import { Heartbeat, type Beating } from './heartbeat.js';
 import type { UwsModule } from './uws-load.js';
 import type { WsEngineOptions } from './ws.js';
@@ -35,6 +36,8 @@ interface UserData {
   /** The upgrade request, until the session has read it (then dropped: it is ~1 KiB). */
   info: RequestInfo | undefined;
   readonly batched: boolean;
+  /** The native protocol's or a dialect's (by the path upgraded). */
+  readonly accept: (conn: Connection, req: RequestInfo) => ConnectionHandler;
   conn?: UwsConnection;
 }
 
@@ -92,8 +95,23 @@ class UwsConnection implements Connection, TopicSink, Beating {
     this.#write(frame);
   }
 
+  sendBinary(frame: Buffer): void {
+    if (this.closed) return;
+    this.backlog();
+    if (this.closed) return;
+    this.ws.send(frame, true);
+  }
+
   join(channel: string): void {
     if (!this.closed) this.ws.subscribe(this.#prefix + channel);
+  }
+
+  joinTopic(topic: string): void {
+    if (!this.closed) this.ws.subscribe(topic);
+  }
+
+  leaveTopic(topic: string): void {
+    if (!this.closed) this.ws.unsubscribe(topic);
   }
 
   leave(channel: string): void {
@@ -171,7 +189,7 @@ function bodyFramingError(
   return undefined;
 }
 
-export class UwsEngine implements TopicPublisher {
+export class UwsEngine implements TopicPublisher, TopicBroadcaster {
   readonly maxOutboundBytes: number;
   readonly #options: UwsEngineOptions;
   readonly #app: TemplatedApp;
@@ -196,7 +214,25 @@ export class UwsEngine implements TopicPublisher {
     this.#options = options;
     this.maxOutboundBytes = options.maxOutboundBytes;
     this.#app = uws.App();
-    this.#app.ws<UserData>(options.path, {
+    this.#app.ws<UserData>(options.path, this.#behavior(options.accept));
+    for (const d of options.dialects ?? [])
+      this.#app.ws<UserData>(d.path, this.#behavior(d.accept));
+    this.#app.any('/*', (res, req) => this.#http(res, req));
+    this.#heartbeat = new Heartbeat(
+      options.pingIntervalMs,
+      () => this.#connections,
+      () => options.onDisconnect?.(DisconnectCode.NO_PONG),
+    );
+    this.#sweep = setInterval(() => this.#checkBacklogs(), BACKLOG_SWEEP_MS);
+    this.#sweep.unref();
+  }
+
+  /** One WebSocket route's handlers; `accept` makes the session (native or a dialect's). */
+  #behavior(
+    accept: (conn: Connection, req: RequestInfo) => ConnectionHandler,
+  ): WebSocketBehavior<UserData> {
+    const options = this.#options;
+    return {
       maxPayloadLength: options.maxMessageBytes,
       // Our heartbeat (same as the ws engine's) decides who is dead; uWS's 4 s-granular idle
       // timer would not honour short ping intervals.
@@ -207,15 +243,19 @@ export class UwsEngine implements TopicPublisher {
       closeOnBackpressureLimit: 1,
       compression:
         options.perMessageDeflate === true
-          ? uws.DEDICATED_COMPRESSOR_4KB | uws.DEDICATED_DECOMPRESSOR_4KB
-          : uws.DISABLED,
-      upgrade: (res, req, context) => this.#upgrade(res, req, context),
+          ? this.#uws.DEDICATED_COMPRESSOR_4KB | this.#uws.DEDICATED_DECOMPRESSOR_4KB
+          : this.#uws.DISABLED,
+      upgrade: (res, req, context) => this.#upgrade(res, req, context, accept),
       open: (ws) => this.#open(ws),
       message: (ws, message, isBinary) => {
         const conn = ws.getUserData().conn;
         if (conn === undefined || conn.handler === undefined) return;
         if (isBinary) {
-          conn.sendText('{"error":"binary frames are not supported; send JSON text","code":107}');
+          // The ArrayBuffer is uWS's and only valid during this call: copy it.
+          if (conn.handler.onBinary !== undefined)
+            conn.handler.onBinary(Buffer.from(new Uint8Array(message)));
+          else
+            conn.sendText('{"error":"binary frames are not supported; send JSON text","code":107}');
           return;
         }
         this.#receive(conn, Buffer.from(message).toString());
@@ -238,15 +278,7 @@ export class UwsEngine implements TopicPublisher {
         conn.closed = true;
         conn.handler?.onClose();
       },
-    });
-    this.#app.any('/*', (res, req) => this.#http(res, req));
-    this.#heartbeat = new Heartbeat(
-      options.pingIntervalMs,
-      () => this.#connections,
-      () => options.onDisconnect?.(DisconnectCode.NO_PONG),
-    );
-    this.#sweep = setInterval(() => this.#checkBacklogs(), BACKLOG_SWEEP_MS);
-    this.#sweep.unref();
+    };
   }
 
   #checkBacklogs(): void {
@@ -264,6 +296,10 @@ export class UwsEngine implements TopicPublisher {
 
   disconnected(code: number): void {
     this.#options.onDisconnect?.(code);
+  }
+
+  publishTopic(topic: string, frame: Buffer | string, binary: boolean): void {
+    this.#app.publish(topic, frame, binary);
   }
 
   publish(channel: string, frames: readonly Buffer[]): void {
@@ -343,7 +379,12 @@ export class UwsEngine implements TopicPublisher {
     return Promise.resolve();
   }
 
-  #upgrade(res: HttpResponse, req: HttpRequest, context: unknown): void {
+  #upgrade(
+    res: HttpResponse,
+    req: HttpRequest,
+    context: unknown,
+    accept: (conn: Connection, req: RequestInfo) => ConnectionHandler,
+  ): void {
     const info = requestInfo(res, req);
     const key = req.getHeader('sec-websocket-key');
     const protocols = req.getHeader('sec-websocket-protocol');
@@ -356,7 +397,7 @@ export class UwsEngine implements TopicPublisher {
       return;
     }
     const batched = protocols.split(',').some((p) => p.trim() === BATCH_SUBPROTOCOL);
-    const data: UserData = { info, batched };
+    const data: UserData = { info, batched, accept };
     res.upgrade(data, key, batched ? BATCH_SUBPROTOCOL : '', extensions, context as never);
   }
 
@@ -436,7 +477,7 @@ export class UwsEngine implements TopicPublisher {
     this.#connections.add(conn);
     const info = data.info as RequestInfo;
     data.info = undefined;
-    conn.handler = this.#options.accept(conn, info);
+    conn.handler = data.accept(conn, info);
   }
 
   #http(res: HttpResponse, req: HttpRequest): void {

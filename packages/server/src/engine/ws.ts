@@ -4,7 +4,7 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import { BATCH_SUBPROTOCOL, DisconnectCode } from '@switchboard/protocol';
 import type { Logger } from 'pino';
 import type { Refusal } from '../admission.js';
-import type { Connection, ConnectionHandler, RequestInfo } from './connection.js';
+import type { Connection, ConnectionHandler, Dialect, RequestInfo } from './connection.js';
 import { Heartbeat, type Beating } from './heartbeat.js';
 
 export interface WsEngineOptions {
@@ -21,11 +21,14 @@ export interface WsEngineOptions {
   readonly admit?: (req: RequestInfo) => Refusal | undefined;
   /** Compression; off by default, and bounded when on. */
   readonly perMessageDeflate?: boolean;
+  /** Other WebSocket protocols, each on its own path. */
+  readonly dialects?: readonly Dialect[];
 }
 
 /** A slow client gets this long to take its close frame before the socket is destroyed. */
 const SLOW_CLOSE_GRACE_MS = 2000;
 const TEXT = { binary: false } as const;
+const BINARY = { binary: true } as const;
 
 /** One ws socket as a Connection. */
 class WsConnection implements Connection, Beating {
@@ -70,6 +73,12 @@ class WsConnection implements Connection, Beating {
   sendText(frame: string): void {
     if (this.closed) return;
     this.ws.send(frame);
+    if (this.ws.bufferedAmount > this.engine.maxOutboundBytes) this.#tooSlow();
+  }
+
+  sendBinary(frame: Buffer): void {
+    if (this.closed) return;
+    this.ws.send(frame, BINARY);
     if (this.ws.bufferedAmount > this.engine.maxOutboundBytes) this.#tooSlow();
   }
 
@@ -120,7 +129,8 @@ function socketOnMessage(this: WebSocket, data: Buffer, isBinary: boolean): void
   const conn = owners.get(this);
   if (conn === undefined || conn.handler === undefined) return;
   if (isBinary) {
-    conn.sendText('{"error":"binary frames are not supported; send JSON text","code":107}');
+    if (conn.handler.onBinary !== undefined) conn.handler.onBinary(data);
+    else conn.sendText('{"error":"binary frames are not supported; send JSON text","code":107}');
     return;
   }
   conn.handler.onFrame(data.toString());
@@ -191,7 +201,8 @@ export class WsEngine {
   attach(server: HttpServer): void {
     server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
       const path = (req.url ?? '/').split('?', 1)[0];
-      if (path !== this.#options.path) {
+      const dialect = this.#options.dialects?.find((d) => d.path === path);
+      if (path !== this.#options.path && dialect === undefined) {
         socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
         return;
       }
@@ -204,7 +215,10 @@ export class WsEngine {
         this.#options.onDisconnect?.(refusal.status);
         return;
       }
-      this.#wss.handleUpgrade(req, socket, head, (ws) => this.#onConnection(ws, req, socket));
+      const accept = dialect?.accept ?? this.#options.accept;
+      this.#wss.handleUpgrade(req, socket, head, (ws) =>
+        this.#onConnection(ws, req, socket, accept),
+      );
     });
     this.#heartbeat = new Heartbeat(
       this.#options.pingIntervalMs,
@@ -250,7 +264,12 @@ export class WsEngine {
     this.#wss.close();
   }
 
-  #onConnection(ws: WebSocket, req: IncomingMessage, socket: Duplex): void {
+  #onConnection(
+    ws: WebSocket,
+    req: IncomingMessage,
+    socket: Duplex,
+    accept: (conn: Connection, req: RequestInfo) => ConnectionHandler,
+  ): void {
     const conn = new WsConnection(this, ws, socket);
     owners.set(ws, conn);
     this.#connections.add(conn);
@@ -258,6 +277,6 @@ export class WsEngine {
     ws.on('pong', socketOnPong);
     ws.on('error', socketOnError);
     ws.on('close', socketOnClose);
-    conn.handler = this.#options.accept(conn, req);
+    conn.handler = accept(conn, req);
   }
 }

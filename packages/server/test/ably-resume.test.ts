@@ -1,0 +1,189 @@
+/**
+ * Ably dialect, resume (#14 point 5): the SDK's transport is cut under it (a TCP proxy between
+ * the SDK and the node drops every connection) while messages flow; it resumes with the same
+ * connectionId, on the same node or on another one sharing Redis, and gets every message once,
+ * in order. Long variant behind SWITCHBOARD_SOAK (60 s, a cut every ~3 s, 100 msg/s).
+ */
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { createConnection, createServer, type Server, type Socket } from 'node:net';
+import { after, before, describe, test } from 'node:test';
+import * as Ably from 'ably';
+import { soakOr, startRedis, startTestServer, type RedisProcess } from './helpers.js';
+import { API_KEYS, Inbox, reach, realtime } from './ably-kit.js';
+
+/** A TCP proxy whose target can change and whose connections can all be cut at once. */
+class CuttingProxy {
+  readonly server: Server;
+  target: number;
+  cuts = 0;
+  readonly #sockets = new Set<Socket>();
+
+  constructor(target: number) {
+    this.target = target;
+    this.server = createServer((client) => {
+      const upstream = createConnection({ host: '127.0.0.1', port: this.target });
+      this.#sockets.add(client).add(upstream);
+      const drop = (): void => {
+        client.destroy();
+        upstream.destroy();
+        this.#sockets.delete(client);
+        this.#sockets.delete(upstream);
+      };
+      client.on('error', drop).on('close', drop);
+      upstream.on('error', drop).on('close', drop);
+      client.pipe(upstream).pipe(client);
+    });
+  }
+
+  async listen(): Promise<number> {
+    this.server.listen(0, '127.0.0.1');
+    await once(this.server, 'listening');
+    return (this.server.address() as { port: number }).port;
+  }
+
+  cut(): void {
+    this.cuts++;
+    for (const s of this.#sockets) s.destroy();
+    this.#sockets.clear();
+  }
+
+  async close(): Promise<void> {
+    this.cut();
+    this.server.close();
+    await once(this.server, 'close');
+  }
+}
+
+/** Waits for the connection to drop (a cut seen by the SDK) or times out quietly. */
+function dropped(conn: Ably.Connection): Promise<void> {
+  return new Promise((resolve) => {
+    const t = setTimeout(resolve, 3000);
+    conn.once('disconnected', () => {
+      clearTimeout(t);
+      resolve();
+    });
+  });
+}
+
+describe('ably dialect: resume', () => {
+  let redis: RedisProcess;
+  before(async () => {
+    redis = await startRedis();
+  });
+  after(async () => {
+    await redis.stop();
+  });
+
+  test('transport cuts while 100 msg/s flow: resumed, 0 lost, 0 duplicated, 0 reordered', async () => {
+    const durationMs = soakOr('SWITCHBOARD_ABLY_RESUME_MS', 60_000, 6_000);
+    const cutEveryMs = soakOr('SWITCHBOARD_ABLY_CUT_MS', 3_000, 1_000);
+    const server = await startTestServer({ apiKeys: API_KEYS, redis: redis.url });
+    const proxy = new CuttingProxy(server.port);
+    const proxyPort = await proxy.listen();
+    const sub = realtime(proxyPort, 'msgpack', { disconnectedRetryTimeout: 500 });
+    const pub = realtime(server.port, 'json');
+    try {
+      const channel = sub.channels.get('resume:flow');
+      const inbox = new Inbox();
+      await channel.subscribe(inbox.listener);
+      const firstId = sub.connection.id;
+      const resumed: boolean[] = [];
+      channel.on('attached', (change) => resumed.push(change.resumed));
+      let n = 0;
+      let publishing = true;
+      const publisher = (async () => {
+        const pch = pub.channels.get('resume:flow');
+        while (publishing) {
+          await pch.publish('m', String(n++));
+          await new Promise((r) => setTimeout(r, 10));
+        }
+      })();
+      const deadline = Date.now() + durationMs;
+      while (Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, cutEveryMs * (0.7 + Math.random() * 0.6)));
+        proxy.cut();
+        await dropped(sub.connection);
+        await reach(sub.connection, 'connected');
+      }
+      publishing = false;
+      await publisher;
+      const ms = await inbox.count(n, 20_000);
+      const got = ms.map((m) => Number(m.data));
+      assert.deepEqual(got, [...Array(n).keys()], 'every message once, in order');
+      assert.equal(sub.connection.id, firstId, 'the connectionId survived every cut');
+      assert.ok(proxy.cuts >= 3, `cuts: ${proxy.cuts}`);
+      assert.ok(
+        resumed.length > 0 && resumed.every(Boolean),
+        `attached changes: ${JSON.stringify(resumed)}`,
+      );
+    } finally {
+      sub.close();
+      pub.close();
+      await proxy.close();
+      await server.close();
+    }
+  });
+
+  test('a publish resent after a cut is stored once', async () => {
+    const server = await startTestServer({ apiKeys: API_KEYS, redis: redis.url });
+    const proxy = new CuttingProxy(server.port);
+    const proxyPort = await proxy.listen();
+    const pub = realtime(proxyPort, 'json', { disconnectedRetryTimeout: 500 });
+    const watcher = realtime(server.port, 'msgpack');
+    try {
+      const inbox = new Inbox();
+      await watcher.channels.get('resend').subscribe(inbox.listener);
+      await reach(pub.connection, 'connected');
+      // Cut as soon as the MESSAGE has left: the node stores it, the ACK is lost, the SDK
+      // resends the same msgSerial on the resumed transport.
+      const published = pub.channels.get('resend').publish('m', 'once');
+      setImmediate(() => proxy.cut());
+      await published;
+      await pub.channels.get('resend').publish('m', 'fence');
+      const ms = await inbox.count(2);
+      assert.deepEqual(
+        ms.map((m): unknown => m.data),
+        ['once', 'fence'],
+      );
+    } finally {
+      pub.close();
+      watcher.close();
+      await proxy.close();
+      await server.close();
+    }
+  });
+
+  test('the node goes away: the SDK resumes on another node sharing Redis', async () => {
+    const a = await startTestServer({ apiKeys: API_KEYS, redis: redis.url });
+    const b = await startTestServer({ apiKeys: API_KEYS, redis: redis.url });
+    const proxy = new CuttingProxy(a.port);
+    const proxyPort = await proxy.listen();
+    const sub = realtime(proxyPort, 'msgpack', { disconnectedRetryTimeout: 500 });
+    const pub = realtime(b.port, 'json');
+    try {
+      const ch = sub.channels.get('move');
+      const inbox = new Inbox();
+      await ch.subscribe(inbox.listener);
+      const id = sub.connection.id;
+      await pub.channels.get('move').publish('m', 'before');
+      await inbox.count(1);
+      proxy.target = b.port;
+      await a.close();
+      await pub.channels.get('move').publish('m', 'while away');
+      await reach(sub.connection, 'connected');
+      await pub.channels.get('move').publish('m', 'after');
+      const ms = await inbox.count(3);
+      assert.deepEqual(
+        ms.map((m): unknown => m.data),
+        ['before', 'while away', 'after'],
+      );
+      assert.equal(sub.connection.id, id);
+    } finally {
+      sub.close();
+      pub.close();
+      await proxy.close();
+      await b.close();
+    }
+  });
+});
