@@ -96,12 +96,12 @@ export class RedisBroker implements Broker {
   async start(handler: BrokerHandler): Promise<void> {
     this.#handler = handler;
     const log = this.#options.logger;
-    const base: RedisOptions = {
+    const base = {
       lazyConnect: true,
       // Retry forever with a capped backoff: a node outlives Redis restarts.
       retryStrategy: (attempt) => Math.min(50 * 2 ** Math.min(attempt, 6), 2000),
       connectionName: 'switchboard',
-    };
+    } satisfies RedisOptions;
     const cmd = new Redis(this.#options.url, {
       ...base,
       // Fail publishes at once while Redis is away instead of queueing them: a queued publish could
