@@ -11,7 +11,14 @@
  * The published payload is `<offset> <epoch> <frame>` so subscribers read the position without
  * parsing JSON.
  */
-export const PUBLISH_LUA = `
+export const PUBLISH_LUA = publishLua('PUBLISH');
+
+/**
+ * The publish script fanning out with `command`: PUBLISH on one Redis, SPUBLISH on Cluster (the
+ * pub/sub channel shares the channel's slot, so the script may publish to it from its shard).
+ */
+export function publishLua(command: 'PUBLISH' | 'SPUBLISH'): string {
+  return `
 local meta, stream, dedupe = KEYS[1], KEYS[2], KEYS[3]
 local size, ttl, dedupeMs, metaTtl = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[7])
 if dedupeMs > 0 then
@@ -38,9 +45,10 @@ end
 if dedupeMs > 0 then
   redis.call('SET', dedupe, offset .. ' ' .. epoch, 'PX', dedupeMs)
 end
-redis.call('PUBLISH', ARGV[1], offset .. ' ' .. epoch .. ' ' .. frame)
+redis.call('${command}', ARGV[1], offset .. ' ' .. epoch .. ' ' .. frame)
 return {offset, epoch, 0}
 `;
+}
 
 /**
  * History: the current position and a range of entries, read atomically.

@@ -36,7 +36,7 @@ export interface RedisBrokerOptions {
   readonly metaTtlMs?: number;
 }
 
-interface ScriptCommands {
+export interface ScriptCommands {
   sbPublish(
     meta: string,
     stream: string,
@@ -192,13 +192,7 @@ export class RedisBroker implements Broker {
       this.#metaTtlMs,
       query.untilOffset ?? -1,
     );
-    const position = { offset: Number(reply[0]), epoch: String(reply[1]) };
-    const entries: HistoryEntry[] = [];
-    for (let i = 2; i + 1 < reply.length; i += 2) {
-      const id = String(reply[i]);
-      entries.push({ offset: Number(id.slice(0, id.indexOf('-'))), frame: reply[i + 1] as Buffer });
-    }
-    return { entries, position };
+    return parseHistory(reply);
   }
 
   async close(): Promise<void> {
@@ -247,21 +241,7 @@ export class RedisBroker implements Broker {
   }
 
   #onMessage(pubsub: Buffer, payload: Buffer): void {
-    if (this.#handler === undefined) return;
-    const name = pubsub.toString('latin1');
-    const channel = this.#keys.channelOf(name);
-    if (channel === undefined) {
-      const topic = this.#keys.topicOf(name);
-      if (topic !== undefined) this.#handler.onControl(topic, payload);
-      return;
-    }
-    // payload: `<offset> <epoch> <frame>`
-    const a = payload.indexOf(SPACE);
-    const b = payload.indexOf(SPACE, a + 1);
-    if (a <= 0 || b <= a) return;
-    const offset = Number(payload.toString('latin1', 0, a));
-    const epoch = payload.toString('latin1', a + 1, b);
-    this.#handler.onPublication(channel, payload.subarray(b + 1), offset, epoch);
+    if (this.#handler !== undefined) deliver(this.#keys, this.#handler, pubsub, payload);
   }
 
   #onBridged(pubsub: Buffer, payload: Buffer): void {
@@ -302,20 +282,54 @@ export class RedisBroker implements Broker {
 
 function noop(): void {}
 
+/** The reply of HISTORY_LUA: `{offset, epoch, id1, frame1, ...}`. */
+export function parseHistory(reply: Buffer[] | (number | Buffer)[]): HistoryResult {
+  const position = { offset: Number(reply[0]), epoch: String(reply[1]) };
+  const entries: HistoryEntry[] = [];
+  for (let i = 2; i + 1 < reply.length; i += 2) {
+    const id = String(reply[i]);
+    entries.push({ offset: Number(id.slice(0, id.indexOf('-'))), frame: reply[i + 1] as Buffer });
+  }
+  return { entries, position };
+}
+
+/** A message on one of our pub/sub channels, to the handler: a publication or a control message. */
+export function deliver(
+  keys: RedisKeys,
+  handler: BrokerHandler,
+  pubsub: Buffer,
+  payload: Buffer,
+): void {
+  const name = pubsub.toString('latin1');
+  const channel = keys.channelOf(name);
+  if (channel === undefined) {
+    const topic = keys.topicOf(name);
+    if (topic !== undefined) handler.onControl(topic, payload);
+    return;
+  }
+  // payload: `<offset> <epoch> <frame>`
+  const a = payload.indexOf(SPACE);
+  const b = payload.indexOf(SPACE, a + 1);
+  if (a <= 0 || b <= a) return;
+  const offset = Number(payload.toString('latin1', 0, a));
+  const epoch = payload.toString('latin1', a + 1, b);
+  handler.onPublication(channel, payload.subarray(b + 1), offset, epoch);
+}
+
 /**
  * The outcome of a failed publish script: a Redis error reply (OOM, BUSY, NOSCRIPT...) means it
  * wrote nothing (its first write is the one refused), a command that never left (offline queue
  * off, not connected) means it did not run; anything else (the command timeout, the connection
  * lost while the command was in flight) means it may have run.
  */
-function classify(err: unknown): PublishError {
+export function classify(err: unknown): PublishError {
   const e = err instanceof Error ? err : new Error(String(err));
   if (e.name === 'ReplyError' || /isn't writeable|not connected|is closed\.?$/i.test(e.message))
     return new PublishError('not-stored', e.message, { cause: e });
   return new PublishError('unknown', e.message, { cause: e });
 }
 
-async function quit(conn: Redis | undefined): Promise<void> {
+export async function quit(conn: Redis | undefined): Promise<void> {
   if (conn === undefined || conn.status === 'end') return;
   try {
     await conn.quit();
