@@ -4,6 +4,8 @@ import { createHttpHandler } from './api/http.js';
 import type { Broker } from './broker/broker.js';
 import { MemoryBroker } from './broker/memory.js';
 import { RedisBroker } from './broker/redis.js';
+import { RedisClusterBroker } from './broker/redis-cluster.js';
+import { redisTargetOf } from './broker/redis-target.js';
 import type { Config } from './config.js';
 import type { Connection, RequestInfo } from './engine/connection.js';
 import { createEdge, type Edge } from './engine/edge.js';
@@ -72,27 +74,36 @@ export async function startServer(
       'NO AUTH CONFIGURED: anyone who reaches this port can subscribe, publish and read history on every channel. Set jwtSecret/jwtPublicKey/jwtJwksUrl and apiKeys before exposing it.',
     );
   }
+  const redisTarget = redisTargetOf(config);
   const presence: PresenceStore =
-    config.redis === undefined
+    redisTarget === undefined
       ? new MemoryPresenceStore()
-      : new RedisPresenceStore(config.redis, config.redisPrefix);
+      : new RedisPresenceStore(redisTarget, config.redisPrefix);
   const revocations: RevocationStore =
     parts.revocations ??
-    (config.redis === undefined
+    (redisTarget === undefined
       ? new MemoryRevocationStore(config.maxTokenLifetimeMs)
-      : new RedisRevocationStore(config.redis, config.redisPrefix, config.maxTokenLifetimeMs));
+      : new RedisRevocationStore(redisTarget, config.redisPrefix, config.maxTokenLifetimeMs));
   const registry = new SessionRegistry(config.maxConnectionsPerUser);
   const authLog = new AuthFailureLog(logger);
   const broker: Broker =
-    config.redis === undefined
+    redisTarget === undefined
       ? new MemoryBroker()
-      : new RedisBroker({
-          url: config.redis,
-          prefix: config.redisPrefix,
-          bridgePatterns: config.redisBridge,
-          commandTimeoutMs: config.redisCommandTimeoutMs,
-          logger,
-        });
+      : redisTarget.mode === 'cluster'
+        ? new RedisClusterBroker({
+            seeds: config.redisCluster,
+            prefix: config.redisPrefix,
+            commandTimeoutMs: config.redisCommandTimeoutMs,
+            logger,
+          })
+        : new RedisBroker({
+            url: config.redis ?? '',
+            target: redisTarget,
+            prefix: config.redisPrefix,
+            bridgePatterns: config.redisBridge,
+            commandTimeoutMs: config.redisCommandTimeoutMs,
+            logger,
+          });
   // The edge comes first: the Hub fans out through its native topics when it has them. Its
   // callbacks reach sessions, transports and the API, which exist before the first request.
   const edge: Edge = createEdge({
@@ -234,7 +245,7 @@ export async function startServer(
     { port, host: config.host, broker: broker.name, engine: edge.engine },
     'switchboard listening',
   );
-  if (config.redis === undefined)
+  if (redisTarget === undefined)
     logger.info('embedded engine: single node, state lives in this process');
 
   let closing: Promise<void> | undefined;

@@ -17,11 +17,14 @@ import type {
 import { newEpoch } from './epoch.js';
 import { PublishError } from './publish-error.js';
 import { createRedisKeys, type RedisKeys } from './redis-keys.js';
+import { connectRedis, type RedisTarget } from './redis-target.js';
 import { HISTORY_LUA, PUBLISH_LUA } from './redis-scripts.js';
 
 export interface RedisBrokerOptions {
   /** redis://[user:password@]host:port[/db] */
   readonly url: string;
+  /** Sentinel mode (redis-target.ts); `url` then supplies only credentials and database. */
+  readonly target?: RedisTarget;
   /** Prefix of every key and pub/sub channel, so deployments can share one Redis. */
   readonly prefix: string;
   /**
@@ -102,7 +105,8 @@ export class RedisBroker implements Broker {
       retryStrategy: (attempt) => Math.min(50 * 2 ** Math.min(attempt, 6), 2000),
       connectionName: 'switchboard',
     } satisfies RedisOptions;
-    const cmd = new Redis(this.#options.url, {
+    const target: RedisTarget = this.#options.target ?? { mode: 'single', url: this.#options.url };
+    const cmd = connectRedis(target, {
       ...base,
       // Fail publishes at once while Redis is away instead of queueing them: a queued publish could
       // be stored after its publisher was told it failed.
@@ -113,11 +117,11 @@ export class RedisBroker implements Broker {
     cmd.defineCommand('sbPublish', { numberOfKeys: 3, lua: PUBLISH_LUA });
     cmd.defineCommand('sbHistory', { numberOfKeys: 2, lua: HISTORY_LUA });
     // We resubscribe ourselves from #desired: it is the Node's view, which ioredis's own set is not.
-    const sub = new Redis(this.#options.url, {
+    const sub = connectRedis(target, {
       ...base,
       autoResubscribe: false,
       maxRetriesPerRequest: null,
-    });
+    }) as Redis;
     this.#cmd = cmd;
     this.#sub = sub;
     for (const [role, conn] of [
