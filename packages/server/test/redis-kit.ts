@@ -86,8 +86,13 @@ export interface RedisClusterKit {
   replicaOf(slot: number): KitProcess;
   /** The slot of a key (CLUSTER KEYSLOT). */
   slotOf(key: string): number;
-  /** Resolves once every live node reports cluster_state:ok and every slot range has a live master and replica. */
-  waitHealthy(timeoutMs?: number): Promise<void>;
+  /**
+   * Resolves once every live node reports cluster_state:ok and every slot range has a live master
+   * (and a live replica unless `replicas` is false).
+   */
+  waitHealthy(timeoutMs?: number, replicas?: boolean): Promise<void>;
+  /** Moves `slot` with its keys to master `to` (SETSLOT IMPORTING/MIGRATING, MIGRATE, SETSLOT NODE). */
+  migrateSlot(slot: number, to: KitProcess): void;
   stop(): Promise<void>;
 }
 
@@ -174,7 +179,7 @@ export async function startRedisCluster(): Promise<RedisClusterKit> {
       return rep;
     },
     slotOf: (key) => Number(cliOn((nodes[0] as KitProcess).port, ['CLUSTER', 'KEYSLOT', key])),
-    waitHealthy: (timeoutMs = 20_000) =>
+    waitHealthy: (timeoutMs = 20_000, replicas = true) =>
       eventually(
         () =>
           nodes
@@ -190,12 +195,31 @@ export async function startRedisCluster(): Promise<RedisClusterKit> {
           slots().every(
             (s) =>
               byPort.get(s.master)?.alive === true &&
-              s.replicas.some((p) => byPort.get(p)?.alive === true),
+              (!replicas || s.replicas.some((p) => byPort.get(p)?.alive === true)),
           ),
         timeoutMs,
         'the cluster to be healthy',
         100,
       ),
+    migrateSlot: (slot, to) => {
+      const from = kit.masterOf(slot);
+      const id = (n: KitProcess): string => n.cli('CLUSTER', 'MYID').trim();
+      const [fromId, toId] = [id(from), id(to)];
+      to.cli('CLUSTER', 'SETSLOT', String(slot), 'IMPORTING', fromId);
+      from.cli('CLUSTER', 'SETSLOT', String(slot), 'MIGRATING', toId);
+      for (;;) {
+        const keys = from
+          .cli('CLUSTER', 'GETKEYSINSLOT', String(slot), '100')
+          .split('\n')
+          .filter((k) => k !== '');
+        if (keys.length === 0) break;
+        from.cli('MIGRATE', '127.0.0.1', String(to.port), '', '0', '5000', 'KEYS', ...keys);
+      }
+      // The importing side first, then the source, then the other masters (the documented order).
+      const masters = new Set(slots().map((s) => s.master));
+      const rest = nodes.filter((x) => x.alive && masters.has(x.port) && x !== to && x !== from);
+      for (const n of [to, from, ...rest]) n.cli('CLUSTER', 'SETSLOT', String(slot), 'NODE', toId);
+    },
     stop: async () => {
       await Promise.all(nodes.map((n) => n.stop(true)));
       rmSync(dir, { recursive: true, force: true });

@@ -59,6 +59,7 @@ export class RedisClusterBroker implements Broker {
   /** Names placed at least once: a later placement is a resubscription (gap repair). */
   readonly #placed = new Set<string>();
   #repairs = new Set<string>();
+  readonly #lanes = new Map<string, Promise<void>>();
   #timer: NodeJS.Timeout | undefined;
   #closing = false;
   readonly #probeKey: string;
@@ -137,7 +138,24 @@ export class RedisClusterBroker implements Broker {
     return Number(await this.#requireCmd().spublish(this.#keys.control(topic), payload));
   }
 
-  async publish(req: PublishRequest): Promise<PublishResult> {
+  /**
+   * One publish per channel in flight from this node: on Cluster a command can be re-routed
+   * (MOVED, ASK, TRYAGAIN, a failover) and a later one sent straight to the new owner would be
+   * stored first, breaking one publisher's order. Different channels still go out together.
+   */
+  publish(req: PublishRequest): Promise<PublishResult> {
+    const prev = this.#lanes.get(req.channel);
+    const run = (): Promise<PublishResult> => this.#publishNow(req);
+    const next = prev === undefined ? run() : prev.then(run, run);
+    const tail = next.then(noop, noop);
+    this.#lanes.set(req.channel, tail);
+    void tail.then(() => {
+      if (this.#lanes.get(req.channel) === tail) this.#lanes.delete(req.channel);
+    });
+    return next;
+  }
+
+  async #publishNow(req: PublishRequest): Promise<PublishResult> {
     const keys = this.#keys;
     const [offset, epoch, duplicate] = await this.#requireCmd()
       .sbPublish(
