@@ -10,6 +10,7 @@ import type {
   PublishResult,
 } from './broker.js';
 import { newEpoch } from './epoch.js';
+import { PublishError } from './publish-error.js';
 import { classify, deliver, parseHistory, quit, type ScriptCommands } from './redis.js';
 import { createRedisKeys, type RedisKeys } from './redis-keys.js';
 import { HISTORY_LUA, publishLua } from './redis-scripts.js';
@@ -59,7 +60,7 @@ export class RedisClusterBroker implements Broker {
   /** Names placed at least once: a later placement is a resubscription (gap repair). */
   readonly #placed = new Set<string>();
   #repairs = new Set<string>();
-  readonly #lanes = new Map<string, Promise<void>>();
+  readonly #lanes = new Map<string, Promise<PublishResult>>();
   #timer: NodeJS.Timeout | undefined;
   #closing = false;
   readonly #probeKey: string;
@@ -141,16 +142,28 @@ export class RedisClusterBroker implements Broker {
   /**
    * One publish per channel in flight from this node: on Cluster a command can be re-routed
    * (MOVED, ASK, TRYAGAIN, a failover) and a later one sent straight to the new owner would be
-   * stored first, breaking one publisher's order. Different channels still go out together.
+   * stored first. And when one fails, those queued behind it on the channel fail too, unsent
+   * (not-stored): the publisher retries them all in order instead of seeing later ones stored
+   * before its retry. Different channels still go out together.
    */
   publish(req: PublishRequest): Promise<PublishResult> {
-    const prev = this.#lanes.get(req.channel);
-    const run = (): Promise<PublishResult> => this.#publishNow(req);
-    const next = prev === undefined ? run() : prev.then(run, run);
-    const tail = next.then(noop, noop);
-    this.#lanes.set(req.channel, tail);
-    void tail.then(() => {
-      if (this.#lanes.get(req.channel) === tail) this.#lanes.delete(req.channel);
+    const channel = req.channel;
+    const prev = this.#lanes.get(channel);
+    const next =
+      prev === undefined
+        ? this.#publishNow(req)
+        : prev.then(
+            () => this.#publishNow(req),
+            () => {
+              throw new PublishError(
+                'not-stored',
+                'an earlier publish on this channel failed; not sent, to keep the order',
+              );
+            },
+          );
+    this.#lanes.set(channel, next);
+    void next.then(noop, noop).then(() => {
+      if (this.#lanes.get(channel) === next) this.#lanes.delete(channel);
     });
     return next;
   }
