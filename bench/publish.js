@@ -29,12 +29,19 @@ const SECONDS = Number(o.seconds);
 const INFLIGHT = Number(o.inflight);
 const CHANNELS = Number(o.channels);
 
-/** CPU seconds (user + system) a process has used, from /proc. */
+/**
+ * CPU seconds (user + system) a process has used, from /proc.
+ * @param {number} pid
+ */
 function cpuOf(pid) {
-  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  const f = (readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1] ?? '').split(' ');
   return (Number(f[11]) + Number(f[12])) / 100;
 }
 
+/**
+ * @param {string} dir
+ * @param {boolean} cluster
+ */
 async function redisServer(dir, cluster) {
   const port = await freePort();
   const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'];
@@ -60,6 +67,10 @@ async function redisServer(dir, cluster) {
   throw new Error('redis did not start');
 }
 
+/**
+ * @param {import('@switchboard/server').Broker} broker
+ * @param {number[]} pids
+ */
 async function run(broker, pids) {
   await broker.start({ onPublication() {}, onResubscribed() {}, onControl() {} });
   const channels = Array.from({ length: CHANNELS }, (_, i) => `bench-${i}`);
@@ -132,7 +143,7 @@ try {
       ['--cluster', 'create', ...nodes.map((n) => `127.0.0.1:${n.port}`), '--cluster-yes'],
       { timeout: 30_000 },
     );
-    if (create.status !== 0) throw new Error(`cluster create failed: ${create.stdout}`);
+    if (create.status !== 0) throw new Error(`cluster create failed: ${create.stdout.toString()}`);
     for (let i = 0; i < 200; i++) {
       const info = spawnSync('redis-cli', ['-p', String(nodes[0].port), 'cluster', 'info']);
       if (info.stdout?.toString().includes('cluster_state:ok')) break;
