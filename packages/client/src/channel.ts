@@ -55,12 +55,19 @@ export interface PresenceMember {
 
 /** Emitted when the channel's stream cannot be continued seamlessly; refetch state then. */
 export interface DiscontinuityInfo {
-  /** `unrecovered`: the server could not replay the gap; `epoch`: the stream was reset. */
-  readonly reason: 'unrecovered' | 'epoch';
+  /**
+   * `unrecovered`: the server could not replay the gap; `epoch`: the stream was reset; `lost`:
+   * messages without a stream position (raw Redis PUBLISHes bridged by the server) may be missing
+   * here, because the server's bridge subscription or this client's connection was down.
+   */
+  readonly reason: 'unrecovered' | 'epoch' | 'lost';
   /** The position the SDK held, if any. */
   readonly previous: Position | undefined;
   /** The position delivery continues from, if known. */
   readonly current: Position | undefined;
+  /** With `lost` from the server: when its bridge was down (ms since the Unix epoch). */
+  readonly from?: number;
+  readonly until?: number;
 }
 
 export interface ChannelEvents {
@@ -91,6 +98,8 @@ export interface ChannelHooks {
   end(err: SwitchboardError): void;
   /** The server ended the subscription (a refreshed token no longer allows it). */
   revoked(err: SwitchboardError): void;
+  /** The server says unpositioned messages were lost here (its bridge was down). */
+  lost(from: number | undefined, until: number | undefined): void;
 }
 
 type Attach = 'idle' | 'pending' | 'attaching' | 'attached';
@@ -119,6 +128,8 @@ export class Channel extends Emitter<ChannelEvents> {
   #early: Message[] = [];
   #waiters: Waiter[] = [];
   #timer: ReturnType<typeof setTimeout> | undefined;
+  /** Messages without a position were delivered: a resume cannot replay those it missed. */
+  #unpositioned = false;
 
   constructor(name: string, host: ChannelHost) {
     super();
@@ -127,6 +138,17 @@ export class Channel extends Emitter<ChannelEvents> {
     host.register(name, {
       deliver: (m) => this.#deliver(m),
       up: () => this.#send(),
+      lost: (from, until) => {
+        if (this.#attach !== 'attached' && this.#attach !== 'attaching') return;
+        const p = this.#position;
+        this.emit('discontinuity', {
+          reason: 'lost',
+          previous: p,
+          current: p,
+          ...(from !== undefined && { from }),
+          ...(until !== undefined && { until }),
+        });
+      },
       down: () => this.#down(),
       end: (err) => this.#settle(err),
       revoked: (err) => {
@@ -306,6 +328,8 @@ export class Channel extends Emitter<ChannelEvents> {
     if (since && (f['recovered'] !== true || (position && position.epoch !== since.epoch))) {
       this.#position = position;
       this.emit('discontinuity', { reason: 'unrecovered', previous: since, current: position });
+    } else if (since && this.#unpositioned) {
+      this.emit('discontinuity', { reason: 'lost', previous: since, current: position });
     }
     // Pushes sent before the reply (a plain subscribe lets live messages through while the
     // server confirms) follow the old position; the reply's position is the floor after them.
@@ -335,7 +359,7 @@ export class Channel extends Emitter<ChannelEvents> {
         this.emit('discontinuity', { reason: 'epoch', previous, current });
       }
       this.#position = current;
-    }
+    } else this.#unpositioned = true;
     for (const l of this.#listeners) {
       if (l.name === undefined || l.name === m.name) invoke(l.fn, m);
     }

@@ -22,6 +22,7 @@ import {
   type Reason,
 } from './errors.js';
 import { parseFrames, toMessage, type Frame } from './frames.js';
+import { watchUpgradeRefusal } from './retry-after.js';
 import type { FetchLike } from './http-transport.js';
 import { PollingSocket } from './long-polling.js';
 import { SseSocket } from './sse.js';
@@ -241,6 +242,16 @@ export class Switchboard {
         this.#refresh();
         continue;
       }
+      if (event === 'discontinuity' && typeof frame['channel'] === 'string') {
+        const { from, until } = frame;
+        this.#hooks
+          .get(frame['channel'])
+          ?.lost(
+            typeof from === 'number' ? from : undefined,
+            typeof until === 'number' ? until : undefined,
+          );
+        continue;
+      }
       if (event === 'unsubscribed' && typeof frame['channel'] === 'string') {
         const code = (
           typeof frame['code'] === 'number' ? frame['code'] : ErrorCode.PERMISSION_DENIED
@@ -369,7 +380,14 @@ function resolveTransports(options: SwitchboardOptions): Transport[] {
   const out: Transport[] = [];
   for (const name of options.transports ?? DEFAULT_TRANSPORTS) {
     if (name === 'websocket' && WebSocket !== undefined) {
-      out.push({ name, open: (url) => new WebSocket(url, [BATCH_SUBPROTOCOL]) });
+      out.push({
+        name,
+        open: (url) => {
+          const ws = new WebSocket(url, [BATCH_SUBPROTOCOL]);
+          watchUpgradeRefusal(ws);
+          return ws;
+        },
+      });
     } else if (name === 'sse' && fetch !== undefined) {
       out.push({ name, open: (url) => new SseSocket(url, fetch) });
     } else if (name === 'long-polling' && fetch !== undefined) {

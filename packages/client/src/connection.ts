@@ -2,6 +2,7 @@ import { DisconnectCode, shouldReconnect } from '@switchboard/protocol';
 import { fullJitter, type BackoffOptions } from './backoff.js';
 import { Emitter } from './emitter.js';
 import type { Reason } from './errors.js';
+import { retryAfterOf } from './retry-after.js';
 
 /**
  * - `connecting`: a socket is being opened.
@@ -210,7 +211,7 @@ export class Connection extends Emitter<ConnectionEvents> {
     ws.onclose = (event) => {
       if (this.#ws !== ws) return;
       this.#ws = undefined;
-      this.#gone(event.code, event.reason || 'connection closed');
+      this.#gone(event.code, event.reason || 'connection closed', retryAfterOf(ws));
     };
     // An error is always followed by close; `ws` needs a listener so it does not throw.
     ws.onerror = () => {};
@@ -315,7 +316,8 @@ export class Connection extends Emitter<ConnectionEvents> {
     else ws.close(DisconnectCode.NORMAL);
   }
 
-  #gone(code: number, message: string): void {
+  /** `retryAfterMs`: the refusal's Retry-After (a node shedding load), the least wait before the next attempt. */
+  #gone(code: number, message: string, retryAfterMs?: number): void {
     const opened = this.#opened;
     const worked = this.#worked;
     this.#opened = false;
@@ -328,8 +330,9 @@ export class Connection extends Emitter<ConnectionEvents> {
       return;
     }
     // Never worked: this transport may be blocked on the way (a proxy that refuses the upgrade,
-    // or lets it through and then drops every frame), not the server down. Try the next.
-    if (!worked && this.#current + 1 < this.#o.transports.length) {
+    // or lets it through and then drops every frame), not the server down. Try the next. A
+    // refusal with Retry-After is the server speaking (shedding): the transport is fine.
+    if (!worked && retryAfterMs === undefined && this.#current + 1 < this.#o.transports.length) {
       if (opened) this.#link.down(undefined);
       this.#current++;
       this.#dial();
@@ -337,13 +340,26 @@ export class Connection extends Emitter<ConnectionEvents> {
     }
     this.#link.down(undefined);
     this.#current = this.#preferred;
+    if (code === DisconnectCode.DRAINING) {
+      // The node asked its clients to leave, spread over its drain window: not a failure. Go at
+      // once to another node (the balancer no longer sends here; with endpoints, the next one),
+      // counted as a first attempt so that a miss there backs off from the start.
+      this.#attempt = 0;
+      this.#downSince = 0;
+      this.#endpoint++;
+      this.#timer = setTimeout(() => this.#dial(), 0);
+      this.#set('disconnected', reason, 0);
+      return;
+    }
     const now = Date.now();
     if (this.#downSince === 0) this.#downSince = now;
     const suspended =
       ++this.#attempt >= this.#o.suspendAfterAttempts ||
       now - this.#downSince >= this.#o.suspendAfterMs;
-    // Once suspended, every retry draws from the whole capped window.
-    const delay = fullJitter(suspended ? Infinity : this.#attempt - 1, this.#o.backoff);
+    // Once suspended, every retry draws from the whole capped window. A shedding node's
+    // Retry-After comes first, the jitter on top: clients refused together do not return together.
+    const delay =
+      (retryAfterMs ?? 0) + fullJitter(suspended ? Infinity : this.#attempt - 1, this.#o.backoff);
     this.#endpoint++;
     this.#timer = setTimeout(() => this.#dial(), delay);
     this.#set(suspended ? 'suspended' : 'disconnected', reason, delay);

@@ -7,6 +7,7 @@
 
 import { BATCH_SUBPROTOCOL } from '@switchboard/protocol';
 import type { Handler, WebSocketLike } from './connection.js';
+import { noteRetryAfter, parseRetryAfter } from './retry-after.js';
 
 /** The `fetch` the SDK uses: `globalThis.fetch` unless one is injected. */
 export type FetchLike = (url: string, init?: RequestInit) => Promise<Response>;
@@ -157,6 +158,12 @@ export abstract class HttpSocket implements WebSocketLike {
       (reason) => this.end(1006, reason),
     );
     this.onopen?.({});
+  }
+
+  /** A refused open: remembers its Retry-After (a node shedding load) for the reconnect. */
+  protected refused(res: Response): void {
+    const ms = parseRetryAfter(res.headers.get('retry-after'));
+    if (ms !== undefined) noteRetryAfter(this, ms);
   }
 
   /** Ends the socket with one close callback. */

@@ -29,6 +29,7 @@ export class PollingSocket extends HttpSocket {
     try {
       const res = await this.fetch(httpUrl(this.url, '/poll'), { method: 'POST', signal });
       if (!res.ok) {
+        this.refused(res);
         this.end(1006, `long-polling refused: ${await failure(res)}`);
         return;
       }

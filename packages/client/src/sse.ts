@@ -26,6 +26,7 @@ export class SseSocket extends HttpSocket {
       return;
     }
     if (!res.ok || res.body === null) {
+      this.refused(res);
       this.end(1006, `event stream refused: ${await failure(res)}`);
       return;
     }

@@ -75,7 +75,10 @@ const PAGE = `<!doctype html>
   const acks = [];
   for (let i = 1; i <= own; i++) acks.push((await channel.publish('from-page', i)).offset);
   while (got.length < expected) await new Promise((r) => setTimeout(r, 20));
-  await new Promise((r) => setTimeout(r, 200));
+  // A last message fences the stream: a duplicate would arrive before it.
+  await channel.publish('fence', 'fence');
+  while (got.at(-1)?.data !== 'fence') await new Promise((r) => setTimeout(r, 20));
+  got.pop();
   const offsets = got.map((m) => m.offset);
   const ok = offsets.every((o, i) => o === i + 1) && got.length === expected;
   $('verdict').textContent = ok ? '✔ all in order, none twice' : '✘ gap or duplicate';
@@ -193,12 +196,12 @@ async function run(websocket: 'on' | 'off', channel: string): Promise<PageResult
     data.filter((d) => typeof d === 'string'),
     Array.from({ length: external }, (_, i) => `x${i + 1}`),
   );
-  // The server counted the page's publishes under the transport it really used.
+  // The server counted the page's publishes (and its fence) under the transport it really used.
   const metrics = await (await fetch(`${s.url}/metrics`)).text();
   const source = websocket === 'on' ? 'websocket' : 'sse';
   assert.match(
     metrics,
-    new RegExp(`switchboard_messages_published_total\\{source="${source}"\\} ${own}\\b`),
+    new RegExp(`switchboard_messages_published_total\\{source="${source}"\\} ${own + 1}\\b`),
   );
   return result;
 }

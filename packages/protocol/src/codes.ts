@@ -28,6 +28,8 @@ export const ErrorCode = {
   PRESENCE_DISABLED: 117,
   OUTCOME_UNKNOWN: 118,
   UNSUPPORTED_MEDIA_TYPE: 119,
+  /** The node's web pages (front page, SDK bundle) were not built with the server. */
+  WEB_NOT_BUILT: 120,
 } as const;
 
 export type ErrorCodeName = keyof typeof ErrorCode;
@@ -55,6 +57,7 @@ export const errorHttpStatus: Readonly<Record<ErrorCodeValue, number>> = {
   117: 404,
   118: 504,
   119: 415,
+  120: 503,
 };
 
 /** Whether a client may retry the same command unchanged and expect a different outcome. */
@@ -92,6 +95,11 @@ export const DisconnectCode = {
   INSUFFICIENT_STATE: 3010,
   /** The client kept sending commands over its rate after being refused; reconnect later, slower. */
   FLOODING: 3011,
+  /**
+   * The node is draining (a deploy or scale-down): reconnect at once, to another node, and resume.
+   * Not a failure: no backoff, and the retry counts as a first attempt.
+   */
+  DRAINING: 3012,
   /** Credentials missing, invalid or revoked; reconnect only with new credentials. */
   UNAUTHORIZED: 3500,
   /** Too many malformed frames in a row; the client is broken. Do not reconnect unchanged. */

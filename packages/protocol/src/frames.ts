@@ -459,6 +459,23 @@ export function closeMessageFrameUnpositioned(head: string): string {
   return head + '}';
 }
 
+/**
+ * Tells a channel's subscribers that messages may be missing right here in its live stream and
+ * cannot be replayed: raw Redis PUBLISHes (which carry no stream position) sent between `from`
+ * and `until` (ms since the Unix epoch) while the node's bridge subscription was down.
+ */
+export function encodeDiscontinuityEvent(channel: string, from: number, until: number): string {
+  return (
+    '{"event":"discontinuity","channel":' +
+    JSON.stringify(channel) +
+    ',"reason":"bridge","from":' +
+    from +
+    ',"until":' +
+    until +
+    '}'
+  );
+}
+
 /** A success reply to the command with request id `id`; `fields` is JSON object text or ''. */
 export function encodeReply(id: RequestId, fields = ''): string {
   return (

@@ -22,6 +22,7 @@ export {
   encodeMessageHead,
   closeMessageFrame,
   closeMessageFrameUnpositioned,
+  encodeDiscontinuityEvent,
   encodeReply,
   encodeError,
   messageIdError,

@@ -11,6 +11,8 @@ export interface Refusal {
    * TCP handshake and a refusal each time.
    */
   readonly holdMs?: number;
+  /** Sent as `Retry-After` (seconds): when a client may try this node again. */
+  readonly retryAfterS?: number;
 }
 
 /** How long an address closed for flooding stays limited to one new connection per second. */
@@ -20,9 +22,11 @@ export interface AdmissionOptions {
   /** Exact origins, or '*'. Empty: any origin when `authEnabled` is false, none when it is true. */
   readonly allowedOrigins: readonly string[];
   readonly authEnabled: boolean;
-  readonly maxConnections: number;
   readonly maxConnectionsPerIpPerSecond: number;
-  readonly connections: () => number;
+  /** Why the node refuses new connections now (shedding.ts, or draining), or undefined. */
+  readonly shedding: () => string | undefined;
+  /** `Retry-After` of a shed connection, in seconds. */
+  readonly retryAfterS: number;
 }
 
 /**
@@ -81,11 +85,13 @@ export class Admission {
 
   /** Counts a new connection attempt; a refusal when it is over a limit. */
   connection(req: RequestInfo): Refusal | undefined {
-    if (this.#o.connections() >= this.#o.maxConnections) {
+    const shed = this.#o.shedding();
+    if (shed !== undefined) {
       return {
         status: 503,
         code: ErrorCode.NOT_AVAILABLE,
-        message: 'node is at its connection limit',
+        message: `node is shedding load: ${shed}`,
+        retryAfterS: this.#o.retryAfterS,
       };
     }
     const second = Math.floor(Date.now() / 1000);

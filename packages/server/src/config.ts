@@ -75,6 +75,10 @@ export interface Config {
   readonly presenceTtlMs: number;
   readonly namespaces: Readonly<Record<string, NamespaceConfig>>;
   readonly shutdownTimeoutMs: number;
+  readonly drainWindowMs: number;
+  readonly shedMemoryBytes: number;
+  readonly shedEventLoopLagMs: number;
+  readonly shedRetryAfterMs: number;
   readonly readinessGraceMs: number;
   readonly jwtSecret: string | undefined;
   readonly jwtPublicKey: string | undefined;
@@ -97,6 +101,9 @@ export interface Config {
   readonly maxConnectionsPerIpPerSecond: number;
   readonly perMessageDeflate: boolean;
   readonly httpHeadersTimeoutMs: number;
+  readonly nodeId: string | undefined;
+  readonly demoUrl: string | undefined;
+  readonly metrics: boolean;
 }
 
 export const defaults: Config = {
@@ -122,7 +129,11 @@ export const defaults: Config = {
   recoveryMaxMessages: 10_000,
   presenceTtlMs: 60_000,
   namespaces: {},
-  shutdownTimeoutMs: 10_000,
+  shutdownTimeoutMs: 15_000,
+  drainWindowMs: 10_000,
+  shedMemoryBytes: 0,
+  shedEventLoopLagMs: 0,
+  shedRetryAfterMs: 5000,
   readinessGraceMs: 5000,
   jwtSecret: undefined,
   jwtPublicKey: undefined,
@@ -145,6 +156,9 @@ export const defaults: Config = {
   maxConnectionsPerIpPerSecond: 500,
   perMessageDeflate: false,
   httpHeadersTimeoutMs: 10_000,
+  nodeId: undefined,
+  demoUrl: undefined,
+  metrics: true,
 };
 
 /** Every setting, its type and what it does: the source of the README's configuration reference. */
@@ -248,7 +262,31 @@ export const settings: Readonly<Record<keyof Config, Setting>> = {
     kind: 'int',
     min: 0,
     max: 600_000,
-    doc: 'how long a graceful shutdown waits for clients to close',
+    doc: 'longest graceful shutdown, from SIGTERM to exit (clients still connected then are dropped); keep it above drainWindowMs, and terminationGracePeriodSeconds above it',
+  },
+  drainWindowMs: {
+    kind: 'int',
+    min: 0,
+    max: 600_000,
+    doc: 'on SIGTERM, clients are asked to reconnect elsewhere (close code 3012) spread evenly over this window (capped at shutdownTimeoutMs; 0 all at once)',
+  },
+  shedMemoryBytes: {
+    kind: 'int',
+    min: 0,
+    max: 1024 * 1024 * 1024 * 1024,
+    doc: 'resident memory above which new connections get 503 + Retry-After and /readyz 503 (0 off)',
+  },
+  shedEventLoopLagMs: {
+    kind: 'int',
+    min: 0,
+    max: 600_000,
+    doc: 'longest event-loop stall in the last second (sampled every 10 ms) above which new connections get 503 + Retry-After and /readyz 503 (0 off)',
+  },
+  shedRetryAfterMs: {
+    kind: 'int',
+    min: 1000,
+    max: 3_600_000,
+    doc: 'Retry-After (rounded up to seconds) on a shed connection; the SDK waits at least this long, plus its jitter',
   },
   readinessGraceMs: {
     kind: 'int',
@@ -324,7 +362,7 @@ export const settings: Readonly<Record<keyof Config, Setting>> = {
     kind: 'int',
     min: 1,
     max: 10_000_000,
-    doc: 'connections this node accepts (503 above)',
+    doc: 'connections this node accepts (503 + Retry-After above, and /readyz 503 while at it)',
   },
   maxConnectionsPerUser: {
     kind: 'int',
@@ -338,6 +376,10 @@ export const settings: Readonly<Record<keyof Config, Setting>> = {
     max: 1_000_000,
     doc: 'new connections one address may open per second (429 above)',
   },
+  metrics: {
+    kind: 'bool',
+    doc: 'serve /metrics and count per delivery (off: /metrics is 404 and the hot path counts nothing)',
+  },
   perMessageDeflate: {
     kind: 'bool',
     doc: 'WebSocket compression (bounded: 1 KiB threshold, 10 concurrent, 64 KiB inflated)',
@@ -347,6 +389,14 @@ export const settings: Readonly<Record<keyof Config, Setting>> = {
     min: 1000,
     max: 600_000,
     doc: 'time a client has to send its request headers (against slowloris)',
+  },
+  nodeId: {
+    kind: 'optionalString',
+    doc: 'name of this node in /v1/info and on the front page (default: host name and 6 random hex digits)',
+  },
+  demoUrl: {
+    kind: 'httpUrl',
+    doc: "where the front page's demo link points (npm run demo sets it)",
   },
 };
 

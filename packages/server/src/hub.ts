@@ -1,3 +1,5 @@
+import type { TransportStats } from './metrics.js';
+
 /**
  * The node-local index channel → subscribers, and the fan-out. A message frame arrives here encoded
  * once; frames for the same channel that arrive in the same event-loop turn are written to each
@@ -11,6 +13,11 @@
 
 /** A subscriber's write side, as the Hub needs it. */
 export interface Sink {
+  /**
+   * The tally of the sink's transport, shared by all its sinks (metrics.ts); the Hub adds the
+   * frames and bytes it writes. Unset: not counted (resume buffers, tests).
+   */
+  stats?: TransportStats | undefined;
   /** Whether several frames may be joined with '\n' into one transport message. */
   readonly batched: boolean;
   /** Queues one transport message. Must not throw; a sink that cannot keep up closes itself. */
@@ -50,16 +57,28 @@ export class Hub {
   readonly #topics: TopicPublisher | undefined;
   /** Frames waiting for the end of this turn, per channel, in arrival order. */
   #pending = new Map<string, Buffer[]>();
+  /** The broker's assignment time (wall-clock ms) of each pending frame, NaN when unknown. */
+  #assigned = new Map<string, number[]>();
   #scheduled = false;
   #subscriptions = 0;
   /** Callbacks run once, right after the next flush. */
   #afterFlush: (() => void)[] = [];
   readonly #onDelivered: (count: number) => void;
+  readonly #onLatency: ((seconds: number, deliveries: number) => void) | undefined;
   readonly #flush = (): void => this.#flushPending();
 
-  constructor(onDelivered: (count: number) => void = () => {}, topics?: TopicPublisher) {
+  /**
+   * `onLatency`: for each frame with a known assignment time, how long ago the broker assigned it
+   * when it was written, and to how many subscribers (once per frame per flush, not per socket).
+   */
+  constructor(
+    onDelivered: (count: number) => void = () => {},
+    topics?: TopicPublisher,
+    onLatency?: (seconds: number, deliveries: number) => void,
+  ) {
     this.#onDelivered = onDelivered;
     this.#topics = topics;
+    this.#onLatency = onLatency;
   }
 
   /** Adds a subscriber; true when it is the channel's first on this node. */
@@ -153,12 +172,20 @@ export class Hub {
     return this.#subscriptions;
   }
 
-  /** Queues `frame` for every local subscriber of `channel`; written at the end of this turn. */
-  publish(channel: string, frame: Buffer): void {
+  /**
+   * Queues `frame` for every local subscriber of `channel`; written at the end of this turn.
+   * `assignedAt`: when the broker assigned it its offset (wall-clock ms), for the latency metric.
+   */
+  publish(channel: string, frame: Buffer, assignedAt = NaN): void {
     if (!this.has(channel)) return;
     const list = this.#pending.get(channel);
-    if (list === undefined) this.#pending.set(channel, [frame]);
-    else list.push(frame);
+    if (list === undefined) {
+      this.#pending.set(channel, [frame]);
+      this.#assigned.set(channel, [assignedAt]);
+    } else {
+      list.push(frame);
+      this.#assigned.get(channel)?.push(assignedAt);
+    }
     if (!this.#scheduled) {
       this.#scheduled = true;
       setImmediate(this.#flush);
@@ -168,33 +195,64 @@ export class Hub {
   #flushPending(): void {
     this.#scheduled = false;
     const pending = this.#pending;
+    const assigned = this.#assigned;
     this.#pending = new Map();
+    this.#assigned = new Map();
     let delivered = 0;
     for (const [channel, frames] of pending) {
+      let sinks = 0;
+      let bytes = 0;
+      for (const frame of frames) bytes += frame.length;
       const members = this.#members.get(channel);
       if (members !== undefined) {
         (this.#topics as TopicPublisher).publish(channel, frames);
-        delivered += members.size * frames.length;
+        sinks += members.size;
+        // Every member is a socket of the same engine: one tally for all of them.
+        const stats = firstOf(members)?.stats;
+        if (stats !== undefined) {
+          stats.messages += members.size * frames.length;
+          stats.bytes += members.size * bytes;
+        }
       }
       const set = this.#subscribers.get(channel);
-      if (set === undefined) continue;
-      if (frames.length === 1) {
-        const frame = frames[0] as Buffer;
-        for (const sink of set) sink.send(frame);
-      } else {
-        let joined: Buffer | undefined;
-        for (const sink of set) {
-          if (sink.batched) {
-            joined ??= joinFrames(frames);
-            sink.send(joined);
-          } else if (sink.sendMany !== undefined) {
-            sink.sendMany(frames);
-          } else {
-            for (const frame of frames) sink.send(frame);
+      if (set !== undefined) {
+        sinks += set.size;
+        if (frames.length === 1) {
+          const frame = frames[0] as Buffer;
+          for (const sink of set) {
+            sink.send(frame);
+            const stats = sink.stats;
+            if (stats !== undefined) {
+              stats.messages++;
+              stats.bytes += bytes;
+            }
+          }
+        } else {
+          let joined: Buffer | undefined;
+          for (const sink of set) {
+            if (sink.batched) {
+              joined ??= joinFrames(frames);
+              sink.send(joined);
+            } else if (sink.sendMany !== undefined) {
+              sink.sendMany(frames);
+            } else {
+              for (const frame of frames) sink.send(frame);
+            }
+            const stats = sink.stats;
+            if (stats !== undefined) {
+              stats.messages += frames.length;
+              stats.bytes += bytes;
+            }
           }
         }
       }
-      delivered += set.size * frames.length;
+      delivered += sinks * frames.length;
+      if (this.#onLatency !== undefined && sinks > 0) {
+        const now = Date.now();
+        for (const at of assigned.get(channel) ?? []) {
+          if (!Number.isNaN(at)) this.#onLatency((now - at) / 1000, sinks);
+        }
+      }
     }
     this.#onDelivered(delivered);
     if (this.#afterFlush.length > 0) {
@@ -203,6 +261,11 @@ export class Hub {
       for (const cb of callbacks) cb();
     }
   }
+}
+
+function firstOf<T>(set: ReadonlySet<T>): T | undefined {
+  for (const item of set) return item;
+  return undefined;
 }
 
 /** Frames as one batch for `switchboard.v1` clients: joined by '\n'. */

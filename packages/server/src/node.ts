@@ -1,7 +1,14 @@
 import { randomUUID } from 'node:crypto';
-import { DisconnectCode, ErrorCode, encodeMessageHead, type Position } from '@switchboard/protocol';
+import {
+  DisconnectCode,
+  ErrorCode,
+  encodeDiscontinuityEvent,
+  encodeMessageHead,
+  type Position,
+} from '@switchboard/protocol';
 import type { Logger } from 'pino';
 import type {
+  BridgeGap,
   Broker,
   BrokerHandler,
   HistoryOptions,
@@ -13,7 +20,7 @@ import type {
 import { PublishError } from './broker/publish-error.js';
 import { ReplyError } from './errors.js';
 import type { Hub, Sink } from './hub.js';
-import type { Metrics } from './metrics.js';
+import { seconds, type Metrics } from './metrics.js';
 import type { PresenceStore } from './presence/presence.js';
 import { PresenceTracker } from './presence/tracker.js';
 import { BufferingSink, framePosition, mergeAfter, type Positioned } from './recovery.js';
@@ -97,7 +104,7 @@ interface ChannelState {
   offset: number;
   /** A range is being fetched from history; live frames wait in `backlog`. */
   repairing: boolean;
-  backlog: { frame: Buffer; offset: number; epoch: string }[];
+  backlog: { frame: Buffer; offset: number; epoch: string; assignedAt: number }[];
   /** Resolved when the state reaches an offset (or the epoch changes). */
   waiters: { epoch: string; offset: number; resolve: () => void }[];
 }
@@ -233,6 +240,7 @@ export class Node implements BrokerHandler {
   publish(input: PublishInput, source: string): Promise<Published> {
     const id = input.id ?? randomUUID();
     const timestamp = Date.now();
+    const started = seconds();
     const head = encodeMessageHead({
       channel: input.channel,
       dataJson: input.dataJson,
@@ -251,6 +259,7 @@ export class Node implements BrokerHandler {
       })
       .then(
         (result) => {
+          this.#metrics.publishAck.observe(seconds() - started);
           this.#onWrite(true, timestamp);
           if (!result.duplicate) this.#metrics.messagesIn.inc({ source });
           return { ...result, id };
@@ -295,6 +304,7 @@ export class Node implements BrokerHandler {
       ({ direction, offset: from, epoch } = c);
     }
     const forward = direction === 'forward';
+    this.#metrics.historyReads.inc({ purpose: 'page' });
     const h = await this.#brokerCall('history', () =>
       this.#broker.history(
         channel,
@@ -332,17 +342,18 @@ export class Node implements BrokerHandler {
     frame: Buffer,
     offset: number | undefined,
     epoch: string | undefined,
+    assignedAt = NaN,
   ): void {
     const st = this.#states.get(channel);
     if (st === undefined || offset === undefined || epoch === undefined) {
-      this.#hub.publish(channel, frame);
+      this.#hub.publish(channel, frame, assignedAt);
       return;
     }
     if (st.repairing) {
-      this.#holdBack(channel, st, frame, offset, epoch);
+      this.#holdBack(channel, st, frame, offset, epoch, assignedAt);
       return;
     }
-    this.#accept(channel, st, frame, offset, epoch);
+    this.#accept(channel, st, frame, offset, epoch, assignedAt);
   }
 
   /** Registers what handles control messages of a topic (one handler per topic). */
@@ -371,6 +382,7 @@ export class Node implements BrokerHandler {
   }
 
   onResubscribed(channels: readonly string[]): void {
+    this.#metrics.resubscribes.inc();
     this.#log.info(
       { channels: channels.length },
       'broker resubscribed: checking channels for missed messages',
@@ -379,6 +391,18 @@ export class Node implements BrokerHandler {
       const st = this.#states.get(channel);
       if (st !== undefined && st.epoch !== undefined && !st.repairing)
         this.#startRepair(channel, st);
+    }
+  }
+
+  onBridgeGap(covers: (channel: string) => boolean, gap: BridgeGap): void {
+    // In the live stream, at the place of the loss: the subscribers' only way to learn of it,
+    // since raw messages have no offsets that a resume could compare.
+    for (const channel of this.#states.keys()) {
+      if (covers(channel))
+        this.#hub.publish(
+          channel,
+          Buffer.from(encodeDiscontinuityEvent(channel, gap.from, gap.until)),
+        );
     }
   }
 
@@ -422,6 +446,7 @@ export class Node implements BrokerHandler {
 
   /** Learns the channel's top position, unless live frames taught it first. */
   async #seed(channel: string, st: ChannelState): Promise<void> {
+    this.#metrics.historyReads.inc({ purpose: 'seed' });
     const h = await this.#broker.history(channel, { limit: 0 });
     if (st.epoch === undefined) {
       st.epoch = h.position.epoch;
@@ -449,6 +474,7 @@ export class Node implements BrokerHandler {
     options: SubscribeOptions,
   ): Promise<Subscribed> {
     const since = options.since;
+    this.#metrics.historyReads.inc({ purpose: since !== undefined ? 'resume' : 'rewind' });
     const h =
       since !== undefined
         ? await this.#brokerCall('history', () =>
@@ -542,7 +568,14 @@ export class Node implements BrokerHandler {
     });
   }
 
-  #accept(channel: string, st: ChannelState, frame: Buffer, offset: number, epoch: string): void {
+  #accept(
+    channel: string,
+    st: ChannelState,
+    frame: Buffer,
+    offset: number,
+    epoch: string,
+    assignedAt: number,
+  ): void {
     if (st.epoch !== epoch) {
       if (st.epoch !== undefined)
         this.#log.warn(
@@ -551,24 +584,31 @@ export class Node implements BrokerHandler {
         );
       st.epoch = epoch;
       st.offset = offset;
-      this.#hub.publish(channel, frame);
+      this.#hub.publish(channel, frame, assignedAt);
       this.#wake(st);
       return;
     }
     if (offset <= st.offset) return;
     if (offset === st.offset + 1) {
       st.offset = offset;
-      this.#hub.publish(channel, frame);
+      this.#hub.publish(channel, frame, assignedAt);
       if (st.waiters.length > 0) this.#wake(st);
       return;
     }
-    this.#holdBack(channel, st, frame, offset, epoch);
+    this.#holdBack(channel, st, frame, offset, epoch, assignedAt);
     this.#startRepair(channel, st);
   }
 
-  #holdBack(channel: string, st: ChannelState, frame: Buffer, offset: number, epoch: string): void {
+  #holdBack(
+    channel: string,
+    st: ChannelState,
+    frame: Buffer,
+    offset: number,
+    epoch: string,
+    assignedAt: number,
+  ): void {
     if (st.backlog.length < MAX_BACKLOG) {
-      st.backlog.push({ frame, offset, epoch });
+      st.backlog.push({ frame, offset, epoch, assignedAt });
       return;
     }
     this.#log.error({ channel }, 'gap repair backlog overflowed: subscribers must resume');
@@ -591,6 +631,7 @@ export class Node implements BrokerHandler {
     while (!this.#closed && this.#states.get(channel) === st) {
       let h;
       try {
+        this.#metrics.historyReads.inc({ purpose: 'repair' });
         h = await this.#broker.history(channel, { sinceOffset: st.offset, limit: MAX_BACKLOG });
       } catch (err) {
         this.#metrics.brokerErrors.inc({ op: 'repair' });
@@ -611,11 +652,16 @@ export class Node implements BrokerHandler {
             { channel, from: st.offset, top: h.position.offset },
             'gap no longer in history: subscribers must resume',
           );
+          this.#metrics.gapRepairs.inc({ outcome: 'lost' });
           this.#dropSubscribers(channel, 'missed messages are no longer in history');
           st.offset = h.position.offset;
         } else {
-          for (const e of merged) this.#hub.publish(channel, e.frame);
-          if (merged.length > 0) this.#metrics.repaired.inc(merged.length);
+          // No assignment time travels with history: the publishing node's timestamp stands in.
+          for (const e of merged) this.#hub.publish(channel, e.frame, frameTimestamp(e.frame));
+          if (merged.length > 0) {
+            this.#metrics.gapRepairs.inc({ outcome: 'repaired' });
+            this.#metrics.repaired.inc(merged.length);
+          }
           st.offset = Math.max(st.offset, merged[merged.length - 1]?.offset ?? st.offset);
         }
       }
@@ -624,7 +670,7 @@ export class Node implements BrokerHandler {
       st.backlog = [];
       for (const b of backlog) {
         if (st.repairing) st.backlog.push(b);
-        else this.#accept(channel, st, b.frame, b.offset, b.epoch);
+        else this.#accept(channel, st, b.frame, b.offset, b.epoch, b.assignedAt);
       }
       this.#wake(st);
       return;
@@ -672,6 +718,21 @@ function positioned(
     else if (p.epoch === epoch) out.push({ offset: p.offset, frame });
   }
   return { frames: out, unpositioned };
+}
+
+const TIMESTAMP = Buffer.from('"timestamp":');
+
+/**
+ * A frame's top-level `timestamp` (ms): the last occurrence of the key, since the data comes
+ * before it and only a JSON string (the name, where a quote is always escaped) after it.
+ */
+function frameTimestamp(frame: Buffer): number {
+  const at = frame.lastIndexOf(TIMESTAMP);
+  if (at < 0) return NaN;
+  let end = at + TIMESTAMP.length;
+  while (end < frame.length && (frame[end] as number) >= 0x30 && (frame[end] as number) <= 0x39)
+    end++;
+  return Number(frame.toString('latin1', at + TIMESTAMP.length, end)) || NaN;
 }
 
 function frames(list: readonly Positioned[]): Buffer[] {

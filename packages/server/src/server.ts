@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import { createHttpHandler } from './api/http.js';
 import type { Broker } from './broker/broker.js';
 import { MemoryBroker } from './broker/memory.js';
+import { createBridgeMetrics } from './broker/bridge-metrics.js';
 import { RedisBroker } from './broker/redis.js';
 import { RedisClusterBroker } from './broker/redis-cluster.js';
 import { redisTargetOf } from './broker/redis-target.js';
@@ -11,13 +12,18 @@ import type { Connection, RequestInfo } from './engine/connection.js';
 import { createEdge, type Edge } from './engine/edge.js';
 import { HttpTransports } from './engine/http-transports.js';
 import { Hub } from './hub.js';
-import { createMetrics } from './metrics.js';
+import { authFailureReason, createMetrics } from './metrics.js';
+import { InstrumentedBroker } from './broker/instrumented.js';
 import { channelNamespace } from '@switchboard/protocol';
 import type { HistoryOptions } from './broker/broker.js';
 import { Node } from './node.js';
 import { Readiness } from './readiness.js';
 import { Session } from './session.js';
-import { createPublicKey } from 'node:crypto';
+import { drain } from './drain.js';
+import { Shedding } from './shedding.js';
+import { createPublicKey, randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import { VERSION, createWebRoutes } from './web/front-page.js';
 import { Admission, isRefusal } from './admission.js';
 import { ApiKeys } from './auth/api-keys.js';
 import { AuthFailureLog } from './auth/auth-log.js';
@@ -39,8 +45,9 @@ export interface RunningServer {
   /** The network engine actually running (uws falls back to ws when it cannot load). */
   readonly engine: 'uws' | 'ws';
   /**
-   * Graceful stop: refuse new work, close every client with 1001, wait for them (up to
-   * shutdownTimeoutMs), then release the broker.
+   * Graceful stop (the drain): not ready at once, stop accepting, ask clients to reconnect
+   * elsewhere (3012) spread over drainWindowMs, wait for the last one to leave (up to
+   * shutdownTimeoutMs from the call), then release the broker.
    */
   close(): Promise<void>;
 }
@@ -85,8 +92,10 @@ export async function startServer(
       ? new MemoryRevocationStore(config.maxTokenLifetimeMs)
       : new RedisRevocationStore(redisTarget, config.redisPrefix, config.maxTokenLifetimeMs));
   const registry = new SessionRegistry(config.maxConnectionsPerUser);
-  const authLog = new AuthFailureLog(logger);
-  const broker: Broker =
+  const authLog = new AuthFailureLog(logger, undefined, (reason) =>
+    metrics.authFailure(authFailureReason(reason)),
+  );
+  const picked: Broker =
     redisTarget === undefined
       ? new MemoryBroker()
       : redisTarget.mode === 'cluster'
@@ -104,6 +113,7 @@ export async function startServer(
             commandTimeoutMs: config.redisCommandTimeoutMs,
             logger,
           });
+  const broker: Broker = new InstrumentedBroker(picked, (op, s) => metrics.brokerCommand(op, s));
   // The edge comes first: the Hub fans out through its native topics when it has them. Its
   // callbacks reach sessions, transports and the API, which exist before the first request.
   const edge: Edge = createEdge({
@@ -117,18 +127,30 @@ export async function startServer(
     logger,
     admit: (req) => {
       const origin = admission.origin(req);
-      return isRefusal(origin) ? origin : admission.connection(req);
+      return isRefusal(origin) ? origin : counted(admission.connection(req));
     },
     accept: (conn, req) => accept(conn, req),
-    onDisconnect: (code) => metrics.disconnects.inc({ code }),
+    onDisconnect: (code) => disconnected(code),
     request: (req, res) => request(req, res),
   });
-  const hub = new Hub((n) => metrics.messagesOut.inc(n), edge.topics);
-  const metrics = createMetrics({
-    connections: () => edge.connections + transports.connections,
-    subscriptions: () => hub.subscriptions,
-    channels: () => hub.channels,
-  });
+  // Metrics off: the Hub counts nothing, so the bench can tell what counting costs.
+  const hub = config.metrics
+    ? new Hub(
+        (n) => metrics.messagesOut.inc(n),
+        edge.topics,
+        (s, n) => metrics.delivered(s, n),
+      )
+    : new Hub(undefined, edge.topics);
+  const metrics = createMetrics(
+    {
+      connections: () => edge.connections + transports.connections,
+      subscriptions: () => hub.subscriptions,
+      channels: () => hub.channels,
+      maxConnections: () => config.maxConnections,
+    },
+    config.metrics,
+  );
+  if (broker instanceof RedisBroker) broker.instrumentBridge(createBridgeMetrics(metrics.registry));
   const readiness = new Readiness({
     graceMs: config.readinessGraceMs,
     recoverMs: READINESS_RECOVER_MS,
@@ -171,13 +193,30 @@ export async function startServer(
     onFlooding: (address: string) => admission.penalize(address),
     flooding: (address: string) => admission.flooding(address),
   };
+  const shedding = new Shedding({
+    maxConnections: config.maxConnections,
+    memoryBytes: config.shedMemoryBytes,
+    eventLoopLagMs: config.shedEventLoopLagMs,
+    connections: (): number => edge.connections + transports.connections,
+    readiness,
+  });
   const admission: Admission = new Admission({
     allowedOrigins: config.allowedOrigins,
     authEnabled: policy.enabled,
-    maxConnections: config.maxConnections,
     maxConnectionsPerIpPerSecond: config.maxConnectionsPerIpPerSecond,
-    connections: (): number => edge.connections + transports.connections,
+    shedding: () => shedding.check(),
+    retryAfterS: Math.ceil(config.shedRetryAfterMs / 1000),
   });
+  const disconnected = (code: number): void => {
+    metrics.disconnects.inc({ code });
+    if (code === DisconnectCode.SLOW) metrics.slowConsumers.inc();
+  };
+  /** Counts connections refused for the per-address rate. */
+  const counted = <T>(refusal: T): T => {
+    if (isRefusal(refusal) && refusal.status === 429)
+      metrics.rateLimited.inc({ kind: 'connection' });
+    return refusal;
+  };
   // Browsers cannot set headers on a WebSocket: the token may come as ?token= (or in a connect frame).
   const accept = (conn: Connection, req: RequestInfo): Session =>
     new Session(sessionContext, conn, tokenParam(req.url), req.socket.remoteAddress);
@@ -192,19 +231,45 @@ export async function startServer(
     admit: (req, opening) => {
       const origin = admission.origin(req);
       if (isRefusal(origin)) return origin;
-      return opening ? admission.connection(req) : undefined;
+      return opening ? counted(admission.connection(req)) : undefined;
     },
     accept,
-    onDisconnect: (code) => metrics.disconnects.inc({ code }),
+    onDisconnect: (code) => disconnected(code),
+  });
+  const startedAt = Date.now();
+  const nodeId = config.nodeId ?? `${hostname()}-${randomBytes(3).toString('hex')}`;
+  const web = createWebRoutes({
+    info: () => ({
+      name: 'switchboard',
+      version: VERSION,
+      nodeId,
+      engine: edge.engine,
+      broker: broker.name,
+      startedAt: new Date(startedAt).toISOString(),
+      uptimeMs: Date.now() - startedAt,
+      auth: policy.enabled,
+      connections: edge.connections + transports.connections,
+      channels: hub.channels,
+      links: {
+        demo: config.demoUrl ?? null,
+        admin: null,
+        metrics: '/metrics',
+        docs: '/docs/README.md',
+      },
+    }),
   });
   const request = transports.before(
     createHttpHandler({
+      web,
       node,
       metrics,
       logger,
       maxBodyBytes: config.maxRequestBodyBytes,
       maxMessageBytes: config.maxMessageBytes,
-      readiness: () => readiness.state(),
+      readiness: () => {
+        shedding.check();
+        return readiness.state();
+      },
       policy,
       apiKeys,
       authenticator,
@@ -221,6 +286,7 @@ export async function startServer(
 
   await broker.start(node);
   readiness.start();
+  shedding.start();
   // Revocations reach the live connections of every node through the broker.
   await node.onControlTopic(REVOCATIONS_TOPIC, (payload) => {
     let parsed: unknown;
@@ -255,24 +321,39 @@ export async function startServer(
     engine: edge.engine,
     close() {
       closing ??= (async () => {
-        readiness.set('draining', 'shutting down');
-        logger.info(
-          { connections: edge.connections + transports.connections },
-          'shutting down: closing client connections',
-        );
+        const startedAt = Date.now();
+        const deadline = startedAt + config.shutdownTimeoutMs;
+        readiness.set('draining', `since ${new Date(startedAt).toISOString()}`);
         edge.stopAccepting();
+        const clients = [...edge.openWebSockets(), ...transports.beginDrain()];
+        const windowMs = Math.min(config.drainWindowMs, config.shutdownTimeoutMs);
+        logger.info(
+          { connections: clients.length, drainWindowMs: windowMs, ready: readiness.ready },
+          'draining: not ready, not accepting; asking clients to reconnect elsewhere',
+        );
+        const left = await drain(clients, {
+          windowMs,
+          deadline,
+          connections: () => edge.connections + transports.connections,
+          code: DisconnectCode.DRAINING,
+          reason: 'node draining: reconnect elsewhere',
+          onFirst: (at) => logger.info({ at }, 'draining: first client asked to leave'),
+        });
+        logger.info(
+          {
+            left,
+            connections: edge.connections + transports.connections,
+            elapsedMs: Date.now() - startedAt,
+          },
+          left ? 'drained: every client left' : 'drain timed out: dropping the rest',
+        );
+        // Whatever is still open (a client that did not answer its close) goes now.
+        const rest = Math.max(0, deadline - Date.now());
         await Promise.all([
-          edge.closeWebSockets(
-            DisconnectCode.GOING_AWAY,
-            'server shutting down',
-            config.shutdownTimeoutMs,
-          ),
-          transports.closeAll(
-            DisconnectCode.GOING_AWAY,
-            'server shutting down',
-            config.shutdownTimeoutMs,
-          ),
+          edge.closeWebSockets(DisconnectCode.DRAINING, 'node draining: reconnect elsewhere', rest),
+          transports.closeAll(DisconnectCode.DRAINING, 'node draining: reconnect elsewhere', rest),
         ]);
+        shedding.stop();
         edge.closeRemaining();
         node.close();
         readiness.stop();

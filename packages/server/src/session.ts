@@ -29,7 +29,7 @@ import type { SessionRegistry } from './auth/registry.js';
 import type { RevocationStore } from './auth/revocation.js';
 import type { Connection, ConnectionHandler } from './engine/connection.js';
 import { ReplyError, toReplyError } from './errors.js';
-import type { Metrics } from './metrics.js';
+import { NATIVE_DIALECT, type Metrics, type TransportStats } from './metrics.js';
 import type { Node } from './node.js';
 import { setLongTimeout, type LongTimer } from './timers.js';
 
@@ -105,6 +105,7 @@ export class Session implements ConnectionHandler {
   #expiryTimer: LongTimer | undefined;
 
   readonly #address: string | undefined;
+  readonly #stats: TransportStats;
 
   /**
    * `token`: from the connection request (query parameter), verified before any frame is handled.
@@ -115,6 +116,10 @@ export class Session implements ConnectionHandler {
     this.#address = address;
     this.#node = ctx.node;
     this.#conn = conn;
+    this.#stats = ctx.metrics.stats(conn.transport);
+    // The Hub adds this connection's deliveries to its transport's tally.
+    if (ctx.metrics.enabled) conn.stats = this.#stats;
+    ctx.metrics.opened(conn.transport, NATIVE_DIALECT, conn);
     // A flooder that reconnects does not get a fresh burst of commands with each connection.
     this.#tokens =
       address !== undefined && ctx.flooding?.(address) === true ? 0 : ctx.limits.commandBurst;
@@ -143,6 +148,7 @@ export class Session implements ConnectionHandler {
   }
 
   onFrame(text: string): void {
+    this.#stats.received += Buffer.byteLength(text);
     if (this.#early !== undefined) {
       if (this.#early.length >= MAX_EARLY_FRAMES)
         this.#conn.close(DisconnectCode.BAD_REQUEST, 'too many frames before authentication');
@@ -169,6 +175,7 @@ export class Session implements ConnectionHandler {
 
   onClose(): void {
     this.#closed = true;
+    this.#ctx.metrics.closed(this.#conn.transport, NATIVE_DIALECT, this.#conn);
     clearTimeout(this.#authTimer);
     this.#refreshTimer?.clear();
     this.#expiryTimer?.clear();
@@ -187,7 +194,7 @@ export class Session implements ConnectionHandler {
   #dispatch(cmd: Command): void {
     switch (cmd.action) {
       case 'ping':
-        this.#conn.sendText(
+        this.#write(
           cmd.id === undefined ? '{"ok":true,"pong":true}' : encodeReply(cmd.id, '"pong":true'),
         );
         return;
@@ -314,7 +321,11 @@ export class Session implements ConnectionHandler {
             `${recovered}"position":{"offset":${sub.position.offset},"epoch":${JSON.stringify(sub.position.epoch)}}`,
           );
         }
-        for (const frame of sub.replay) this.#conn.send(frame);
+        for (const frame of sub.replay) {
+          this.#conn.send(frame);
+          this.#stats.bytes += frame.length;
+        }
+        this.#stats.messages += sub.replay.length;
       },
       (err: unknown) => {
         this.#inFlight--;
@@ -508,7 +519,7 @@ export class Session implements ConnectionHandler {
     // client whose clock is a little behind ours no chance to refresh.
     const life = remaining > 0 ? remaining : remaining + this.#ctx.tokenLeewayMs;
     this.#refreshTimer = setLongTimeout(
-      () => this.#conn.sendText(`{"event":"refresh","expiresAt":${creds.expiresAt}}`),
+      () => this.#write(`{"event":"refresh","expiresAt":${creds.expiresAt}}`),
       remaining - lead,
     );
     this.#expiryTimer = setLongTimeout(
@@ -523,7 +534,7 @@ export class Session implements ConnectionHandler {
       if (this.#ctx.policy.allows(this.#credentials, 'subscribe', channel)) continue;
       this.#channels.delete(channel);
       this.#leave(channel);
-      this.#conn.sendText(
+      this.#write(
         `{"event":"unsubscribed","channel":${JSON.stringify(channel)},"code":${ErrorCode.PERMISSION_DENIED},"reason":"no longer allowed by the token"}`,
       );
     }
@@ -550,6 +561,7 @@ export class Session implements ConnectionHandler {
    * rate (more than twice its bucket refused within 10 s) is closed with 3011 FLOODING.
    */
   #refuse(text: string): void {
+    this.#ctx.metrics.rateLimited.inc({ kind: 'command' });
     const { commandsPerSecond } = this.#ctx.limits;
     const id = peekRequestId(text);
     if (id !== undefined || !this.#toldOverRate) {
@@ -624,7 +636,8 @@ export class Session implements ConnectionHandler {
   }
 
   #reply(id: RequestId, fields: string): void {
-    if (!this.#closed) this.#conn.sendText(encodeReply(id, fields));
+    if (this.#closed) return;
+    this.#write(encodeReply(id, fields));
   }
 
   #fail(id: RequestId | undefined, err: ReplyError): void {
@@ -635,8 +648,15 @@ export class Session implements ConnectionHandler {
     );
   }
 
+  /** Every control frame leaves through here, so its bytes are counted for its transport. */
+  #write(text: string): void {
+    this.#stats.bytes += Buffer.byteLength(text);
+    this.#conn.sendText(text);
+  }
+
   #sendError(err: CommandError): void {
     this.#ctx.metrics.errors.inc({ code: err.code });
-    if (!this.#closed) this.#conn.sendText(encodeError(err));
+    if (this.#closed) return;
+    this.#write(encodeError(err));
   }
 }

@@ -361,8 +361,9 @@ describe('limits', () => {
       const batch = JSON.stringify(Array.from({ length: 50 }, () => ({ data })));
       let sent = 0;
       const code3008 = /^switchboard_disconnects_total\{code="3008"\}/;
-      // uWS's own limit (maxOutboundBytes + 4 MiB) may drop the socket before the engine's 100 ms
-      // backlog check closes it with 3008: a burst of 800 KB outruns that check.
+      // A burst of 800 KB per request: on uws it used to outrun the engine's 100 ms backlog
+      // check and hit uWS's own limit (maxOutboundBytes + 4 MiB), which drops the socket without
+      // a close frame; the engine now checks before that (#15.3).
       while ((await metric(server, code3008)) === 0 && slow.endedAt === undefined) {
         assert.ok(sent < 40, 'never closed the slow client');
         const r = await http(server.port, 'POST', '/v1/channels/slow/messages', {}, batch);
@@ -371,12 +372,38 @@ describe('limits', () => {
       }
       slow.socket.resume();
       const code = await slow.closed(3000);
-      if (ENGINE === 'uws') assert.ok(code === DisconnectCode.SLOW || code === undefined);
-      else assert.equal(code, DisconnectCode.SLOW);
+      assert.equal(code, DisconnectCode.SLOW, `${ENGINE}: the slow client is told why`);
       slow.destroy();
       await reader.until((fs) => fs.filter((f) => f['channel'] === 'slow').length === sent * 50);
       assert.equal(reader.closeCode, undefined);
       reader.close();
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('maxOutboundBytes: a burst that outruns the periodic backlog check still ends in 3008', async () => {
+    const server = await startTestServer({ maxOutboundBytes: 64 * 1024 });
+    try {
+      const slow = await RawWs.open(server.port);
+      slow.write(
+        frame({ opcode: OP.TEXT, payload: '{"action":"subscribe","channel":"burst","id":1}' }),
+      );
+      await slow.until(() => slow.texts().length > 0);
+      slow.socket.pause();
+      const data = 'x'.repeat(16 * 1024);
+      const batch = JSON.stringify(Array.from({ length: 50 }, () => ({ data })));
+      // 8 MB at once, in fewer milliseconds than the engines' 100 ms check: past uWS's own limit
+      // (maxOutboundBytes + 4 MiB) unless the engine looks before each publish that could get there.
+      const posts = await Promise.all(
+        Array.from({ length: 10 }, () =>
+          http(server.port, 'POST', '/v1/channels/burst/messages', {}, batch),
+        ),
+      );
+      for (const r of posts) assert.equal(r.status, 200);
+      slow.socket.resume();
+      assert.equal(await slow.closed(3000), DisconnectCode.SLOW, `${ENGINE}: told why`);
+      slow.destroy();
     } finally {
       await server.close();
     }

@@ -1,17 +1,19 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { describe, it } from 'node:test';
 import { WebSocket } from 'ws';
 import { DisconnectCode } from '@switchboard/protocol';
-import { startNodeProcess, startTestServer, TestClient } from './helpers.js';
+import { CLI, ENGINE, startNodeProcess, startTestServer, TestClient } from './helpers.js';
 
 describe('lifecycle', () => {
-  it('on SIGTERM closes clients with 1001, stops accepting and exits 0', async () => {
+  it('on SIGTERM closes clients with 3012 (draining), stops accepting and exits 0', async () => {
     const node = await startNodeProcess();
     const clients = await Promise.all(Array.from({ length: 5 }, () => TestClient.open(node.wsUrl)));
     await Promise.all(clients.map((c) => c.subscribe('bye')));
     const code = node.stop('SIGTERM');
     const closes = await Promise.all(clients.map((c) => c.closed()));
-    assert.deepEqual(closes, Array(5).fill(DisconnectCode.GOING_AWAY));
+    assert.deepEqual(closes, Array(5).fill(DisconnectCode.DRAINING));
     assert.equal(await code, 0);
     assert.match(node.output(), /shutdown complete/);
     await assert.rejects(fetch(`${node.url}/healthz`));
@@ -32,6 +34,37 @@ describe('lifecycle', () => {
       alive.close();
     } finally {
       await server.close();
+    }
+  });
+
+  it(`fails to start on a port already in use (${ENGINE}), like the ws engine: EADDRINUSE`, async () => {
+    const first = await startTestServer();
+    try {
+      // In-process: startServer rejects with the errno, as node:http does.
+      await assert.rejects(startTestServer({ port: first.port }), { code: 'EADDRINUSE' });
+      // The CLI: exits 1 saying why, instead of serving half of the port's traffic (#15.1).
+      const child = spawn(
+        process.execPath,
+        [CLI, 'serve', '--host', '127.0.0.1', '--port', String(first.port)],
+        { env: { ...process.env, SWITCHBOARD_ENGINE: ENGINE }, stdio: ['ignore', 'pipe', 'pipe'] },
+      );
+      let out = '';
+      child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+      const [code] = (await once(child, 'exit')) as [number | null];
+      assert.equal(code, 1, out);
+      assert.match(out, /EADDRINUSE/);
+      assert.doesNotMatch(out, /switchboard listening/);
+      // Every connection still reaches the one server that holds the port.
+      const clients = await Promise.all(
+        Array.from({ length: 8 }, () => TestClient.open(first.wsUrl)),
+      );
+      await Promise.all(clients.map((c) => c.subscribe('port-owner')));
+      const metrics = await (await fetch(`${first.url}/metrics`)).text();
+      assert.match(metrics, /^switchboard_subscriptions 8$/m);
+      for (const c of clients) c.close();
+    } finally {
+      await first.close();
     }
   });
 

@@ -27,6 +27,7 @@ import {
 import type { AuthFailureLog } from '../auth/auth-log.js';
 import type { AccessPolicy } from '../auth/policy.js';
 import type { ReadinessState } from '../readiness.js';
+import type { WebRoutes } from '../web/front-page.js';
 import {
   parseRevocation,
   revocationJson,
@@ -51,6 +52,8 @@ export interface HttpApiOptions {
   readonly maxMessageBytes: number;
   /** Whether the node should receive new clients, and why not (readiness.ts). */
   readonly readiness: () => ReadinessState;
+  /** The front page, its assets and GET /v1/info (web/front-page.ts). */
+  readonly web?: WebRoutes;
 }
 
 /** Messages one POST may carry. */
@@ -109,9 +112,9 @@ async function handle(o: HttpApiOptions, req: IncomingMessage, res: ServerRespon
       ...(r.faults.length > 0 && { faults: r.faults }),
     });
   }
-  if (path === '/metrics') {
+  if (path === '/metrics' && o.metrics.enabled) {
     if (!allow(req, res, 'GET')) return;
-    const body = await o.metrics.registry.metrics();
+    const body = await o.metrics.exposition();
     res.writeHead(200, { 'content-type': o.metrics.registry.contentType }).end(body);
     return;
   }
@@ -148,6 +151,7 @@ async function handle(o: HttpApiOptions, req: IncomingMessage, res: ServerRespon
     });
     return sendJson(res, 200, { ok: true, revoked: JSON.parse(revocationJson(r)) as unknown });
   }
+  if (o.web?.(req, res, path) === true) return;
   sendError(res, ErrorCode.NOT_FOUND, `no route for ${path}`);
 }
 

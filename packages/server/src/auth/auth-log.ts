@@ -22,12 +22,17 @@ export class AuthFailureLog {
   #logged = 0;
   #suppressed = 0;
 
-  constructor(log: Logger, perSecond = 10) {
+  readonly #count: ((reason: string) => void) | undefined;
+
+  /** `count`: told every refusal, logged or not (the metrics count them all). */
+  constructor(log: Logger, perSecond = 10, count?: (reason: string) => void) {
     this.#log = log;
     this.#perSecond = perSecond;
+    this.#count = count;
   }
 
   refused(reason: string, f: RefusalFields): void {
+    this.#count?.(reason);
     const second = Math.floor(Date.now() / 1000);
     if (second !== this.#second) {
       this.#second = second;

@@ -60,18 +60,31 @@ export interface HistoryResult {
 export interface BrokerHandler {
   /**
    * A message frame for `channel`. `offset` and `epoch` are set when the message went through
-   * publish(); bridged raw messages have neither.
+   * publish(); bridged raw messages have neither. `assignedAt` is when the broker assigned the
+   * offset, in wall-clock milliseconds (the broker's clock), when the broker knows it.
    */
   onPublication(
     channel: string,
     frame: Buffer,
     offset: number | undefined,
     epoch: string | undefined,
+    assignedAt?: number,
   ): void;
   /** The broker lost its fan-out link and has restored it; messages may have been missed meanwhile. */
   onResubscribed(channels: readonly string[]): void;
   /** A control message on a topic this node subscribed to with subscribeControl(). */
   onControl(topic: string, payload: Buffer): void;
+  /**
+   * The raw-PUBLISH bridge was not subscribed from `gap.from` to `gap.until` (ms since the epoch):
+   * raw messages published meanwhile on channels `covers` accepts never reached this node and
+   * cannot be recovered (they have no stream position). Called before any later bridged message.
+   */
+  onBridgeGap?(covers: (channel: string) => boolean, gap: BridgeGap): void;
+}
+
+export interface BridgeGap {
+  readonly from: number;
+  readonly until: number;
 }
 
 /**

@@ -77,7 +77,7 @@ export class MemoryBroker implements Broker {
     }
     if (req.dedupeMs > 0) state.dedupe.set(req.id, { offset, expiresAt: now + req.dedupeMs });
     if (this.#subscribed.has(req.channel))
-      this.#handler?.onPublication(req.channel, frame, offset, state.epoch);
+      this.#handler?.onPublication(req.channel, frame, offset, state.epoch, now);
     return Promise.resolve({ offset, epoch: state.epoch, duplicate: false });
   }
 

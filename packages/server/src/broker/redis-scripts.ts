@@ -8,8 +8,9 @@
  * KEYS: meta, stream, dedupe.
  * ARGV: pubsub channel, frame head, history size, history ttl ms, dedupe ms, epoch candidate, meta ttl ms.
  * Returns {offset, epoch, duplicate (0|1)}.
- * The published payload is `<offset> <epoch> <frame>` so subscribers read the position without
- * parsing JSON.
+ * The published payload is `<offset> <epoch> <assigned> <frame>` so subscribers read the position
+ * without parsing JSON; `<assigned>` is Redis's clock when the offset was assigned, in microseconds
+ * since the epoch (publish-to-deliver latency is measured from it).
  */
 export const PUBLISH_LUA = publishLua('PUBLISH');
 
@@ -45,7 +46,8 @@ end
 if dedupeMs > 0 then
   redis.call('SET', dedupe, offset .. ' ' .. epoch, 'PX', dedupeMs)
 end
-redis.call('${command}', ARGV[1], offset .. ' ' .. epoch .. ' ' .. frame)
+local now = redis.call('TIME')
+redis.call('${command}', ARGV[1], offset .. ' ' .. epoch .. ' ' .. now[1] .. string.format('%06d', tonumber(now[2])) .. ' ' .. frame)
 return {offset, epoch, 0}
 `;
 }

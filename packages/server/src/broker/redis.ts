@@ -14,8 +14,10 @@ import type {
   PublishRequest,
   PublishResult,
 } from './broker.js';
+import type { BridgeMetrics } from './bridge-metrics.js';
 import { newEpoch } from './epoch.js';
 import { PublishError } from './publish-error.js';
+import { redisGlobMatcher } from './redis-glob.js';
 import { createRedisKeys, type RedisKeys } from './redis-keys.js';
 import { connectRedis, type RedisTarget } from './redis-target.js';
 import { HISTORY_LUA, PUBLISH_LUA } from './redis-scripts.js';
@@ -65,6 +67,8 @@ export interface ScriptCommands {
 }
 
 const SPACE = 0x20;
+const DIGIT_0 = 0x30;
+const DIGIT_9 = 0x39;
 
 /**
  * Redis as fan-out and persistence. One command connection and one subscriber connection per node,
@@ -84,12 +88,23 @@ export class RedisBroker implements Broker {
   readonly #controls = new Set<string>();
   #closing = false;
   readonly #probeKey: string;
+  /** Since when the bridge patterns have not been subscribed (the subscriber link was lost). */
+  #bridgeDownSince: number | undefined;
+  #bridgeMetrics: BridgeMetrics | undefined;
+  readonly #bridgeCovers: (channel: string) => boolean;
 
   constructor(options: RedisBrokerOptions) {
     this.#options = options;
     this.#keys = createRedisKeys(options.prefix);
     this.#probeKey = this.#keys.probe(newEpoch());
     this.#metaTtlMs = options.metaTtlMs ?? 24 * 60 * 60 * 1000;
+    const matchers = (options.bridgePatterns ?? []).map(redisGlobMatcher);
+    this.#bridgeCovers = (channel) => matchers.some((m) => m(channel));
+  }
+
+  /** Counts bridged messages and the bridge's loss windows on `metrics`. */
+  instrumentBridge(metrics: BridgeMetrics): void {
+    this.#bridgeMetrics = metrics;
   }
 
   get ready(): boolean {
@@ -144,7 +159,14 @@ export class RedisBroker implements Broker {
     );
     await Promise.all([cmd.connect(), sub.connect()]);
     const patterns = this.#options.bridgePatterns ?? [];
-    if (patterns.length > 0) await sub.psubscribe(...patterns);
+    if (patterns.length > 0) {
+      await sub.psubscribe(...patterns);
+      // Redis pub/sub is fire-and-forget: a raw PUBLISH sent while no bridge subscription is
+      // held reaches nobody. From this moment until the subscription is back, that is a loss.
+      sub.on('close', () => {
+        if (!this.#closing) this.#bridgeDownSince ??= Date.now();
+      });
+    }
     sub.on('ready', () => this.#resubscribe());
   }
 
@@ -225,7 +247,10 @@ export class RedisBroker implements Broker {
       patterns.length === 0 ? undefined : sub.psubscribe(...patterns),
     ]);
     done.then(
-      () => this.#handler?.onResubscribed(channels),
+      () => {
+        this.#bridgeRestored();
+        this.#handler?.onResubscribed(channels);
+      },
       (err: unknown) => this.#options.logger.error({ err }, 'redis resubscribe failed'),
     );
   }
@@ -248,7 +273,27 @@ export class RedisBroker implements Broker {
     if (this.#handler !== undefined) deliver(this.#keys, this.#handler, pubsub, payload);
   }
 
+  /**
+   * The bridge patterns are subscribed again: says so once per loss, before any later bridged
+   * message is delivered (pmessages read with the PSUBSCRIBE reply run before its promise settles).
+   */
+  #bridgeRestored(): void {
+    const from = this.#bridgeDownSince;
+    if (from === undefined) return;
+    this.#bridgeDownSince = undefined;
+    const until = Date.now();
+    this.#bridgeMetrics?.gaps.inc();
+    this.#bridgeMetrics?.gapSeconds.inc((until - from) / 1000);
+    this.#options.logger.warn(
+      { patterns: this.#options.bridgePatterns, lostMs: until - from, from, until },
+      'redis bridge resubscribed: raw PUBLISHes sent while it was down are lost; subscribers of bridged channels are told (event discontinuity)',
+    );
+    this.#handler?.onBridgeGap?.(this.#bridgeCovers, { from, until });
+  }
+
   #onBridged(pubsub: Buffer, payload: Buffer): void {
+    if (this.#bridgeDownSince !== undefined) this.#bridgeRestored();
+    this.#bridgeMetrics?.messages.inc();
     const channel = pubsub.toString('utf8');
     if (
       this.#handler === undefined ||
@@ -270,6 +315,8 @@ export class RedisBroker implements Broker {
       Buffer.from(closeMessageFrameUnpositioned(head)),
       undefined,
       undefined,
+      // A raw PUBLISH has no assignment: it is measured from its arrival here.
+      Date.now(),
     );
   }
 
@@ -311,13 +358,23 @@ export function deliver(
     if (topic !== undefined) handler.onControl(topic, payload);
     return;
   }
-  // payload: `<offset> <epoch> <frame>`
+  // payload: `<offset> <epoch> <assigned µs> <frame>`; a frame starts with '{', so a payload
+  // of a node from before the assignment time (`<offset> <epoch> <frame>`) still reads.
   const a = payload.indexOf(SPACE);
   const b = payload.indexOf(SPACE, a + 1);
   if (a <= 0 || b <= a) return;
   const offset = Number(payload.toString('latin1', 0, a));
   const epoch = payload.toString('latin1', a + 1, b);
-  handler.onPublication(channel, payload.subarray(b + 1), offset, epoch);
+  let start = b + 1;
+  let assignedAt: number | undefined;
+  const first = payload[start];
+  if (first !== undefined && first >= DIGIT_0 && first <= DIGIT_9) {
+    const c = payload.indexOf(SPACE, start);
+    if (c < 0) return;
+    assignedAt = Number(payload.toString('latin1', start, c)) / 1000;
+    start = c + 1;
+  }
+  handler.onPublication(channel, payload.subarray(start), offset, epoch, assignedAt);
 }
 
 /**

@@ -19,6 +19,8 @@ export type TransportName = 'websocket' | 'sse' | 'long-polling';
 
 export interface Connection extends Sink {
   readonly transport: TransportName;
+  /** Bytes accepted for the client and not yet taken by its socket (or, long-polling, its polls). */
+  readonly queuedBytes: number;
   /** Sends a control frame (reply, error); same queue and limits as message frames. */
   sendText(frame: string): void;
   /** Ends the connection with a close code and a reason of at most 123 bytes. */

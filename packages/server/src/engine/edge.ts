@@ -46,6 +46,8 @@ export interface Edge {
   listen(host: string, port: number): Promise<number>;
   /** Stops accepting connections; open ones stay. */
   stopAccepting(): void;
+  /** The open WebSockets (each closed by its own `close(code, reason)`), for the drain. */
+  openWebSockets(): { close(code: number, reason: string): void }[];
   /** Closes every WebSocket with `code`; resolves when they are gone or after `timeoutMs`. */
   closeWebSockets(code: number, reason: string, timeoutMs: number): Promise<void>;
   /** Drops whatever HTTP connections are left (idle keep-alive). */
@@ -91,6 +93,7 @@ function uwsEdge(engine: UwsEngine): Edge {
     topics: engine,
     listen: (host, port) => engine.listen(host, port),
     stopAccepting: () => engine.stopListening(),
+    openWebSockets: () => engine.open(),
     closeWebSockets: (code, reason) => engine.closeAll(code, reason),
     closeRemaining: () => {},
   };
@@ -130,6 +133,7 @@ function wsEdge(o: EdgeOptions): Edge {
         });
       }),
     stopAccepting: () => http.close(),
+    openWebSockets: () => engine.open(),
     closeWebSockets: (code, reason, timeoutMs) => engine.closeAll(code, reason, timeoutMs),
     closeRemaining: () => http.closeAllConnections(),
   };

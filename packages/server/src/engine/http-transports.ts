@@ -43,6 +43,8 @@ export interface HttpRefusal {
   readonly status: number;
   readonly code: number;
   readonly message: string;
+  /** Sent as `Retry-After` (seconds). */
+  readonly retryAfterS?: number;
 }
 
 /** What the transports need of the node: control topics (node.ts) and the broker's publish. */
@@ -95,10 +97,17 @@ interface ForwardedPoll {
 class RouteError extends Error {
   readonly code: ErrorCodeValue;
   readonly status: number;
-  constructor(code: ErrorCodeValue, message: string, status: number = errorHttpStatus[code]) {
+  readonly retryAfterS: number | undefined;
+  constructor(
+    code: ErrorCodeValue,
+    message: string,
+    status: number = errorHttpStatus[code],
+    retryAfterS?: number,
+  ) {
     super(message);
     this.code = code;
     this.status = status;
+    this.retryAfterS = retryAfterS;
   }
 }
 
@@ -179,12 +188,26 @@ export class HttpTransports {
       }
       const refusal = this.#o.admit?.(req, route.opens);
       if (refusal !== undefined)
-        throw new RouteError(refusal.code as ErrorCodeValue, refusal.message, refusal.status);
+        throw new RouteError(
+          refusal.code as ErrorCodeValue,
+          refusal.message,
+          refusal.status,
+          refusal.retryAfterS,
+        );
       await route.run(req, res);
     };
     run().catch((err: unknown) => {
       if (err instanceof RouteError) {
-        sendJson(res, err.status, { error: err.message, code: err.code }, cors);
+        const headers =
+          err.retryAfterS === undefined
+            ? cors
+            : // A browser's fetch sees Retry-After only when it is exposed.
+              {
+                ...cors,
+                'retry-after': String(err.retryAfterS),
+                'access-control-expose-headers': 'retry-after',
+              };
+        sendJson(res, err.status, { error: err.message, code: err.code }, headers);
         return;
       }
       if (err instanceof ReplyError) {
@@ -212,6 +235,15 @@ export class HttpTransports {
     return conn[2] === undefined
       ? { method: 'DELETE', opens: false, run: (q, s) => this.#delete(q, s, id) }
       : { method: 'POST', opens: false, run: (q, s) => this.#commands(q, s, id) };
+  }
+
+  /**
+   * Refuses new connections from now on and returns the held ones, for the drain to ask them to
+   * leave one by one.
+   */
+  beginDrain(): { close(code: number, reason: string): void }[] {
+    this.#draining = true;
+    return [...this.#held.values()];
   }
 
   /**

@@ -66,6 +66,11 @@ export class PollConnection implements HeldConnection {
     this.#own = own;
   }
 
+  /** Frames not yet acknowledged by a poll, in bytes. */
+  get queuedBytes(): number {
+    return this.#bytes;
+  }
+
   /** Longest a poll may wait: the ping interval, so proxies' read timeouts (longer) never fire. */
   get maxWaitMs(): number {
     return this.#host.pingIntervalMs;

@@ -58,6 +58,10 @@ export class SseConnection implements HeldConnection {
     this.#write(`retry: ${RETRY_MS}\nevent: connected\ndata: ${info}\n\n`);
   }
 
+  get queuedBytes(): number {
+    return this.#res.writableLength;
+  }
+
   send(frame: Buffer): void {
     if (this.closed) return;
     const changed = this.#state.message(frame);

@@ -8,6 +8,7 @@
  * per frame), `b<channel>` for `switchboard.v1` clients (a turn's frames joined by '\n').
  */
 import { STATUS_CODES } from 'node:http';
+import { createServer as createNetServer } from 'node:net';
 import type {
   HttpRequest,
   HttpResponse,
@@ -42,8 +43,12 @@ interface UserData {
  * drops it without a close frame. Neither is how a slow client should learn it was too slow, so
  * the engine closes it itself, with 3008, once it is past maxOutboundBytes: every 100 ms it reads
  * the backlog of up to BACKLOG_CHECKS sockets (all of them, below that count) and of every socket
- * found backlogged before. uWS's own limit, BURST_MARGIN above ours, stops a burst that outruns
- * the check: memory per socket stays bounded either way, and nothing is skipped silently.
+ * found backlogged before. A burst cannot outrun the check: once the frames published since the
+ * last sweep add up to a share of BURST_MARGIN (smaller the more rounds a sweep of every socket
+ * takes), the next publish sweeps first. So every socket is looked at before it could pass uWS's
+ * own limit, BURST_MARGIN above ours, where uWS would drop it without a close frame (1006, which
+ * under CPU load, with late timers, is what slow clients used to see): the close with 3008 is
+ * queued while there is still room for it (#15.3).
  */
 const BURST_MARGIN = 4 * 1024 * 1024;
 const BACKLOG_SWEEP_MS = 100;
@@ -73,6 +78,10 @@ class UwsConnection implements Connection, TopicSink, Beating {
     this.ws = ws;
     this.batched = batched;
     this.#prefix = batched ? BATCHED : PLAIN;
+  }
+
+  get queuedBytes(): number {
+    return this.closed ? 0 : this.ws.getBufferedAmount();
   }
 
   send(frame: Buffer): void {
@@ -143,8 +152,10 @@ function refuse(res: HttpResponse, refusal: Refusal): void {
   res.cork(() => {
     res
       .writeStatus(`${refusal.status} ${STATUS_CODES[refusal.status] ?? ''}`)
-      .writeHeader('content-type', 'application/json')
-      .end(body, true);
+      .writeHeader('content-type', 'application/json');
+    if (refusal.retryAfterS !== undefined)
+      res.writeHeader('retry-after', String(refusal.retryAfterS));
+    res.end(body, true);
   });
 }
 
@@ -177,6 +188,8 @@ export class UwsEngine implements TopicPublisher {
   #held = 0;
   /** Sockets found with a backlog: looked at every sweep until they drained. */
   readonly #backlogged = new Set<UwsConnection>();
+  /** Bytes every subscriber of a topic may have gained since the last sweep. */
+  #publishedSinceSweep = 0;
 
   constructor(uws: UwsModule, options: UwsEngineOptions) {
     this.#uws = uws;
@@ -237,6 +250,7 @@ export class UwsEngine implements TopicPublisher {
   }
 
   #checkBacklogs(): void {
+    this.#publishedSinceSweep = 0;
     for (const conn of this.#backlogged) if (conn.backlog() === 0) this.#backlogged.delete(conn);
     if (this.#round.length === 0) this.#round = [...this.#connections];
     for (const conn of this.#round.splice(0, BACKLOG_CHECKS)) {
@@ -253,6 +267,26 @@ export class UwsEngine implements TopicPublisher {
   }
 
   publish(channel: string, frames: readonly Buffer[]): void {
+    const rounds = Math.ceil(this.#connections.size / BACKLOG_CHECKS) || 1;
+    const budget = BURST_MARGIN / 2 / rounds;
+    // A turn's frames may be megabytes (a batch POST): published in slices, sweeping between.
+    let slice: Buffer[] = [];
+    let bytes = 0;
+    for (const frame of frames) {
+      if (this.#publishedSinceSweep + bytes + frame.length + 1 > budget) {
+        if (slice.length > 0) this.#publishNow(channel, slice);
+        this.#checkBacklogs();
+        slice = [];
+        bytes = 0;
+      }
+      slice.push(frame);
+      bytes += frame.length + 1;
+    }
+    this.#publishedSinceSweep += bytes;
+    if (slice.length > 0) this.#publishNow(channel, slice);
+  }
+
+  #publishNow(channel: string, frames: readonly Buffer[]): void {
     const app = this.#app;
     const plain = PLAIN + channel;
     const batched = BATCHED + channel;
@@ -266,17 +300,26 @@ export class UwsEngine implements TopicPublisher {
     if (app.numSubscribers(plain) > 0) for (const frame of frames) app.publish(plain, frame, false);
   }
 
-  /** Binds `host:port` (0 picks a free port); resolves with the port bound. */
+  /**
+   * Binds `host:port` (0 picks a free port) exclusively; resolves with the port bound. uSockets
+   * sets SO_REUSEPORT by default, so a second node on a taken port used to start and split the
+   * traffic with the first, each with its own state (#15.1); ws (node:http) fails instead.
+   */
   listen(host: string, port: number): Promise<number> {
     return new Promise((resolve, reject) => {
-      this.#app.listen(host, port, (socket) => {
-        if (socket === false) {
-          reject(new Error(`listen EADDRINUSE or EACCES: cannot bind ${host}:${port}`));
-          return;
-        }
-        this.#listenSocket = socket;
-        resolve(this.#uws.us_socket_local_port(socket));
-      });
+      (this.#app as unknown as ListenWithOptions).listen(
+        host,
+        port,
+        LIBUS_LISTEN_EXCLUSIVE_PORT,
+        (socket) => {
+          if (socket === false) {
+            bindError(host, port).then(reject, reject);
+            return;
+          }
+          this.#listenSocket = socket;
+          resolve(this.#uws.us_socket_local_port(socket));
+        },
+      );
     });
   }
 
@@ -285,6 +328,11 @@ export class UwsEngine implements TopicPublisher {
     if (this.#listenSocket === undefined) return;
     this.#uws.us_listen_socket_close(this.#listenSocket);
     this.#listenSocket = undefined;
+  }
+
+  /** The open WebSockets, for the drain to ask them to leave one by one. */
+  open(): UwsConnection[] {
+    return [...this.#connections];
   }
 
   /** Closes every WebSocket with `code`; the close frames leave at once, nothing to wait for. */
@@ -427,4 +475,31 @@ export class UwsEngine implements TopicPublisher {
       if (!response.writableEnded) response.writeHead(500).end();
     }
   }
+}
+
+/** uSockets' listen option that leaves SO_REUSEPORT off (the typings declare it in a const enum). */
+const LIBUS_LISTEN_EXCLUSIVE_PORT = 1;
+
+/** The native listen(host, port, options, cb), which v20.30's typings omit. */
+interface ListenWithOptions {
+  listen(
+    host: string,
+    port: number,
+    options: number,
+    cb: (socket: us_listen_socket | false) => void,
+  ): unknown;
+}
+
+/**
+ * Why uWS could not bind (it only says false): the same bind through node:net names the errno,
+ * so both engines fail with the same EADDRINUSE / EACCES error.
+ */
+function bindError(host: string, port: number): Promise<Error> {
+  return new Promise((resolve) => {
+    const probe = createNetServer();
+    probe.once('error', (err) => resolve(err));
+    probe.listen({ host, port, exclusive: true }, () =>
+      probe.close(() => resolve(new Error(`listen: uWebSockets.js cannot bind ${host}:${port}`))),
+    );
+  });
 }

@@ -48,6 +48,10 @@ class WsConnection implements Connection, Beating {
     this.batched = ws.protocol === BATCH_SUBPROTOCOL;
   }
 
+  get queuedBytes(): number {
+    return this.ws.bufferedAmount;
+  }
+
   send(frame: Buffer): void {
     if (this.closed) return;
     this.ws.send(frame, TEXT);
@@ -195,7 +199,7 @@ export class WsEngine {
       if (refusal !== undefined) {
         const body = JSON.stringify({ error: refusal.message, code: refusal.code });
         socket.end(
-          `HTTP/1.1 ${refusal.status} ${STATUS_CODES[refusal.status] ?? ''}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+          `HTTP/1.1 ${refusal.status} ${STATUS_CODES[refusal.status] ?? ''}\r\nConnection: close\r\nContent-Type: application/json\r\n${refusal.retryAfterS === undefined ? '' : `Retry-After: ${refusal.retryAfterS}\r\n`}Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
         );
         this.#options.onDisconnect?.(refusal.status);
         return;
@@ -215,6 +219,11 @@ export class WsEngine {
 
   disconnected(code: number): void {
     this.#options.onDisconnect?.(code);
+  }
+
+  /** The open WebSockets, for the drain to ask them to leave one by one. */
+  open(): WsConnection[] {
+    return [...this.#connections];
   }
 
   /** Closes every connection with `code`; resolves when all are gone or after `timeoutMs`. */

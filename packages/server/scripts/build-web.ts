@@ -1,0 +1,73 @@
+/**
+ * Builds the node's own web pages into dist/public: the front page's script and style under
+ * content-hashed names (so they can be cached for a year), its HTML pointing at them, and the SDK
+ * as one ES module at sdk/switchboard.js (the name the front page's snippet imports). The server
+ * reads dist/public once at start (src/web/assets.ts). Run by `npm run build`; tests call it too.
+ */
+import {
+  copyFileSync,
+  mkdirSync,
+  readFileSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { build } from 'esbuild';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+export const PUBLIC_DIR = join(root, 'dist', 'public');
+
+/** Builds everything into dist/public (replacing what was there); resolves with the file names. */
+export async function buildWeb(): Promise<{ script: string; style: string }> {
+  const staging = `${PUBLIC_DIR}.tmp-${process.pid}`;
+  rmSync(staging, { recursive: true, force: true });
+  const front = await build({
+    entryPoints: [join(root, 'web', 'front.ts'), join(root, 'web', 'front.css')],
+    bundle: true,
+    format: 'esm',
+    platform: 'browser',
+    target: 'es2022',
+    minify: true,
+    entryNames: 'assets/[name]-[hash]',
+    outdir: staging,
+    metafile: true,
+    logLevel: 'warning',
+  });
+  const names = Object.keys(front.metafile.outputs).map((p) => basename(p));
+  const script = names.find((n) => n.endsWith('.js'));
+  const style = names.find((n) => n.endsWith('.css'));
+  if (script === undefined || style === undefined) throw new Error('front page build incomplete');
+  const html = readFileSync(join(root, 'web', 'index.html'), 'utf8')
+    .replace('front.js', `/assets/${script}`)
+    .replace('front.css', `/assets/${style}`);
+  writeFileSync(join(staging, 'index.html'), html);
+  await build({
+    entryPoints: [join(root, '..', 'client', 'src', 'index.ts')],
+    bundle: true,
+    format: 'esm',
+    platform: 'browser',
+    target: 'es2022',
+    minify: true,
+    sourcemap: false,
+    outfile: join(staging, 'sdk', 'switchboard.js'),
+    logLevel: 'warning',
+  });
+  // The docs the front page links to, readable without the repository at hand.
+  const docs = join(root, '..', '..', 'docs');
+  mkdirSync(join(staging, 'docs'), { recursive: true });
+  for (const name of readdirSync(docs).filter((n) => n.endsWith('.md')))
+    copyFileSync(join(docs, name), join(staging, 'docs', name));
+  copyFileSync(join(root, '..', '..', 'README.md'), join(staging, 'docs', 'README.md'));
+  mkdirSync(dirname(PUBLIC_DIR), { recursive: true });
+  rmSync(PUBLIC_DIR, { recursive: true, force: true });
+  // One rename: a server starting meanwhile sees the old set or the new one, never half.
+  renameSync(staging, PUBLIC_DIR);
+  return { script, style };
+}
+
+if (process.argv[1] !== undefined && fileURLToPath(import.meta.url) === process.argv[1]) {
+  await buildWeb();
+}
