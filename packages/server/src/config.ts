@@ -594,6 +594,11 @@ export function resolveConfig(layers: readonly { source: string; values: RawValu
   const config = out as unknown as Config;
   if (config.redisCluster.length > 0 && config.redisSentinels.length > 0)
     throw new ConfigError('redisCluster', 'redisCluster and redisSentinels exclude each other');
+  if (config.redisCluster.length > 0 && config.redisBridge.length > 0)
+    throw new ConfigError(
+      'redisBridge',
+      'redisBridge needs pattern subscriptions, which Redis Cluster does not shard: not available with redisCluster',
+    );
   if (config.redisCluster.length > 0 && config.redis !== undefined)
     throw new ConfigError('redisCluster', 'redisCluster and redis exclude each other');
   if (config.redisSentinels.length > 0 !== (config.redisSentinelName !== undefined))
