@@ -7,6 +7,8 @@ import { PERMISSIONS, type Permission } from './auth/auth.js';
  * is validated at start; a bad one raises ConfigError naming its key and where it came from.
  */
 
+import { parseHostPort } from './broker/redis-target.js';
+
 type Kind =
   | 'int'
   | 'bool'
@@ -15,6 +17,7 @@ type Kind =
   | 'url'
   | 'httpUrl'
   | 'list'
+  | 'hostList'
   | 'level'
   | 'engine'
   | 'namespaces'
@@ -58,6 +61,9 @@ export interface Config {
   readonly redisPrefix: string;
   readonly redisBridge: readonly string[];
   readonly redisCommandTimeoutMs: number;
+  readonly redisCluster: readonly string[];
+  readonly redisSentinels: readonly string[];
+  readonly redisSentinelName: string | undefined;
   readonly logLevel: LogLevel;
   readonly maxMessageBytes: number;
   readonly maxOutboundBytes: number;
@@ -115,6 +121,9 @@ export const defaults: Config = {
   redisPrefix: 'switchboard:',
   redisBridge: [],
   redisCommandTimeoutMs: 5000,
+  redisCluster: [],
+  redisSentinels: [],
+  redisSentinelName: undefined,
   logLevel: 'info',
   maxMessageBytes: 64 * 1024,
   maxOutboundBytes: 1024 * 1024,
@@ -187,6 +196,15 @@ export const settings: Readonly<Record<keyof Config, Setting>> = {
     max: 600_000,
     doc: 'how long a Redis command may take; a publish without an answer by then gets 118 (outcome unknown: retry with the same id)',
   },
+  redisCluster: {
+    kind: 'hostList',
+    doc: 'comma-separated host:port of some Redis Cluster nodes: cluster mode (sharded pub/sub, one subscriber connection per shard master; docs/redis.md)',
+  },
+  redisSentinels: {
+    kind: 'hostList',
+    doc: 'comma-separated host:port of Redis Sentinels: follow the master they name (needs redisSentinelName; redis then gives only credentials and database)',
+  },
+  redisSentinelName: { kind: 'optionalString', doc: 'the master name the Sentinels monitor' },
   logLevel: { kind: 'level', doc: `log level: ${LEVELS.join(', ')}` },
   maxMessageBytes: {
     kind: 'int',
@@ -511,6 +529,15 @@ function parseValue(key: keyof Config, value: unknown, source: string): unknown 
         return bad('expected a redis:// or rediss:// URL');
       return value;
     }
+    case 'hostList': {
+      const list = typeof value === 'string' ? value.split(',') : value;
+      if (!Array.isArray(list) || !list.every((p) => typeof p === 'string'))
+        return bad('expected a list of host:port');
+      const out = list.map((p) => p.trim()).filter((p) => p !== '');
+      const wrong = out.find((p) => parseHostPort(p) === undefined);
+      if (wrong !== undefined) return bad(`${JSON.stringify(wrong)} is not host:port`);
+      return out;
+    }
     case 'list': {
       const list = typeof value === 'string' ? value.split(',') : value;
       if (!Array.isArray(list) || !list.every((p) => typeof p === 'string'))
@@ -604,5 +631,20 @@ export function resolveConfig(layers: readonly { source: string; values: RawValu
       out[key] = parseValue(key, value, source === 'environment' ? `${envName(key)}` : source);
     }
   }
-  return out as unknown as Config;
+  const config = out as unknown as Config;
+  if (config.redisCluster.length > 0 && config.redisSentinels.length > 0)
+    throw new ConfigError('redisCluster', 'redisCluster and redisSentinels exclude each other');
+  if (config.redisCluster.length > 0 && config.redisBridge.length > 0)
+    throw new ConfigError(
+      'redisBridge',
+      'redisBridge needs pattern subscriptions, which Redis Cluster does not shard: not available with redisCluster',
+    );
+  if (config.redisCluster.length > 0 && config.redis !== undefined)
+    throw new ConfigError('redisCluster', 'redisCluster and redis exclude each other');
+  if (config.redisSentinels.length > 0 !== (config.redisSentinelName !== undefined))
+    throw new ConfigError(
+      'redisSentinelName',
+      'redisSentinels and redisSentinelName go together: give both or neither',
+    );
+  return config;
 }

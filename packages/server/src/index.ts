@@ -2,6 +2,8 @@
 export { startServer } from './server.js';
 export { MemoryBroker } from './broker/memory.js';
 export { RedisBroker } from './broker/redis.js';
+export { RedisClusterBroker } from './broker/redis-cluster.js';
+export type { RedisClusterBrokerOptions } from './broker/redis-cluster.js';
 export { Hub } from './hub.js';
 export { Node } from './node.js';
 export { ReplyError } from './errors.js';

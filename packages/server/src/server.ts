@@ -5,6 +5,8 @@ import type { Broker } from './broker/broker.js';
 import { MemoryBroker } from './broker/memory.js';
 import { createBridgeMetrics } from './broker/bridge-metrics.js';
 import { RedisBroker } from './broker/redis.js';
+import { RedisClusterBroker } from './broker/redis-cluster.js';
+import { redisTargetOf } from './broker/redis-target.js';
 import { ConfigError, type Config } from './config.js';
 import type { Connection, RequestInfo } from './engine/connection.js';
 import { createEdge, type Edge } from './engine/edge.js';
@@ -97,29 +99,38 @@ export async function startServer(
       'NO AUTH CONFIGURED: anyone who reaches this port can subscribe, publish and read history on every channel. Set jwtSecret/jwtPublicKey/jwtJwksUrl and apiKeys before exposing it.',
     );
   }
+  const redisTarget = redisTargetOf(config);
   const presence: PresenceStore =
-    config.redis === undefined
+    redisTarget === undefined
       ? new MemoryPresenceStore()
-      : new RedisPresenceStore(config.redis, config.redisPrefix);
+      : new RedisPresenceStore(redisTarget, config.redisPrefix);
   const revocations: RevocationStore =
     parts.revocations ??
-    (config.redis === undefined
+    (redisTarget === undefined
       ? new MemoryRevocationStore(config.maxTokenLifetimeMs)
-      : new RedisRevocationStore(config.redis, config.redisPrefix, config.maxTokenLifetimeMs));
+      : new RedisRevocationStore(redisTarget, config.redisPrefix, config.maxTokenLifetimeMs));
   const registry = new SessionRegistry(config.maxConnectionsPerUser);
   const authLog = new AuthFailureLog(logger, undefined, (reason) =>
     metrics.authFailure(authFailureReason(reason)),
   );
   const picked: Broker =
-    config.redis === undefined
+    redisTarget === undefined
       ? new MemoryBroker()
-      : new RedisBroker({
-          url: config.redis,
-          prefix: config.redisPrefix,
-          bridgePatterns: config.redisBridge,
-          commandTimeoutMs: config.redisCommandTimeoutMs,
-          logger,
-        });
+      : redisTarget.mode === 'cluster'
+        ? new RedisClusterBroker({
+            seeds: config.redisCluster,
+            prefix: config.redisPrefix,
+            commandTimeoutMs: config.redisCommandTimeoutMs,
+            logger,
+          })
+        : new RedisBroker({
+            url: config.redis ?? '',
+            target: redisTarget,
+            prefix: config.redisPrefix,
+            bridgePatterns: config.redisBridge,
+            commandTimeoutMs: config.redisCommandTimeoutMs,
+            logger,
+          });
   const broker: Broker = new InstrumentedBroker(picked, (op, s) => metrics.brokerCommand(op, s));
   // The edge comes first: the Hub fans out through its native topics when it has them. Its
   // callbacks reach sessions, transports and the API, which exist before the first request.
@@ -353,7 +364,7 @@ export async function startServer(
     { port, host: config.host, broker: broker.name, engine: edge.engine },
     'switchboard listening',
   );
-  if (config.redis === undefined)
+  if (redisTarget === undefined)
     logger.info('embedded engine: single node, state lives in this process');
 
   let closing: Promise<void> | undefined;

@@ -63,3 +63,30 @@ describe('README configuration reference', () => {
     }
   });
 });
+
+describe('Redis Cluster and Sentinel settings', () => {
+  it('takes host:port lists and refuses a bad entry or a half-given sentinel setup, naming the key', () => {
+    const c = resolveConfig([
+      { source: 'flag', values: { redisCluster: '127.0.0.1:7000, [::1]:7001' } },
+    ]);
+    assert.deepEqual(c.redisCluster, ['127.0.0.1:7000', '[::1]:7001']);
+    assert.throws(
+      () => resolveConfig([{ source: 'flag', values: { redisCluster: 'localhost' } }]),
+      /redisCluster.*"localhost" is not host:port/,
+    );
+    assert.throws(
+      () => resolveConfig([{ source: 'flag', values: { redisSentinels: '127.0.0.1:26379' } }]),
+      /redisSentinels and redisSentinelName go together/,
+    );
+    assert.throws(
+      () =>
+        resolveConfig([
+          {
+            source: 'flag',
+            values: { redisCluster: '127.0.0.1:7000', redis: 'redis://127.0.0.1:6000' },
+          },
+        ]),
+      /exclude each other/,
+    );
+  });
+});

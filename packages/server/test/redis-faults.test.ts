@@ -192,7 +192,7 @@ void test(
           5000,
           'traffic flowing',
         );
-        const killed = (await admin.client('KILL', 'TYPE', 'pubsub')) as number;
+        const killed = (await admin.call('CLIENT', 'KILL', 'TYPE', 'pubsub')) as number;
         assert.ok(
           killed >= 2,
           `both nodes' subscriber connections killed (kill ${kill}: ${killed})`,

@@ -1,4 +1,5 @@
-import { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
+import { connectRedis, type RedisTarget } from '../broker/redis-target.js';
 import type { Credentials } from './auth.js';
 import { revokes, type Revocation, type RevocationStore } from './revocation.js';
 
@@ -7,12 +8,12 @@ import { revokes, type Revocation, type RevocationStore } from './revocation.js'
  * (value: the cut-off in ms), each expiring after the longest token lifetime.
  */
 export class RedisRevocationStore implements RevocationStore {
-  readonly #redis: Redis;
+  readonly #redis: Redis | Cluster;
   readonly #prefix: string;
   readonly #ttlMs: number;
 
-  constructor(url: string, prefix: string, ttlMs: number) {
-    this.#redis = new Redis(url, {
+  constructor(url: string | RedisTarget, prefix: string, ttlMs: number) {
+    this.#redis = connectRedis(typeof url === 'string' ? { mode: 'single', url } : url, {
       connectionName: 'switchboard-revocations',
       maxRetriesPerRequest: 1,
       commandTimeout: 5000,
@@ -41,10 +42,11 @@ export class RedisRevocationStore implements RevocationStore {
 
   async isRevoked(creds: Credentials): Promise<boolean> {
     if (creds.kind !== 'token') return false;
-    const [token, before] = await this.#redis.mget(
-      this.#prefix + 'rv:t:' + (creds.tokenId ?? ''),
-      this.#prefix + 'rv:u:' + creds.userId,
-    );
+    // Two GETs, not one MGET: on Redis Cluster the two keys live in different slots.
+    const [token, before] = await Promise.all([
+      this.#redis.get(this.#prefix + 'rv:t:' + (creds.tokenId ?? '')),
+      this.#redis.get(this.#prefix + 'rv:u:' + creds.userId),
+    ]);
     if (creds.tokenId !== undefined && token !== null) return true;
     return (
       before !== null &&

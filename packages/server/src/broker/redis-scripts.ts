@@ -12,7 +12,14 @@
  * without parsing JSON; `<assigned>` is Redis's clock when the offset was assigned, in microseconds
  * since the epoch (publish-to-deliver latency is measured from it).
  */
-export const PUBLISH_LUA = `
+export const PUBLISH_LUA = publishLua('PUBLISH');
+
+/**
+ * The publish script fanning out with `command`: PUBLISH on one Redis, SPUBLISH on Cluster (the
+ * pub/sub channel shares the channel's slot, so the script may publish to it from its shard).
+ */
+export function publishLua(command: 'PUBLISH' | 'SPUBLISH'): string {
+  return `
 local meta, stream, dedupe = KEYS[1], KEYS[2], KEYS[3]
 local size, ttl, dedupeMs, metaTtl = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[7])
 if dedupeMs > 0 then
@@ -40,9 +47,10 @@ if dedupeMs > 0 then
   redis.call('SET', dedupe, offset .. ' ' .. epoch, 'PX', dedupeMs)
 end
 local now = redis.call('TIME')
-redis.call('PUBLISH', ARGV[1], offset .. ' ' .. epoch .. ' ' .. now[1] .. string.format('%06d', tonumber(now[2])) .. ' ' .. frame)
+redis.call('${command}', ARGV[1], offset .. ' ' .. epoch .. ' ' .. now[1] .. string.format('%06d', tonumber(now[2])) .. ' ' .. frame)
 return {offset, epoch, 0}
 `;
+}
 
 /**
  * History: the current position and a range of entries, read atomically.

@@ -20,11 +20,14 @@ import { newEpoch } from './epoch.js';
 import { PublishError } from './publish-error.js';
 import { redisGlobMatcher } from './redis-glob.js';
 import { createRedisKeys, type RedisKeys } from './redis-keys.js';
+import { connectRedis, type RedisTarget } from './redis-target.js';
 import { HISTORY_LUA, PUBLISH_LUA } from './redis-scripts.js';
 
 export interface RedisBrokerOptions {
   /** redis://[user:password@]host:port[/db] */
   readonly url: string;
+  /** Sentinel mode (redis-target.ts); `url` then supplies only credentials and database. */
+  readonly target?: RedisTarget;
   /** Prefix of every key and pub/sub channel, so deployments can share one Redis. */
   readonly prefix: string;
   /**
@@ -39,7 +42,7 @@ export interface RedisBrokerOptions {
   readonly metaTtlMs?: number;
 }
 
-interface ScriptCommands {
+export interface ScriptCommands {
   sbPublish(
     meta: string,
     stream: string,
@@ -112,13 +115,14 @@ export class RedisBroker implements Broker {
   async start(handler: BrokerHandler): Promise<void> {
     this.#handler = handler;
     const log = this.#options.logger;
-    const base: RedisOptions = {
+    const base = {
       lazyConnect: true,
       // Retry forever with a capped backoff: a node outlives Redis restarts.
       retryStrategy: (attempt) => Math.min(50 * 2 ** Math.min(attempt, 6), 2000),
       connectionName: 'switchboard',
-    };
-    const cmd = new Redis(this.#options.url, {
+    } satisfies RedisOptions;
+    const target: RedisTarget = this.#options.target ?? { mode: 'single', url: this.#options.url };
+    const cmd = connectRedis(target, {
       ...base,
       // Fail publishes at once while Redis is away instead of queueing them: a queued publish could
       // be stored after its publisher was told it failed.
@@ -129,11 +133,11 @@ export class RedisBroker implements Broker {
     cmd.defineCommand('sbPublish', { numberOfKeys: 3, lua: PUBLISH_LUA });
     cmd.defineCommand('sbHistory', { numberOfKeys: 2, lua: HISTORY_LUA });
     // We resubscribe ourselves from #desired: it is the Node's view, which ioredis's own set is not.
-    const sub = new Redis(this.#options.url, {
+    const sub = connectRedis(target, {
       ...base,
       autoResubscribe: false,
       maxRetriesPerRequest: null,
-    });
+    }) as Redis;
     this.#cmd = cmd;
     this.#sub = sub;
     for (const [role, conn] of [
@@ -215,13 +219,7 @@ export class RedisBroker implements Broker {
       this.#metaTtlMs,
       query.untilOffset ?? -1,
     );
-    const position = { offset: Number(reply[0]), epoch: String(reply[1]) };
-    const entries: HistoryEntry[] = [];
-    for (let i = 2; i + 1 < reply.length; i += 2) {
-      const id = String(reply[i]);
-      entries.push({ offset: Number(id.slice(0, id.indexOf('-'))), frame: reply[i + 1] as Buffer });
-    }
-    return { entries, position };
+    return parseHistory(reply);
   }
 
   async close(): Promise<void> {
@@ -273,36 +271,7 @@ export class RedisBroker implements Broker {
   }
 
   #onMessage(pubsub: Buffer, payload: Buffer): void {
-    if (this.#handler === undefined) return;
-    const name = pubsub.toString('latin1');
-    const channel = this.#keys.channelOf(name);
-    if (channel === undefined) {
-      const topic = this.#keys.topicOf(name);
-      if (topic !== undefined) this.#handler.onControl(topic, payload);
-      return;
-    }
-    // Presence events (published by the presence store's scripts) are whole frames, unpositioned.
-    if (channel.startsWith(PRESENCE_STREAM_PREFIX)) {
-      this.#handler.onPublication(channel, payload, undefined, undefined);
-      return;
-    }
-    // payload: `<offset> <epoch> <assigned µs> <frame>`; a frame starts with '{', so a payload
-    // of a node from before the assignment time (`<offset> <epoch> <frame>`) still reads.
-    const a = payload.indexOf(SPACE);
-    const b = payload.indexOf(SPACE, a + 1);
-    if (a <= 0 || b <= a) return;
-    const offset = Number(payload.toString('latin1', 0, a));
-    const epoch = payload.toString('latin1', a + 1, b);
-    let start = b + 1;
-    let assignedAt: number | undefined;
-    const first = payload[start];
-    if (first !== undefined && first >= DIGIT_0 && first <= DIGIT_9) {
-      const c = payload.indexOf(SPACE, start);
-      if (c < 0) return;
-      assignedAt = Number(payload.toString('latin1', start, c)) / 1000;
-      start = c + 1;
-    }
-    this.#handler.onPublication(channel, payload.subarray(start), offset, epoch, assignedAt);
+    if (this.#handler !== undefined) deliver(this.#keys, this.#handler, pubsub, payload);
   }
 
   /**
@@ -365,20 +334,69 @@ export class RedisBroker implements Broker {
 
 function noop(): void {}
 
+/** The reply of HISTORY_LUA: `{offset, epoch, id1, frame1, ...}`. */
+export function parseHistory(reply: Buffer[] | (number | Buffer)[]): HistoryResult {
+  const position = { offset: Number(reply[0]), epoch: String(reply[1]) };
+  const entries: HistoryEntry[] = [];
+  for (let i = 2; i + 1 < reply.length; i += 2) {
+    const id = String(reply[i]);
+    entries.push({ offset: Number(id.slice(0, id.indexOf('-'))), frame: reply[i + 1] as Buffer });
+  }
+  return { entries, position };
+}
+
+/** A message on one of our pub/sub channels, to the handler: a publication or a control message. */
+export function deliver(
+  keys: RedisKeys,
+  handler: BrokerHandler,
+  pubsub: Buffer,
+  payload: Buffer,
+): void {
+  const name = pubsub.toString('latin1');
+  const channel = keys.channelOf(name);
+  if (channel === undefined) {
+    const topic = keys.topicOf(name);
+    if (topic !== undefined) handler.onControl(topic, payload);
+    return;
+  }
+  // Presence events (published by the presence store's scripts) are whole frames, unpositioned.
+  if (channel.startsWith(PRESENCE_STREAM_PREFIX)) {
+    handler.onPublication(channel, payload, undefined, undefined);
+    return;
+  }
+  // payload: `<offset> <epoch> <assigned µs> <frame>`; a frame starts with '{', so a payload
+  // of a node from before the assignment time (`<offset> <epoch> <frame>`) still reads.
+  const a = payload.indexOf(SPACE);
+  const b = payload.indexOf(SPACE, a + 1);
+  if (a <= 0 || b <= a) return;
+  const offset = Number(payload.toString('latin1', 0, a));
+  const epoch = payload.toString('latin1', a + 1, b);
+  let start = b + 1;
+  let assignedAt: number | undefined;
+  const first = payload[start];
+  if (first !== undefined && first >= DIGIT_0 && first <= DIGIT_9) {
+    const c = payload.indexOf(SPACE, start);
+    if (c < 0) return;
+    assignedAt = Number(payload.toString('latin1', start, c)) / 1000;
+    start = c + 1;
+  }
+  handler.onPublication(channel, payload.subarray(start), offset, epoch, assignedAt);
+}
+
 /**
  * The outcome of a failed publish script: a Redis error reply (OOM, BUSY, NOSCRIPT...) means it
  * wrote nothing (its first write is the one refused), a command that never left (offline queue
  * off, not connected) means it did not run; anything else (the command timeout, the connection
  * lost while the command was in flight) means it may have run.
  */
-function classify(err: unknown): PublishError {
+export function classify(err: unknown): PublishError {
   const e = err instanceof Error ? err : new Error(String(err));
   if (e.name === 'ReplyError' || /isn't writeable|not connected|is closed\.?$/i.test(e.message))
     return new PublishError('not-stored', e.message, { cause: e });
   return new PublishError('unknown', e.message, { cause: e });
 }
 
-async function quit(conn: Redis | undefined): Promise<void> {
+export async function quit(conn: Redis | undefined): Promise<void> {
   if (conn === undefined || conn.status === 'end') return;
   try {
     await conn.quit();

@@ -1,4 +1,5 @@
-import { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
+import { connectRedis, type RedisTarget } from '../broker/redis-target.js';
 import { createRedisKeys, type RedisKeys } from '../broker/redis-keys.js';
 import { presenceStream } from '@switchboard/protocol';
 import type {
@@ -153,15 +154,15 @@ interface PresenceScripts {
  */
 export class RedisPresenceStore implements PresenceStore {
   readonly name = 'redis';
-  readonly #redis: Redis & PresenceScripts;
+  readonly #redis: (Redis | Cluster) & PresenceScripts;
   readonly #keys: RedisKeys;
 
-  constructor(url: string, prefix: string) {
-    this.#redis = new Redis(url, {
+  constructor(url: string | RedisTarget, prefix: string) {
+    this.#redis = connectRedis(typeof url === 'string' ? { mode: 'single', url } : url, {
       connectionName: 'switchboard-presence',
       maxRetriesPerRequest: 1,
       commandTimeout: 5000,
-    }) as Redis & PresenceScripts;
+    }) as (Redis | Cluster) & PresenceScripts;
     this.#redis.on('error', () => {
       // reconnects by itself; failed calls surface as errors to the caller
     });
