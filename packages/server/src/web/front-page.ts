@@ -81,24 +81,24 @@ export function createWebRoutes(o: WebOptions): WebRoutes {
 function serve(req: IncomingMessage, res: ServerResponse, asset: Asset, page: boolean): void {
   const gzip = asset.gzip !== undefined && acceptsGzip(req.headers['accept-encoding']);
   const etag = gzip ? `${asset.etag.slice(0, -1)}-gz"` : asset.etag;
-  const headers: Record<string, string | number> = {
+  const reply: Record<string, string | number> = {
     'cache-control': asset.cacheControl,
     etag,
     'x-content-type-options': 'nosniff',
     'referrer-policy': 'no-referrer',
   };
   // Origin too: the API's CORS answer (set before this handler) depends on it.
-  if (asset.gzip !== undefined) headers['vary'] = 'Accept-Encoding, Origin';
-  if (page) headers['content-security-policy'] = PAGE_CSP;
+  if (asset.gzip !== undefined) reply['vary'] = 'Accept-Encoding, Origin';
+  if (page) reply['content-security-policy'] = PAGE_CSP;
   if (matches(req.headers['if-none-match'], etag)) {
-    res.writeHead(304, headers).end();
+    res.writeHead(304, reply).end();
     return;
   }
   const body = gzip && asset.gzip !== undefined ? asset.gzip : asset.body;
-  headers['content-type'] = asset.type;
-  headers['content-length'] = body.length;
-  if (gzip) headers['content-encoding'] = 'gzip';
-  res.writeHead(200, headers).end(body);
+  reply['content-type'] = asset.type;
+  reply['content-length'] = body.length;
+  if (gzip) reply['content-encoding'] = 'gzip';
+  res.writeHead(200, reply).end(body);
 }
 
 /** If-None-Match: `*` or a list of (possibly weak) tags. */
