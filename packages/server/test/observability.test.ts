@@ -94,6 +94,7 @@ describe('Observability: promtool, the dashboard and the alerting rules', () => 
       redis: redis.url,
       maxConnections: 1000,
       allowedOrigins: ['https://app.example'],
+      namespaces: { room: { presence: true } },
     });
     // A little of everything, so that every family has samples, labelled ones included.
     const a = await TestClient.open(server.wsUrl);
@@ -104,6 +105,13 @@ describe('Observability: promtool, the dashboard and the alerting rules', () => 
     await a.until(() => a.messages('obs').length === 1);
     await b.request({ action: 'nope', id: 'bad' });
     await b.request({ action: 'history', channel: 'obs', limit: 5, id: 'h' });
+    const entered = await a.request({
+      action: 'enter',
+      channel: 'room:obs',
+      data: 'here',
+      id: 'e',
+    });
+    assert.equal(entered['error'], undefined, JSON.stringify(entered));
     // A refused write (Redis over maxmemory with noeviction): a broker error.
     redis.cli('CONFIG', 'SET', 'maxmemory-policy', 'noeviction');
     redis.cli('CONFIG', 'SET', 'maxmemory', '1');
