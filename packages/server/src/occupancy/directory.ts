@@ -167,7 +167,10 @@ export class ChannelDirectory extends EventEmitter<DirectoryEvents> {
    * One page of the deployment's channels, sorted by name. The cursor is the last name listed,
    * so paging is stable under churn: a channel that exists throughout is listed exactly once.
    */
-  async list(query: ListQuery = {}): Promise<ChannelList> {
+  async list(
+    query: ListQuery = {},
+    visible: (channel: string) => boolean = () => true,
+  ): Promise<ChannelList> {
     const limit = query.limit ?? DEFAULT_LIST_LIMIT;
     if (!Number.isSafeInteger(limit) || limit < 1 || limit > MAX_LIST_LIMIT)
       throw new ReplyError(
@@ -188,7 +191,7 @@ export class ChannelDirectory extends EventEmitter<DirectoryEvents> {
     }
     const names = await this.#call(() => this.#store.names(prefix));
     const sorted = (after === undefined ? names : names.filter((n) => n > after))
-      .filter((n) => channelError(n) === undefined)
+      .filter((n) => channelError(n) === undefined && visible(n))
       .sort(compareNames);
     const page = sorted.slice(0, limit);
     const details = await this.#call(() => this.#store.read(page));
