@@ -54,12 +54,12 @@ export class OccupancyStream {
   }
 
   api(): ChannelOccupancy {
-    const self = this;
+    const current = (): Occupancy | undefined => this.#current;
     return {
       subscribe: (listener) => this.subscribe(listener),
       unsubscribe: (listener) => this.unsubscribe(listener),
       get current() {
-        return self.#current;
+        return current();
       },
     };
   }
