@@ -240,6 +240,16 @@ describe('ably dialect: presence', () => {
     assert.ok(Date.now() - t0 < GRACE_MS, 'CLOSE makes the member leave at once');
     assert.equal(brief(log.events[1] as Ably.PresenceMessage), 'leave:closer:"x"');
 
+    // Detaching the channel ends the connection's membership there (the SDK forgets it too).
+    const detacher = open(a.port, 'msgpack', { clientId: 'detacher' });
+    const dch = detacher.channels.get('room:bye');
+    await dch.presence.enter('d');
+    await log.until((e) => e.length === 3);
+    await dch.detach();
+    await log.until((e) => e.length === 4);
+    assert.equal(brief(log.events[3] as Ably.PresenceMessage), 'leave:detacher:"d"');
+    log.events.splice(2, 2);
+
     // A transport that drops and never comes back: the member leaves after the grace period.
     const proxy = new CuttingProxy(a.port);
     const port = await proxy.listen();

@@ -470,6 +470,23 @@ export class ConnectionMembers {
   }
 
   /**
+   * The connection's members of `channel` leave now: it detached the channel (the SDK forgets its
+   * members there), or it may no longer enter it (a renewed token without `presence`).
+   */
+  leaveChannel(channel: string): void {
+    const keys = this.#entered.get(channel);
+    if (keys === undefined) return;
+    this.#entered.delete(channel);
+    this.#count -= keys.size;
+    for (const key of keys) this.#node.detach(channel, key, this.#owner, 0);
+  }
+
+  /** Channels the connection has members in. */
+  channels(): string[] {
+    return [...this.#entered.keys()];
+  }
+
+  /**
    * The connection ended. `now`: an explicit end (CLOSE, a failed connection) — the members leave
    * at once; else they wait `graceMs` for a resume that re-enters them.
    */

@@ -426,6 +426,8 @@ export class AblySession implements ConnectionHandler, AblySubscriber, PresenceS
       att.presence?.leave(this);
       this.#channels.delete(channel);
     }
+    // Ably semantics: a detached channel's members of this connection leave.
+    this.#members.leaveChannel(channel);
     this.#send({ action: Action.DETACHED, channel });
   }
 
@@ -676,6 +678,9 @@ export class AblySession implements ConnectionHandler, AblySubscriber, PresenceS
       this.#creds = auth.credentials;
       this.#limit = auth.limit;
       this.#armExpiry();
+      // Members the new token no longer allows leave (as on the native protocol).
+      for (const channel of this.#members.channels())
+        if (!this.#allows('presence', channel)) this.#members.leaveChannel(channel);
       // The SDK does not adopt the key of an AUTH reply (it resumes with the older one): the key
       // is derived from the connectionId, so both are the same.
       const details: Record<string, unknown> = {
