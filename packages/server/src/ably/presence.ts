@@ -214,6 +214,9 @@ export class PresenceFanout implements Sink {
    */
   async sync(sub: PresenceSubscriber): Promise<boolean> {
     const syncId = randomBytes(6).toString('hex');
+    // A re-attach meanwhile starts another sync with a new watcher: this one then stops.
+    const mine = this.#watchers.get(sub);
+    if (mine === undefined) return false;
     let after: string | undefined;
     let first: number | undefined;
     try {
@@ -222,8 +225,7 @@ export class PresenceFanout implements Sink {
           limit: SYNC_PAGE,
           after,
         });
-        const w = this.#watchers.get(sub);
-        if (w === undefined) return false;
+        if (this.#watchers.get(sub) !== mine) return false;
         first ??= page.offset;
         const cursor = page.next === null ? '' : encodePresenceCursor(page.next);
         const presence: Record<string, unknown>[] = [];
@@ -246,21 +248,20 @@ export class PresenceFanout implements Sink {
         after = page.next;
       }
     } catch {
-      if (!this.#watchers.has(sub)) return false;
+      if (this.#watchers.get(sub) !== mine) return false;
       this.leave(sub);
       sub.lost(this.channel, 'presence backend unavailable, retry later');
       return false;
     }
-    const w = this.#watchers.get(sub);
-    if (w === undefined) return false;
+    if (this.#watchers.get(sub) !== mine) return false;
     // A page lists each member with its last change up to the moment it was read, so an event at
     // or below the first page's offset is in the SYNC already; later ones may be too, and the
     // SDK, comparing ids, ignores those.
-    for (const ev of w.held ?? []) {
+    for (const ev of mine.held ?? []) {
       const rest = ev.after(first ?? 0);
       if (rest !== undefined) sub.write(rest.frame(sub.format));
     }
-    w.held = undefined;
+    mine.held = undefined;
     return true;
   }
 
