@@ -340,6 +340,8 @@ describe('ably dialect: presence', () => {
     );
     assert.equal(await nack(5, { channel: 'bad name', presence: [{ action: 2 }] }), 40010);
     assert.equal(await nack(6, { channel: 'plain', presence: [{ action: 2 }] }), 40000);
+    const many = Array.from({ length: 101 }, () => ({ action: 4, data: 'x' }));
+    assert.equal(await nack(8, { channel: 'room:bad', presence: many }), 40000);
     // A good one on the same connection is ACKed (without res) after the bad ones.
     raw.send({
       action: 14,

@@ -48,6 +48,8 @@ export const SYNC_PAGE = 100;
 /** Events a syncing connection may hold; more and it is told to re-attach. */
 const MAX_HELD = 10_000;
 const WRAPPER = '$ably';
+/** Entries one PRESENCE message may carry. */
+const MAX_ENTRIES = 100;
 
 /** One member or event as the store lists it (the parsed JSON object). */
 interface StoreEntry {
@@ -359,6 +361,11 @@ export class ConnectionMembers {
     if (!Array.isArray(pm.presence) || pm.presence.length === 0)
       return Promise.resolve(
         ablyError(AblyCode.BAD_REQUEST, 'PRESENCE needs a presence array', 400),
+      );
+    // One store op each: bounded, so one frame cannot queue unbounded work (the SDK sends one).
+    if (pm.presence.length > MAX_ENTRIES)
+      return Promise.resolve(
+        ablyError(AblyCode.BAD_REQUEST, `at most ${MAX_ENTRIES} presence entries per message`, 400),
       );
     const ops: { kind: 'enter' | 'update' | 'leave'; clientId: string; dataJson: string }[] = [];
     for (const raw of pm.presence) {
