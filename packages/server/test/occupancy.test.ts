@@ -219,6 +219,16 @@ describe('occupancy over 2 nodes and Redis', { skip }, () => {
     await eventually(async () => (await occupancyOf(b, 'x:1'))['subscribers'] === 2);
     assert.equal((await occupancyOf(a, 'x:1'))['connections'], 2);
     assert.equal(times(events.occupied, 'x:1'), 1);
+    // One publisher per connection, on each node, counted once each however often it publishes.
+    for (let i = 0; i < 3; i++) {
+      await onA.request({ action: 'publish', channel: 'x:1', data: i, id: `pa${i}` });
+      await onB.request({ action: 'publish', channel: 'x:1', data: i, id: `pb${i}` });
+    }
+    await eventually(
+      async () => (await occupancyOf(a, 'x:1'))['publishersLastMinute'] === 2,
+      5000,
+      'two publishers',
+    );
     // The subscriber on A comes and goes while B's stays: no change of occupied-ness.
     for (let i = 0; i < 5; i++) {
       await onA.request({ action: 'unsubscribe', channel: 'x:1', id: `u${i}` });
