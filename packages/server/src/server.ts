@@ -45,6 +45,9 @@ import { RedisRevocationStore } from './auth/revocation-redis.js';
 import { MemoryPresenceStore } from './presence/memory.js';
 import type { PresenceStore } from './presence/presence.js';
 import { RedisPresenceStore } from './presence/redis.js';
+import { ChannelDirectory } from './occupancy/directory.js';
+import { MemoryOccupancyStore } from './occupancy/memory.js';
+import { RedisOccupancyStore } from './occupancy/redis.js';
 
 export interface RunningServer {
   /** The port actually bound (useful with port 0). */
@@ -52,6 +55,8 @@ export interface RunningServer {
   readonly broker: Broker;
   /** Where presence is kept (tests fill a channel through it). */
   readonly presence: PresenceStore;
+  /** The channel directory (also `node.directory`): listing, occupancy, occupied/vacated hook. */
+  readonly directory: ChannelDirectory;
   /** The network engine actually running (uws falls back to ws when it cannot load). */
   readonly engine: 'uws' | 'ws';
   /**
@@ -182,7 +187,25 @@ export async function startServer(
     probe: () => broker.probe(),
     connected: () => broker.ready,
   });
+  const nodeId = config.nodeId ?? `${hostname()}-${randomBytes(3).toString('hex')}`;
+  const directory = new ChannelDirectory({
+    store:
+      redisTarget === undefined
+        ? new MemoryOccupancyStore({
+            position: (channel) => (picked as MemoryBroker).positionOf(channel),
+            streams: () => (picked as MemoryBroker).channelNames(),
+            members: (channel) => (presence as MemoryPresenceStore).count(channel),
+            presence: () => (presence as MemoryPresenceStore).channelNames(),
+          })
+        : new RedisOccupancyStore((presence as RedisPresenceStore).connection, config.redisPrefix),
+    // One life of this process: a restarted node with the same nodeId never inherits the shares
+    // of its predecessor, which the survivors reap.
+    nodeId: `${nodeId}/${randomBytes(4).toString('hex')}`,
+    logger,
+    ttlMs: config.presenceTtlMs,
+  });
   const node = new Node({
+    directory,
     broker,
     hub,
     logger,
@@ -289,7 +312,6 @@ export async function startServer(
     onDisconnect: (code) => disconnected(code),
   });
   const startedAt = Date.now();
-  const nodeId = config.nodeId ?? `${hostname()}-${randomBytes(3).toString('hex')}`;
   const web = createWebRoutes({
     info: () => ({
       name: 'switchboard',
@@ -343,6 +365,7 @@ export async function startServer(
   transports.start();
 
   await broker.start(node);
+  await directory.start();
   readiness.start();
   shedding.start();
   // Revocations reach the live connections of every node through the broker.
@@ -362,7 +385,7 @@ export async function startServer(
   try {
     port = await edge.listen(config.host, config.port);
   } catch (err) {
-    await Promise.all([broker.close(), revocations.close(), presence.close()]);
+    await Promise.all([broker.close(), revocations.close(), presence.close(), directory.close()]);
     throw err;
   }
   logger.info(
@@ -377,6 +400,7 @@ export async function startServer(
     port,
     broker,
     presence,
+    directory,
     engine: edge.engine,
     close() {
       closing ??= (async () => {
@@ -417,6 +441,7 @@ export async function startServer(
         ablyContext.close();
         node.close();
         readiness.stop();
+        await directory.close();
         await Promise.all([broker.close(), revocations.close(), presence.close()]);
         logger.info('shutdown complete');
       })();
