@@ -59,6 +59,9 @@ export interface HttpApiOptions {
   readonly readiness: () => ReadinessState;
   /** The front page, its assets and GET /v1/info (web/front-page.ts). */
   readonly web?: WebRoutes;
+  /** The admin API under /v1/admin (admin/routes.ts), when enabled; false: not its path. */
+  readonly admin?:
+    ((req: IncomingMessage, res: ServerResponse, url: URL) => Promise<boolean>) | undefined;
 }
 
 /** Messages one POST may carry. */
@@ -156,6 +159,7 @@ async function handle(o: HttpApiOptions, req: IncomingMessage, res: ServerRespon
     });
     return sendJson(res, 200, { ok: true, revoked: JSON.parse(revocationJson(r)) as unknown });
   }
+  if (o.admin !== undefined && (await o.admin(req, res, url))) return;
   if (o.web?.(req, res, path) === true) return;
   sendError(res, ErrorCode.NOT_FOUND, `no route for ${path}`);
 }
@@ -335,13 +339,23 @@ async function members(
     .end(body);
 }
 
-function position(p: Published): { id: string; offset: number; epoch: string; duplicate?: true } {
+export function position(p: Published): {
+  id: string;
+  offset: number;
+  epoch: string;
+  duplicate?: true;
+} {
   return p.duplicate
     ? { id: p.id, offset: p.offset, epoch: p.epoch, duplicate: true }
     : { id: p.id, offset: p.offset, epoch: p.epoch };
 }
 
-function toInput(channel: string, item: unknown, where: string, maxBytes: number): PublishInput {
+export function toInput(
+  channel: string,
+  item: unknown,
+  where: string,
+  maxBytes: number,
+): PublishInput {
   if (typeof item !== 'object' || item === null || Array.isArray(item)) {
     throw new ReplyError(ErrorCode.BAD_REQUEST, `${where} must be an object {name?, data, id?}`);
   }
@@ -390,7 +404,7 @@ function channelParam(segment: string): string {
  * can send cross-site without a CORS preflight (text/plain, urlencoded, multipart) are refused,
  * so a page of another site cannot publish through a visitor's browser when auth is off.
  */
-async function readJson(req: IncomingMessage, limit: number): Promise<unknown> {
+export async function readJson(req: IncomingMessage, limit: number): Promise<unknown> {
   const type = req.headers['content-type'];
   const media = type?.split(';', 1)[0]?.trim().toLowerCase();
   if (media !== 'application/json')
@@ -422,13 +436,13 @@ function allow(
   return false;
 }
 
-function sendError(res: ServerResponse, code: ErrorCodeValue, message: string): void {
+export function sendError(res: ServerResponse, code: ErrorCodeValue, message: string): void {
   if (code === ErrorCode.UNAUTHORIZED)
     res.setHeader('www-authenticate', 'Basic realm="switchboard", Bearer');
   sendJson(res, errorHttpStatus[code], { error: message, code });
 }
 
-function sendJson(res: ServerResponse, status: number, body: unknown): void {
+export function sendJson(res: ServerResponse, status: number, body: unknown): void {
   if (res.headersSent) {
     res.destroy();
     return;

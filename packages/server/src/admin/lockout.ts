@@ -1,0 +1,118 @@
+import type { Cluster, Redis } from 'ioredis';
+import { connectRedis, type RedisTarget } from '../broker/redis-target.js';
+
+/**
+ * Failed admin logins per client address, in a fixed window: after MAX_FAILURES inside
+ * WINDOW_MS the address is locked out until the window ends. In Redis (every node sees the same
+ * count) or in this process (embedded engine).
+ */
+export const MAX_FAILURES = 5;
+export const WINDOW_MS = 15 * 60_000;
+
+export interface LockoutStore {
+  /** ms until the address may try again; 0 when it may now. */
+  lockedFor(address: string): Promise<number>;
+  /** Counts a failure; returns ms of lockout it caused (0: not locked yet). */
+  fail(address: string): Promise<number>;
+  clear(address: string): Promise<void>;
+  close(): Promise<void>;
+}
+
+export class MemoryLockoutStore implements LockoutStore {
+  readonly #entries = new Map<string, { count: number; until: number }>();
+  /** Bounds memory under a spray of addresses: the oldest window goes first. */
+  readonly #max: number;
+
+  constructor(max = 100_000) {
+    this.#max = max;
+  }
+
+  #live(address: string, now: number): { count: number; until: number } | undefined {
+    const e = this.#entries.get(address);
+    if (e !== undefined && e.until <= now) {
+      this.#entries.delete(address);
+      return undefined;
+    }
+    return e;
+  }
+
+  lockedFor(address: string): Promise<number> {
+    const now = Date.now();
+    const e = this.#live(address, now);
+    return Promise.resolve(e !== undefined && e.count >= MAX_FAILURES ? e.until - now : 0);
+  }
+
+  fail(address: string): Promise<number> {
+    const now = Date.now();
+    let e = this.#live(address, now);
+    if (e === undefined) {
+      if (this.#entries.size >= this.#max) {
+        const oldest = this.#entries.keys().next().value;
+        if (oldest !== undefined) this.#entries.delete(oldest);
+      }
+      e = { count: 0, until: now + WINDOW_MS };
+      this.#entries.set(address, e);
+    }
+    e.count++;
+    return Promise.resolve(e.count >= MAX_FAILURES ? e.until - now : 0);
+  }
+
+  clear(address: string): Promise<void> {
+    this.#entries.delete(address);
+    return Promise.resolve();
+  }
+
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+/** `<prefix>adm:lock:<address>`: the failure count, expiring at the end of its window. */
+export class RedisLockoutStore implements LockoutStore {
+  readonly #redis: Redis | Cluster;
+  readonly #prefix: string;
+
+  constructor(target: RedisTarget, prefix: string) {
+    this.#redis = connectRedis(target, {
+      connectionName: 'switchboard-admin',
+      maxRetriesPerRequest: 1,
+      commandTimeout: 5000,
+    });
+    this.#redis.on('error', () => {
+      // reconnects by itself; a failed check refuses the login (503) rather than skipping it
+    });
+    this.#prefix = prefix;
+  }
+
+  #key(address: string): string {
+    return `${this.#prefix}adm:lock:${address}`;
+  }
+
+  async lockedFor(address: string): Promise<number> {
+    const key = this.#key(address);
+    const [count, ttl] = await Promise.all([this.#redis.get(key), this.#redis.pttl(key)]);
+    return count !== null && Number(count) >= MAX_FAILURES && ttl > 0 ? ttl : 0;
+  }
+
+  async fail(address: string): Promise<number> {
+    const [count, ttl] = (await this.#redis.eval(
+      "local n = redis.call('INCR', KEYS[1]); if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end; return {n, redis.call('PTTL', KEYS[1])}",
+      1,
+      this.#key(address),
+      WINDOW_MS,
+    )) as [number, number];
+    return count >= MAX_FAILURES ? Math.max(1, ttl) : 0;
+  }
+
+  async clear(address: string): Promise<void> {
+    await this.#redis.del(this.#key(address));
+  }
+
+  async close(): Promise<void> {
+    try {
+      await this.#redis.quit();
+    } catch {
+      this.#redis.disconnect();
+    }
+  }
+}
