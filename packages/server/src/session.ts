@@ -312,7 +312,17 @@ export class Session implements ConnectionHandler {
     const id = cmd.id;
     this.#node
       .publish(
-        { channel: cmd.channel, dataJson: cmd.dataJson, name: cmd.name, id: cmd.messageId },
+        {
+          channel: cmd.channel,
+          dataJson: cmd.dataJson,
+          name: cmd.name,
+          id: cmd.messageId,
+          // The owner id, not the presence connection id: that one is fixed on first use.
+          publisher:
+            this.#credentials.userId !== ''
+              ? 'u:' + this.#credentials.userId
+              : 'c:' + this.#ownerId(),
+        },
         this.#conn.transport,
       )
       .then(

@@ -10,6 +10,7 @@ import { ConfigError, type Config } from '../config.js';
 import type { Hub } from '../hub.js';
 import type { Metrics } from '../metrics.js';
 import type { Node } from '../node.js';
+import type { ChannelDirectory } from '../occupancy/directory.js';
 import { AdminCluster } from './cluster.js';
 import { SessionSigner, passwordCheck, passwordHashError } from './credentials.js';
 import { MemoryLockoutStore, RedisLockoutStore, type LockoutStore } from './lockout.js';
@@ -63,8 +64,6 @@ export interface AdminParts {
     NodeOverview,
     'messagesInPerSec' | 'messagesOutPerSec' | 'eventLoopLagMs' | 'uptimeS'
   > & { readonly uptimeMs: number };
-  /** The deployment's channel directory, when the node has one (occupancy). */
-  readonly channels?: ChannelLister | undefined;
 }
 
 export interface Admin {
@@ -137,7 +136,9 @@ export function createAdmin(p: AdminParts): Admin {
     lockout,
     cluster,
     errors: p.errors,
-    channels: p.channels ?? hubLister(cluster),
+    channels:
+      p.node.directory === undefined ? hubLister(cluster) : directoryLister(p.node.directory),
+    directory: p.node.directory,
     revoke: p.revoke,
     logger,
     maxBodyBytes: config.maxRequestBodyBytes,
@@ -154,6 +155,22 @@ export function createAdmin(p: AdminParts): Admin {
       stats.stop();
       cluster.stop();
       await lockout.close();
+    },
+  };
+}
+
+/** The listing of the deployment's ChannelDirectory, with each channel's occupancy. */
+function directoryLister(d: ChannelDirectory): ChannelLister {
+  return {
+    async list(q) {
+      const page = await d.list(q);
+      return {
+        channels: page.channels.map((c) => ({
+          channel: c.channel,
+          ...c.occupancy,
+        })),
+        next: page.next,
+      };
     },
   };
 }

@@ -56,6 +56,9 @@ export interface AdminOptions {
   readonly cluster: AdminCluster;
   readonly errors: ErrorRing;
   readonly channels: ChannelLister;
+  /** The deployment-wide occupancy of a channel, when the node has a directory. */
+  readonly directory?:
+    { get(channel: string): Promise<{ readonly occupancy: object }> } | undefined;
   readonly revoke: (r: Revocation) => Promise<void>;
   readonly logger: Logger;
   readonly maxBodyBytes: number;
@@ -293,9 +296,10 @@ async function overview(o: AdminOptions, res: ServerResponse): Promise<void> {
 }
 
 async function channelInfo(o: AdminOptions, channel: string, res: ServerResponse): Promise<void> {
-  const [g, recent] = await Promise.all([
+  const [g, recent, details] = await Promise.all([
     o.cluster.gather<{ subscribers: number }>('channel', { channel }),
     o.node.broker.history(channel, { limit: RATE_SAMPLE, reverse: true }),
+    o.directory?.get(channel),
   ]);
   const now = Date.now();
   let inWindow = 0;
@@ -310,6 +314,7 @@ async function channelInfo(o: AdminOptions, channel: string, res: ServerResponse
     channel,
     subscribers: g.answers.reduce((a, n) => a + n.subscribers, 0),
     nodes,
+    ...(details !== undefined && { occupancy: details.occupancy }),
     last:
       recent.position.offset === 0
         ? null
