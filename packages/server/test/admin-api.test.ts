@@ -28,6 +28,7 @@ const API_KEYS = JSON.stringify([
   { name: 'backend', secret: 'plain-secret-0123456789', capabilities: { '*': ['publish'] } },
 ]);
 const CAP = { 'room:*': ['subscribe', 'publish', 'history'] };
+const PCAP = { 'team:*': ['subscribe', 'presence'] };
 
 interface Reply {
   readonly status: number;
@@ -74,6 +75,8 @@ describe('admin API, two nodes on Redis', { skip }, () => {
       SECRET,
       '--api-keys',
       API_KEYS,
+      '--namespaces',
+      JSON.stringify({ team: { presence: true } }),
     ];
     [a, b] = await Promise.all([
       startNodeProcess([...args, '--node-id', 'node-a']),
@@ -257,6 +260,22 @@ describe('admin API, two nodes on Redis', { skip }, () => {
         cursor = r.body['next'] as string;
       }
       assert.deepEqual(seen, ['room:listed-1', 'room:listed-2', 'room:listed-3']);
+      // A channel with history and no subscriber is listed too (the directory scans streams).
+      const pub = await call(b, 'POST', '/v1/channels/room:listed-0/messages', {
+        headers: { authorization: `Bearer ${PLAIN_KEY}` },
+        body: { data: 'stored' },
+      });
+      assert.equal(pub.status, 200);
+      await eventually(
+        async () => {
+          const r = await call(a, 'GET', '/v1/admin/channels?prefix=room:listed-0', {
+            headers: bearer,
+          });
+          return (r.body['channels'] as { channel: string }[]).length === 1;
+        },
+        2000,
+        'the stored channel in the list',
+      );
     } finally {
       c.ws.close();
     }
@@ -348,6 +367,30 @@ describe('admin API, two nodes on Redis', { skip }, () => {
     } finally {
       ctl.abort();
       await pump;
+    }
+  });
+
+  test('presence members of a channel on the other node', async () => {
+    const c = await TestClient.open(`${b.wsUrl}?token=${await mint('pam', { cap: PCAP })}`);
+    try {
+      const r = await c.request({
+        action: 'enter',
+        channel: 'team:p',
+        data: { mood: 'ok' },
+        id: 'e1',
+      });
+      assert.equal(r['error'], undefined, JSON.stringify(r));
+      await eventually(
+        async () => {
+          const p = await call(a, 'GET', '/v1/admin/channels/team:p/presence', { headers: bearer });
+          const members = p.body['members'] as { clientId: string; data: unknown }[];
+          return members.length === 1 && members[0]?.clientId === 'pam';
+        },
+        2000,
+        'the member listed',
+      );
+    } finally {
+      c.ws.close();
     }
   });
 
