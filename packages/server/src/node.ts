@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import {
   DisconnectCode,
   ErrorCode,
+  OCCUPANCY_STREAM_PREFIX,
   PRESENCE_STREAM_PREFIX,
   encodeDiscontinuityEvent,
   encodeMessageHead,
@@ -26,6 +27,7 @@ import { seconds, type Metrics } from './metrics.js';
 import type { MembersPage, OpResult, PageQuery, PresenceStore } from './presence/presence.js';
 import { PresenceTracker, type LocalMember } from './presence/tracker.js';
 import type { ChannelDirectory } from './occupancy/directory.js';
+import type { Occupancy } from './occupancy/occupancy.js';
 import { BufferingSink, framePosition, mergeAfter, type Positioned } from './recovery.js';
 
 export interface NodeOptions {
@@ -298,6 +300,33 @@ export class Node implements BrokerHandler {
     this.#directory?.detached(channel, sink, 'presence');
     this.#release(sink, presenceStream(channel));
     this.#presence?.unwatch(channel);
+  }
+
+  /**
+   * Streams the channel's occupancy events to `sink` (the caller checks capabilities): local to
+   * this node, which polls the directory once per second while any of its connections listens.
+   * Resolves with the current counts.
+   */
+  async subscribeOccupancy(sink: Sink, channel: string): Promise<Occupancy> {
+    const directory = this.#directory;
+    if (directory === undefined)
+      throw new ReplyError(ErrorCode.NOT_AVAILABLE, 'no channel directory on this node');
+    const stream = OCCUPANCY_STREAM_PREFIX + channel;
+    if (this.#hub.add(stream, sink))
+      directory.watch(channel, (frame) => this.#hub.publish(stream, frame));
+    try {
+      const d = await directory.get(channel);
+      directory.seen(channel, d.occupancy);
+      return d.occupancy;
+    } catch (err) {
+      this.unsubscribeOccupancy(sink, channel);
+      throw err;
+    }
+  }
+
+  unsubscribeOccupancy(sink: Sink, channel: string): void {
+    if (this.#hub.remove(OCCUPANCY_STREAM_PREFIX + channel, sink))
+      this.#directory?.unwatch(channel);
   }
 
   /**

@@ -18,6 +18,7 @@ import {
   type NodeProcess,
   type RedisProcess,
 } from './helpers.js';
+import { PollTestClient, SseTestClient } from './http-clients.js';
 import type { RunningServer } from '../src/index.js';
 
 type Server = RunningServer & { url: string; wsUrl: string };
@@ -126,9 +127,7 @@ describe('occupancy on the embedded engine', () => {
     await a.subscribe('room:a');
     await b.subscribe('room:a');
     await b.request({ action: 'presence-subscribe', channel: 'room:a', id: 'ps' });
-    await b.request({ action: 'enter', channel: 'room:a', id: 'en', dataJson: '1' } as Frame & {
-      id: string;
-    });
+    await b.request({ action: 'enter', channel: 'room:a', id: 'en', dataJson: '1' });
     await publish(server, 'room:a', 1);
     await publish(server, 'room:a', 2);
     await publish(server, 'hist:only', 3);
@@ -242,6 +241,71 @@ describe('occupancy over 2 nodes and Redis', { skip }, () => {
     assertSortedUnique(seen);
     const listed = new Set(seen);
     for (const c of stable) assert.ok(listed.has(c), `${c} listed`);
+  });
+
+  test('occupancy events: at most one per second per channel, on WebSocket, SSE and long-polling', async () => {
+    const ws = await TestClient.open(a.wsUrl);
+    const sse = await SseTestClient.open(b.url);
+    const poll = await PollTestClient.open(a.url);
+    const first = await ws.request({ action: 'occupancy-subscribe', channel: 'o:1', id: 'o' });
+    assert.deepEqual(first['occupancy'], {
+      connections: 0,
+      subscribers: 0,
+      presenceMembers: 0,
+      publishersLastMinute: 0,
+    });
+    const arrivals: number[] = [];
+    ws.ws.on('message', (d: Buffer) => {
+      if (d.toString().includes('"event":"occupancy"')) arrivals.push(Date.now());
+    });
+    await sse.post([{ action: 'occupancy-subscribe', channel: 'o:1', id: 's' }], b.url);
+    await poll.post([{ action: 'occupancy-subscribe', channel: 'o:1', id: 'p' }], a.url);
+    // Subscribers join on both nodes every 100 ms for 3 s: the counts change 30 times.
+    const churn: TestClient[] = [];
+    const started = Date.now();
+    for (let i = 0; Date.now() - started < 3000; i++) {
+      const c = await TestClient.open((i % 2 === 0 ? a : b).wsUrl);
+      churn.push(c);
+      await c.subscribe('o:1');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    await Promise.all([a.directory.settled(), b.directory.settled()]);
+    const final = await occupancyOf(a, 'o:1');
+    const isFinal = (f: Frame): boolean =>
+      f['event'] === 'occupancy' && f['subscribers'] === final['subscribers'];
+    await ws.until(
+      (fs) =>
+        fs.filter((f) => f['event'] === 'occupancy').at(-1)?.['subscribers'] ===
+        final['subscribers'],
+      5000,
+      'the final counts',
+    );
+    await sse.until(
+      () => sse.frames.filter((f) => f['event'] === 'occupancy').some(isFinal),
+      5000,
+      'SSE event',
+    );
+    await poll.until(a.url, (fs) => fs.some(isFinal), 5000);
+    const events = ws.frames.filter((f) => f['event'] === 'occupancy');
+    assert.equal(events.at(-1)?.['channel'], 'o:1');
+    assert.ok(
+      events.length >= 2,
+      'counts changed several times: ' + JSON.stringify(ws.frames.slice(-8)),
+    );
+    assert.ok(
+      events.length <= Math.ceil((Date.now() - started) / 1000) + 1,
+      `${events.length} events`,
+    );
+    for (let i = 1; i < arrivals.length; i++)
+      assert.ok(
+        (arrivals[i] as number) - (arrivals[i - 1] as number) >= 900,
+        `gap ${i}: ${arrivals.join(',')}`,
+      );
+    await ws.request({ action: 'occupancy-unsubscribe', channel: 'o:1', id: 'ou' });
+    const again = await ws.request({ action: 'occupancy-unsubscribe', channel: 'o:1', id: 'ou2' });
+    assert.equal(again['code'], 109);
+    for (const c of [ws, ...churn]) c.ws.close();
+    sse.close();
   });
 
   test('kill -9 of a node: its counts are reaped and vacated fires once', async () => {

@@ -50,6 +50,8 @@ type OccupancyPush = (frame: Buffer) => void;
 interface Watch {
   readonly push: OccupancyPush;
   last: string;
+  /** When the last frame went out: a slow read followed by a fast one must not shorten the gap. */
+  pushedAt: number;
 }
 
 /**
@@ -209,15 +211,21 @@ export class ChannelDirectory extends EventEmitter<DirectoryEvents> {
 
   /**
    * Starts occupancy events of `channel` on this node: `push` gets an occupancy frame at most
-   * once per `eventIntervalMs`, when the counts changed. Resolves with the current counts.
+   * once per `eventIntervalMs`, when the counts changed since the last frame (or `seen`).
    */
-  async watch(channel: string, push: OccupancyPush): Promise<Occupancy> {
-    const d = await this.get(channel);
-    if (this.#watches.has(channel)) return d.occupancy;
-    this.#watches.set(channel, { push, last: countsJson(d.occupancy) });
-    this.#watchTimer ??= setInterval(() => this.#pollWatches(), this.#eventIntervalMs);
-    this.#watchTimer.unref();
-    return d.occupancy;
+  watch(channel: string, push: OccupancyPush): void {
+    if (this.#watches.has(channel)) return;
+    this.#watches.set(channel, { push, last: '', pushedAt: 0 });
+    if (this.#watchTimer === undefined) {
+      this.#watchTimer = setInterval(() => this.#pollWatches(), this.#eventIntervalMs);
+      this.#watchTimer.unref();
+    }
+  }
+
+  /** The watchers of `channel` were told these counts (in a reply): no event repeats them. */
+  seen(channel: string, occupancy: Occupancy): void {
+    const w = this.#watches.get(channel);
+    if (w !== undefined && w.last === '') w.last = countsJson(occupancy);
   }
 
   unwatch(channel: string): void {
@@ -317,12 +325,14 @@ export class ChannelDirectory extends EventEmitter<DirectoryEvents> {
     if (channels.length === 0) return;
     this.#store.read(channels).then(
       (details) => {
+        const now = Date.now();
         for (const d of details) {
           const w = this.#watches.get(d.channel);
-          if (w === undefined) continue;
+          if (w === undefined || now - w.pushedAt < this.#eventIntervalMs) continue;
           const json = countsJson(d.occupancy);
           if (json === w.last) continue;
           w.last = json;
+          w.pushedAt = now;
           w.push(
             Buffer.from(`{"event":"occupancy","channel":${JSON.stringify(d.channel)},${json}}`),
           );
