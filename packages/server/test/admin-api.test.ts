@@ -166,6 +166,9 @@ describe('admin API, two nodes on Redis', { skip }, () => {
     assert.equal(f.status, 401);
     const out = await call(a, 'POST', '/v1/admin/logout', { headers: { cookie } });
     assert.match(out.headers.get('set-cookie') ?? '', /sb_admin=; .*Max-Age=0/);
+    // Logout ends the session on every node, not only in this browser.
+    const after = await call(b, 'GET', '/v1/admin/overview', { headers: { cookie } });
+    assert.equal(after.status, 401);
   });
 
   test('a wrong password 5 times locks the address out on every node', async () => {

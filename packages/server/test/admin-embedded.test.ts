@@ -116,6 +116,11 @@ describe('admin API on one embedded node', () => {
       (await post(n, '/v1/admin/publish', body, { cookie, 'x-csrf-token': csrf })).status,
       200,
     );
+    const out = await post(n, '/v1/admin/logout', {}, { cookie });
+    assert.equal(out.status, 200);
+    assert.equal((await get(n, '/v1/admin/session')).body.code, undefined);
+    const gone = await fetch(`${n.url}/v1/admin/overview`, { headers: { cookie } });
+    assert.equal(gone.status, 401);
     const codes: (number | undefined)[] = [];
     for (let i = 0; i < 5; i++)
       codes.push((await post(n, '/v1/admin/login', { password: `nope ${i}` })).body.code);

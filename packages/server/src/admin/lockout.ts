@@ -2,7 +2,8 @@ import type { Cluster, Redis } from 'ioredis';
 import { connectRedis, type RedisTarget } from '../broker/redis-target.js';
 
 /**
- * Failed admin logins per client address, in a fixed window: after MAX_FAILURES inside
+ * What the admin API keeps beyond one request: failed logins per client address, and sessions
+ * ended by logout before they expire. Failed admin logins per client address, in a fixed window: after MAX_FAILURES inside
  * WINDOW_MS the address is locked out until the window ends. In Redis (every node sees the same
  * count) or in this process (embedded engine).
  */
@@ -15,6 +16,9 @@ export interface LockoutStore {
   /** Counts a failure; returns ms of lockout it caused (0: not locked yet). */
   fail(address: string): Promise<number>;
   clear(address: string): Promise<void>;
+  /** Ends a session before its expiry (logout), for `ttlMs` (its remaining life). */
+  endSession(sid: string, ttlMs: number): Promise<void>;
+  sessionEnded(sid: string): Promise<boolean>;
   close(): Promise<void>;
 }
 
@@ -62,6 +66,21 @@ export class MemoryLockoutStore implements LockoutStore {
     return Promise.resolve();
   }
 
+  /** sid → when it would have expired anyway. */
+  readonly #ended = new Map<string, number>();
+
+  endSession(sid: string, ttlMs: number): Promise<void> {
+    const now = Date.now();
+    for (const [k, until] of this.#ended) if (until <= now) this.#ended.delete(k);
+    if (this.#ended.size < this.#max) this.#ended.set(sid, now + ttlMs);
+    return Promise.resolve();
+  }
+
+  sessionEnded(sid: string): Promise<boolean> {
+    const until = this.#ended.get(sid);
+    return Promise.resolve(until !== undefined && until > Date.now());
+  }
+
   close(): Promise<void> {
     return Promise.resolve();
   }
@@ -106,6 +125,15 @@ export class RedisLockoutStore implements LockoutStore {
 
   async clear(address: string): Promise<void> {
     await this.#redis.del(this.#key(address));
+  }
+
+  /** `<prefix>adm:end:<sid>`, expiring when the session would have. */
+  async endSession(sid: string, ttlMs: number): Promise<void> {
+    await this.#redis.set(`${this.#prefix}adm:end:${sid}`, '1', 'PX', Math.max(1, ttlMs));
+  }
+
+  async sessionEnded(sid: string): Promise<boolean> {
+    return (await this.#redis.exists(`${this.#prefix}adm:end:${sid}`)) === 1;
   }
 
   async close(): Promise<void> {

@@ -95,6 +95,16 @@ export function createAdminRoutes(
     if (path === '/v1/admin/login') return post(req, res) && (await login(o, req, res), true);
     if (path === '/v1/admin/logout') {
       if (!post(req, res)) return true;
+      const session = o.signer.verify(cookieValue(req.headers.cookie, COOKIE), Date.now());
+      // Ended on every node, not only forgotten by this browser: a copied cookie dies too.
+      if (session !== undefined)
+        await o.lockout
+          .endSession(session.sid, session.expires - Date.now())
+          .catch((err: unknown) => {
+            throw new ReplyError(ErrorCode.NOT_AVAILABLE, 'logout could not be stored, retry', {
+              cause: err,
+            });
+          });
       res.setHeader('set-cookie', cookie(req, '', 0));
       sendJson(res, 200, { ok: true });
       return true;
@@ -196,7 +206,16 @@ async function principal(
       throw new ReplyError(ErrorCode.ADMIN_UNAUTHENTICATED, 'invalid credentials');
     }
   }
-  const session = o.signer.verify(cookieValue(req.headers.cookie, COOKIE), Date.now());
+  const signed = o.signer.verify(cookieValue(req.headers.cookie, COOKIE), Date.now());
+  const session =
+    signed !== undefined &&
+    !(await o.lockout.sessionEnded(signed.sid).catch((err: unknown) => {
+      throw new ReplyError(ErrorCode.NOT_AVAILABLE, 'session could not be checked, retry', {
+        cause: err,
+      });
+    }))
+      ? signed
+      : undefined;
   if (session !== undefined) {
     if (write && !o.signer.csrfMatches(session, req.headers['x-csrf-token']))
       throw new ReplyError(
