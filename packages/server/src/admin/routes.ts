@@ -92,7 +92,10 @@ export function createAdminRoutes(
     if (!path.startsWith('/v1/admin/')) return false;
     const method = req.method ?? 'GET';
     const read = method === 'GET' || method === 'HEAD';
-    if (path === '/v1/admin/login') return post(req, res) && (await login(o, req, res), true);
+    if (path === '/v1/admin/login') {
+      if (post(req, res)) await login(o, req, res);
+      return true;
+    }
     if (path === '/v1/admin/logout') {
       if (!post(req, res)) return true;
       const session = o.signer.verify(cookieValue(req.headers.cookie, COOKIE), Date.now());
@@ -134,8 +137,10 @@ export function createAdminRoutes(
     if (!known) return false;
     // Credentials before anything else, so every admin route answers 401/403 the same way.
     await principal(o, req, !read);
-    if (path === '/v1/admin/publish') return post(req, res) && (await publish(o, req, res), true);
-    if (path === '/v1/admin/revoke') return post(req, res) && (await revoke(o, req, res), true);
+    if (path === '/v1/admin/publish' || path === '/v1/admin/revoke') {
+      if (post(req, res)) await (path === '/v1/admin/publish' ? publish : revoke)(o, req, res);
+      return true;
+    }
     if (!get(req, res)) return true;
     const params = url.searchParams;
     if (path === '/v1/admin/overview') await overview(o, res);
@@ -163,7 +168,7 @@ export function createAdminRoutes(
     } else {
       const tail = TAIL_PATH.exec(path);
       if (tail !== null) {
-        await startTail(o, req, res, channelOf(tail[1] as string));
+        await startTail(o, res, channelOf(tail[1] as string));
         return true;
       }
       const m = CHANNEL_PATH.exec(path) as RegExpExecArray;
@@ -441,12 +446,7 @@ async function revoke(o: AdminOptions, req: IncomingMessage, res: ServerResponse
  * `{channel, offset, epoch, id, data, name?, at}`, in offset order. The stream subscribes like
  * any client (one Hub sink) and is closed as too slow past maxOutboundBytes.
  */
-async function startTail(
-  o: AdminOptions,
-  req: IncomingMessage,
-  res: ServerResponse,
-  channel: string,
-): Promise<void> {
+async function startTail(o: AdminOptions, res: ServerResponse, channel: string): Promise<void> {
   const why = channelError(channel);
   if (why !== undefined) throw new ReplyError(ErrorCode.INVALID_CHANNEL, why);
   let open = true;
@@ -500,7 +500,6 @@ async function startTail(
     const e = err instanceof ReplyError ? err : undefined;
     end(e?.code ?? ErrorCode.INTERNAL, e?.message ?? 'could not subscribe');
   }
-  void req;
 }
 
 /** A message frame as the tail's JSON line; undefined for other frames (events). */
