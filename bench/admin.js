@@ -104,7 +104,7 @@ async function overview(a) {
   for (let i = 0; i < REQUESTS; i++) {
     const t0 = performance.now();
     const r = await fetch(`${a}/v1/admin/overview`, { headers: auth });
-    const body = /** @type {{nodes: unknown[]}} */ (await r.json());
+    const body = /** @type {{nodes: unknown[]}} */ (/** @type {unknown} */ (await r.json()));
     if (body.nodes.length !== 2) throw new Error(`overview saw ${body.nodes.length} nodes`);
     h.record(performance.now() - t0);
   }
@@ -140,7 +140,9 @@ async function tail(a, b) {
         buffer = buffer.slice(end + 2);
         if (block.startsWith('event: subscribed')) subscribed = true;
         if (!block.startsWith('data: ')) continue;
-        const m = JSON.parse(block.slice(6));
+        const m = /** @type {{offset: number, data: {i: number}}} */ (
+          /** @type {unknown} */ (JSON.parse(block.slice(6)))
+        );
         const t = sentAt.get(m.data.i);
         if (t !== undefined) h.record(performance.now() - t);
         // Concurrent REST publishes have no order among themselves; the stream's offsets do.
