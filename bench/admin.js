@@ -19,7 +19,7 @@ import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { loadavg } from 'node:os';
-import { Histogram, freePort, sleep } from './lib.js';
+import { Histogram, freePort, parseJson, sleep } from './lib.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const SERVER_CLI = join(here, '..', 'packages/server/dist/cli/main.js');
@@ -104,7 +104,7 @@ async function overview(a) {
   for (let i = 0; i < REQUESTS; i++) {
     const t0 = performance.now();
     const r = await fetch(`${a}/v1/admin/overview`, { headers: auth });
-    const body = /** @type {{nodes: unknown[]}} */ (/** @type {unknown} */ (await r.json()));
+    const body = /** @type {{nodes: unknown[]}} */ (parseJson(await r.text()));
     if (body.nodes.length !== 2) throw new Error(`overview saw ${body.nodes.length} nodes`);
     h.record(performance.now() - t0);
   }
@@ -140,9 +140,7 @@ async function tail(a, b) {
         buffer = buffer.slice(end + 2);
         if (block.startsWith('event: subscribed')) subscribed = true;
         if (!block.startsWith('data: ')) continue;
-        const m = /** @type {{offset: number, data: {i: number}}} */ (
-          /** @type {unknown} */ (JSON.parse(block.slice(6)))
-        );
+        const m = /** @type {{offset: number, data: {i: number}}} */ (parseJson(block.slice(6)));
         const t = sentAt.get(m.data.i);
         if (t !== undefined) h.record(performance.now() - t);
         // Concurrent REST publishes have no order among themselves; the stream's offsets do.
