@@ -1,5 +1,4 @@
 import { Cluster, type Redis } from 'ioredis';
-import { connectRedis, type RedisTarget } from '../broker/redis-target.js';
 import { createRedisKeys, type RedisKeys } from '../broker/redis-keys.js';
 import {
   PUBLISHERS_WINDOW_MS,
@@ -113,15 +112,9 @@ export class RedisOccupancyStore implements OccupancyStore {
   readonly #redis: (Redis | Cluster) & OccupancyScripts;
   readonly #keys: RedisKeys;
 
-  constructor(target: RedisTarget, prefix: string) {
-    this.#redis = connectRedis(target, {
-      connectionName: 'switchboard-occupancy',
-      maxRetriesPerRequest: 1,
-      commandTimeout: 5000,
-    }) as (Redis | Cluster) & OccupancyScripts;
-    this.#redis.on('error', () => {
-      // reconnects by itself; failed calls surface as errors to the caller
-    });
+  /** `connection` is shared (the presence store's): close() leaves it to its owner. */
+  constructor(connection: Redis | Cluster, prefix: string) {
+    this.#redis = connection as (Redis | Cluster) & OccupancyScripts;
     this.#redis.defineCommand('sbOccWrite', { numberOfKeys: 2, lua: WRITE_LUA });
     this.#redis.defineCommand('sbOccRead', { numberOfKeys: 4, lua: READ_LUA });
     this.#redis.defineCommand('sbOccHeartbeat', { numberOfKeys: 1, lua: HEARTBEAT_LUA });
@@ -232,11 +225,7 @@ export class RedisOccupancyStore implements OccupancyStore {
     return [...out];
   }
 
-  async close(): Promise<void> {
-    try {
-      await this.#redis.quit();
-    } catch {
-      this.#redis.disconnect();
-    }
+  close(): Promise<void> {
+    return Promise.resolve();
   }
 }

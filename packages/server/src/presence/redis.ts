@@ -171,6 +171,11 @@ export class RedisPresenceStore implements PresenceStore {
     this.#keys = createRedisKeys(prefix);
   }
 
+  /** The store's connection, shared with the occupancy store (one connection for both). */
+  get connection(): Redis | Cluster {
+    return this.#redis;
+  }
+
   #channelKeys(channel: string): string[] {
     const k = this.#keys;
     return [
