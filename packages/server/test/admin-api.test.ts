@@ -17,7 +17,7 @@ import {
   type NodeProcess,
   type RedisProcess,
 } from './helpers.js';
-import { mint, SECRET } from './security-kit.js';
+import { http, json, mint, SECRET } from './security-kit.js';
 
 const skip = requireBinary('redis-server');
 const PASSWORD = 'correct horse battery staple';
@@ -169,6 +169,29 @@ describe('admin API, two nodes on Redis', { skip }, () => {
     // Logout ends the session on every node, not only in this browser.
     const after = await call(b, 'GET', '/v1/admin/overview', { headers: { cookie } });
     assert.equal(after.status, 401);
+  });
+
+  test('the admin page may call its own node: same origin allowed, other origins refused', async () => {
+    const body = JSON.stringify({ password: PASSWORD });
+    const headers = (origin: string): Record<string, string> => ({
+      host: `127.0.0.1:${a.port}`,
+      origin,
+      'content-type': 'application/json',
+    });
+    const same = await http(a.port, 'POST', '/v1/admin/login', headers(a.url), body);
+    assert.equal(same.status, 200, same.body);
+    const other = await http(
+      a.port,
+      'POST',
+      '/v1/admin/login',
+      headers('http://evil.example'),
+      body,
+    );
+    assert.equal(other.status, 403);
+    assert.equal(json(other)['code'], 103);
+    // Only the admin API: the other routes still need allowedOrigins.
+    const rest = await http(a.port, 'GET', '/v1/channels/room:x/messages', headers(a.url));
+    assert.equal(rest.status, 403);
   });
 
   test('a wrong password 5 times locks the address out on every node', async () => {

@@ -91,7 +91,16 @@ export function createHttpHandler(
 async function handle(o: HttpApiOptions, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const url = new URL(req.url ?? '/', 'http://localhost');
   const path = url.pathname;
-  const origin = o.admission.origin(req);
+  let origin = o.admission.origin(req);
+  // The admin UI calls the node that served it: same-origin admin requests need no allowedOrigins
+  // entry (their credentials are checked by the admin API itself).
+  if (
+    isRefusal(origin) &&
+    o.admin !== undefined &&
+    path.startsWith('/v1/admin/') &&
+    sameOrigin(req)
+  )
+    origin = null;
   if (isRefusal(origin)) throw new ReplyError(origin.code, origin.message);
   if (origin !== null) {
     res.setHeader('access-control-allow-origin', origin);
@@ -177,6 +186,17 @@ async function handle(o: HttpApiOptions, req: IncomingMessage, res: ServerRespon
   if (o.admin !== undefined && (await o.admin(req, res, url))) return;
   if (o.web?.(req, res, path) === true) return;
   sendError(res, ErrorCode.NOT_FOUND, `no route for ${path}`);
+}
+
+/** Whether the request's Origin is the scheme and Host it was sent to (a page of this node). */
+function sameOrigin(req: IncomingMessage): boolean {
+  const origin = req.headers.origin;
+  const host = req.headers.host;
+  return (
+    origin !== undefined &&
+    host !== undefined &&
+    (origin === `http://${host}` || origin === `https://${host}`)
+  );
 }
 
 /**
