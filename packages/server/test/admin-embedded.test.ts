@@ -108,6 +108,10 @@ describe('admin API on one embedded node', () => {
     const ok = await post(n, '/v1/admin/login', { password });
     assert.equal(ok.status, 200);
     const cookie = (ok.headers.get('set-cookie') ?? '').split(';')[0] as string;
+    assert.ok(!(ok.headers.get('set-cookie') ?? '').includes('Secure'));
+    // Behind a TLS proxy the cookie is Secure.
+    const tls = await post(n, '/v1/admin/login', { password }, { 'x-forwarded-proto': 'https' });
+    assert.match(tls.headers.get('set-cookie') ?? '', /; Secure$/);
     // A CSRF-less write with the cookie is refused, with the token it goes through.
     const body = { channel: 'x', data: 1 };
     assert.equal((await post(n, '/v1/admin/publish', body, { cookie })).body.code, 194);
