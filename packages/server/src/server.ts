@@ -50,7 +50,13 @@ import { RedisRevocationStore } from './auth/revocation-redis.js';
 import { MemoryPresenceStore } from './presence/memory.js';
 import type { PresenceStore } from './presence/presence.js';
 import { RedisPresenceStore } from './presence/redis.js';
-import { ErrorRing, RecordingAuthLog, adminEnabled, createAdmin } from './admin/index.js';
+import {
+  ErrorRing,
+  RecordingAuthLog,
+  adminEnabled,
+  checkAdminConfig,
+  createAdmin,
+} from './admin/index.js';
 import { ChannelDirectory } from './occupancy/directory.js';
 import { MemoryOccupancyStore } from './occupancy/memory.js';
 import { RedisOccupancyStore } from './occupancy/redis.js';
@@ -107,6 +113,7 @@ export async function startServer(
   parts: ServerParts = {},
 ): Promise<RunningServer> {
   const authenticator = await createAuthenticator(config);
+  checkAdminConfig(config);
   let apiKeys: ApiKeys;
   try {
     apiKeys = new ApiKeys(config.apiKeys);

@@ -72,15 +72,20 @@ export interface Admin {
   close(): Promise<void>;
 }
 
-/** Builds the admin API; throws ConfigError for an unusable password setting. */
-export function createAdmin(p: AdminParts): Admin {
-  const { config, logger } = p;
+/** Throws ConfigError for an unusable admin password setting (before anything is started). */
+export function checkAdminConfig(config: Config): void {
   if (config.adminPasswordHash !== undefined) {
     const why = passwordHashError(config.adminPasswordHash);
     if (why !== undefined) throw new ConfigError('adminPasswordHash', `adminPasswordHash: ${why}`);
   }
   if (config.adminPassword !== undefined && config.adminPassword.length < 12)
     throw new ConfigError('adminPassword', 'adminPassword: must be at least 12 characters');
+}
+
+/** Builds the admin API; throws ConfigError for an unusable password setting. */
+export function createAdmin(p: AdminParts): Admin {
+  const { config, logger } = p;
+  checkAdminConfig(config);
   const password = passwordCheck(config.adminPassword, config.adminPasswordHash);
   const open = !p.authEnabled && password === undefined;
   if (open)
