@@ -460,4 +460,29 @@ describe('admin API, two nodes on Redis', { skip }, () => {
     assert.equal(ca.closeCode, 3500);
     assert.equal(cb.closeCode, 3500);
   });
+  test('a frozen node is reported missing; the overview still answers in time', async () => {
+    b.child.kill('SIGSTOP');
+    try {
+      const t0 = Date.now();
+      const r = await call(a, 'GET', '/v1/admin/overview', { headers: bearer });
+      const ms = Date.now() - t0;
+      assert.equal(r.status, 200);
+      assert.deepEqual(
+        (r.body['nodes'] as { id: string }[]).map((n) => n.id),
+        ['node-a'],
+      );
+      assert.equal(r.body['missing'], 1);
+      assert.ok(ms < 3000, `answered after ${ms} ms`);
+    } finally {
+      b.child.kill('SIGCONT');
+    }
+    await eventually(
+      async () => {
+        const r = await call(a, 'GET', '/v1/admin/overview', { headers: bearer });
+        return (r.body['nodes'] as unknown[]).length === 2;
+      },
+      5000,
+      'node-b back in the overview',
+    );
+  });
 });
