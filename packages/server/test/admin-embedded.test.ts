@@ -134,6 +134,18 @@ describe('admin API on one embedded node', () => {
     assert.ok(Number(locked.headers.get('retry-after')) > 800);
   });
 
+  test('parallel guesses are counted before they are checked: at most 5 per window', async () => {
+    const password = 'another long admin password';
+    const n = await start(['--admin', '--admin-password', password]);
+    const replies = await Promise.all(
+      Array.from({ length: 12 }, (_, i) => post(n, '/v1/admin/login', { password: `guess ${i}` })),
+    );
+    const codes = replies.map((r) => r.body.code);
+    assert.equal(codes.filter((c) => c === 192).length, 4, JSON.stringify(codes));
+    assert.equal(codes.filter((c) => c === 193).length, 8, JSON.stringify(codes));
+    assert.equal((await post(n, '/v1/admin/login', { password })).status, 429);
+  });
+
   test('an unusable admin setting is refused at start, naming the key', () => {
     for (const [flag, value] of [
       ['--admin-password-hash', 'md5$abc'],

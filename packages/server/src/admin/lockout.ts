@@ -10,11 +10,19 @@ import { connectRedis, type RedisTarget } from '../broker/redis-target.js';
 export const MAX_FAILURES = 5;
 export const WINDOW_MS = 15 * 60_000;
 
+export interface Attempts {
+  readonly attempts: number;
+  readonly resetMs: number;
+}
+
 export interface LockoutStore {
-  /** ms until the address may try again; 0 when it may now. */
-  lockedFor(address: string): Promise<number>;
-  /** Counts a failure; returns ms of lockout it caused (0: not locked yet). */
-  fail(address: string): Promise<number>;
+  /**
+   * Counts a login attempt before its password is checked, so that parallel guesses cannot all
+   * slip in before the first failure is counted. Resolves with the attempts in the address's
+   * current window (this one included) and ms until that window ends.
+   */
+  attempt(address: string): Promise<Attempts>;
+  /** A successful login: the address starts afresh. */
   clear(address: string): Promise<void>;
   /** Ends a session before its expiry (logout), for `ttlMs` (its remaining life). */
   endSession(sid: string, ttlMs: number): Promise<void>;
@@ -40,13 +48,7 @@ export class MemoryLockoutStore implements LockoutStore {
     return e;
   }
 
-  lockedFor(address: string): Promise<number> {
-    const now = Date.now();
-    const e = this.#live(address, now);
-    return Promise.resolve(e !== undefined && e.count >= MAX_FAILURES ? e.until - now : 0);
-  }
-
-  fail(address: string): Promise<number> {
+  attempt(address: string): Promise<Attempts> {
     const now = Date.now();
     let e = this.#live(address, now);
     if (e === undefined) {
@@ -58,7 +60,7 @@ export class MemoryLockoutStore implements LockoutStore {
       this.#entries.set(address, e);
     }
     e.count++;
-    return Promise.resolve(e.count >= MAX_FAILURES ? e.until - now : 0);
+    return Promise.resolve({ attempts: e.count, resetMs: e.until - now });
   }
 
   clear(address: string): Promise<void> {
@@ -107,20 +109,14 @@ export class RedisLockoutStore implements LockoutStore {
     return `${this.#prefix}adm:lock:${address}`;
   }
 
-  async lockedFor(address: string): Promise<number> {
-    const key = this.#key(address);
-    const [count, ttl] = await Promise.all([this.#redis.get(key), this.#redis.pttl(key)]);
-    return count !== null && Number(count) >= MAX_FAILURES && ttl > 0 ? ttl : 0;
-  }
-
-  async fail(address: string): Promise<number> {
+  async attempt(address: string): Promise<Attempts> {
     const [count, ttl] = (await this.#redis.eval(
       "local n = redis.call('INCR', KEYS[1]); if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end; return {n, redis.call('PTTL', KEYS[1])}",
       1,
       this.#key(address),
       WINDOW_MS,
     )) as [number, number];
-    return count >= MAX_FAILURES ? Math.max(1, ttl) : 0;
+    return { attempts: count, resetMs: Math.max(1, ttl) };
   }
 
   async clear(address: string): Promise<void> {

@@ -18,7 +18,7 @@ import {
   type PasswordCheck,
   type SessionSigner,
 } from './credentials.js';
-import type { LockoutStore } from './lockout.js';
+import { MAX_FAILURES, type LockoutStore } from './lockout.js';
 import {
   mergeHistograms,
   type ErrorEntry,
@@ -264,16 +264,15 @@ async function login(o: AdminOptions, req: IncomingMessage, res: ServerResponse)
         cause: err,
       });
     });
-  const waitMs = await store(o.lockout.lockedFor(address));
-  if (waitMs > 0) throw lockedOut(waitMs);
+  const { attempts, resetMs } = await store(o.lockout.attempt(address));
+  if (attempts > MAX_FAILURES) throw lockedOut(resetMs);
   const body = await readJson(req, Math.min(o.maxBodyBytes, 4096));
   const password = (body as { password?: unknown } | null)?.password;
   if (typeof password !== 'string' || password.length > 1024)
     throw new ReplyError(ErrorCode.BAD_REQUEST, 'expected {"password": "..."}');
   if (!(await o.password(password))) {
-    const locked = await store(o.lockout.fail(address));
     o.authLog?.refused('admin: wrong password', { transport: 'http', address });
-    if (locked > 0) throw lockedOut(locked);
+    if (attempts === MAX_FAILURES) throw lockedOut(resetMs);
     o.errors.push({ code: ErrorCode.ADMIN_BAD_PASSWORD, message: 'wrong admin password', address });
     throw new ReplyError(ErrorCode.ADMIN_BAD_PASSWORD, 'wrong password');
   }
