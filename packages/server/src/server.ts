@@ -39,12 +39,24 @@ import type { Authenticator } from './auth/auth.js';
 import { createJwtAuthenticator, readKeyFile } from './auth/jwt.js';
 import { createPolicy } from './auth/policy.js';
 import { SessionRegistry } from './auth/registry.js';
-import { parseRevocation, revocationJson, type RevocationStore } from './auth/revocation.js';
+import {
+  parseRevocation,
+  revocationJson,
+  type Revocation,
+  type RevocationStore,
+} from './auth/revocation.js';
 import { MemoryRevocationStore } from './auth/revocation-memory.js';
 import { RedisRevocationStore } from './auth/revocation-redis.js';
 import { MemoryPresenceStore } from './presence/memory.js';
 import type { PresenceStore } from './presence/presence.js';
 import { RedisPresenceStore } from './presence/redis.js';
+import {
+  ErrorRing,
+  RecordingAuthLog,
+  adminEnabled,
+  checkAdminConfig,
+  createAdmin,
+} from './admin/index.js';
 import { ChannelDirectory } from './occupancy/directory.js';
 import { MemoryOccupancyStore } from './occupancy/memory.js';
 import { RedisOccupancyStore } from './occupancy/redis.js';
@@ -74,6 +86,18 @@ const MAX_IN_FLIGHT = 1024;
 const READINESS_PROBE_MS = 1000;
 const READINESS_RECOVER_MS = 2000;
 
+/** Closes kept in the admin API's error ring: refusals and failures, not ordinary goodbyes. */
+const RECORDED_CLOSES = new Set<number>([
+  DisconnectCode.SLOW,
+  DisconnectCode.TOO_MANY_CONNECTIONS,
+  DisconnectCode.INSUFFICIENT_STATE,
+  DisconnectCode.FLOODING,
+  DisconnectCode.UNAUTHORIZED,
+  DisconnectCode.BAD_REQUEST,
+  DisconnectCode.TOKEN_EXPIRED,
+  DisconnectCode.NO_PONG,
+]);
+
 /** The control topic on which nodes tell each other about revocations. */
 const REVOCATIONS_TOPIC = 'revocations';
 
@@ -89,6 +113,7 @@ export async function startServer(
   parts: ServerParts = {},
 ): Promise<RunningServer> {
   const authenticator = await createAuthenticator(config);
+  checkAdminConfig(config);
   let apiKeys: ApiKeys;
   try {
     apiKeys = new ApiKeys(config.apiKeys);
@@ -115,7 +140,10 @@ export async function startServer(
       ? new MemoryRevocationStore(config.maxTokenLifetimeMs)
       : new RedisRevocationStore(redisTarget, config.redisPrefix, config.maxTokenLifetimeMs));
   const registry = new SessionRegistry(config.maxConnectionsPerUser);
-  const authLog = new AuthFailureLog(logger, undefined, (reason) =>
+  const nodeId = config.nodeId ?? `${hostname()}-${randomBytes(3).toString('hex')}`;
+  // Recent errors and refusals of this node, for the admin API (bounded).
+  const errorRing = new ErrorRing(nodeId);
+  const authLog: AuthFailureLog = new RecordingAuthLog(errorRing, logger, (reason) =>
     metrics.authFailure(authFailureReason(reason)),
   );
   const picked: Broker =
@@ -187,7 +215,6 @@ export async function startServer(
     probe: () => broker.probe(),
     connected: () => broker.ready,
   });
-  const nodeId = config.nodeId ?? `${hostname()}-${randomBytes(3).toString('hex')}`;
   const directory = new ChannelDirectory({
     store:
       redisTarget === undefined
@@ -265,7 +292,14 @@ export async function startServer(
     authLog,
     tokenRefreshLeadMs: config.tokenRefreshLeadMs,
     tokenLeewayMs: config.jwtLeewayMs,
-    onFlooding: (address: string) => admission.penalize(address),
+    onFlooding: (address: string) => {
+      errorRing.push({
+        code: DisconnectCode.FLOODING,
+        message: 'commands over the rate after refusals',
+        address,
+      });
+      admission.penalize(address);
+    },
     flooding: (address: string) => admission.flooding(address),
   };
   const shedding = new Shedding({
@@ -285,11 +319,14 @@ export async function startServer(
   const disconnected = (code: number): void => {
     metrics.disconnects.inc({ code });
     if (code === DisconnectCode.SLOW) metrics.slowConsumers.inc();
+    if (RECORDED_CLOSES.has(code)) errorRing.push({ code, message: 'connection closed' });
   };
   /** Counts connections refused for the per-address rate. */
   const counted = <T>(refusal: T): T => {
-    if (isRefusal(refusal) && refusal.status === 429)
+    if (isRefusal(refusal) && refusal.status === 429) {
       metrics.rateLimited.inc({ kind: 'connection' });
+      errorRing.push({ code: refusal.code, message: refusal.message });
+    }
     return refusal;
   };
   // Browsers cannot set headers on a WebSocket: the token may come as ?token= (or in a connect frame).
@@ -312,6 +349,7 @@ export async function startServer(
     onDisconnect: (code) => disconnected(code),
   });
   const startedAt = Date.now();
+  const withAdmin = adminEnabled(config, policy.enabled, redisTarget === undefined);
   const web = createWebRoutes({
     info: () => ({
       name: 'switchboard',
@@ -326,13 +364,47 @@ export async function startServer(
       channels: hub.channels,
       links: {
         demo: config.demoUrl ?? null,
-        admin: null,
+        admin: withAdmin ? '/admin' : null,
         metrics: '/metrics',
         docs: '/docs/README.md',
       },
     }),
   });
+  const revoke = async (r: Revocation): Promise<void> => {
+    await revocations.add(r);
+    await broker.publishControl(REVOCATIONS_TOPIC, revocationJson(r));
+  };
+  const admin = withAdmin
+    ? createAdmin({
+        config,
+        nodeId,
+        node,
+        hub,
+        metrics,
+        logger,
+        authEnabled: policy.enabled,
+        apiKeys,
+        authenticator,
+        authLog,
+        errors: errorRing,
+        redis: redisTarget,
+        keyMaterial: ablyKeyMaterial(config),
+        revoke,
+        info: () => ({
+          id: nodeId,
+          version: VERSION,
+          engine: edge.engine,
+          broker: broker.name,
+          startedAt: new Date(startedAt).toISOString(),
+          uptimeMs: Date.now() - startedAt,
+          connections: edge.connections + transports.connections,
+          channels: hub.channels,
+          ready: readiness.ready,
+        }),
+      })
+    : undefined;
   const api = createHttpHandler({
+    admin: admin?.routes,
     web,
     node,
     metrics,
@@ -349,10 +421,7 @@ export async function startServer(
     revocations,
     admission,
     authLog,
-    revoke: async (r) => {
-      await revocations.add(r);
-      await broker.publishControl(REVOCATIONS_TOPIC, revocationJson(r));
-    },
+    revoke,
   });
   const ablyRest = new AblyRest(ablyContext, {
     maxBodyBytes: config.maxRequestBodyBytes,
@@ -365,6 +434,7 @@ export async function startServer(
   transports.start();
 
   await broker.start(node);
+  await admin?.start();
   await directory.start();
   readiness.start();
   shedding.start();
@@ -385,7 +455,13 @@ export async function startServer(
   try {
     port = await edge.listen(config.host, config.port);
   } catch (err) {
-    await Promise.all([broker.close(), revocations.close(), presence.close(), directory.close()]);
+    await Promise.all([
+      broker.close(),
+      revocations.close(),
+      presence.close(),
+      directory.close(),
+      admin?.close(),
+    ]);
     throw err;
   }
   logger.info(
@@ -441,6 +517,7 @@ export async function startServer(
         ablyContext.close();
         node.close();
         readiness.stop();
+        await admin?.close();
         await directory.close();
         await Promise.all([broker.close(), revocations.close(), presence.close()]);
         logger.info('shutdown complete');
