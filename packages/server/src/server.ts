@@ -212,6 +212,8 @@ export async function startServer(
     maxReplay: config.recoveryMaxMessages,
     pingIntervalMs: config.pingIntervalMs,
     commandsPerSecond: config.maxCommandsPerSecond,
+    revocations,
+    registry,
     broadcaster: edge.broadcaster,
   });
   const ably = ablyDialect(ablyContext);

@@ -4,7 +4,10 @@
  */
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Logger } from 'pino';
+import type { Credentials } from '../auth/auth.js';
 import type { AccessPolicy } from '../auth/policy.js';
+import type { Revocable, SessionRegistry } from '../auth/registry.js';
+import type { RevocationStore } from '../auth/revocation.js';
 import type { TopicBroadcaster } from '../engine/connection.js';
 import type { Node } from '../node.js';
 import type { AblyAuth } from './auth.js';
@@ -68,6 +71,9 @@ export interface AblyContextOptions {
   readonly maxReplay: number;
   readonly pingIntervalMs: number;
   readonly commandsPerSecond: number;
+  /** The node's revocations and live sessions (shared with the native protocol). */
+  readonly revocations?: RevocationStore | undefined;
+  readonly registry?: SessionRegistry | undefined;
   /** The engine's native topics (uws): live subscribers get deliveries without a JS call each. */
   readonly broadcaster?: TopicBroadcaster | undefined;
 }
@@ -91,6 +97,8 @@ export class AblyContext {
   readonly sessions = new Map<string, AblySessionLike>();
   readonly #fanouts = new Map<string, ChannelFanout>();
   readonly #broadcaster: TopicBroadcaster | undefined;
+  readonly #revocations: RevocationStore | undefined;
+  readonly #registry: SessionRegistry | undefined;
   readonly #timer: NodeJS.Timeout;
 
   constructor(o: AblyContextOptions) {
@@ -105,6 +113,8 @@ export class AblyContext {
     this.maxReplay = o.maxReplay;
     this.maxIdleIntervalMs = o.pingIntervalMs;
     this.#broadcaster = o.broadcaster;
+    this.#revocations = o.revocations;
+    this.#registry = o.registry;
     // Browsers send heartbeats=true: they cannot see WebSocket pings, so they get HEARTBEATs.
     this.#timer = setInterval(
       () => {
@@ -126,6 +136,41 @@ export class AblyContext {
   remove(session: AblySessionLike): void {
     if (this.sessions.get(session.connectionId) === session)
       this.sessions.delete(session.connectionId);
+  }
+
+  /**
+   * Checks token credentials against the revocation store and registers the session under its
+   * user, so a later revocation (from any node) reaches it. The registration happens in the same
+   * turn as the store's answer, and a revocation applied while the store was read is caught by
+   * the watch. Returns why the credentials are refused, or undefined.
+   */
+  async admit(
+    session: Revocable,
+    creds: Credentials,
+  ): Promise<'revoked' | 'unavailable' | 'too many' | undefined> {
+    const registry = this.#registry;
+    if (registry === undefined) return undefined;
+    if (creds.kind === 'token' && this.#revocations !== undefined) {
+      const watch = registry.watch(creds);
+      try {
+        if ((await this.#revocations.isRevoked(creds)) || watch.revoked) return 'revoked';
+      } catch {
+        return 'unavailable';
+      } finally {
+        watch.end();
+      }
+    }
+    return registry.track(session, creds.userId) ? undefined : 'too many';
+  }
+
+  /** Whether token credentials were revoked (REST); a store error counts as not revoked. */
+  async isRevoked(creds: Credentials): Promise<boolean> {
+    if (creds.kind !== 'token' || this.#revocations === undefined) return false;
+    return this.#revocations.isRevoked(creds);
+  }
+
+  release(session: Revocable, creds: Credentials): void {
+    this.#registry?.untrack(session, creds.userId);
   }
 
   /** The channel's fan-out on this node, made on first use. */

@@ -7,6 +7,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { channelError, MAX_MESSAGE_ID_LENGTH } from '@switchboard/protocol';
+import { readRawBody } from '../api/body.js';
 import { ReplyError } from '../errors.js';
 import type { AblyAuthResult } from './auth.js';
 import { AblyCode, ablyError, packValue, unpackValue, type AblyErrorInfo } from './codec.js';
@@ -257,6 +258,8 @@ export class AblyRest {
       if (result.error.code >= 40140 && result.error.code < 40150) this.#tokenError(req);
       throw new HttpError(result.error);
     }
+    if (await this.#ctx.isRevoked(result.credentials))
+      throw new HttpError(ablyError(AblyCode.INVALID_CREDENTIALS, 'Token revoked', 401));
     return {
       credentials: result.credentials,
       limit: result.limit,
@@ -300,7 +303,12 @@ export class AblyRest {
   }
 
   async #body(req: IncomingMessage): Promise<unknown> {
-    const raw = await readRaw(req, this.#o.maxBodyBytes);
+    const limit = this.#o.maxBodyBytes;
+    const raw = await readRawBody(
+      req,
+      limit,
+      () => new HttpError(ablyError(AblyCode.TOO_BIG, `body larger than ${limit} bytes`, 413)),
+    );
     const type = (req.headers['content-type'] ?? '').split(';', 1)[0]?.trim().toLowerCase();
     try {
       if (type === MSGPACK_TYPE) return unpackValue(raw);
@@ -364,28 +372,4 @@ function decode(part: string): string {
   } catch {
     throw new HttpError(ablyError(AblyCode.BAD_REQUEST, 'bad percent-encoding in the path', 400));
   }
-}
-
-function readRaw(req: IncomingMessage, limit: number): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    let failed = false;
-    req.on('data', (chunk: Buffer) => {
-      if (failed) return;
-      size += chunk.length;
-      if (size > limit) {
-        failed = true;
-        reject(new HttpError(ablyError(AblyCode.TOO_BIG, `body larger than ${limit} bytes`, 413)));
-        return;
-      }
-      chunks.push(chunk);
-    });
-    req.on('error', (err) => {
-      if (!failed) reject(err);
-    });
-    req.on('end', () => {
-      if (!failed) resolve(Buffer.concat(chunks));
-    });
-  });
 }

@@ -6,7 +6,8 @@
  */
 import { channelError, MAX_MESSAGE_ID_LENGTH, MAX_NAME_LENGTH } from '@switchboard/protocol';
 import type { Logger } from 'pino';
-import type { Credentials, Permission } from '../auth/auth.js';
+import { ANONYMOUS, type Credentials, type Permission } from '../auth/auth.js';
+import type { Revocable } from '../auth/registry.js';
 import type { Connection, ConnectionHandler, RequestInfo } from '../engine/connection.js';
 import { ReplyError } from '../errors.js';
 import {
@@ -51,7 +52,7 @@ interface Publishing {
   readonly result: Promise<{ serials: string[] } | AblyErrorInfo>;
 }
 
-export class AblySession implements ConnectionHandler, AblySubscriber {
+export class AblySession implements ConnectionHandler, AblySubscriber, Revocable {
   readonly connectionId: string;
   readonly format: Format;
   readonly echo: boolean;
@@ -60,6 +61,8 @@ export class AblySession implements ConnectionHandler, AblySubscriber {
   readonly #conn: Connection;
   readonly #log: Logger;
   #creds: Credentials | undefined;
+  /** The credentials the session is registered under (revocations, per-user limit). */
+  #tracked: Credentials | undefined;
   /** The key that signed the token: the connection may do only what both allow. */
   #limit: Credentials | undefined;
   #clientId: string | undefined;
@@ -135,6 +138,11 @@ export class AblySession implements ConnectionHandler, AblySubscriber {
       this.#fail(auth.error);
       return false;
     }
+    const refused = await this.#admit(auth.credentials);
+    if (refused !== undefined) {
+      this.#fail(refused);
+      return false;
+    }
     this.#creds = auth.credentials;
     this.#limit = auth.limit;
     this.#armExpiry();
@@ -156,6 +164,43 @@ export class AblySession implements ConnectionHandler, AblySubscriber {
     }
     this.#clientId = granted === '*' || granted === undefined ? requestedClientId : granted;
     return true;
+  }
+
+  /**
+   * Registers the credentials for revocation. A revoked token at connect (or in AUTH) fails the
+   * connection with 40101, not a token error: the SDK would renew and retry for as long as the
+   * app hands it tokens the revocation covers.
+   */
+  async #admit(creds: Credentials): Promise<AblyErrorInfo | undefined> {
+    const why = await this.#ctx.admit(this, creds);
+    if (why === undefined) {
+      if (this.#closed) {
+        this.#ctx.release(this, creds);
+        return undefined;
+      }
+      // Registered under the new user first: the same user keeps its one entry.
+      if (this.#tracked !== undefined && this.#tracked.userId !== creds.userId)
+        this.#ctx.release(this, this.#tracked);
+      this.#tracked = creds;
+      return undefined;
+    }
+    if (why === 'revoked') return ablyError(AblyCode.INVALID_CREDENTIALS, 'Token revoked', 401);
+    if (why === 'unavailable')
+      return ablyError(AblyCode.UNAVAILABLE, 'credentials could not be checked, retry', 503);
+    return ablyError(AblyCode.RATE_LIMITED, 'too many connections for this user', 429);
+  }
+
+  get credentials(): Credentials {
+    return this.#creds ?? ANONYMOUS;
+  }
+
+  /**
+   * The credentials were revoked (on any node). DISCONNECTED 40141 is a token error: the SDK
+   * asks its authCallback/authUrl for a new token once and resumes with it; a token the
+   * revocation also covers is then refused with 40101 and the SDK fails instead of looping.
+   */
+  revoke(reason: string): void {
+    this.disconnect(ablyError(AblyCode.TOKEN_REVOKED, `Token revoked (${reason})`, 401));
   }
 
   // ---- frames in ----
@@ -591,24 +636,35 @@ export class AblySession implements ConnectionHandler, AblySubscriber {
         );
         return;
       }
-      this.#creds = auth.credentials;
-      this.#limit = auth.limit;
-      this.#armExpiry();
-      // The SDK does not adopt the key of an AUTH reply (it resumes with the older one): the key
-      // is derived from the connectionId, so both are the same.
-      const details: Record<string, unknown> = {
-        connectionKey: this.#ctx.connections.keyFor(this.connectionId),
-        maxMessageSize: this.#ctx.maxMessageSize,
-        connectionStateTtl: this.#ctx.connectionStateTtlMs,
-        maxIdleInterval: this.#ctx.maxIdleIntervalMs,
-        serverId: this.#ctx.serverId,
-      };
-      if (this.#clientId !== undefined) details['clientId'] = this.#clientId;
-      this.#send({
-        action: Action.CONNECTED,
-        connectionId: this.connectionId,
-        connectionDetails: details,
+      void this.#admit(auth.credentials).then((refused) => {
+        if (this.#closed) return;
+        if (refused !== undefined) {
+          this.#fail(refused);
+          return;
+        }
+        this.#renewed(auth);
       });
+    });
+  }
+
+  #renewed(auth: { credentials: Credentials; limit?: Credentials | undefined }): void {
+    this.#creds = auth.credentials;
+    this.#limit = auth.limit;
+    this.#armExpiry();
+    // The SDK does not adopt the key of an AUTH reply (it resumes with the older one): the key
+    // is derived from the connectionId, so both are the same.
+    const details: Record<string, unknown> = {
+      connectionKey: this.#ctx.connections.keyFor(this.connectionId),
+      maxMessageSize: this.#ctx.maxMessageSize,
+      connectionStateTtl: this.#ctx.connectionStateTtlMs,
+      maxIdleInterval: this.#ctx.maxIdleIntervalMs,
+      serverId: this.#ctx.serverId,
+    };
+    if (this.#clientId !== undefined) details['clientId'] = this.#clientId;
+    this.#send({
+      action: Action.CONNECTED,
+      connectionId: this.connectionId,
+      connectionDetails: details,
     });
   }
 
@@ -705,6 +761,8 @@ export class AblySession implements ConnectionHandler, AblySubscriber {
     }
     this.#channels.clear();
     this.#acks = [];
+    if (this.#tracked !== undefined) this.#ctx.release(this, this.#tracked);
+    this.#tracked = undefined;
     this.#ctx.remove(this);
   }
 }
