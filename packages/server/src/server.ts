@@ -25,6 +25,11 @@ import {
   WS_CHECK_PATH,
   wsCheck,
 } from './ably/index.js';
+import {
+  MemoryConnectionStore,
+  RedisConnectionStore,
+  type AblyConnectionStore,
+} from './ably/connection-state.js';
 import { Readiness } from './readiness.js';
 import { Session } from './session.js';
 import { drain } from './drain.js';
@@ -199,6 +204,10 @@ export async function startServer(
     autoEnterFor: (channel) => config.namespaces[channelNamespace(channel)]?.autoEnter === true,
     onWrite: (ok, startedAt, error) => readiness.observeWrite(ok, startedAt, error),
   });
+  const ablyStore: AblyConnectionStore =
+    redisTarget === undefined
+      ? new MemoryConnectionStore()
+      : new RedisConnectionStore(redisTarget, config.redisPrefix);
   const ablyContext = new AblyContext({
     node,
     policy,
@@ -214,6 +223,7 @@ export async function startServer(
     commandsPerSecond: config.maxCommandsPerSecond,
     revocations,
     registry,
+    store: ablyStore,
     broadcaster: edge.broadcaster,
   });
   const ably = ablyDialect(ablyContext);
@@ -359,7 +369,7 @@ export async function startServer(
   try {
     port = await edge.listen(config.host, config.port);
   } catch (err) {
-    await Promise.all([broker.close(), revocations.close(), presence.close()]);
+    await Promise.all([broker.close(), revocations.close(), presence.close(), ablyStore.close()]);
     throw err;
   }
   logger.info(
@@ -414,7 +424,12 @@ export async function startServer(
         ablyContext.close();
         node.close();
         readiness.stop();
-        await Promise.all([broker.close(), revocations.close(), presence.close()]);
+        await Promise.all([
+          broker.close(),
+          revocations.close(),
+          presence.close(),
+          ablyStore.close(),
+        ]);
         logger.info('shutdown complete');
       })();
       return closing;

@@ -11,6 +11,7 @@ import type { RevocationStore } from '../auth/revocation.js';
 import type { TopicBroadcaster } from '../engine/connection.js';
 import type { Node } from '../node.js';
 import type { AblyAuth } from './auth.js';
+import { MemoryConnectionStore, type AblyConnectionStore } from './connection-state.js';
 import { ChannelFanout } from './fanout.js';
 
 /**
@@ -73,6 +74,10 @@ export interface AblyContextOptions {
   readonly commandsPerSecond: number;
   /** The node's revocations and live sessions (shared with the native protocol). */
   readonly revocations?: RevocationStore | undefined;
+  /** Connection state for resumes on any node (Redis, or memory for the embedded engine). */
+  readonly store?: AblyConnectionStore | undefined;
+  /** Ably's default 120 s; shorter only in tests. */
+  readonly connectionStateTtlMs?: number | undefined;
   readonly registry?: SessionRegistry | undefined;
   /** The engine's native topics (uws): live subscribers get deliveries without a JS call each. */
   readonly broadcaster?: TopicBroadcaster | undefined;
@@ -90,8 +95,12 @@ export class AblyContext {
   readonly maxReplay: number;
   /** The server pings (or, for browsers, sends HEARTBEAT) at least this often. */
   readonly maxIdleIntervalMs: number;
-  /** Ably's default: how long the SDK keeps trying to resume before it gives up the connection. */
-  readonly connectionStateTtlMs = 120_000;
+  /** Ably's default: how long a connection outlives its transport (and the SDK tries to resume). */
+  readonly connectionStateTtlMs: number;
+  readonly store: AblyConnectionStore;
+  /** How often the live connections' records are pushed forward (one pipeline per node). */
+  readonly #refreshMs: number;
+  readonly #refreshTimer: NodeJS.Timeout;
   readonly serverId = `switchboard-${randomBytes(4).toString('hex')}`;
   /** Live sessions by connectionId: a resume takes over a connection still held here. */
   readonly sessions = new Map<string, AblySessionLike>();
@@ -114,6 +123,18 @@ export class AblyContext {
     this.maxIdleIntervalMs = o.pingIntervalMs;
     this.#broadcaster = o.broadcaster;
     this.#revocations = o.revocations;
+    this.connectionStateTtlMs = o.connectionStateTtlMs ?? 120_000;
+    this.store = o.store ?? new MemoryConnectionStore();
+    this.#refreshMs = Math.max(1000, Math.floor(this.connectionStateTtlMs / 4));
+    // A node killed without a word leaves its connections' records to expire between
+    // connectionStateTtl and connectionStateTtl + one interval after its last refresh.
+    this.#refreshTimer = setInterval(() => {
+      const ids = [...this.sessions.keys()];
+      this.store
+        .refresh(ids, this.liveTtlMs)
+        .catch((err: unknown) => this.logger.warn({ err }, 'ably connection state refresh failed'));
+    }, this.#refreshMs);
+    this.#refreshTimer.unref();
     this.#registry = o.registry;
     // Browsers send heartbeats=true: they cannot see WebSocket pings, so they get HEARTBEATs.
     this.#timer = setInterval(
@@ -123,6 +144,11 @@ export class AblyContext {
       Math.max(100, Math.floor(o.pingIntervalMs / 2)),
     );
     this.#timer.unref();
+  }
+
+  /** The expiry of a live connection's record: the TTL counts from the next refresh at the latest. */
+  get liveTtlMs(): number {
+    return this.connectionStateTtlMs + this.#refreshMs;
   }
 
   /** Registers a session; an older one with the same connectionId is disconnected (newest wins). */
@@ -193,6 +219,7 @@ export class AblyContext {
 
   close(): void {
     clearInterval(this.#timer);
+    clearInterval(this.#refreshTimer);
     for (const s of [...this.sessions.values()])
       s.disconnect({ message: 'server shutting down', code: 80017, statusCode: 400 });
   }

@@ -53,7 +53,7 @@ interface Publishing {
 }
 
 export class AblySession implements ConnectionHandler, AblySubscriber, Revocable {
-  readonly connectionId: string;
+  #id = '';
   readonly format: Format;
   readonly echo: boolean;
   readonly heartbeats: boolean;
@@ -82,9 +82,6 @@ export class AblySession implements ConnectionHandler, AblySubscriber, Revocable
     this.echo = q.get('echo') !== 'false';
     this.heartbeats = q.get('heartbeats') === 'true';
     const resumeKey = q.get('resume') ?? q.get('recover') ?? undefined;
-    const resumed = resumeKey === undefined ? undefined : ctx.connections.verify(resumeKey);
-    this.connectionId = resumed ?? ctx.connections.newId();
-    ctx.add(this);
     const v = q.get('v');
     if (v !== null && v !== PROTOCOL_VERSION && v !== '5') {
       this.#fail(
@@ -97,34 +94,77 @@ export class AblySession implements ConnectionHandler, AblySubscriber, Revocable
       return;
     }
     const requestedClientId = q.get('clientId') ?? undefined;
-    void this.#authenticate(q, requestedClientId).then((ok) => {
-      if (!ok || this.#closed) return;
-      const details: Record<string, unknown> = {
-        connectionKey: ctx.connections.keyFor(this.connectionId),
-        maxMessageSize: ctx.maxMessageSize,
-        maxInboundRate: ctx.maxInboundRate,
-        maxFrameSize: ctx.maxMessageSize,
-        connectionStateTtl: ctx.connectionStateTtlMs,
-        maxIdleInterval: ctx.maxIdleIntervalMs,
-        serverId: ctx.serverId,
-      };
-      if (this.#clientId !== undefined) details['clientId'] = this.#clientId;
-      const connected: ProtocolMessage = {
-        action: Action.CONNECTED,
-        connectionId: this.connectionId,
-        connectionDetails: details,
-      };
-      if (resumeKey !== undefined && resumed === undefined) {
-        // The SDK sees the new connectionId and resets; channels still re-attach with their
-        // channelSerial, and each is resumed on its own when history holds the gap.
-        connected.error = ablyError(
-          AblyCode.CONNECTION_EXPIRED,
-          'Unable to recover connection: connection key not recognised',
-          400,
-        );
-      }
-      this.#send(connected);
+    void this.#start(q, requestedClientId, resumeKey).catch((err: unknown) => {
+      this.#log.error({ err }, 'ably connection start failed');
+      this.#fail(ablyError(AblyCode.INTERNAL, 'internal error', 500));
     });
+  }
+
+  get connectionId(): string {
+    return this.#id;
+  }
+
+  async #start(
+    q: URLSearchParams,
+    requestedClientId: string | undefined,
+    resumeKey: string | undefined,
+  ): Promise<void> {
+    const ctx = this.#ctx;
+    const ok = await this.#authenticate(q, requestedClientId);
+    if (!ok || this.#closed) return;
+    const resumed = resumeKey === undefined ? undefined : await this.#resumable(resumeKey);
+    if (this.#closed) return;
+    this.#id = resumed ?? ctx.connections.newId();
+    ctx.add(this);
+    ctx.store
+      .save(this.#id, { clientId: this.#clientId, serverId: ctx.serverId }, ctx.liveTtlMs)
+      .catch((err: unknown) => this.#log.warn({ err }, 'ably connection state not saved'));
+    const details: Record<string, unknown> = {
+      connectionKey: ctx.connections.keyFor(this.#id),
+      maxMessageSize: ctx.maxMessageSize,
+      maxInboundRate: ctx.maxInboundRate,
+      maxFrameSize: ctx.maxMessageSize,
+      connectionStateTtl: ctx.connectionStateTtlMs,
+      maxIdleInterval: ctx.maxIdleIntervalMs,
+      serverId: ctx.serverId,
+    };
+    if (this.#clientId !== undefined) details['clientId'] = this.#clientId;
+    const connected: ProtocolMessage = {
+      action: Action.CONNECTED,
+      connectionId: this.#id,
+      connectionDetails: details,
+    };
+    if (resumeKey !== undefined && resumed === undefined) {
+      // The SDK sees the new connectionId and resets; channels still re-attach with their
+      // channelSerial, and each is resumed on its own when history holds the gap.
+      connected.error = ablyError(
+        AblyCode.CONNECTION_EXPIRED,
+        'Unable to recover connection: connection expired or not recognised',
+        400,
+      );
+    }
+    this.#send(connected);
+  }
+
+  /**
+   * The connectionId a resume or recover key gets back: the key must be one this cluster issued
+   * (its HMAC) and the connection must still exist in the shared store (not expired, not
+   * CLOSEd) under the same clientId. With the store unreachable the key alone decides: a resume
+   * then still works, it only cannot tell an expired connection.
+   */
+  async #resumable(key: string): Promise<string | undefined> {
+    const id = this.#ctx.connections.verify(key);
+    if (id === undefined) return undefined;
+    let record;
+    try {
+      record = await this.#ctx.store.get(id);
+    } catch (err) {
+      this.#log.warn({ err }, 'ably connection state unavailable; resuming on the key alone');
+      return id;
+    }
+    if (record === undefined) return undefined;
+    if ((record.clientId ?? undefined) !== this.#clientId) return undefined;
+    return id;
   }
 
   get clientId(): string | undefined {
@@ -216,7 +256,7 @@ export class AblySession implements ConnectionHandler, AblySubscriber, Revocable
   onClose(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#teardown();
+    this.#teardown('keep');
   }
 
   #handle(data: string | Buffer): void {
@@ -708,14 +748,14 @@ export class AblySession implements ConnectionHandler, AblySubscriber, Revocable
     if (this.#closed) return;
     this.#send({ action: Action.ERROR, error });
     this.#closed = true;
-    this.#teardown();
+    this.#teardown('drop');
     this.#conn.close(1000, 'error');
   }
 
   #end(action: number): void {
     if (action === Action.CLOSE) this.#send({ action: Action.CLOSED });
     this.#closed = true;
-    this.#teardown();
+    this.#teardown(action === Action.CLOSE ? 'drop' : 'keep');
     this.#conn.close(1000, action === Action.CLOSE ? 'closed' : 'disconnected');
   }
 
@@ -724,7 +764,7 @@ export class AblySession implements ConnectionHandler, AblySubscriber, Revocable
     if (this.#closed) return;
     this.#send({ action: Action.DISCONNECTED, error });
     this.#closed = true;
-    this.#teardown();
+    this.#teardown('keep');
     this.#conn.close(1000, 'disconnected');
   }
 
@@ -752,7 +792,19 @@ export class AblySession implements ConnectionHandler, AblySubscriber, Revocable
     );
   }
 
-  #teardown(): void {
+  /**
+   * `keep`: the transport is gone but the connection lives on for connectionStateTtl (a resume
+   * may come to any node); `drop`: CLOSE or a fatal ERROR ended the connection itself.
+   */
+  #teardown(state: 'keep' | 'drop'): void {
+    const ctx = this.#ctx;
+    if (this.#id !== '' && ctx.sessions.get(this.#id) === this) {
+      const write =
+        state === 'keep'
+          ? ctx.store.refresh([this.#id], ctx.connectionStateTtlMs)
+          : ctx.store.delete(this.#id);
+      write.catch((err: unknown) => this.#log.warn({ err }, 'ably connection state not written'));
+    }
     clearTimeout(this.#renewTimer);
     clearTimeout(this.#expiryTimer);
     for (const att of this.#channels.values()) {
