@@ -89,7 +89,10 @@ export class AblyRest {
     if (origin === undefined)
       throw new HttpError(ablyError(AblyCode.OPERATION_DENIED, 'origin not allowed', 403));
     if (origin !== null) {
-      res.setHeader('access-control-allow-origin', origin);
+      // The browser SDK sends its Authorization with XHR withCredentials: the grant must name the
+      // page's origin (never `*`) and allow credentials, on the preflight and the request.
+      res.setHeader('access-control-allow-origin', req.headers.origin ?? origin);
+      res.setHeader('access-control-allow-credentials', 'true');
       res.setHeader('access-control-expose-headers', 'Link, x-ably-errorcode, x-ably-errormessage');
       res.setHeader('vary', 'Origin');
     }
