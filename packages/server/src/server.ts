@@ -204,6 +204,11 @@ export async function startServer(
     autoEnterFor: (channel) => config.namespaces[channelNamespace(channel)]?.autoEnter === true,
     onWrite: (ok, startedAt, error) => readiness.observeWrite(ok, startedAt, error),
   });
+  if (config.ably && config.dedupeMs < 120_000)
+    logger.warn(
+      { dedupeMs: config.dedupeMs },
+      'dedupeMs is below the Ably connectionStateTtl (120 s): a publish the Ably SDK resends after a late resume may be stored twice',
+    );
   const ablyStore: AblyConnectionStore =
     redisTarget === undefined
       ? new MemoryConnectionStore()
