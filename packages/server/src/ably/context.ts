@@ -175,8 +175,10 @@ export class AblyContext {
     creds: Credentials,
   ): Promise<'revoked' | 'unavailable' | 'too many' | undefined> {
     const registry = this.#registry;
-    if (registry === undefined) return undefined;
-    if (creds.kind === 'token' && this.#revocations !== undefined) {
+    // Like the native protocol: only token sessions are registered (an API key is not a user,
+    // and revocations apply to tokens only).
+    if (registry === undefined || creds.kind !== 'token') return undefined;
+    if (this.#revocations !== undefined) {
       const watch = registry.watch(creds);
       try {
         if ((await this.#revocations.isRevoked(creds)) || watch.revoked) return 'revoked';

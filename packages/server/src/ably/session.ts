@@ -214,6 +214,7 @@ export class AblySession implements ConnectionHandler, AblySubscriber, Revocable
   async #admit(creds: Credentials): Promise<AblyErrorInfo | undefined> {
     const why = await this.#ctx.admit(this, creds);
     if (why === undefined) {
+      if (creds.kind !== 'token') return undefined;
       if (this.#closed) {
         this.#ctx.release(this, creds);
         return undefined;
