@@ -248,4 +248,34 @@ describe('ably dialect: resume', () => {
       await server.close();
     }
   });
+
+  test('the embedded engine keeps connection state in memory: a cut resumes the same connection', async () => {
+    const server = await startTestServer({ apiKeys: API_KEYS });
+    const proxy = new CuttingProxy(server.port);
+    const proxyPort = await proxy.listen();
+    const sub = realtime(proxyPort, 'msgpack', { disconnectedRetryTimeout: 300 });
+    const pub = realtime(server.port, 'json');
+    try {
+      const inbox = new Inbox();
+      await sub.channels.get('memory').subscribe(inbox.listener);
+      const id = sub.connection.id;
+      await pub.channels.get('memory').publish('m', 'before');
+      await inbox.count(1);
+      proxy.cut();
+      await dropped(sub.connection);
+      await pub.channels.get('memory').publish('m', 'away');
+      await reach(sub.connection, 'connected');
+      const ms = await inbox.count(2);
+      assert.deepEqual(
+        ms.map((m): unknown => m.data),
+        ['before', 'away'],
+      );
+      assert.equal(sub.connection.id, id);
+    } finally {
+      sub.close();
+      pub.close();
+      await proxy.close();
+      await server.close();
+    }
+  });
 });
