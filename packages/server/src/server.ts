@@ -230,6 +230,11 @@ export async function startServer(
     registry,
     store: ablyStore,
     broadcaster: edge.broadcaster,
+    presence: {
+      maxDataBytes: config.presenceMaxDataBytes,
+      maxEntersPerConnection: config.presenceMaxEntersPerConnection,
+      graceMs: config.presenceGraceMs,
+    },
   });
   const ably = ablyDialect(ablyContext);
   const sessionContext = {
