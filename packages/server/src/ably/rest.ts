@@ -373,6 +373,8 @@ export class AblyRest {
       // The SDK sends Bearer base64(token), even for a JWT.
       const raw = header.slice(7).trim();
       const token = raw.includes('.') ? raw : Buffer.from(raw, 'base64').toString('utf8');
+      // The JWT's protected header (alg, typ, kid) is the same for every token of one key: it
+      // stands for the key without decoding anything.
       keyName = token.split('.', 1)[0] ?? '';
       result = await this.#ctx.auth.token(token);
     } else {
