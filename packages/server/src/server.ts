@@ -262,7 +262,7 @@ export async function startServer(
   const ablyStore: AblyConnectionStore =
     redisTarget === undefined
       ? new MemoryConnectionStore()
-      : new RedisConnectionStore(redisTarget, config.redisPrefix);
+      : new RedisConnectionStore((presence as RedisPresenceStore).connection, config.redisPrefix);
   const ablyContext = new AblyContext({
     node,
     policy,

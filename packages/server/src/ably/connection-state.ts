@@ -10,7 +10,6 @@
  * refresh of the node's live connections per refresh interval, one delete on CLOSE.
  */
 import type { Cluster, Redis } from 'ioredis';
-import { connectRedis, type RedisTarget } from '../broker/redis-target.js';
 
 export interface ConnectionRecord {
   /** The connection's identity; a resume under another one is a new connection. */
@@ -84,15 +83,10 @@ export class RedisConnectionStore implements AblyConnectionStore {
   readonly #redis: Redis | Cluster;
   readonly #prefix: string;
 
-  constructor(target: RedisTarget, prefix: string) {
-    this.#redis = connectRedis(target, {
-      connectionName: 'switchboard-ably-connections',
-      maxRetriesPerRequest: 1,
-      commandTimeout: 5000,
-    });
-    this.#redis.on('error', () => {
-      // reconnects by itself; a failed write or lookup surfaces to the caller
-    });
+  // The connection is the presence store's (shared, not owned): one fewer Redis connection per
+  // node, and these few writes (one per connect, drop and 30 s refresh) never contend with publishes.
+  constructor(connection: Redis | Cluster, prefix: string) {
+    this.#redis = connection;
     this.#prefix = prefix;
   }
 
@@ -111,6 +105,11 @@ export class RedisConnectionStore implements AblyConnectionStore {
 
   async refresh(ids: readonly string[], ttlMs: number): Promise<void> {
     if (ids.length === 0) return;
+    // A Cluster pipeline must stay on one node; the ids' keys spread over every slot.
+    if ('nodes' in this.#redis) {
+      await Promise.all(ids.map((id) => this.#redis.pexpire(this.key(id), ttlMs)));
+      return;
+    }
     const p = this.#redis.pipeline();
     for (const id of ids) p.pexpire(this.key(id), ttlMs);
     await p.exec();
@@ -130,10 +129,6 @@ export class RedisConnectionStore implements AblyConnectionStore {
   }
 
   async close(): Promise<void> {
-    try {
-      await this.#redis.quit();
-    } catch {
-      this.#redis.disconnect();
-    }
+    // the presence store owns the connection and closes it
   }
 }
