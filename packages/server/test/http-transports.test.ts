@@ -322,7 +322,7 @@ describe('long-polling', () => {
 
   it('closes a connection that stops polling with 3002, and tells a waiting poll about shutdown', async () => {
     const s = await server({ pingIntervalMs: 150 });
-    const idle = await PollTestClient.open(s.url); // the node closes it
+    const idle = await poller(s.url);
     const idleCloses = async (): Promise<number> => {
       const text = await (await fetch(`${s.url}/metrics`)).text();
       return Number(/switchboard_disconnects_total\{code="3002"\} (\d+)/.exec(text)?.[1] ?? 0);
