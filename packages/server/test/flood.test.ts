@@ -1,3 +1,4 @@
+// switchboard-test: solo - the flooder runs SCHED_IDLE (only on idle cores) and the CPU of two phases is compared.
 /**
  * Isolation under a flood (issue 5; reliability G6, S6): 50 subscribers receive a steady 200 msg/s
  * stream while one client floods publishes and garbage as fast as it can. The flooder is rate

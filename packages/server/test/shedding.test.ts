@@ -1,3 +1,4 @@
+// switchboard-test: solo - a 400 ms event-loop-lag threshold must not be crossed by the stalls of a loaded machine.
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
