@@ -507,7 +507,7 @@ describe('slowloris: httpHeadersTimeoutMs', () => {
         const c = await TestClient.open(server.wsUrl);
         legit.push(performance.now() - t);
         c.close();
-        await new Promise((r) => setTimeout(r, 50));
+        await new Promise((r) => setTimeout(r, 50)); // a legitimate client's pace
       }
       const times = await Promise.all(closedAt);
       const max = Math.max(...times);

@@ -241,6 +241,8 @@ describe('long-polling', () => {
     assert.ok(waited >= 280 && waited < 1500, `an empty poll waited ${waited} ms`);
     t0 = Date.now();
     const parked = p.poll(s.url, { wait: 5000 });
+    // Lets the poll park first (nothing outside the node says it did); were it late, the frame
+    // would be pending and the poll answered at once: the test would pass, testing less.
     await new Promise((r) => setTimeout(r, 100));
     await publish(s.url, 'lp', 'x');
     const r = await parked;
