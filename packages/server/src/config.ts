@@ -12,6 +12,7 @@ import { parseHostPort } from './broker/redis-target.js';
 type Kind =
   | 'int'
   | 'bool'
+  | 'optionalBool'
   | 'string'
   | 'optionalString'
   | 'url'
@@ -111,6 +112,10 @@ export interface Config {
   readonly nodeId: string | undefined;
   readonly demoUrl: string | undefined;
   readonly metrics: boolean;
+  /** The admin API at /v1/admin; unset: on only in embedded mode without auth. */
+  readonly admin: boolean | undefined;
+  readonly adminPassword: string | undefined;
+  readonly adminPasswordHash: string | undefined;
 }
 
 export const defaults: Config = {
@@ -171,6 +176,9 @@ export const defaults: Config = {
   nodeId: undefined,
   demoUrl: undefined,
   metrics: true,
+  admin: undefined,
+  adminPassword: undefined,
+  adminPasswordHash: undefined,
 };
 
 /** Every setting, its type and what it does: the source of the README's configuration reference. */
@@ -264,7 +272,7 @@ export const settings: Readonly<Record<keyof Config, Setting>> = {
     kind: 'int',
     min: 1000,
     max: 3_600_000,
-    doc: "how long a presence member outlives its node's last refresh (nodes refresh every third of it): the most a crashed node's members linger",
+    doc: "how long a presence member outlives its node's last refresh (nodes refresh every third of it): the most a crashed node's members linger; its occupancy counts go within two thirds of it",
   },
   presenceGraceMs: {
     kind: 'int',
@@ -438,7 +446,25 @@ export const settings: Readonly<Record<keyof Config, Setting>> = {
     kind: 'httpUrl',
     doc: "where the front page's demo link points (npm run demo sets it)",
   },
+  admin: {
+    kind: 'optionalBool',
+    doc: 'serve the admin API /v1/admin (docs/operations.md, Admin API); unset: on only in embedded mode without auth',
+  },
+  adminPassword: {
+    kind: 'optionalString',
+    doc: 'password of POST /v1/admin/login (at least 12 characters); prefer adminPasswordHash',
+  },
+  adminPasswordHash: {
+    kind: 'optionalString',
+    doc: 'scrypt hash of the admin password, scrypt$<salt hex>$<hash hex> (docs/operations.md, Admin API)',
+  },
 };
+
+function parseBool(value: unknown, bad: (why: string) => never): boolean {
+  if (value === true || value === 'true' || value === '1') return true;
+  if (value === false || value === 'false' || value === '0') return false;
+  return bad('expected true or false');
+}
 
 export class ConfigError extends Error {
   readonly key: string;
@@ -487,10 +513,11 @@ function parseValue(key: keyof Config, value: unknown, source: string): unknown 
       if (value === undefined || value === '') return undefined;
       if (typeof value !== 'string') return bad('expected a string');
       return value;
+    case 'optionalBool':
+      if (value === undefined || value === '') return undefined;
+      return parseBool(value, bad);
     case 'bool':
-      if (value === true || value === 'true' || value === '1') return true;
-      if (value === false || value === 'false' || value === '0') return false;
-      return bad('expected true or false');
+      return parseBool(value, bad);
     case 'httpUrl': {
       if (value === undefined || value === '') return undefined;
       let u: URL | undefined;

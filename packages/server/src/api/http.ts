@@ -14,6 +14,7 @@ import { ReplyError, toReplyError } from '../errors.js';
 import { readBody } from './body.js';
 import type { Metrics } from '../metrics.js';
 import type { Node, PublishInput, Published } from '../node.js';
+import type { ChannelDirectory } from '../occupancy/directory.js';
 import {
   DEFAULT_MEMBERS_PAGE,
   decodePresenceCursor,
@@ -59,6 +60,9 @@ export interface HttpApiOptions {
   readonly readiness: () => ReadinessState;
   /** The front page, its assets and GET /v1/info (web/front-page.ts). */
   readonly web?: WebRoutes;
+  /** The admin API under /v1/admin (admin/routes.ts), when enabled; false: not its path. */
+  readonly admin?:
+    ((req: IncomingMessage, res: ServerResponse, url: URL) => Promise<boolean>) | undefined;
 }
 
 /** Messages one POST may carry. */
@@ -66,6 +70,7 @@ export const MAX_BATCH = 1000;
 
 const MESSAGES_PATH = /^\/v1\/channels\/([^/]+)\/messages$/;
 const PRESENCE_PATH = /^\/v1\/channels\/([^/]+)\/presence$/;
+const CHANNEL_PATH = /^\/v1\/channels\/([^/]+)$/;
 
 /**
  * The REST API: one handler per route, JSON in and out, errors as `{"error": text, "code": n}`
@@ -86,7 +91,16 @@ export function createHttpHandler(
 async function handle(o: HttpApiOptions, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const url = new URL(req.url ?? '/', 'http://localhost');
   const path = url.pathname;
-  const origin = o.admission.origin(req);
+  let origin = o.admission.origin(req);
+  // The admin UI calls the node that served it: same-origin admin requests need no allowedOrigins
+  // entry (their credentials are checked by the admin API itself).
+  if (
+    isRefusal(origin) &&
+    o.admin !== undefined &&
+    path.startsWith('/v1/admin/') &&
+    sameOrigin(req)
+  )
+    origin = null;
   if (isRefusal(origin)) throw new ReplyError(origin.code, origin.message);
   if (origin !== null) {
     res.setHeader('access-control-allow-origin', origin);
@@ -131,8 +145,21 @@ async function handle(o: HttpApiOptions, req: IncomingMessage, res: ServerRespon
       return history(o, channel, url.searchParams, res);
     }
     if (!allow(req, res, 'POST', 'GET, HEAD, POST')) return;
-    await authorize(o, req, 'publish', channel);
-    return publish(o, channel, req, res);
+    const creds = await authorize(o, req, 'publish', channel);
+    return publish(o, channel, req, res, creds.userId === '' ? undefined : 'u:' + creds.userId);
+  }
+  if (path === '/v1/channels') {
+    if (!allow(req, res, 'GET')) return;
+    return listChannels(o, req, url.searchParams, res);
+  }
+  const single = CHANNEL_PATH.exec(path);
+  if (single !== null) {
+    if (!allow(req, res, 'GET')) return;
+    const channel = channelParam(single[1] as string);
+    const why = channelError(channel);
+    if (why !== undefined) throw new ReplyError(ErrorCode.INVALID_CHANNEL, why);
+    await authorize(o, req, 'subscribe', channel);
+    return sendJson(res, 200, await directoryOf(o).get(channel));
   }
   const presence = PRESENCE_PATH.exec(path);
   if (presence !== null) {
@@ -156,8 +183,20 @@ async function handle(o: HttpApiOptions, req: IncomingMessage, res: ServerRespon
     });
     return sendJson(res, 200, { ok: true, revoked: JSON.parse(revocationJson(r)) as unknown });
   }
+  if (o.admin !== undefined && (await o.admin(req, res, url))) return;
   if (o.web?.(req, res, path) === true) return;
   sendError(res, ErrorCode.NOT_FOUND, `no route for ${path}`);
+}
+
+/** Whether the request's Origin is the scheme and Host it was sent to (a page of this node). */
+function sameOrigin(req: IncomingMessage): boolean {
+  const origin = req.headers.origin;
+  const host = req.headers.host;
+  return (
+    origin !== undefined &&
+    host !== undefined &&
+    (origin === `http://${host}` || origin === `https://${host}`)
+  );
 }
 
 /**
@@ -210,9 +249,9 @@ async function authorize(
   req: IncomingMessage,
   permission: Permission,
   channel: string,
-): Promise<void> {
+): Promise<Credentials> {
   const creds = await credentials(o, req);
-  if (o.policy.allows(creds, permission, channel)) return;
+  if (o.policy.allows(creds, permission, channel)) return creds;
   if (creds.kind === 'anonymous')
     throw new ReplyError(
       ErrorCode.UNAUTHORIZED,
@@ -221,11 +260,48 @@ async function authorize(
   throw new ReplyError(ErrorCode.PERMISSION_DENIED, `not allowed to ${permission} on ${channel}`);
 }
 
+function directoryOf(o: HttpApiOptions): ChannelDirectory {
+  const d = o.node.directory;
+  if (d === undefined) throw new ReplyError(ErrorCode.NOT_FOUND, 'no channel directory');
+  return d;
+}
+
+/**
+ * `GET /v1/channels?prefix&cursor&limit`: one page of the deployment's channels, sorted by name,
+ * `{"channels": [{"channel", "occupancy"}...], "next"}`. Lists only channels the credentials may
+ * subscribe to (filtered before the page is cut, so pages stay full).
+ */
+async function listChannels(
+  o: HttpApiOptions,
+  req: IncomingMessage,
+  params: URLSearchParams,
+  res: ServerResponse,
+): Promise<void> {
+  const creds = await credentials(o, req);
+  const limitText = params.get('limit');
+  const limit = limitText === null ? undefined : Number(limitText);
+  if (limit !== undefined && !/^\d{1,4}$/.test(limitText ?? ''))
+    throw new ReplyError(ErrorCode.BAD_REQUEST, `limit must be an integer from 1 to 1000`);
+  const visible = (channel: string): boolean => o.policy.allows(creds, 'subscribe', channel);
+  if (creds.kind === 'anonymous' && !o.policy.anonymousAnywhere)
+    throw new ReplyError(ErrorCode.UNAUTHORIZED, 'credentials required to list channels');
+  const page = await directoryOf(o).list(
+    {
+      prefix: params.get('prefix') ?? undefined,
+      cursor: params.get('cursor') ?? undefined,
+      limit,
+    },
+    visible,
+  );
+  sendJson(res, 200, page);
+}
+
 async function publish(
   o: HttpApiOptions,
   channel: string,
   req: IncomingMessage,
   res: ServerResponse,
+  publisher?: string,
 ): Promise<void> {
   const why = channelError(channel);
   if (why !== undefined) throw new ReplyError(ErrorCode.INVALID_CHANNEL, why);
@@ -234,9 +310,15 @@ async function publish(
   if (items.length === 0) throw new ReplyError(ErrorCode.BAD_REQUEST, 'no messages to publish');
   if (items.length > MAX_BATCH)
     throw new ReplyError(ErrorCode.LIMIT_EXCEEDED, `at most ${MAX_BATCH} messages per request`);
-  const inputs = items.map((item, i) =>
-    toInput(channel, item, Array.isArray(body) ? `messages[${i}]` : 'message', o.maxMessageBytes),
-  );
+  const inputs = items.map((item, i) => ({
+    ...toInput(
+      channel,
+      item,
+      Array.isArray(body) ? `messages[${i}]` : 'message',
+      o.maxMessageBytes,
+    ),
+    publisher,
+  }));
   // Issued in order without awaiting in between: the broker keeps their order.
   const results = await Promise.allSettled(inputs.map((input) => o.node.publish(input, 'http')));
   if (results.every((r): r is PromiseFulfilledResult<Published> => r.status === 'fulfilled')) {
@@ -326,7 +408,7 @@ async function members(
     clientId: params.get('clientId') ?? undefined,
   });
   const next = page.next === null ? 'null' : JSON.stringify(encodePresenceCursor(page.next));
-  const body = `{"channel":${JSON.stringify(channel)},"members":[${page.members.join(',')}],"offset":${page.offset},"next":${next}}`;
+  const body = `{"channel":${JSON.stringify(channel)},"members":[${page.members.join(',')}],"offset":${page.offset},"epoch":"${page.epoch}","next":${next}}`;
   res
     .writeHead(200, {
       'content-type': 'application/json; charset=utf-8',
@@ -335,13 +417,23 @@ async function members(
     .end(body);
 }
 
-function position(p: Published): { id: string; offset: number; epoch: string; duplicate?: true } {
+export function position(p: Published): {
+  id: string;
+  offset: number;
+  epoch: string;
+  duplicate?: true;
+} {
   return p.duplicate
     ? { id: p.id, offset: p.offset, epoch: p.epoch, duplicate: true }
     : { id: p.id, offset: p.offset, epoch: p.epoch };
 }
 
-function toInput(channel: string, item: unknown, where: string, maxBytes: number): PublishInput {
+export function toInput(
+  channel: string,
+  item: unknown,
+  where: string,
+  maxBytes: number,
+): PublishInput {
   if (typeof item !== 'object' || item === null || Array.isArray(item)) {
     throw new ReplyError(ErrorCode.BAD_REQUEST, `${where} must be an object {name?, data, id?}`);
   }
@@ -390,7 +482,7 @@ function channelParam(segment: string): string {
  * can send cross-site without a CORS preflight (text/plain, urlencoded, multipart) are refused,
  * so a page of another site cannot publish through a visitor's browser when auth is off.
  */
-async function readJson(req: IncomingMessage, limit: number): Promise<unknown> {
+export async function readJson(req: IncomingMessage, limit: number): Promise<unknown> {
   const type = req.headers['content-type'];
   const media = type?.split(';', 1)[0]?.trim().toLowerCase();
   if (media !== 'application/json')
@@ -422,13 +514,13 @@ function allow(
   return false;
 }
 
-function sendError(res: ServerResponse, code: ErrorCodeValue, message: string): void {
+export function sendError(res: ServerResponse, code: ErrorCodeValue, message: string): void {
   if (code === ErrorCode.UNAUTHORIZED)
     res.setHeader('www-authenticate', 'Basic realm="switchboard", Bearer');
   sendJson(res, errorHttpStatus[code], { error: message, code });
 }
 
-function sendJson(res: ServerResponse, status: number, body: unknown): void {
+export function sendJson(res: ServerResponse, status: number, body: unknown): void {
   if (res.headersSent) {
     res.destroy();
     return;
