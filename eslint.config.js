@@ -8,7 +8,7 @@ export default tseslint.config(
     languageOptions: {
       parserOptions: {
         projectService: {
-          allowDefaultProject: ['bench/*.js', 'bench/*/*.js'],
+          allowDefaultProject: ['bench/*.js', 'bench/*/*.js', 'scripts/*.js'],
           // bench/ holds more plain-JS scripts than the default of 8.
           maximumDefaultProjectFileMatchCount_THIS_WILL_SLOW_DOWN_LINTING: 32,
         },

@@ -1,3 +1,4 @@
+// switchboard-test: solo - it asserts how evenly 300 reconnects spread over the drain window, second by second.
 /**
  * A rolling update in miniature: SDK clients behind real NGINX (deploy/nginx/switchboard.conf) on
  * three `switchboard serve` processes with a real Redis, 100 messages a second; one node gets

@@ -211,7 +211,7 @@ describe('behind NGINX: 3 nodes, Redis, round-robin', () => {
       while (!stop) {
         const ack = await pub.channels.get('kill').publish('n', published + 1);
         assert.equal(ack.offset, ++published);
-        await new Promise((r) => setTimeout(r, 10));
+        await new Promise((r) => setTimeout(r, 10)); // the publisher's pace
       }
     })();
     await eventually(() => published >= 20, 10_000, 'traffic before the kill');

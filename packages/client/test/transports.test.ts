@@ -256,7 +256,7 @@ describe('transport fallback', () => {
     const publishing = (async () => {
       while (!stop) {
         await pub.channels.get('up').publish('n', ++n);
-        await new Promise((r) => setTimeout(r, 5));
+        await new Promise((r) => setTimeout(r, 5)); // the publisher's pace
       }
     })();
     // Traffic flows over SSE while the upgrade probes fail: two of them, at least.

@@ -362,16 +362,7 @@ export class Session implements ConnectionHandler {
       );
       return;
     }
-    if (this.#channels.size >= this.#ctx.limits.maxSubscriptions) {
-      this.#fail(
-        id,
-        new ReplyError(
-          ErrorCode.LIMIT_EXCEEDED,
-          `at most ${this.#ctx.limits.maxSubscriptions} subscriptions per connection`,
-        ),
-      );
-      return;
-    }
+    if (!this.#underSubscriptionLimit(id)) return;
     if (!this.#admit(id)) return;
     this.#channels.add(channel);
     const options = { since: cmd.since, rewind: cmd.rewind };
@@ -563,6 +554,20 @@ export class Session implements ConnectionHandler {
     };
   }
 
+  /**
+   * Channels and presence streams share one per-connection budget: both hold a broker
+   * subscription and a slot in the fan-out. Fails the command with 106 when it is spent.
+   */
+  #underSubscriptionLimit(id: RequestId | undefined): boolean {
+    const max = this.#ctx.limits.maxSubscriptions;
+    if (this.#channels.size + this.#presenceStreams.size < max) return true;
+    this.#fail(
+      id,
+      new ReplyError(ErrorCode.LIMIT_EXCEEDED, `at most ${max} subscriptions per connection`),
+    );
+    return false;
+  }
+
   #presenceStream(cmd: PresenceStreamCommand): void {
     const { channel, id } = cmd;
     if (cmd.action === 'presence-unsubscribe') {
@@ -588,16 +593,7 @@ export class Session implements ConnectionHandler {
       );
       return;
     }
-    if (this.#channels.size + this.#presenceStreams.size >= this.#ctx.limits.maxSubscriptions) {
-      this.#fail(
-        id,
-        new ReplyError(
-          ErrorCode.LIMIT_EXCEEDED,
-          `at most ${this.#ctx.limits.maxSubscriptions} subscriptions per connection`,
-        ),
-      );
-      return;
-    }
+    if (!this.#underSubscriptionLimit(id)) return;
     if (!this.#admit(id)) return;
     this.#presenceStreams.add(channel);
     this.#node.subscribePresence(this.#conn, channel).then(

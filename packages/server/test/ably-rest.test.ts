@@ -147,7 +147,7 @@ describe('ably dialect: REST and auth', () => {
     const end = Date.now() + durationMs;
     while (Date.now() < end) {
       await pch.publish('m', String(n++));
-      await new Promise((r) => setTimeout(r, 20));
+      await new Promise((r) => setTimeout(r, 20)); // the publisher's pace
     }
     const ms = await inbox.count(n);
     assert.deepEqual(

@@ -201,6 +201,28 @@ describe('limits', () => {
     }
   });
 
+  it('maxSubscriptionsPerConnection counts presence streams and channels alike', async () => {
+    const server = await startTestServer({
+      maxSubscriptionsPerConnection: 2,
+      namespaces: { lobby: { presence: true, anonymous: ['subscribe', 'presence'] } },
+    });
+    try {
+      const c = await TestClient.open(server.wsUrl);
+      const presence = (channel: string, id: string) =>
+        c.request({ action: 'presence-subscribe', channel, id });
+      const first = await presence('lobby:a', 'p1');
+      assert.equal(first['code'], undefined, JSON.stringify(first));
+      assert.equal((await c.subscribe('lobby:b'))['ok'], true);
+      // Both orders: a channel over a presence stream, a presence stream over a channel.
+      assert.equal((await c.subscribe('lobby:c'))['code'], ErrorCode.LIMIT_EXCEEDED);
+      assert.equal((await presence('lobby:c', 'p2'))['code'], ErrorCode.LIMIT_EXCEEDED);
+      assert.equal(c.closeCode, undefined);
+      c.close();
+    } finally {
+      await server.close();
+    }
+  });
+
   it('maxCommandsPerSecond/commandBurst: commands over the bucket get 111, the connection stays', async () => {
     const server = await startTestServer({ maxCommandsPerSecond: 20, commandBurst: 10 });
     try {
@@ -485,7 +507,7 @@ describe('slowloris: httpHeadersTimeoutMs', () => {
         const c = await TestClient.open(server.wsUrl);
         legit.push(performance.now() - t);
         c.close();
-        await new Promise((r) => setTimeout(r, 50));
+        await new Promise((r) => setTimeout(r, 50)); // a legitimate client's pace
       }
       const times = await Promise.all(closedAt);
       const max = Math.max(...times);

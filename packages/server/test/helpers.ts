@@ -23,6 +23,10 @@ export const TEST_LIMITS = {
   commandBurst: 1_000_000,
   // Tests stop servers with clients still connected; the drain's spread has its own tests.
   drainWindowMs: 0,
+  // A stop waits for every client to leave until this deadline, and a client a test cut off (or a
+  // long-polling one nobody polls for) never does: with the default 15 s each such stop took 10 s
+  // or more. Tests of the deadline itself set their own.
+  shutdownTimeoutMs: 1000,
 };
 
 /**

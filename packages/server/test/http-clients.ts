@@ -202,6 +202,15 @@ export class PollTestClient {
     return postCommands(base, this.connection, frames);
   }
 
+  /**
+   * Closes the connection (DELETE), as a client that leaves does. A poller left open is one the
+   * node's stop waits for (it must collect its close) until the drain gives up, 10 s in tests.
+   */
+  async close(base: string): Promise<void> {
+    const r = await fetch(`${base}/connections/${this.connection}`, { method: 'DELETE' });
+    await r.arrayBuffer();
+  }
+
   /** One poll through `base`; a 200 moves the cursor and records the frames. */
   async poll(
     base: string,

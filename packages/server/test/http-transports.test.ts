@@ -34,6 +34,13 @@ async function sse(
   return c;
 }
 
+/** A long-polling client closed (DELETE) at the end, before its server stops. */
+async function poller(base: string, query = ''): Promise<PollTestClient> {
+  const p = await PollTestClient.open(base, query);
+  cleanup.push(() => p.close(base));
+  return p;
+}
+
 async function publish(base: string, channel: string, data: unknown): Promise<number> {
   const r = await fetch(`${base}/v1/channels/${channel}/messages`, {
     method: 'POST',
@@ -221,7 +228,7 @@ describe('SSE', () => {
 describe('long-polling', () => {
   it('returns pending frames at once, else waits up to the bound', async () => {
     const s = await server();
-    const p = await PollTestClient.open(s.url, '?channel=lp');
+    const p = await poller(s.url, '?channel=lp');
     const first = await p.poll(s.url, { wait: 2000 });
     assert.equal(first.status, 200);
     const [sub] = first.body['frames'] as Frame[];
@@ -234,6 +241,8 @@ describe('long-polling', () => {
     assert.ok(waited >= 280 && waited < 1500, `an empty poll waited ${waited} ms`);
     t0 = Date.now();
     const parked = p.poll(s.url, { wait: 5000 });
+    // Lets the poll park first (nothing outside the node says it did); were it late, the frame
+    // would be pending and the poll answered at once: the test would pass, testing less.
     await new Promise((r) => setTimeout(r, 100));
     await publish(s.url, 'lp', 'x');
     const r = await parked;
@@ -246,7 +255,7 @@ describe('long-polling', () => {
 
   it('makes a lost response harmless: the same cursor gets the same frames again', async () => {
     const s = await server();
-    const p = await PollTestClient.open(s.url);
+    const p = await poller(s.url);
     await p.post([{ action: 'subscribe', channel: 'c', id: 's' }], s.url);
     await p.until(s.url, (fs) => fs.some((f) => f['reply'] === 's'));
     const base = p.cursor;
@@ -284,7 +293,7 @@ describe('long-polling', () => {
 
   it('carries a busy channel in few polls and keeps order', async () => {
     const s = await server();
-    const p = await PollTestClient.open(s.url, '?channel=busy');
+    const p = await poller(s.url, '?channel=busy');
     let polls = 0;
     const done = (async () => {
       while (p.messages().length < 300) {
@@ -305,7 +314,7 @@ describe('long-polling', () => {
 
   it('bounds unacknowledged frames: over maxOutboundBytes the connection closes with 3008', async () => {
     const s = await server({ maxOutboundBytes: 4096 });
-    const p = await PollTestClient.open(s.url, '?channel=flood');
+    const p = await poller(s.url, '?channel=flood');
     await p.poll(s.url, { wait: 0 });
     for (let i = 0; i < 40; i++) await publish(s.url, 'flood', 'x'.repeat(200));
     for (let i = 0; i < 20 && p.closed === undefined; i++) await p.poll(s.url, { wait: 0 });
@@ -315,7 +324,7 @@ describe('long-polling', () => {
 
   it('closes a connection that stops polling with 3002, and tells a waiting poll about shutdown', async () => {
     const s = await server({ pingIntervalMs: 150 });
-    const idle = await PollTestClient.open(s.url);
+    const idle = await poller(s.url);
     const idleCloses = async (): Promise<number> => {
       const text = await (await fetch(`${s.url}/metrics`)).text();
       return Number(/switchboard_disconnects_total\{code="3002"\} (\d+)/.exec(text)?.[1] ?? 0);
@@ -325,8 +334,10 @@ describe('long-polling', () => {
     const r = await idle.poll(s.url, { wait: 0 });
     assert.equal(r.status, 200);
     assert.equal(idle.closed?.code, 3002);
-    const s2 = await startTestServer();
-    const p = await PollTestClient.open(s2.url);
+    // A closed poll connection stays 10 s (CLOSED_LINGER_MS) to tell a late poll its close, and the
+    // drain waits for it until shutdownTimeoutMs: this test is about the parked poll being told.
+    const s2 = await startTestServer({ shutdownTimeoutMs: 1000 });
+    const p = await PollTestClient.open(s2.url); // s2 stops below, with it parked
     const parked = p.poll(s2.url, { wait: 5000 });
     await new Promise((res) => setTimeout(res, 50));
     await s2.close();
@@ -403,7 +414,7 @@ describe('HTTP transports: bad input', () => {
     const anon = await sse(s.url);
     await anon.post([{ action: 'subscribe', channel: 'private', id: 1 }], s.url);
     assert.equal((await anon.replyTo(1))['code'], 101, 'UNAUTHORIZED over SSE');
-    const p = await PollTestClient.open(s.url);
+    const p = await poller(s.url);
     await p.post([{ action: 'subscribe', channel: 'private', id: 1 }], s.url);
     await p.until(s.url, (fs) => fs.some((f) => f['reply'] === 1));
     assert.equal(
@@ -440,7 +451,7 @@ describe('HTTP transports across nodes (Redis)', () => {
       range(1, 10),
     );
     // Long-polling held by B, polled and commanded through A.
-    const p = await PollTestClient.open(b.url, '?channel=x');
+    const p = await poller(b.url, '?channel=x');
     await p.until(a.url, (fs) => fs.some((f) => f['reply'] === 'sse:0'));
     await p.post([{ action: 'publish', channel: 'x', data: 'from-lp', id: 'lp' }], a.url);
     await p.until(a.url, (fs) => fs.some((f) => f['message'] === 'from-lp'));

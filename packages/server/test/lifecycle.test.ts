@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { connect } from 'node:net';
 import { describe, it } from 'node:test';
 import { WebSocket } from 'ws';
 import { DisconnectCode } from '@switchboard/protocol';
@@ -17,6 +18,23 @@ describe('lifecycle', () => {
     assert.equal(await code, 0);
     assert.match(node.output(), /shutdown complete/);
     await assert.rejects(fetch(`${node.url}/healthz`));
+  });
+
+  it(`closes idle HTTP keep-alive connections when it stops (${ENGINE})`, async () => {
+    const server = await startTestServer();
+    const socket = connect(server.port, '127.0.0.1');
+    await once(socket, 'connect');
+    socket.write('GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n');
+    await once(socket, 'data');
+    const closed = once(socket, 'close');
+    await server.close();
+    // Before the fix uws kept the connection (and the process) until its 10 s HTTP idle timeout.
+    const gone = await Promise.race([
+      closed.then(() => true),
+      new Promise<boolean>((r) => setTimeout(r, 3000, false).unref()),
+    ]);
+    socket.destroy();
+    assert.ok(gone, 'the keep-alive connection was still open 3 s after the stop');
   });
 
   it('terminates a peer that stops answering pings', async () => {

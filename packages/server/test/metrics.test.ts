@@ -80,6 +80,8 @@ describe('Metrics: a scripted workload, then every documented series', () => {
   after(async () => {
     for (const c of ws) c.close();
     for (const c of sse) c.close();
+    // A poller left open holds the node's stop until the drain gives up.
+    if (server !== undefined) await poll?.close(server.url);
     await server?.close();
     await redis?.stop();
   });

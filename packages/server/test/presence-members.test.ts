@@ -79,6 +79,13 @@ describe('presence members on the embedded engine', () => {
   let server: Server;
   const clients: { close(): void }[] = [];
   const track = <T extends { close(): void }>(c: T): T => (clients.push(c), c);
+  /** Long-polling clients, closed before the node stops (a poller left open holds the stop). */
+  const pollers: PollTestClient[] = [];
+  const poller = async (query: string): Promise<PollTestClient> => {
+    const p = await PollTestClient.open(server.url, query);
+    pollers.push(p);
+    return p;
+  };
 
   before(async () => {
     server = await startTestServer({
@@ -92,6 +99,7 @@ describe('presence members on the embedded engine', () => {
   });
   after(async () => {
     for (const c of clients) c.close();
+    for (const p of pollers) await p.close(server.url);
     await server.close();
   });
 
@@ -117,7 +125,7 @@ describe('presence members on the embedded engine', () => {
       server.url,
     );
     assert.equal((await sse.replyTo('s1'))['ok'], true);
-    const poll = await PollTestClient.open(server.url, `?token=${token}`);
+    const poll = await poller(`?token=${token}`);
     await poll.post(
       [{ action: 'enter', channel: 'room:t', data: { via: 'poll' }, id: 'p1' }],
       server.url,
@@ -265,7 +273,7 @@ describe('presence members on the embedded engine', () => {
     );
     assert.equal((await sse.replyTo('s'))['code'], ErrorCode.PERMISSION_DENIED);
     assert.equal((await sse.replyTo('s2'))['code'], ErrorCode.PERMISSION_DENIED);
-    const poll = await PollTestClient.open(server.url, `?token=${token}`);
+    const poll = await poller(`?token=${token}`);
     await poll.post([{ action: 'enter', channel: 'room:t', id: 'p' }], server.url);
     await poll.until(server.url, (fs) => fs.some((f) => f['reply'] === 'p'));
     assert.equal(

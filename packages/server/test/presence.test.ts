@@ -121,6 +121,7 @@ describe('presence on the embedded engine', () => {
     await poll.post([{ action: 'presence', channel: 'room:1', id: 'lp' }], server.url);
     await poll.until(server.url, (fs) => fs.some((f) => f['reply'] === 'lp'));
     assert.deepEqual(poll.frames.find((f) => f['reply'] === 'lp')?.['members'], members);
+    await poll.close(server.url); // a poller left open holds the node's stop 10 s
 
     assert.equal((await bob.subscribe('room:1'))['ok'], true);
     assert.deepEqual(users((await wsPresence(alice, 'room:1'))['members']), ['alice', 'bob']);

@@ -1,5 +1,7 @@
+// switchboard-test: solo - a 400 ms event-loop-lag threshold must not be crossed by the stalls of a loaded machine.
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { describe, it } from 'node:test';
 import { ErrorCode } from '@switchboard/protocol';
 import { eventually, startTestServer, TestClient } from './helpers.js';
@@ -108,11 +110,15 @@ describe('load shedding', () => {
     const server = await startTestServer({ shedEventLoopLagMs: 400 });
     try {
       assert.equal((await upgrade(server.port)).status, 101);
-      // The lag monitor counts a stall only once its own timer has run (a stall right after
-      // start-up is missed), and the node takes its first sample a second after start.
-      await new Promise((r) => setTimeout(r, 1100));
-      // Hold this process's event loop (the server's too) for a second.
-      const until = Date.now() + 1000;
+      // A lag monitor counts a stall only once its timer has run (a stall right after enable()
+      // is missed). The node reads its monitor's current window on each check, so waiting until a
+      // monitor enabled after the node's has counted is enough: the node's, due first, has too.
+      const probe = monitorEventLoopDelay({ resolution: 10 });
+      probe.enable();
+      while (probe.count === 0) await new Promise((r) => setImmediate(r));
+      probe.disable();
+      // Hold this process's event loop (the server's too) well past the threshold.
+      const until = Date.now() + 700;
       while (Date.now() < until);
       await eventually(
         async () => (await readyz(server.url)).reasons.some((r) => r.includes('event-loop lag')),

@@ -107,7 +107,7 @@ function uwsEdge(engine: UwsEngine): Edge {
     stopAccepting: () => engine.stopListening(),
     openWebSockets: () => engine.open(),
     closeWebSockets: (code, reason) => engine.closeAll(code, reason),
-    closeRemaining: () => {},
+    closeRemaining: () => engine.closeRemaining(),
   };
 }
 
