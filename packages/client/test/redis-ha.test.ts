@@ -142,10 +142,8 @@ void test(
   {
     skip,
     timeout: 180_000,
-    // Known failing on a loaded machine (the clean-clone CI run of 2026-12-07: 0 lost, 0 duplicated,
-    // 150 of 5,520 deliveries reordered): a publish retried after its shard failed over can be
-    // stored after a later one of the same publisher on that channel. Issue #10 stays open on it.
-    todo: 'per-publisher order across a shard failover (a retried publish stored after a later one)',
+    // Per-publisher order across a shard failover: the SDK holds a channel's later publishes
+    // behind a retrying one (client.ts #pump); the broker fails those queued behind a failed one.
   },
   async (t) => {
     const cleanup = new Cleanup();
