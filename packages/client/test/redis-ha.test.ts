@@ -244,10 +244,10 @@ void test(
     // ~40 s and known failing: behind SWITCHBOARD_SOAK so the default run stays fast.
     skip: skip || (SOAK ? false : 'Sentinel failover under traffic runs with SWITCHBOARD_SOAK=1'),
     timeout: 180_000,
-    // Known failing (docs/redis.md, "What each failover loses"): between the promotion of the
-    // replica and the nodes' switch, writes acknowledged by the old master are discarded when it
-    // resyncs as a replica, and the new master reuses their offsets in the same epoch.
-    todo: 'acknowledged publishes lost in the Sentinel switch window (asynchronous replication)',
+    // Still failing (docs/redis.md, "What each failover loses"): with WAIT and the epoch per
+    // master lineage no acknowledged publish is lost silently any more, but a handful are still
+    // missing or delivered twice around the kill -9 (run of 2026-12-07: lost=6 duplicated=12 of 11,679).
+    todo: 'a few deliveries lost or duplicated around the Sentinel kill -9',
   },
   async (t) => {
     const cleanup = new Cleanup();
@@ -272,7 +272,10 @@ void test(
     const second = kit.currentMaster();
     await eventually(() => subscribers(second) === 2, 10_000, 'both nodes on the new master', 10);
     figures.push(`SENTINEL FAILOVER: resubscribed ${Date.now() - switched} ms after the switch`);
-    await tr.flowing('traffic after SENTINEL FAILOVER');
+    await tr.flowing('traffic after SENTINEL FAILOVER').catch((err: unknown) => {
+      for (const n of nodes) t.diagnostic(n.output().split('\n').slice(-30).join('\n'));
+      throw err;
+    });
     await eventually(() => Date.now() - switched >= 5000, 6000, '5 s after the switch', 100);
     assert.equal(subscribers(first), 0, 'no subscription left on the demoted master 5 s later');
     // Sentinels themselves subscribe __sentinel__:hello on every instance; nothing of ours may stay.
