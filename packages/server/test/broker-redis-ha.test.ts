@@ -5,16 +5,19 @@
  * With Sentinel the broker WAITs for the replica (redisWaitReplicas defaults to 1), so the suite
  * also checks that replicated acknowledgements change nothing a subscriber sees.
  */
-import { after } from 'node:test';
+import assert from 'node:assert/strict';
+import { after, describe, it } from 'node:test';
 import { Cluster, Redis } from 'ioredis';
-import { presenceStream } from '@switchboard/protocol';
+import { encodeMessageHead, presenceStream } from '@switchboard/protocol';
 import { RedisBroker, createLogger } from '../src/index.js';
 import { RedisPresenceStore } from '../src/presence/redis.js';
 import { createRedisKeys } from '../src/broker/redis-keys.js';
 import type { RedisTarget } from '../src/broker/redis-target.js';
 import { runBrokerSuite } from './conformance/broker.js';
 import { runPresenceSuite } from './conformance/presence.js';
-import { requireBinary } from './helpers.js';
+import { eventually, requireBinary } from './helpers.js';
+import { PublishError } from '../src/broker/publish-error.js';
+import type { PublishRequest } from '../src/broker/broker.js';
 import { startRedisCluster, startSentinelKit } from './redis-kit.js';
 
 if (requireBinary('redis-server') === false) {
@@ -92,5 +95,81 @@ if (requireBinary('redis-server') === false) {
         await store.close();
       },
     };
+  });
+
+  // Last: it fails the kit over.
+  describe('RedisBroker on Sentinel: WAIT and the epoch per master lineage', () => {
+    const req = (channel: string, id: string): PublishRequest => ({
+      channel,
+      id,
+      head: encodeMessageHead({ channel, dataJson: '1', id, timestamp: 1 }),
+      history: { size: 100, ttlMs: 60_000 },
+      dedupeMs: 60_000,
+    });
+
+    it('answers outcome unknown while the replica does not confirm, stores once on the retry, and starts a new epoch after a promotion', async () => {
+      const broker = new RedisBroker({
+        url: '',
+        target,
+        prefix: 'wait:',
+        waitTimeoutMs: 300,
+        logger: createLogger('silent'),
+      });
+      await broker.start({ onPublication() {}, onResubscribed() {}, onControl() {} });
+      try {
+        const first = await broker.publish(req('w', 'a'));
+        assert.equal(first.offset, 1);
+        const replica = kit.currentMaster() === kit.master ? kit.replica : kit.master;
+        // SIGSTOP: the replica stays "online" for the master, but no longer acknowledges.
+        process.kill(replica.pid, 'SIGSTOP');
+        let refused: unknown;
+        try {
+          await broker.publish(req('w', 'b'));
+        } catch (err) {
+          refused = err;
+        } finally {
+          process.kill(replica.pid, 'SIGCONT');
+        }
+        assert.ok(refused instanceof PublishError, String(refused));
+        assert.equal(refused.outcome, 'unknown', refused.message);
+        // Refused unsent (not-stored) until the master is seen with its replica again (≤ 1 s).
+        let retried: Awaited<ReturnType<RedisBroker['publish']>> | undefined;
+        await eventually(
+          async () => {
+            retried = await broker.publish(req('w', 'b')).catch((err: unknown) => {
+              assert.ok(err instanceof PublishError && err.outcome === 'not-stored', String(err));
+              return undefined;
+            });
+            return retried !== undefined;
+          },
+          5000,
+          'the retry to be stored',
+          100,
+        );
+        assert.deepEqual(retried, { offset: 2, epoch: first.epoch, duplicate: true });
+
+        const old = kit.currentMaster();
+        (kit.sentinels[0] as (typeof kit.sentinels)[number]).cli('SENTINEL', 'FAILOVER', kit.name);
+        await eventually(() => kit.currentMaster() !== old, 15_000, 'the sentinels to switch', 50);
+        let after: Awaited<ReturnType<RedisBroker['publish']>> | undefined;
+        await eventually(
+          async () => {
+            after = await broker.publish(req('w', 'c')).catch(() => undefined);
+            return after !== undefined;
+          },
+          15_000,
+          'a publish on the new master',
+          100,
+        );
+        assert.ok(after);
+        assert.notEqual(after.epoch, first.epoch, 'a new epoch under the new master');
+        assert.equal(after.offset, 3, 'offsets carry on');
+        const history = await broker.history('w', { limit: 10 });
+        assert.equal(history.position.epoch, after.epoch);
+        assert.equal(history.entries.length, 3, 'the stored history is kept');
+      } finally {
+        await broker.close();
+      }
+    });
   });
 }

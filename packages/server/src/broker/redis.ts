@@ -102,6 +102,10 @@ export class RedisBroker implements Broker {
   #replicationTimer: NodeJS.Timeout | undefined;
   /** Whether publishes are being acknowledged without a replica (logged once per change). */
   #unreplicated = false;
+  /** A replica in sync was seen on this link (so its loss is news, not the steady state). */
+  #sawReplica = false;
+  /** When this link's master lost its replica in sync (a short WAIT or none online). */
+  #replicaLostAt: number | undefined;
 
   constructor(options: RedisBrokerOptions) {
     this.#options = options;
@@ -154,6 +158,8 @@ export class RedisBroker implements Broker {
       cmd.on('close', () => {
         this.#link++;
         this.#replication = undefined;
+        this.#sawReplica = false;
+        this.#replicaLostAt = undefined;
       });
       this.#replicationTimer = setInterval(() => this.#watchReplication(cmd), 1000);
       this.#replicationTimer.unref();
@@ -203,6 +209,15 @@ export class RedisBroker implements Broker {
     const cmd = this.#requireCmd();
     const known = this.#replicationOf(cmd);
     const { lineage, online } = 'then' in known ? await known : known;
+    const lostAt = this.#replicaLostAt;
+    // A master that just lost its replica is most likely being failed over: what it stored now
+    // would be discarded when it resyncs as a replica. Refused unsent until the switch (or, with
+    // no failover, until REPLICA_LOSS_GRACE_MS passed and it acknowledges on its own).
+    if (lostAt !== undefined && Date.now() - lostAt < REPLICA_LOSS_GRACE_MS)
+      throw new PublishError(
+        'not-stored',
+        'the Redis master lost its replica in sync (a failover is likely under way): not stored',
+      );
     const stored = cmd.sbPublish(...publishArgs(this.#keys, req, this.#metaTtlMs, lineage));
     // Sent right behind the script on the same connection: it covers this publish.
     const replicated = this.#waitReplicas > 0 && online > 0 ? this.#waitTurn(cmd) : undefined;
@@ -214,11 +229,13 @@ export class RedisBroker implements Broker {
         throw new PublishError('unknown', `WAIT failed: ${errText(err)}`, { cause: err });
       });
       const needed = Math.min(this.#waitReplicas, online);
-      if (acks < needed)
+      if (acks < needed) {
+        this.#replicaLostAt ??= Date.now();
         throw new PublishError(
           'unknown',
           `stored, but reached ${acks} of ${needed} replicas in time: a failover could lose it`,
         );
+      }
     }
     return { offset, epoch, duplicate: duplicate === 1 };
   }
@@ -271,9 +288,16 @@ export class RedisBroker implements Broker {
 
   #readReplication(cmd: Redis): Promise<Replication> {
     const sentinel = this.#options.target?.mode === 'sentinel';
+    const link = this.#link;
     const read: Promise<Replication> = cmd.info('replication').then(
       (info) => {
         const r = parseReplication(info, sentinel);
+        if (link === this.#link) {
+          if (r.online > 0) {
+            this.#sawReplica = true;
+            this.#replicaLostAt = undefined;
+          } else if (this.#sawReplica) this.#replicaLostAt ??= Date.now();
+        }
         const unreplicated = this.#waitReplicas > 0 && r.online === 0;
         if (unreplicated !== this.#unreplicated) {
           this.#unreplicated = unreplicated;
@@ -440,6 +464,9 @@ export class RedisBroker implements Broker {
 }
 
 function noop(): void {}
+
+/** How long publishes are refused after the master lost its replica in sync (see publish). */
+const REPLICA_LOSS_GRACE_MS = 10_000;
 
 interface Replication {
   /** master_replid in Sentinel mode, else '' (not tracked by the scripts). */
