@@ -105,6 +105,8 @@ interface Outgoing {
   backoff: boolean;
   /** Sends refused so far (retries). */
   attempt: number;
+  /** One of its sends was answered 118: it may be stored, whatever a later refusal says. */
+  maybeStored: boolean;
 }
 
 /**
@@ -364,6 +366,7 @@ export class Switchboard {
         sent: false,
         backoff: false,
         attempt: 0,
+        maybeStored: false,
         settle: (result) => {
           clearTimeout(entry.timer);
           const i = this.#outbox.indexOf(entry);
@@ -400,7 +403,14 @@ export class Switchboard {
       if (frame === undefined) return;
       entry.sent = false;
       const attempt = entry.attempt;
-      const err = replyError(frame);
+      let err = replyError(frame);
+      if (err?.code === ErrorCode.OUTCOME_UNKNOWN) entry.maybeStored = true;
+      // Refused unsent (108) after an attempt whose outcome was unknown: still unknown.
+      else if (err?.code === ErrorCode.NOT_AVAILABLE && entry.maybeStored)
+        err = new SwitchboardError(
+          ErrorCode.OUTCOME_UNKNOWN,
+          `${err.message} (an earlier attempt may have stored it)`,
+        );
       // Too many commands in flight (e.g. a backlog re-sent after a reconnect): the server stored
       // nothing, so send it again after a pause instead of failing the application's publish.
       // A publish refused as not stored (108) or whose outcome the server does not know (118):

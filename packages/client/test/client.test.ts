@@ -501,6 +501,21 @@ describe('Switchboard (scripted socket)', () => {
       ctx.client.close();
     });
 
+    it('rejects with 118, not 108, when an earlier attempt was answered outcome unknown', async () => {
+      const ctx = setup({ publishRetries: 1 });
+      ctx.socket().open();
+      const p = ctx.client.channels.get('c').publish('n', 1);
+      const first = ctx.socket().last('publish');
+      ctx.socket().push({ reply: first['id'], error: 'unknown', code: ErrorCode.OUTCOME_UNKNOWN });
+      await until(() => ctx.socket().commands('publish').length === 2, 'a second publish');
+      ctx.socket().push({ reply: first['id'], error: 'not stored', code: ErrorCode.NOT_AVAILABLE });
+      await assert.rejects(
+        p,
+        (e: unknown) => e instanceof SwitchboardError && e.code === ErrorCode.OUTCOME_UNKNOWN,
+      );
+      ctx.client.close();
+    });
+
     it('does not retry a publish refused for good (permission denied)', async () => {
       const ctx = setup({ publishRetries: 3 });
       ctx.socket().open();
