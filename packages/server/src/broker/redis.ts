@@ -102,7 +102,7 @@ export class RedisBroker implements Broker {
   #replicationTimer: NodeJS.Timeout | undefined;
   /** Whether publishes are being acknowledged without a replica (logged once per change). */
   #unreplicated = false;
-  /** A replica in sync was seen on this link (so its loss is news, not the steady state). */
+  /** A replica confirmed a WAIT on this link (so its loss is news, not the steady state). */
   #sawReplica = false;
   /** When this link's master lost its replica in sync (a short WAIT or none online). */
   #replicaLostAt: number | undefined;
@@ -229,8 +229,11 @@ export class RedisBroker implements Broker {
         throw new PublishError('unknown', `WAIT failed: ${errText(err)}`, { cause: err });
       });
       const needed = Math.min(this.#waitReplicas, online);
-      if (acks < needed) {
-        this.#replicaLostAt ??= Date.now();
+      if (acks >= needed) this.#sawReplica = true;
+      else {
+        // Only a replica that confirmed on this link counts as lost: one still syncing to a
+        // freshly promoted master is not a failover of this one.
+        if (this.#sawReplica) this.#replicaLostAt ??= Date.now();
         throw new PublishError(
           'unknown',
           `stored, but reached ${acks} of ${needed} replicas in time: a failover could lose it`,
@@ -293,10 +296,8 @@ export class RedisBroker implements Broker {
       (info) => {
         const r = parseReplication(info, sentinel);
         if (link === this.#link) {
-          if (r.online > 0) {
-            this.#sawReplica = true;
-            this.#replicaLostAt = undefined;
-          } else if (this.#sawReplica) this.#replicaLostAt ??= Date.now();
+          if (r.online > 0) this.#replicaLostAt = undefined;
+          else if (this.#sawReplica) this.#replicaLostAt ??= Date.now();
         }
         const unreplicated = this.#waitReplicas > 0 && r.online === 0;
         if (unreplicated !== this.#unreplicated) {
