@@ -215,6 +215,11 @@ export async function startServer(
     pingIntervalMs: config.pingIntervalMs,
     commandsPerSecond: config.maxCommandsPerSecond,
     broadcaster: edge.broadcaster,
+    presence: {
+      maxDataBytes: config.presenceMaxDataBytes,
+      maxEntersPerConnection: config.presenceMaxEntersPerConnection,
+      graceMs: config.presenceGraceMs,
+    },
   });
   const ably = ablyDialect(ablyContext);
   const sessionContext = {
