@@ -94,8 +94,19 @@ interface Outgoing {
   readonly text: string;
   /** A publish: refusals that may be temporary are retried with the same message id. */
   readonly publish: boolean;
+  /** A publish's channel: its publishes are stored in call order, retries included (#pump). */
+  readonly channel: string | undefined;
   readonly settle: (result: Frame | SwitchboardError) => void;
+  /** The reply timeout while sent, the retry pause while in backoff. */
   timer?: ReturnType<typeof setTimeout>;
+  /** Sent on the current link and not answered yet. */
+  sent: boolean;
+  /** Waiting out a retry pause: the channel's later publishes are held behind it. */
+  backoff: boolean;
+  /** Sends refused so far (retries). */
+  attempt: number;
+  /** One of its sends was answered 118: it may be stored, whatever a later refusal says. */
+  maybeStored: boolean;
 }
 
 /**
@@ -128,6 +139,8 @@ export class Switchboard {
   readonly #replies = new Map<number, (frame: Frame | undefined) => void>();
   /** Commands not yet answered, in the order they were made; re-sent in that order on reconnect. */
   #outbox: Outgoing[] = [];
+  /** Per channel, its publishes in a retry pause; while any, the channel's later publishes wait. */
+  readonly #stalled = new Map<string, number>();
   readonly #hooks = new Map<string, ChannelHooks>();
 
   constructor(options: SwitchboardOptions) {
@@ -223,6 +236,7 @@ export class Switchboard {
   #ready(send: (text: string) => void): void {
     this.#send = send;
     for (const hooks of this.#hooks.values()) hooks.up();
+    // No retry pause survives a link (#down), so this is every channel's queue, in order.
     for (const entry of this.#outbox) this.#transmit(entry);
   }
 
@@ -314,7 +328,12 @@ export class Switchboard {
     const handlers = [...this.#replies.values()];
     this.#replies.clear();
     for (const handler of handlers) handler(undefined);
-    for (const entry of this.#outbox) clearTimeout(entry.timer);
+    for (const entry of this.#outbox) {
+      clearTimeout(entry.timer);
+      entry.sent = false;
+      entry.backoff = false;
+    }
+    this.#stalled.clear();
     for (const hooks of this.#hooks.values()) hooks.down();
     if (end === undefined) return;
     const err = (this.#ended = new ConnectionClosedError(end));
@@ -359,10 +378,17 @@ export class Switchboard {
       );
     }
     return new Promise<Frame>((resolve, reject) => {
+      const channel =
+        publish && typeof command['channel'] === 'string' ? command['channel'] : undefined;
       const entry: Outgoing = {
         id,
         text,
         publish,
+        channel,
+        sent: false,
+        backoff: false,
+        attempt: 0,
+        maybeStored: false,
         settle: (result) => {
           clearTimeout(entry.timer);
           const i = this.#outbox.indexOf(entry);
@@ -372,14 +398,41 @@ export class Switchboard {
         },
       };
       this.#outbox.push(entry);
-      if (this.#send) this.#transmit(entry);
+      // Held (sent later by #pump) while an earlier publish of the channel waits to be retried.
+      if (this.#send && (channel === undefined || !this.#stalled.has(channel)))
+        this.#transmit(entry);
     });
   }
 
-  #transmit(entry: Outgoing, attempt = 0): void {
+  /**
+   * Sends the channel's unsent publishes in call order, up to the first one in a retry pause.
+   * A retried publish is thus never stored after a later one of the same channel from this
+   * client (the Cluster broker fails the publishes queued behind a failed one unsent, so they
+   * come back here and queue behind it again).
+   */
+  #pump(channel: string): void {
+    if (this.#send === undefined) return;
+    for (const entry of this.#outbox) {
+      if (entry.channel !== channel) continue;
+      if (entry.backoff) return;
+      if (!entry.sent) this.#transmit(entry);
+    }
+  }
+
+  #transmit(entry: Outgoing): void {
+    entry.sent = true;
     this.#replies.set(entry.id, (frame) => {
       if (frame === undefined) return;
-      const err = replyError(frame);
+      entry.sent = false;
+      const attempt = entry.attempt;
+      let err = replyError(frame);
+      if (err?.code === ErrorCode.OUTCOME_UNKNOWN) entry.maybeStored = true;
+      // Refused unsent (108) after an attempt whose outcome was unknown: still unknown.
+      else if (err?.code === ErrorCode.NOT_AVAILABLE && entry.maybeStored)
+        err = new SwitchboardError(
+          ErrorCode.OUTCOME_UNKNOWN,
+          `${err.message} (an earlier attempt may have stored it)`,
+        );
       // Too many commands in flight (e.g. a backlog re-sent after a reconnect): the server stored
       // nothing, so send it again after a pause instead of failing the application's publish.
       // A publish refused as not stored (108) or whose outcome the server does not know (118):
@@ -392,9 +445,22 @@ export class Switchboard {
             attempt < this.#publishRetries;
       if (retry) {
         clearTimeout(entry.timer);
-        setTimeout(() => {
-          if (this.#send !== undefined && this.#outbox.includes(entry))
-            this.#transmit(entry, attempt + 1);
+        entry.attempt = attempt + 1;
+        const channel = entry.channel;
+        if (channel === undefined) {
+          entry.timer = setTimeout(() => {
+            if (this.#send !== undefined && this.#outbox.includes(entry)) this.#transmit(entry);
+          }, this.#retryDelay(attempt));
+          return;
+        }
+        entry.backoff = true;
+        this.#stalled.set(channel, (this.#stalled.get(channel) ?? 0) + 1);
+        entry.timer = setTimeout(() => {
+          entry.backoff = false;
+          const left = (this.#stalled.get(channel) ?? 1) - 1;
+          if (left > 0) this.#stalled.set(channel, left);
+          else this.#stalled.delete(channel);
+          this.#pump(channel);
         }, this.#retryDelay(attempt));
         return;
       }

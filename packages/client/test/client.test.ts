@@ -17,7 +17,7 @@ import {
   type SwitchboardOptions,
   type WebSocketConstructor,
 } from '../src/index.js';
-import { fakeWebSocket, push, tick, type FakeSocket } from './fake-socket.js';
+import { fakeWebSocket, push, tick, type FakeSocket, type Frame } from './fake-socket.js';
 
 async function until(check: () => boolean, what = 'condition', timeoutMs = 2000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -461,6 +461,58 @@ describe('Switchboard (scripted socket)', () => {
       const r = await p;
       assert.equal(r.id, first['messageId']);
       assert.equal(r.offset, 4);
+      ctx.client.close();
+    });
+
+    it('holds later publishes of a channel behind a retrying one, so they are stored in call order', async () => {
+      const ctx = setup({ publishRetries: 3 });
+      ctx.socket().open();
+      const ch = ctx.client.channels.get('c');
+      const a = ch.publish('n', 'a');
+      const b = ch.publish('n', 'b');
+      const [sentA, sentB] = ctx.socket().commands('publish') as [Frame, Frame];
+      // Both refused as not stored (the Cluster broker fails the one queued behind a failed one).
+      ctx.socket().push({ reply: sentA['id'], error: 'not stored', code: ErrorCode.NOT_AVAILABLE });
+      ctx.socket().push({ reply: sentB['id'], error: 'not stored', code: ErrorCode.NOT_AVAILABLE });
+      const c = ch.publish('n', 'c');
+      const other = ctx.client.channels.get('d').publish('n', 'd');
+      await until(() => ctx.socket().commands('publish').length === 6, 'the retries and c');
+      const order = ctx
+        .socket()
+        .commands('publish')
+        .slice(2)
+        .map((f) => `${String(f['channel'])}:${JSON.stringify(f['data'])}`);
+      // d is not held by c's channel; a, b, c go out again in call order whatever the pauses drew.
+      assert.deepEqual(
+        order.filter((x) => x.startsWith('c:')),
+        ['c:"a"', 'c:"b"', 'c:"c"'],
+      );
+      assert.equal(order.indexOf('d:"d"'), 0, 'another channel is not held');
+      for (const f of ctx.socket().commands('publish').slice(2))
+        ctx.socket().push({
+          reply: f['id'],
+          ok: true,
+          messageId: f['messageId'],
+          offset: 1,
+          epoch: 'E1',
+          duplicate: false,
+        });
+      await Promise.all([a, b, c, other]);
+      ctx.client.close();
+    });
+
+    it('rejects with 118, not 108, when an earlier attempt was answered outcome unknown', async () => {
+      const ctx = setup({ publishRetries: 1 });
+      ctx.socket().open();
+      const p = ctx.client.channels.get('c').publish('n', 1);
+      const first = ctx.socket().last('publish');
+      ctx.socket().push({ reply: first['id'], error: 'unknown', code: ErrorCode.OUTCOME_UNKNOWN });
+      await until(() => ctx.socket().commands('publish').length === 2, 'a second publish');
+      ctx.socket().push({ reply: first['id'], error: 'not stored', code: ErrorCode.NOT_AVAILABLE });
+      await assert.rejects(
+        p,
+        (e: unknown) => e instanceof SwitchboardError && e.code === ErrorCode.OUTCOME_UNKNOWN,
+      );
       ctx.client.close();
     });
 

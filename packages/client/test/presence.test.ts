@@ -26,6 +26,7 @@ import {
   type NodeProcess,
   type RedisProcess,
 } from '../../server/test/helpers.js';
+import { startRedisCluster, type RedisClusterKit } from '../../server/test/redis-kit.js';
 import { TcpProxy } from './tcp-proxy.js';
 
 const NAMESPACES = { room: { presence: true } };
@@ -247,5 +248,60 @@ describe('SDK presence on 2 nodes + Redis', { skip: missing }, () => {
       `presence: 100 members of a SIGKILLed node left ${leftMs.toFixed(0)} ms after the kill (TTL ${TTL_MS} ms); a gone client left ${goneMs.toFixed(0)} ms after it went (grace ${GRACE_MS} ms)\n`,
     );
     for (const g of ghosts) g.close();
+  });
+});
+
+describe('SDK presence on 2 nodes + Redis Cluster', { skip: missing }, () => {
+  let cluster: RedisClusterKit;
+  let a: NodeProcess;
+  let b: NodeProcess;
+
+  before(async () => {
+    cluster = await startRedisCluster();
+    const args = [
+      ...['--redis-cluster', cluster.seeds.slice(0, 3).join(','), '--redis-prefix', 'spc:'],
+      ...['--namespaces', JSON.stringify(NAMESPACES)],
+    ];
+    [a, b] = await Promise.all([startNodeProcess(args), startNodeProcess(args)]);
+  });
+  after(async () => {
+    for (const f of cleanup.splice(0).reverse()) await f();
+    await Promise.all([a.stop(), b.stop()]);
+    await cluster.stop();
+  });
+
+  it('members entering and leaving on both nodes: presence events (SPUBLISHed on the channel slot) reach subscribers on both, in the same sequence', async () => {
+    const channels = ['room:c1', 'room:c2', 'room:c3'];
+    const watchers = [a, b].flatMap((node) =>
+      channels.map((ch) => {
+        const events: string[] = [];
+        const c = client({ url: node.wsUrl });
+        return {
+          ch,
+          events,
+          ready: c.channels.get(ch).presence.subscribe((e) => events.push(line(e))),
+        };
+      }),
+    );
+    await Promise.all(watchers.map((w) => w.ready));
+    const members = Array.from({ length: 20 }, (_, i) =>
+      client({ url: (i % 2 === 0 ? a : b).wsUrl }),
+    );
+    for (const ch of channels)
+      await Promise.all(members.map((m, i) => m.channels.get(ch).presence.enter({ i })));
+    await Promise.all(members.slice(0, 10).map((m) => m.channels.get('room:c1').presence.leave()));
+    const expected = (ch: string): number => (ch === 'room:c1' ? 30 : 20);
+    await eventually(
+      () => watchers.every((w) => w.events.length >= expected(w.ch)),
+      15_000,
+      'every watcher on both nodes to see every presence event',
+    ).catch((err: unknown) => {
+      throw new Error(`${String(err)}: ${watchers.map((w) => w.events.length).join(', ')}`);
+    });
+    for (const ch of channels) {
+      const seen = watchers.filter((w) => w.ch === ch).map((w) => w.events);
+      assert.deepEqual(seen[1], seen[0], `${ch}: the same sequence on both nodes`);
+      assert.equal(seen[0]?.length, expected(ch));
+    }
   });
 });

@@ -142,10 +142,8 @@ void test(
   {
     skip,
     timeout: 180_000,
-    // Known failing on a loaded machine (the clean-clone CI run of 2026-12-07: 0 lost, 0 duplicated,
-    // 150 of 5,520 deliveries reordered): a publish retried after its shard failed over can be
-    // stored after a later one of the same publisher on that channel. Issue #10 stays open on it.
-    todo: 'per-publisher order across a shard failover (a retried publish stored after a later one)',
+    // Per-publisher order across a shard failover: the SDK holds a channel's later publishes
+    // behind a retrying one (client.ts #pump); the broker fails those queued behind a failed one.
   },
   async (t) => {
     const cleanup = new Cleanup();
@@ -246,10 +244,12 @@ void test(
     // ~40 s and known failing: behind SWITCHBOARD_SOAK so the default run stays fast.
     skip: skip || (SOAK ? false : 'Sentinel failover under traffic runs with SWITCHBOARD_SOAK=1'),
     timeout: 180_000,
-    // Known failing (docs/redis.md, "What each failover loses"): between the promotion of the
-    // replica and the nodes' switch, writes acknowledged by the old master are discarded when it
-    // resyncs as a replica, and the new master reuses their offsets in the same epoch.
-    todo: 'acknowledged publishes lost in the Sentinel switch window (asynchronous replication)',
+    // Still failing (docs/redis.md, "What each failover loses"): WAIT, the refusal after a lost
+    // replica and the epoch per master lineage took it from hundreds of silently lost messages to a
+    // handful (runs of 2026-12-07: lost 0-12, duplicated 0-12 of ~11,000 deliveries, every channel
+    // told by a discontinuity). The fan-out runs in the script before the WAIT, so a subscriber can
+    // see a write a failover then discards.
+    todo: 'a few deliveries lost or duplicated around the Sentinel failovers',
   },
   async (t) => {
     const cleanup = new Cleanup();
@@ -274,7 +274,10 @@ void test(
     const second = kit.currentMaster();
     await eventually(() => subscribers(second) === 2, 10_000, 'both nodes on the new master', 10);
     figures.push(`SENTINEL FAILOVER: resubscribed ${Date.now() - switched} ms after the switch`);
-    await tr.flowing('traffic after SENTINEL FAILOVER');
+    await tr.flowing('traffic after SENTINEL FAILOVER').catch((err: unknown) => {
+      for (const n of nodes) t.diagnostic(n.output().split('\n').slice(-30).join('\n'));
+      throw err;
+    });
     await eventually(() => Date.now() - switched >= 5000, 6000, '5 s after the switch', 100);
     assert.equal(subscribers(first), 0, 'no subscription left on the demoted master 5 s later');
     // Sentinels themselves subscribe __sentinel__:hello on every instance; nothing of ours may stay.

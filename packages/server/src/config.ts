@@ -65,6 +65,8 @@ export interface Config {
   readonly redisCluster: readonly string[];
   readonly redisSentinels: readonly string[];
   readonly redisSentinelName: string | undefined;
+  readonly redisWaitReplicas: number;
+  readonly redisWaitTimeoutMs: number;
   readonly logLevel: LogLevel;
   readonly maxMessageBytes: number;
   readonly maxOutboundBytes: number;
@@ -129,6 +131,8 @@ export const defaults: Config = {
   redisCluster: [],
   redisSentinels: [],
   redisSentinelName: undefined,
+  redisWaitReplicas: -1,
+  redisWaitTimeoutMs: 1000,
   logLevel: 'info',
   maxMessageBytes: 64 * 1024,
   maxOutboundBytes: 1024 * 1024,
@@ -213,6 +217,18 @@ export const settings: Readonly<Record<keyof Config, Setting>> = {
     doc: 'comma-separated host:port of Redis Sentinels: follow the master they name (needs redisSentinelName; redis then gives only credentials and database)',
   },
   redisSentinelName: { kind: 'optionalString', doc: 'the master name the Sentinels monitor' },
+  redisWaitReplicas: {
+    kind: 'int',
+    min: -1,
+    max: 16,
+    doc: 'replicas a publish must reach (WAIT) before it is acknowledged; fewer in time answers 118 (retry with the same id). -1: 1 with Sentinel, 0 otherwise',
+  },
+  redisWaitTimeoutMs: {
+    kind: 'int',
+    min: 1,
+    max: 60_000,
+    doc: 'how long a publish waits for redisWaitReplicas replicas',
+  },
   logLevel: { kind: 'level', doc: `log level: ${LEVELS.join(', ')}` },
   maxMessageBytes: {
     kind: 'int',

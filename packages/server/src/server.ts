@@ -167,6 +167,8 @@ export async function startServer(
             prefix: config.redisPrefix,
             bridgePatterns: config.redisBridge,
             commandTimeoutMs: config.redisCommandTimeoutMs,
+            ...(config.redisWaitReplicas >= 0 && { waitReplicas: config.redisWaitReplicas }),
+            waitTimeoutMs: config.redisWaitTimeoutMs,
             logger,
           });
   const broker: Broker = new InstrumentedBroker(picked, (op, s) => metrics.brokerCommand(op, s));

@@ -13,7 +13,7 @@ import { newEpoch } from './epoch.js';
 import { PublishError } from './publish-error.js';
 import { classify, deliver, parseHistory, quit, type ScriptCommands } from './redis.js';
 import { createRedisKeys, type RedisKeys } from './redis-keys.js';
-import { HISTORY_LUA, publishLua } from './redis-scripts.js';
+import { HISTORY_LUA, publishArgs, publishLua } from './redis-scripts.js';
 
 export interface RedisClusterBrokerOptions {
   /** `host:port` of some cluster nodes; the rest is discovered. */
@@ -169,20 +169,8 @@ export class RedisClusterBroker implements Broker {
   }
 
   async #publishNow(req: PublishRequest): Promise<PublishResult> {
-    const keys = this.#keys;
     const [offset, epoch, duplicate] = await this.#requireCmd()
-      .sbPublish(
-        keys.meta(req.channel),
-        keys.stream(req.channel),
-        keys.dedupe(req.channel, req.id),
-        keys.pubsub(req.channel),
-        req.head,
-        req.history.size,
-        req.history.ttlMs,
-        req.dedupeMs,
-        newEpoch(),
-        this.#metaTtlMs,
-      )
+      .sbPublish(...publishArgs(this.#keys, req, this.#metaTtlMs))
       .catch((err: unknown) => {
         throw classify(err);
       });

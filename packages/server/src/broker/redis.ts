@@ -21,7 +21,7 @@ import { PublishError } from './publish-error.js';
 import { redisGlobMatcher } from './redis-glob.js';
 import { createRedisKeys, type RedisKeys } from './redis-keys.js';
 import { connectRedis, type RedisTarget } from './redis-target.js';
-import { HISTORY_LUA, PUBLISH_LUA } from './redis-scripts.js';
+import { HISTORY_LUA, PUBLISH_LUA, publishArgs, type PublishArgs } from './redis-scripts.js';
 
 export interface RedisBrokerOptions {
   /** redis://[user:password@]host:port[/db] */
@@ -40,21 +40,17 @@ export interface RedisBrokerOptions {
   readonly commandTimeoutMs?: number;
   /** How long a channel's epoch and offset outlive its last publish. */
   readonly metaTtlMs?: number;
+  /**
+   * Replicas a publish must have reached before it is acknowledged (`WAIT`, one per event-loop
+   * turn for all its publishes); fewer by `waitTimeoutMs` answers outcome unknown (118). Default
+   * 1 with Sentinel, 0 otherwise.
+   */
+  readonly waitReplicas?: number;
+  readonly waitTimeoutMs?: number;
 }
 
 export interface ScriptCommands {
-  sbPublish(
-    meta: string,
-    stream: string,
-    dedupe: string,
-    pubsub: string,
-    head: string,
-    size: number,
-    ttlMs: number,
-    dedupeMs: number,
-    epoch: string,
-    metaTtlMs: number,
-  ): Promise<[number, string, number]>;
+  sbPublish(...args: PublishArgs): Promise<[number, string, number]>;
   sbHistoryBuffer(
     meta: string,
     stream: string,
@@ -64,6 +60,7 @@ export interface ScriptCommands {
     epoch: string,
     metaTtlMs: number,
     until: number,
+    lineage?: string,
   ): Promise<Buffer[] | (number | Buffer)[]>;
 }
 
@@ -93,6 +90,22 @@ export class RedisBroker implements Broker {
   #bridgeDownSince: number | undefined;
   #bridgeMetrics: BridgeMetrics | undefined;
   readonly #bridgeCovers: (channel: string) => boolean;
+  readonly #waitReplicas: number;
+  /** The WAIT covering the publishes sent in this event-loop turn. */
+  #wait: Promise<number> | undefined;
+  /** Settles when the WAIT on the wire answered. */
+  #waitInFlight: Promise<void> | undefined;
+  /** The current master's replication state, read per link and every second (#watchReplication). */
+  #replication: Promise<Replication> | undefined;
+  /** Bumped when the command link closes: a read from the old link is not kept. */
+  #link = 0;
+  #replicationTimer: NodeJS.Timeout | undefined;
+  /** Whether publishes are being acknowledged without a replica (logged once per change). */
+  #unreplicated = false;
+  /** A replica confirmed a WAIT on this link (so its loss is news, not the steady state). */
+  #sawReplica = false;
+  /** When this link's master lost its replica in sync (a short WAIT or none online). */
+  #replicaLostAt: number | undefined;
 
   constructor(options: RedisBrokerOptions) {
     this.#options = options;
@@ -101,6 +114,7 @@ export class RedisBroker implements Broker {
     this.#metaTtlMs = options.metaTtlMs ?? 24 * 60 * 60 * 1000;
     const matchers = (options.bridgePatterns ?? []).map(redisGlobMatcher);
     this.#bridgeCovers = (channel) => matchers.some((m) => m(channel));
+    this.#waitReplicas = options.waitReplicas ?? (options.target?.mode === 'sentinel' ? 1 : 0);
   }
 
   /** Counts bridged messages and the bridge's loss windows on `metrics`. */
@@ -140,6 +154,16 @@ export class RedisBroker implements Broker {
     }) as Redis;
     this.#cmd = cmd;
     this.#sub = sub;
+    if (this.#tracksReplication()) {
+      cmd.on('close', () => {
+        this.#link++;
+        this.#replication = undefined;
+        this.#sawReplica = false;
+        this.#replicaLostAt = undefined;
+      });
+      this.#replicationTimer = setInterval(() => this.#watchReplication(cmd), 1000);
+      this.#replicationTimer.unref();
+    }
     for (const [role, conn] of [
       ['command', cmd],
       ['subscriber', sub],
@@ -182,24 +206,127 @@ export class RedisBroker implements Broker {
   }
 
   async publish(req: PublishRequest): Promise<PublishResult> {
-    const keys = this.#keys;
-    const [offset, epoch, duplicate] = await this.#requireCmd()
-      .sbPublish(
-        keys.meta(req.channel),
-        keys.stream(req.channel),
-        keys.dedupe(req.channel, req.id),
-        keys.pubsub(req.channel),
-        req.head,
-        req.history.size,
-        req.history.ttlMs,
-        req.dedupeMs,
-        newEpoch(),
-        this.#metaTtlMs,
-      )
-      .catch((err: unknown) => {
-        throw classify(err);
+    const cmd = this.#requireCmd();
+    const known = this.#replicationOf(cmd);
+    const { lineage, online } = 'then' in known ? await known : known;
+    const lostAt = this.#replicaLostAt;
+    // A master that just lost its replica is most likely being failed over: what it stored now
+    // would be discarded when it resyncs as a replica. Refused unsent until the switch (or, with
+    // no failover, until REPLICA_LOSS_GRACE_MS passed and it acknowledges on its own).
+    if (lostAt !== undefined && Date.now() - lostAt < REPLICA_LOSS_GRACE_MS)
+      throw new PublishError(
+        'not-stored',
+        'the Redis master lost its replica in sync (a failover is likely under way): not stored',
+      );
+    const stored = cmd.sbPublish(...publishArgs(this.#keys, req, this.#metaTtlMs, lineage));
+    // Sent right behind the script on the same connection: it covers this publish.
+    const replicated = this.#waitReplicas > 0 && online > 0 ? this.#waitTurn(cmd) : undefined;
+    const [offset, epoch, duplicate] = await stored.catch((err: unknown) => {
+      throw classify(err);
+    });
+    if (replicated !== undefined) {
+      const acks = await replicated.catch((err: unknown) => {
+        throw new PublishError('unknown', `WAIT failed: ${errText(err)}`, { cause: err });
       });
+      const needed = Math.min(this.#waitReplicas, online);
+      if (acks >= needed) this.#sawReplica = true;
+      else {
+        // Only a replica that confirmed on this link counts as lost: one still syncing to a
+        // freshly promoted master is not a failover of this one.
+        if (this.#sawReplica) this.#replicaLostAt ??= Date.now();
+        throw new PublishError(
+          'unknown',
+          `stored, but reached ${acks} of ${needed} replicas in time: a failover could lose it`,
+        );
+      }
+    }
     return { offset, epoch, duplicate: duplicate === 1 };
+  }
+
+  /**
+   * The WAIT covering every script sent before it on the connection. One WAIT is in flight at a
+   * time and the publishes meanwhile share the next one, sent when it returns: a WAIT blocks the
+   * connection (up to waitTimeoutMs without a replica), so one per publish would pile up.
+   */
+  #waitTurn(cmd: Redis & ScriptCommands): Promise<number> {
+    if (this.#wait !== undefined) return this.#wait;
+    const send = (): Promise<number> => {
+      if (this.#wait === wait) this.#wait = undefined;
+      const sent = cmd.wait(this.#waitReplicas, this.#options.waitTimeoutMs ?? 1000);
+      const settled: Promise<void> = sent.then(noop, noop).then(() => {
+        if (this.#waitInFlight === settled) this.#waitInFlight = undefined;
+      });
+      this.#waitInFlight = settled;
+      return sent;
+    };
+    const inFlight = this.#waitInFlight;
+    const wait =
+      inFlight === undefined
+        ? new Promise<number>((resolve, reject) =>
+            setImmediate(() => {
+              send().then(resolve, reject);
+            }),
+          )
+        : inFlight.then(send);
+    // A publish whose script failed never reads its WAIT: its failure must not go unhandled.
+    wait.catch(noop);
+    this.#wait = wait;
+    return wait;
+  }
+
+  #tracksReplication(): boolean {
+    return this.#options.target?.mode === 'sentinel' || this.#waitReplicas > 0;
+  }
+
+  /**
+   * The master's replication id and its replicas in sync. A promoted replica starts a new id, so
+   * the scripts see that a channel's last writes were made under another master (Sentinel mode
+   * only). A master with no replica in sync acknowledges on its own: waiting could only time out,
+   * and it leaves no replica a failover could promote with less.
+   */
+  #replicationOf(cmd: Redis): Promise<Replication> | Replication {
+    if (!this.#tracksReplication()) return UNTRACKED;
+    return (this.#replication ??= this.#readReplication(cmd));
+  }
+
+  #readReplication(cmd: Redis): Promise<Replication> {
+    const sentinel = this.#options.target?.mode === 'sentinel';
+    const link = this.#link;
+    const read: Promise<Replication> = cmd.info('replication').then(
+      (info) => {
+        const r = parseReplication(info, sentinel);
+        if (link === this.#link) {
+          if (r.online > 0) this.#replicaLostAt = undefined;
+          else if (this.#sawReplica) this.#replicaLostAt ??= Date.now();
+        }
+        const unreplicated = this.#waitReplicas > 0 && r.online === 0;
+        if (unreplicated !== this.#unreplicated) {
+          this.#unreplicated = unreplicated;
+          const log = this.#options.logger;
+          if (unreplicated)
+            log.warn(
+              'redis master has no replica in sync: publishes are acknowledged unreplicated',
+            );
+          else log.info({ replicas: r.online }, 'redis replica in sync: publishes WAIT for it');
+        }
+        return r;
+      },
+      (err: unknown) => {
+        if (this.#replication === read) this.#replication = undefined;
+        throw classify(err);
+      },
+    );
+    return read;
+  }
+
+  /** Re-reads the replication state; publishes keep the last one meanwhile. */
+  #watchReplication(cmd: Redis): void {
+    if (cmd.status !== 'ready' || this.#replication === undefined) return;
+    const link = this.#link;
+    const next = this.#readReplication(cmd);
+    next.then(() => {
+      if (link === this.#link) this.#replication = next;
+    }, noop);
   }
 
   async probe(): Promise<void> {
@@ -209,7 +336,10 @@ export class RedisBroker implements Broker {
 
   async history(channel: string, query: HistoryQuery): Promise<HistoryResult> {
     const keys = this.#keys;
-    const reply = await this.#requireCmd().sbHistoryBuffer(
+    const cmd = this.#requireCmd();
+    const known = this.#replicationOf(cmd);
+    const { lineage } = 'then' in known ? await known : known;
+    const reply = await cmd.sbHistoryBuffer(
       keys.meta(channel),
       keys.stream(channel),
       query.sinceOffset ?? -1,
@@ -218,12 +348,14 @@ export class RedisBroker implements Broker {
       newEpoch(),
       this.#metaTtlMs,
       query.untilOffset ?? -1,
+      lineage,
     );
     return parseHistory(reply);
   }
 
   async close(): Promise<void> {
     this.#closing = true;
+    clearInterval(this.#replicationTimer);
     this.#desired.clear();
     await Promise.all([quit(this.#sub), quit(this.#cmd)]);
   }
@@ -333,6 +465,29 @@ export class RedisBroker implements Broker {
 }
 
 function noop(): void {}
+
+/** How long publishes are refused after the master lost its replica in sync (see publish). */
+const REPLICA_LOSS_GRACE_MS = 10_000;
+
+interface Replication {
+  /** master_replid in Sentinel mode, else '' (not tracked by the scripts). */
+  readonly lineage: string;
+  /** Replicas in sync (state=online). */
+  readonly online: number;
+}
+
+const UNTRACKED: Replication = { lineage: '', online: 0 };
+
+/** The part of `INFO replication` the publish path uses. */
+export function parseReplication(info: string, withLineage: boolean): Replication {
+  const lineage = withLineage ? (/^master_replid:(\w+)/m.exec(info)?.[1] ?? '') : '';
+  const online = info.match(/^slave\d+:.*state=online/gm)?.length ?? 0;
+  return { lineage, online };
+}
+
+function errText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
 
 /** The reply of HISTORY_LUA: `{offset, epoch, id1, frame1, ...}`. */
 export function parseHistory(reply: Buffer[] | (number | Buffer)[]): HistoryResult {

@@ -12,6 +12,12 @@ import type {
 } from './presence.js';
 
 /**
+ * How the scripts fan out their events: SPUBLISH on Cluster, where the broker holds the presence
+ * pub/sub names with SSUBSCRIBE (a plain PUBLISH there reaches no sharded subscriber).
+ */
+type PublishCommand = 'PUBLISH' | 'SPUBLISH';
+
+/**
  * Shared by both scripts. KEYS: expiry (sorted set: key → expiry ms, Redis clock), info (hash:
  * key → record), order (sorted set: key scored 0), offset (counter), events (pub/sub channel),
  * epoch (names the offset counter's life; kept and expired with it).
@@ -19,7 +25,7 @@ import type {
  * newline). Expiry is by Redis's clock, so nodes' clocks do not matter; scripts that call TIME and
  * then write must be replicated by effects (the default since Redis 5).
  */
-const COMMON_LUA = `
+const commonLua = (publish: PublishCommand): string => `
 if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -66,7 +72,7 @@ local function finish()
   if #events == 0 then return end
   redis.call('SET', KEYS[4], offset, 'PX', 86400000)
   redis.call('PEXPIRE', KEYS[6], 86400000)
-  redis.call('PUBLISH', KEYS[5], '{"channel":' .. chj .. ',"epoch":"' .. epoch .. '","presence":[' .. table.concat(events, ',') .. ']}')
+  redis.call('${publish}', KEYS[5], '{"channel":' .. chj .. ',"epoch":"' .. epoch .. '","presence":[' .. table.concat(events, ',') .. ']}')
 end
 `;
 
@@ -74,7 +80,7 @@ end
  * Applies ops after pruning. ARGV: channel JSON, ttl ms, max members, then per op: kind (E U L R),
  * key, owner, idJson, dataJson, timestamp. Returns the offset, one result per op, then the epoch.
  */
-const APPLY_LUA = `${COMMON_LUA}
+const applyLua = (publish: PublishCommand): string => `${commonLua(publish)}
 local ttl = tonumber(ARGV[2])
 local max = tonumber(ARGV[3])
 prune()
@@ -132,7 +138,7 @@ return out
  * One page after pruning. ARGV: channel JSON, min (ZRANGEBYLEX bound), max bound, limit. Returns
  * the offset, the next cursor ('' when last), the epoch, then member JSONs.
  */
-const PAGE_LUA = `${COMMON_LUA}
+const pageLua = (publish: PublishCommand): string => `${commonLua(publish)}
 prune()
 finish()
 local limit = tonumber(ARGV[4])
@@ -160,7 +166,7 @@ interface PresenceScripts {
 /**
  * Presence in Redis, shared by every node: per channel an expiry sorted set, a record hash, a
  * lexicographic sorted set for pages and an offset counter, all under the channel's hash tag
- * (redis-keys.ts). Every change and its event are one script: the event is PUBLISHed on the
+ * (redis-keys.ts). Every change and its event are one script: the event is (S)PUBLISHed on the
  * channel's presence pub/sub channel in offset order, and the broker delivers it to the nodes
  * that subscribed `[presence]<channel>`.
  */
@@ -170,7 +176,8 @@ export class RedisPresenceStore implements PresenceStore {
   readonly #keys: RedisKeys;
 
   constructor(url: string | RedisTarget, prefix: string) {
-    this.#redis = connectRedis(typeof url === 'string' ? { mode: 'single', url } : url, {
+    const target: RedisTarget = typeof url === 'string' ? { mode: 'single', url } : url;
+    this.#redis = connectRedis(target, {
       connectionName: 'switchboard-presence',
       maxRetriesPerRequest: 1,
       commandTimeout: 5000,
@@ -178,8 +185,9 @@ export class RedisPresenceStore implements PresenceStore {
     this.#redis.on('error', () => {
       // reconnects by itself; failed calls surface as errors to the caller
     });
-    this.#redis.defineCommand('sbPresenceApply', { numberOfKeys: 6, lua: APPLY_LUA });
-    this.#redis.defineCommand('sbPresencePage', { numberOfKeys: 6, lua: PAGE_LUA });
+    const publish: PublishCommand = target.mode === 'cluster' ? 'SPUBLISH' : 'PUBLISH';
+    this.#redis.defineCommand('sbPresenceApply', { numberOfKeys: 6, lua: applyLua(publish) });
+    this.#redis.defineCommand('sbPresencePage', { numberOfKeys: 6, lua: pageLua(publish) });
     this.#keys = createRedisKeys(prefix);
   }
 
