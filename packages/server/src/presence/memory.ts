@@ -6,6 +6,7 @@ import {
   type OpResult,
   type PageQuery,
   type PresenceListener,
+  type ProducedListener,
   type PresenceStore,
 } from './presence.js';
 
@@ -43,6 +44,7 @@ export class MemoryPresenceStore implements PresenceStore {
   readonly #channels = new Map<string, ChannelMembers>();
   readonly #sweep: NodeJS.Timeout;
   #listener: PresenceListener | undefined;
+  #produced: ProducedListener | undefined;
 
   constructor() {
     this.#sweep = setInterval(() => {
@@ -54,6 +56,10 @@ export class MemoryPresenceStore implements PresenceStore {
       }
     }, SWEEP_INTERVAL_MS);
     this.#sweep.unref();
+  }
+
+  onProduced(listener: ProducedListener): void {
+    this.#produced = listener;
   }
 
   listen(listener: PresenceListener): void {
@@ -183,7 +189,9 @@ export class MemoryPresenceStore implements PresenceStore {
   }
 
   #emit(channel: string, events: readonly string[]): void {
-    if (events.length > 0) this.#listener?.(channel, eventsFrame(channel, events));
+    if (events.length === 0) return;
+    this.#listener?.(channel, eventsFrame(channel, events));
+    this.#produced?.(channel, events);
   }
 }
 

@@ -9,6 +9,7 @@ import type {
   OpResult,
   PageQuery,
   PresenceStore,
+  ProducedListener,
 } from './presence.js';
 
 /**
@@ -61,7 +62,7 @@ end
 
 /**
  * Applies ops after pruning. ARGV: channel JSON, ttl ms, max members, then per op: kind (E U L R),
- * key, owner, idJson, dataJson, timestamp. Returns the offset, then one result per op.
+ * key, owner, idJson, dataJson, timestamp. Returns the offset, one result per op, then the events.
  */
 const APPLY_LUA = `${COMMON_LUA}
 local ttl = tonumber(ARGV[2])
@@ -113,19 +114,21 @@ for k = 1, 3 do
 end
 finish()
 out[1] = offset
+for _, e in ipairs(events) do out[#out + 1] = e end
 return out
 `;
 
 /**
  * One page after pruning. ARGV: channel JSON, min (ZRANGEBYLEX bound), max bound, limit. Returns
- * the offset, the next cursor ('' when last), then member JSONs.
+ * the offset, the next cursor ('' when last), the number of events, the events, then member JSONs.
  */
 const PAGE_LUA = `${COMMON_LUA}
 prune()
 finish()
 local limit = tonumber(ARGV[4])
 local keys = redis.call('ZRANGEBYLEX', KEYS[3], ARGV[2], ARGV[3], 'LIMIT', 0, limit + 1)
-local out = {offset, ''}
+local out = {offset, '', #events}
+for _, e in ipairs(events) do out[#out + 1] = e end
 local n = math.min(limit, #keys)
 for i = 1, n do
   local rec = redis.call('HGET', KEYS[2], keys[i])
@@ -156,6 +159,7 @@ export class RedisPresenceStore implements PresenceStore {
   readonly name = 'redis';
   readonly #redis: (Redis | Cluster) & PresenceScripts;
   readonly #keys: RedisKeys;
+  #produced: ProducedListener | undefined;
 
   constructor(url: string | RedisTarget, prefix: string) {
     this.#redis = connectRedis(typeof url === 'string' ? { mode: 'single', url } : url, {
@@ -197,7 +201,8 @@ export class RedisPresenceStore implements PresenceStore {
     for (const op of ops)
       args.push(OP_CODE[op.kind], op.key, op.owner, op.idJson, op.dataJson, op.timestamp);
     const reply = await this.#redis.sbPresenceApply(...args);
-    return { offset: Number(reply[0]), results: reply.slice(1) as OpResult[] };
+    this.#report(channel, reply.slice(1 + ops.length));
+    return { offset: Number(reply[0]), results: reply.slice(1, 1 + ops.length) as OpResult[] };
   }
 
   async page(channel: string, query: PageQuery): Promise<MembersPage> {
@@ -218,11 +223,21 @@ export class RedisPresenceStore implements PresenceStore {
       query.limit,
     );
     const next = String(reply[1]);
+    const events = 3 + Number(reply[2]);
+    this.#report(channel, reply.slice(3, events));
     return {
       offset: Number(reply[0]),
       next: next === '' ? null : next,
-      members: reply.slice(2).map(String),
+      members: reply.slice(events).map(String),
     };
+  }
+
+  onProduced(listener: ProducedListener): void {
+    this.#produced = listener;
+  }
+
+  #report(channel: string, events: readonly (string | number)[]): void {
+    if (events.length > 0) this.#produced?.(channel, events.map(String));
   }
 
   async close(): Promise<void> {
