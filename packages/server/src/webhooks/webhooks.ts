@@ -90,7 +90,7 @@ export class Webhooks {
     for (const l of this.#lanes) this.#byId.set(l.endpoint.id, l);
     this.#log = new Array<DeliveryLogEntry | undefined>(Math.max(1, options.logSize));
     const registry = options.registry;
-    if (registry !== undefined && this.#lanes.length > 0) {
+    if (registry !== undefined) {
       const registers = [registry];
       this.#results = new Counter({
         name: 'switchboard_webhook_deliveries_total',
