@@ -158,6 +158,16 @@ export class RedisWebhookStore implements WebhookStore {
 
   async take(endpoint: string, max: number): Promise<Taken[]> {
     const key = this.#keys.webhookStream(endpoint);
+    try {
+      return await this.#take(endpoint, key, max);
+    } catch (err) {
+      // Redis lost the group (restarted without persistence): make it again on the next call.
+      if (err instanceof Error && err.message.includes('NOGROUP')) this.#groups.delete(key);
+      throw err;
+    }
+  }
+
+  async #take(endpoint: string, key: string, max: number): Promise<Taken[]> {
     if (!this.#groups.has(key)) await this.#createGroup(key);
     const out: Taken[] = [];
     const now = Date.now();
@@ -176,24 +186,17 @@ export class RedisWebhookStore implements WebhookStore {
       for (const entry of claimed[1]) if (entry !== null) out.push(this.#taken(endpoint, entry));
     }
     if (out.length >= max) return out;
-    let reply: StreamEntries;
-    try {
-      reply = (await this.#redis.call(
-        'XREADGROUP',
-        'GROUP',
-        GROUP,
-        this.#consumer,
-        'COUNT',
-        max - out.length,
-        'STREAMS',
-        key,
-        '>',
-      )) as StreamEntries;
-    } catch (err) {
-      // Redis lost the group (restarted without persistence): make it again on the next call.
-      if (err instanceof Error && err.message.includes('NOGROUP')) this.#groups.delete(key);
-      throw err;
-    }
+    const reply = (await this.#redis.call(
+      'XREADGROUP',
+      'GROUP',
+      GROUP,
+      this.#consumer,
+      'COUNT',
+      max - out.length,
+      'STREAMS',
+      key,
+      '>',
+    )) as StreamEntries;
     for (const [, entries] of reply ?? [])
       for (const e of entries) out.push(this.#taken(endpoint, e));
     return out;
