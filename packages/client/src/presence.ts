@@ -169,6 +169,25 @@ export class Presence {
     this.#host.send({ action: 'presence-unsubscribe', channel: this.#host.channel }, () => {});
   }
 
+  /**
+   * The server ended this channel's presence on the connection (a refreshed token no longer
+   * allows it): the events stop, the membership is gone (the server made it leave, so it is not
+   * entered again after a reconnect), pending subscribes reject, and the channel emits `error`.
+   */
+  revoked(err: SwitchboardError): void {
+    this.#entered = undefined;
+    const streaming = this.#streaming;
+    this.#streaming = false;
+    this.#synced = false;
+    this.#generation++;
+    this.#listeners = [];
+    this.#members = new Map();
+    this.#buffer = [];
+    const waiters = this.#waiters.splice(0);
+    for (const w of waiters) w.reject(err);
+    if (streaming || waiters.length > 0) this.#host.failed(err);
+  }
+
   /** The link is up again: enter again, stream again and read the members again. */
   up(): void {
     const entered = this.#entered;

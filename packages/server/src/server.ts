@@ -51,6 +51,9 @@ import { MemoryWebhookStore } from './webhooks/memory.js';
 import { RedisWebhookStore } from './webhooks/redis.js';
 import type { WebhookStore } from './webhooks/store.js';
 import { Webhooks } from './webhooks/webhooks.js';
+import { ChannelDirectory } from './occupancy/directory.js';
+import { MemoryOccupancyStore } from './occupancy/memory.js';
+import { RedisOccupancyStore } from './occupancy/redis.js';
 
 export interface RunningServer {
   /** The port actually bound (useful with port 0). */
@@ -58,6 +61,8 @@ export interface RunningServer {
   readonly broker: Broker;
   /** Where presence is kept (tests fill a channel through it). */
   readonly presence: PresenceStore;
+  /** The channel directory (also `node.directory`): listing, occupancy, occupied/vacated hook. */
+  readonly directory: ChannelDirectory;
   /** The network engine actually running (uws falls back to ws when it cannot load). */
   readonly engine: 'uws' | 'ws';
   /** Signed webhooks: `webhooks.log(limit)` is this node's delivery log (for the admin API). */
@@ -197,7 +202,28 @@ export async function startServer(
       if (type !== undefined) webhooks.emit(type, channel, e);
     }
   });
+  const nodeId = config.nodeId ?? `${hostname()}-${randomBytes(3).toString('hex')}`;
+  const directory = new ChannelDirectory({
+    store:
+      redisTarget === undefined
+        ? new MemoryOccupancyStore({
+            position: (channel) => (picked as MemoryBroker).positionOf(channel),
+            streams: () => (picked as MemoryBroker).channelNames(),
+            members: (channel) => (presence as MemoryPresenceStore).count(channel),
+            presence: () => (presence as MemoryPresenceStore).channelNames(),
+          })
+        : new RedisOccupancyStore(redisTarget, config.redisPrefix),
+    // One life of this process: a restarted node with the same nodeId never inherits the shares
+    // of its predecessor, which the survivors reap.
+    nodeId: `${nodeId}/${randomBytes(4).toString('hex')}`,
+    logger,
+    ttlMs: config.presenceTtlMs,
+  });
+  // The directory reports each change once deployment-wide; the webhooks debounce it.
+  directory.on('occupied', (channel) => webhooks.occupancy(channel, 'occupied'));
+  directory.on('vacated', (channel) => webhooks.occupancy(channel, 'vacated'));
   const node = new Node({
+    directory,
     broker,
     hub,
     logger,
@@ -308,7 +334,6 @@ export async function startServer(
     onDisconnect: (code) => disconnected(code),
   });
   const startedAt = Date.now();
-  const nodeId = config.nodeId ?? `${hostname()}-${randomBytes(3).toString('hex')}`;
   const web = createWebRoutes({
     info: () => ({
       name: 'switchboard',
@@ -363,6 +388,7 @@ export async function startServer(
 
   await broker.start(node);
   webhooks.start();
+  await directory.start();
   readiness.start();
   shedding.start();
   // Revocations reach the live connections of every node through the broker.
@@ -382,7 +408,13 @@ export async function startServer(
   try {
     port = await edge.listen(config.host, config.port);
   } catch (err) {
-    await Promise.all([broker.close(), revocations.close(), presence.close(), webhooks.close()]);
+    await Promise.all([
+      broker.close(),
+      revocations.close(),
+      presence.close(),
+      directory.close(),
+      webhooks.close(),
+    ]);
     throw err;
   }
   logger.info(
@@ -397,6 +429,7 @@ export async function startServer(
     port,
     broker,
     presence,
+    directory,
     engine: edge.engine,
     webhooks,
     close() {
@@ -438,6 +471,7 @@ export async function startServer(
         ablyContext.close();
         node.close();
         readiness.stop();
+        await directory.close();
         // Deliveries in flight finish first (up to webhookTimeoutMs); pending ones stay in Redis.
         await webhooks.close();
         await Promise.all([broker.close(), revocations.close(), presence.close()]);

@@ -165,6 +165,21 @@ export class MemoryPresenceStore implements PresenceStore {
     return Promise.resolve({ members, offset: ch.offset, next: more ? (last ?? null) : null });
   }
 
+  /** Live members of the channel (occupancy). */
+  count(channel: string): number {
+    const ch = this.#channels.get(channel);
+    if (ch === undefined) return 0;
+    const now = Date.now();
+    let n = 0;
+    for (const e of ch.members.values()) if (e.expiresAt > now) n++;
+    return n;
+  }
+
+  /** Channels with live members (the channel directory lists them). */
+  *channelNames(): IterableIterator<string> {
+    for (const [channel, ch] of this.#channels) if (ch.members.size > 0) yield channel;
+  }
+
   close(): Promise<void> {
     clearInterval(this.#sweep);
     return Promise.resolve();
