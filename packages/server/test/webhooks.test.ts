@@ -63,7 +63,14 @@ describe('webhooks across three nodes on Redis', { skip }, () => {
     const webhooks = [
       {
         url: ok.url,
-        events: ['message.published', 'presence.enter', 'presence.leave', 'presence.update'],
+        events: [
+          'message.published',
+          'presence.enter',
+          'presence.leave',
+          'presence.update',
+          'channel.occupied',
+          'channel.vacated',
+        ],
         channels: 'wh*',
       },
       { url: hang.url, events: ['message.published'], channels: 'slow:*' },
@@ -151,6 +158,43 @@ describe('webhooks across three nodes on Redis', { skip }, () => {
     process.stderr.write(
       `  ${N} sequential publish→deliver with a hanging endpoint: ${elapsed} ms\n`,
     );
+  });
+
+  it('sends channel.occupied and channel.vacated once per real change; a flapping channel sends a pair or nothing', async () => {
+    const subs: TestClient[] = [];
+    for (const n of nodes) {
+      const c = await TestClient.open(n.wsUrl);
+      subs.push(c);
+      await c.subscribe('whocc:a');
+    }
+    await eventually(() => ok.of('channel.occupied', 'whocc:a').length === 1, 5000, 'occupied');
+    for (const c of subs) await c.request({ action: 'unsubscribe', channel: 'whocc:a', id: rid() });
+    await eventually(() => ok.of('channel.vacated', 'whocc:a').length === 1, 5000, 'vacated');
+    // Flapping: subscribed and left again and again within the debounce, from different nodes.
+    for (let i = 0; i < 5; i++) {
+      const c = subs[i % 3] as TestClient;
+      await c.subscribe('whocc:flap', rid());
+      await c.request({ action: 'unsubscribe', channel: 'whocc:flap', id: rid() });
+    }
+    // A second real change of the first channel, to know every earlier event had its chance.
+    await (subs[1] as TestClient).subscribe('whocc:a', rid());
+    await eventually(
+      () => ok.of('channel.occupied', 'whocc:a').length === 2,
+      5000,
+      'occupied again',
+    );
+    await new Promise((r) => setTimeout(r, 600));
+    assert.equal(ok.of('channel.occupied', 'whocc:a').length, 2);
+    assert.equal(ok.of('channel.vacated', 'whocc:a').length, 1);
+    const flapOn = ok.of('channel.occupied', 'whocc:flap').length;
+    const flapOff = ok.of('channel.vacated', 'whocc:flap').length;
+    assert.ok(
+      flapOn === flapOff && flapOn <= 1,
+      `flapping sent ${flapOn} occupied, ${flapOff} vacated`,
+    );
+    const occupied = ok.of('channel.occupied', 'whocc:a')[0];
+    assert.deepEqual(occupied?.body.data, {});
+    for (const c of subs) c.ws.close();
   });
 
   it('a receiver down for 10 s gets every event after it comes back', async () => {
