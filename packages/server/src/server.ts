@@ -500,8 +500,9 @@ function createWebhooks(
           redisTarget,
           config.redisPrefix,
           `${hostname()}-${process.pid}-${randomBytes(4).toString('hex')}`,
-          // Longer than a live node holds a delivery: its read-ahead waits at most two timeouts.
-          4 * config.webhookTimeoutMs + 5000,
+          // Longer than a live node holds a delivery: its read-ahead waits at most two timeouts,
+          // then one request; the rest is margin for a stalled loop or a slow Redis.
+          4 * config.webhookTimeoutMs + 1000,
         );
   return new Webhooks({
     endpoints,

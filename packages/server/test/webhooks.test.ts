@@ -13,6 +13,7 @@ import { signWebhook, verifyWebhook } from '../src/webhooks/signature.js';
 import {
   eventually,
   requireBinary,
+  startNodeProcess,
   startRedis,
   startTestServer,
   TestClient,
@@ -251,6 +252,65 @@ describe('webhook deliveries survive a node restart (Redis)', { skip }, () => {
         await second.close();
       }
     } finally {
+      await receiver.down();
+      await redis.stop();
+    }
+  });
+});
+
+describe('webhook deliveries of a node killed with -9 (Redis)', { skip }, () => {
+  it('are taken over by another node: every event arrives', async () => {
+    const redis = await startRedis();
+    const receiver = await Receiver.start();
+    receiver.status = 0;
+    const env = {
+      SWITCHBOARD_REDIS: redis.url,
+      SWITCHBOARD_WEBHOOKS: JSON.stringify([
+        { url: receiver.url, events: ['message.published'], channels: '*' },
+      ]),
+      SWITCHBOARD_WEBHOOK_SECRET: SECRET,
+      SWITCHBOARD_WEBHOOK_TIMEOUT_MS: '500',
+      SWITCHBOARD_WEBHOOK_RETRY_BASE_MS: '50',
+      SWITCHBOARD_WEBHOOK_RETRY_MAX_DELAY_MS: '200',
+    };
+    const doomed = await startNodeProcess([], env);
+    let survivor: Server | undefined;
+    try {
+      const c = await TestClient.open(doomed.wsUrl);
+      for (let i = 0; i < 3; i++) {
+        const r = await c.request({ action: 'publish', channel: 'kill', data: { i }, id: rid() });
+        assert.equal(r['error'], undefined, JSON.stringify(r));
+      }
+      // The three requests hang in flight on the doomed node: it holds them unacknowledged.
+      await eventually(() => receiver.received.length >= 3, 5000, 'three requests in flight');
+      c.ws.close();
+      await doomed.stop('SIGKILL');
+      receiver.status = 200;
+      survivor = await startTestServer({
+        redis: redis.url,
+        webhooks: [{ url: receiver.url, events: ['message.published'], channels: '*' }],
+        ...FAST,
+        webhookTimeoutMs: 500,
+      });
+      const srv = survivor;
+      await eventually(
+        () =>
+          new Set(
+            srv.webhooks
+              .log(100)
+              .filter((e) => e.result === 'ok')
+              .map((e) => e.eventId),
+          ).size === 3,
+        10_000,
+        'the survivor to deliver all three',
+      );
+      assert.deepEqual(
+        new Set(receiver.received.map((r) => (r.body.data['data'] as { i: number }).i)),
+        new Set([0, 1, 2]),
+      );
+    } finally {
+      await doomed.stop('SIGKILL');
+      await survivor?.close();
       await receiver.down();
       await redis.stop();
     }
