@@ -104,6 +104,10 @@ export class Webhooks {
         labelNames: ['reason'],
         registers,
       });
+      // Every label value from the start at 0, so rate() and alerts see them before the first event.
+      for (const result of ['ok', 'failed', 'retried', 'dropped']) this.#results.inc({ result }, 0);
+      for (const reason of ['gone', 'expired', 'queue_full', 'overload'])
+        this.#dropped.inc({ reason }, 0);
       this.#latency = new Histogram({
         name: 'switchboard_webhook_delivery_seconds',
         help: 'Time from a webhook event to its successful delivery (retries included)',
