@@ -69,7 +69,7 @@ export function webhooksError(value: unknown): string | undefined {
 }
 
 /** `*` any run of characters, `?` one character, everything else literal. */
-export function globMatcher(glob: string): (channel: string) => boolean {
+function globMatcher(glob: string): (channel: string) => boolean {
   if (glob === '*') return () => true;
   const source = glob
     .split('')

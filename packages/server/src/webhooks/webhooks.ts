@@ -254,7 +254,10 @@ export class Webhooks {
           if (dropped > 0) this.#drop('queue_full', dropped);
           this.#pumpAll();
         },
-        (err: unknown) => this.#o.logger.warn({ err: errorText(err) }, 'webhook retries not moved'),
+        (err: unknown) => {
+          if (!this.#closed)
+            this.#o.logger.warn({ err: errorText(err) }, 'webhook retries not moved');
+        },
       );
   }
 
@@ -286,7 +289,11 @@ export class Webhooks {
       },
       (err: unknown) => {
         lane.fetching = false;
-        this.#o.logger.warn({ err: errorText(err), url: lane.endpoint.url }, 'webhook read failed');
+        if (!this.#closed)
+          this.#o.logger.warn(
+            { err: errorText(err), url: lane.endpoint.url },
+            'webhook read failed',
+          );
       },
     );
   }
