@@ -330,7 +330,7 @@ describe('webhooks on the embedded engine', () => {
       webhooks: [
         {
           url: ok.url,
-          events: ['message.published'],
+          events: ['message.published', 'channel.occupied', 'channel.vacated'],
           channels: 'mem:*',
           secret: 'own-secret-0123456789',
         },
@@ -367,6 +367,21 @@ describe('webhooks on the embedded engine', () => {
       ].sort(),
     );
     assert.equal(server.webhooks.log(1).length, 1);
+  });
+
+  it('debounces occupancy in memory: a quick subscribe and leave sends nothing, a stay sends occupied', async () => {
+    const c = await TestClient.open(server.wsUrl);
+    try {
+      await c.subscribe('mem:quick');
+      await c.request({ action: 'unsubscribe', channel: 'mem:quick', id: rid() });
+      await c.subscribe('mem:stay');
+      await eventually(() => ok.of('channel.occupied', 'mem:stay').length === 1, 5000, 'occupied');
+      await new Promise((r) => setTimeout(r, 400));
+      assert.equal(ok.of('channel.occupied', 'mem:quick').length, 0);
+      assert.equal(ok.of('channel.vacated', 'mem:quick').length, 0);
+    } finally {
+      c.ws.close();
+    }
   });
 });
 
