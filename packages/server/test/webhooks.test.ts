@@ -235,6 +235,10 @@ describe('webhook deliveries survive a node restart (Redis)', { skip }, () => {
       for (let i = 0; i < 5; i++) await publish(first, 'restart', { i });
       await eventually(() => receiver.received.length >= 5, 5000, 'first attempts');
       await first.close();
+      // The stopped node left the consumer group: it held nothing.
+      const stream = redis.cli('--scan', '--pattern', '*wh:{webhooks}:s:*').trim();
+      assert.notEqual(stream, '');
+      assert.equal(redis.cli('XINFO', 'CONSUMERS', stream, 'switchboard-webhooks').trim(), '');
       receiver.status = 200;
       const attempts = receiver.received.length;
       await new Promise((r) => setTimeout(r, 300));

@@ -6,6 +6,8 @@ import type { ChannelState, Delivery, Taken, WebhookStore } from './store.js';
 
 /** The consumer group every node reads the endpoint streams through. */
 const GROUP = 'switchboard-webhooks';
+/** A consumer (one node's life) idle this long with nothing pending is removed from the group. */
+const CONSUMER_IDLE_MS = 3_600_000;
 
 /**
  * KEYS: the endpoints' streams. ARGV: max pending, delivery JSON. Queues the delivery on each
@@ -108,6 +110,7 @@ export class RedisWebhookStore implements WebhookStore {
   readonly #claimIdleMs: number;
   readonly #groups = new Set<string>();
   readonly #claimedAt = new Map<string, number>();
+  readonly #cleanedAt = new Map<string, number>();
 
   /**
    * `claimIdleMs`: how long a delivery handed to a node may stay unsettled before another node
@@ -184,6 +187,7 @@ export class RedisWebhookStore implements WebhookStore {
         max,
       )) as [string, ([string, string[]] | null)[]];
       for (const entry of claimed[1]) if (entry !== null) out.push(this.#taken(endpoint, entry));
+      await this.#forgetIdleConsumers(key, now);
     }
     if (out.length >= max) return out;
     const reply = (await this.#redis.call(
@@ -229,6 +233,15 @@ export class RedisWebhookStore implements WebhookStore {
   }
 
   async close(): Promise<void> {
+    // This node's consumer goes when it holds nothing (what it read ahead stays for a claim).
+    for (const key of this.#groups) {
+      try {
+        const mine = await this.#redis.xpending(key, GROUP, '-', '+', 1, this.#consumer);
+        if (mine.length === 0) await this.#redis.xgroup('DELCONSUMER', key, GROUP, this.#consumer);
+      } catch {
+        // Redis away: the consumer is removed later by another node (#forgetIdleConsumers).
+      }
+    }
     try {
       await this.#redis.quit();
     } catch {
@@ -239,6 +252,25 @@ export class RedisWebhookStore implements WebhookStore {
   #taken(endpoint: string, [handle, fields]: [string, string[]]): Taken {
     const i = fields.indexOf('d');
     return { endpoint, handle, delivery: JSON.parse(fields[i + 1] ?? '{}') as Delivery };
+  }
+
+  /**
+   * Every node start is a new consumer; those of nodes gone (killed) stay in the group. Once their
+   * deliveries were claimed (pending 0) and they were idle for an hour, they are removed, at most
+   * once a minute per stream.
+   */
+  async #forgetIdleConsumers(key: string, now: number): Promise<void> {
+    if (now - (this.#cleanedAt.get(key) ?? 0) < 60_000) return;
+    this.#cleanedAt.set(key, now);
+    const consumers = (await this.#redis.xinfo('CONSUMERS', key, GROUP)) as unknown[][];
+    for (const c of consumers) {
+      const info = new Map<string, unknown>();
+      for (let i = 0; i + 1 < c.length; i += 2) info.set(String(c[i]), c[i + 1]);
+      const name = String(info.get('name'));
+      if (name === this.#consumer) continue;
+      if (Number(info.get('pending')) === 0 && Number(info.get('idle')) > CONSUMER_IDLE_MS)
+        await this.#redis.xgroup('DELCONSUMER', key, GROUP, name);
+    }
   }
 
   async #createGroup(key: string): Promise<void> {
