@@ -131,8 +131,8 @@ export interface ChannelHooks {
   end(err: SwitchboardError): void;
   /** The server ended the subscription (a refreshed token no longer allows it). */
   revoked(err: SwitchboardError): void;
-  /** Presence events of the channel (the `presence` array of an event frame). */
-  presence(events: readonly unknown[]): void;
+  /** Presence events of the channel (the `presence` array of an event frame, and its epoch). */
+  presence(events: readonly unknown[], epoch: string | undefined): void;
   /** The server ended the channel's presence events (a refreshed token no longer allows them). */
   presenceRevoked(err: SwitchboardError): void;
   /** An occupancy event of the channel. */
@@ -211,7 +211,7 @@ export class Channel extends Emitter<ChannelEvents> {
     this.#position = host.positions?.get(name);
     host.register(name, {
       deliver: (m) => this.#deliver(m),
-      presence: (events) => this.#presence.events(events),
+      presence: (events, epoch) => this.#presence.events(events, epoch),
       presenceRevoked: (err) => this.#presence.revoked(err),
       occupancy: (frame) => this.#occupancy.event(frame),
       occupancyRevoked: (err) => this.#occupancy.revoked(err),

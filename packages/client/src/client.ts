@@ -297,7 +297,10 @@ export class Switchboard {
       }
       const presence = frame['presence'];
       if (Array.isArray(presence) && typeof frame['channel'] === 'string') {
-        this.#hooks.get(frame['channel'])?.presence(presence);
+        const epoch = frame['epoch'];
+        this.#hooks
+          .get(frame['channel'])
+          ?.presence(presence, typeof epoch === 'string' ? epoch : undefined);
         continue;
       }
       const message = toMessage(frame);

@@ -280,10 +280,10 @@ export class Node implements BrokerHandler {
 
   /**
    * Streams the channel's presence events to `sink` (the caller checks capabilities). Resolves
-   * with the presence offset read once the stream was confirmed: every change after it reaches
-   * the sink (a reader delivers those and merges the rest from a members read).
+   * with the presence offset (and its epoch) read once the stream was confirmed: every change
+   * after it reaches the sink (a reader delivers those and merges the rest from a members read).
    */
-  async subscribePresence(sink: Sink, channel: string): Promise<number> {
+  async subscribePresence(sink: Sink, channel: string): Promise<{ offset: number; epoch: string }> {
     const tracker = this.#tracker(channel);
     tracker.watch(channel);
     this.#directory?.attached(channel, sink, 'presence');
@@ -294,7 +294,7 @@ export class Node implements BrokerHandler {
         () => tracker.page(channel, { limit: 1 }),
         'presence',
       );
-      return page.offset;
+      return { offset: page.offset, epoch: page.epoch };
     } catch (err) {
       this.#release(sink, presenceStream(channel));
       this.#directory?.detached(channel, sink, 'presence');

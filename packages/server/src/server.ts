@@ -212,7 +212,7 @@ export async function startServer(
             members: (channel) => (presence as MemoryPresenceStore).count(channel),
             presence: () => (presence as MemoryPresenceStore).channelNames(),
           })
-        : new RedisOccupancyStore(redisTarget, config.redisPrefix),
+        : new RedisOccupancyStore((presence as RedisPresenceStore).connection, config.redisPrefix),
     // One life of this process: a restarted node with the same nodeId never inherits the shares
     // of its predecessor, which the survivors reap.
     nodeId: `${nodeId}/${randomBytes(4).toString('hex')}`,

@@ -601,12 +601,12 @@ export class Session implements ConnectionHandler {
     if (!this.#admit(id)) return;
     this.#presenceStreams.add(channel);
     this.#node.subscribePresence(this.#conn, channel).then(
-      (offset) => {
+      ({ offset, epoch }) => {
         this.#inFlight--;
         if (this.#closed || !this.#presenceStreams.has(channel)) {
           this.#node.unsubscribePresence(this.#conn, channel);
         }
-        if (id !== undefined) this.#reply(id, `"offset":${offset}`);
+        if (id !== undefined) this.#reply(id, `"offset":${offset},"epoch":"${epoch}"`);
       },
       (err: unknown) => {
         this.#inFlight--;
@@ -699,7 +699,7 @@ export class Session implements ConnectionHandler {
             page.next === null ? 'null' : JSON.stringify(encodePresenceCursor(page.next));
           this.#reply(
             id,
-            `"channel":${JSON.stringify(cmd.channel)},"members":[${page.members.join(',')}],"offset":${page.offset},"next":${next}`,
+            `"channel":${JSON.stringify(cmd.channel)},"members":[${page.members.join(',')}],"offset":${page.offset},"epoch":"${page.epoch}","next":${next}`,
           );
         },
         (err: unknown) => {

@@ -384,7 +384,7 @@ async function members(
     clientId: params.get('clientId') ?? undefined,
   });
   const next = page.next === null ? 'null' : JSON.stringify(encodePresenceCursor(page.next));
-  const body = `{"channel":${JSON.stringify(channel)},"members":[${page.members.join(',')}],"offset":${page.offset},"next":${next}}`;
+  const body = `{"channel":${JSON.stringify(channel)},"members":[${page.members.join(',')}],"offset":${page.offset},"epoch":"${page.epoch}","next":${next}}`;
   res
     .writeHead(200, {
       'content-type': 'application/json; charset=utf-8',

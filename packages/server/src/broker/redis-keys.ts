@@ -36,8 +36,12 @@ export interface RedisKeys {
   occupancyPublishers(channel: string): string;
   /** Occupancy: sorted set of live node ids, scored by heartbeat expiry (ms, Redis clock). */
   occupancyNodes(): string;
+  /** Occupancy: sorted set of dead node ids being reaped, scored by when the claim lapses. */
+  occupancyReaping(): string;
   /** Occupancy: set of the channels a node holds a share of (what a reaper removes). */
   occupancyNodeChannels(node: string): string;
+  /** Presence: the epoch of the channel's presence offset (a new one whenever the offset was lost). */
+  presenceEpoch(channel: string): string;
   /** A node's readiness probe (a string written every second, expiring after a minute). */
   probe(node: string): string;
   /** Pub/sub channel of a node-to-node control topic. */
@@ -73,9 +77,11 @@ export function createRedisKeys(prefix: string): RedisKeys {
     presenceInfo: (channel) => prefix + 'ph:{' + channel + '}',
     presenceOrder: (channel) => prefix + 'pl:{' + channel + '}',
     presenceOffset: (channel) => prefix + 'po:{' + channel + '}',
+    presenceEpoch: (channel) => prefix + 'pp:{' + channel + '}',
     occupancy: (channel) => prefix + 'oc:{' + channel + '}',
     occupancyPublishers: (channel) => prefix + 'op:{' + channel + '}',
-    occupancyNodes: () => prefix + 'occ:nodes',
+    occupancyNodes: () => prefix + 'occ:{nodes}',
+    occupancyReaping: () => prefix + 'occ:{nodes}:reaping',
     occupancyNodeChannels: (node) => prefix + 'occ:n:' + node,
     channelOf: (pubsub) => {
       if (!pubsub.endsWith('}')) return undefined;
