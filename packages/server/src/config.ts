@@ -292,7 +292,7 @@ export const settings: Readonly<Record<keyof Config, Setting>> = {
     kind: 'int',
     min: 0,
     max: 600_000,
-    doc: 'how long a presence member whose connection dropped waits for it to resume (same presenceKey) before it leaves; members without a presenceKey leave at once',
+    doc: 'how long a presence member whose connection dropped waits for it to resume (same presenceKey, or an Ably resume) before it leaves; members without a presenceKey leave at once',
   },
   presenceMaxMembers: {
     kind: 'int',

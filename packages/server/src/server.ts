@@ -263,6 +263,11 @@ export async function startServer(
     pingIntervalMs: config.pingIntervalMs,
     commandsPerSecond: config.maxCommandsPerSecond,
     broadcaster: edge.broadcaster,
+    presence: {
+      maxDataBytes: config.presenceMaxDataBytes,
+      maxEntersPerConnection: config.presenceMaxEntersPerConnection,
+      graceMs: config.presenceGraceMs,
+    },
   });
   const ably = ablyDialect(ablyContext);
   const sessionContext = {
