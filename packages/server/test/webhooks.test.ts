@@ -13,6 +13,7 @@ import { signWebhook, verifyWebhook } from '../src/webhooks/signature.js';
 import {
   eventually,
   requireBinary,
+  soakOr,
   startNodeProcess,
   startRedis,
   startTestServer,
@@ -88,11 +89,15 @@ describe('webhooks across three nodes on Redis', { skip }, () => {
   });
 
   it('sends every published message once, from one node, signed; a tampered body fails', async () => {
-    const N = 30;
+    const N = soakOr('SWITCHBOARD_WEBHOOK_EVENTS', 1000, 30);
     await Promise.all(
       Array.from({ length: N }, (_, i) => publish(nodes[i % 3] as Server, 'wh:a', { i })),
     );
-    await eventually(() => ok.of('message.published', 'wh:a').length >= N, 5000, `${N} deliveries`);
+    await eventually(
+      () => ok.of('message.published', 'wh:a').length >= N,
+      5000 + N * 10,
+      `${N} deliveries`,
+    );
     // Long enough for a duplicate (another node's claim, a retry) to have come.
     await new Promise((r) => setTimeout(r, 500));
     const got = ok.of('message.published', 'wh:a');
