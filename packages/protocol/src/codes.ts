@@ -44,6 +44,18 @@ export const ErrorCode = {
   INVALID_LIST_CURSOR: 180,
   /** A channel-listing prefix with characters outside the channel charset. */
   INVALID_CHANNEL_PREFIX: 181,
+  /** An admin endpoint was called without admin credentials (no key, cookie or session). */
+  ADMIN_UNAUTHENTICATED: 190,
+  /** The credentials are valid but not an admin's (a client token, a key without `admin`). */
+  ADMIN_FORBIDDEN: 191,
+  /** The admin password given to POST /v1/admin/login is wrong. */
+  ADMIN_BAD_PASSWORD: 192,
+  /** Too many failed admin logins from this address; wait for Retry-After. */
+  ADMIN_LOCKED_OUT: 193,
+  /** A write with the session cookie lacks the matching X-CSRF-Token header. */
+  ADMIN_CSRF: 194,
+  /** Password login is not configured (no adminPassword or adminPasswordHash). */
+  ADMIN_LOGIN_DISABLED: 195,
 } as const;
 
 export type ErrorCodeName = keyof typeof ErrorCode;
@@ -79,6 +91,12 @@ export const errorHttpStatus: Readonly<Record<ErrorCodeValue, number>> = {
   149: 409,
   180: 400,
   181: 400,
+  190: 401,
+  191: 403,
+  192: 401,
+  193: 429,
+  194: 403,
+  195: 404,
 };
 
 /** Whether a client may retry the same command unchanged and expect a different outcome. */

@@ -13,6 +13,7 @@ import { parseHostPort } from './broker/redis-target.js';
 type Kind =
   | 'int'
   | 'bool'
+  | 'optionalBool'
   | 'string'
   | 'optionalString'
   | 'url'
@@ -123,6 +124,10 @@ export interface Config {
   readonly webhookMaxPending: number;
   readonly webhookDebounceMs: number;
   readonly webhookLogSize: number;
+  /** The admin API at /v1/admin; unset: on only in embedded mode without auth. */
+  readonly admin: boolean | undefined;
+  readonly adminPassword: string | undefined;
+  readonly adminPasswordHash: string | undefined;
 }
 
 export const defaults: Config = {
@@ -193,6 +198,9 @@ export const defaults: Config = {
   webhookMaxPending: 100_000,
   webhookDebounceMs: 5000,
   webhookLogSize: 1000,
+  admin: undefined,
+  adminPassword: undefined,
+  adminPasswordHash: undefined,
 };
 
 /** Every setting, its type and what it does: the source of the README's configuration reference. */
@@ -516,7 +524,25 @@ export const settings: Readonly<Record<keyof Config, Setting>> = {
     max: 100_000,
     doc: 'webhook delivery attempts each node keeps in its delivery log',
   },
+  admin: {
+    kind: 'optionalBool',
+    doc: 'serve the admin API /v1/admin (docs/operations.md, Admin API); unset: on only in embedded mode without auth',
+  },
+  adminPassword: {
+    kind: 'optionalString',
+    doc: 'password of POST /v1/admin/login (at least 12 characters); prefer adminPasswordHash',
+  },
+  adminPasswordHash: {
+    kind: 'optionalString',
+    doc: 'scrypt hash of the admin password, scrypt$<salt hex>$<hash hex> (docs/operations.md, Admin API)',
+  },
 };
+
+function parseBool(value: unknown, bad: (why: string) => never): boolean {
+  if (value === true || value === 'true' || value === '1') return true;
+  if (value === false || value === 'false' || value === '0') return false;
+  return bad('expected true or false');
+}
 
 export class ConfigError extends Error {
   readonly key: string;
@@ -565,10 +591,11 @@ function parseValue(key: keyof Config, value: unknown, source: string): unknown 
       if (value === undefined || value === '') return undefined;
       if (typeof value !== 'string') return bad('expected a string');
       return value;
+    case 'optionalBool':
+      if (value === undefined || value === '') return undefined;
+      return parseBool(value, bad);
     case 'bool':
-      if (value === true || value === 'true' || value === '1') return true;
-      if (value === false || value === 'false' || value === '0') return false;
-      return bad('expected true or false');
+      return parseBool(value, bad);
     case 'httpUrl': {
       if (value === undefined || value === '') return undefined;
       let u: URL | undefined;

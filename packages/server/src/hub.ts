@@ -105,6 +105,12 @@ export class Hub {
     return true;
   }
 
+  /** The channels with a local subscriber (for the admin API's listing). */
+  *names(): IterableIterator<string> {
+    yield* this.#subscribers.keys();
+    for (const c of this.#members.keys()) if (!this.#subscribers.has(c)) yield c;
+  }
+
   /** The channel's local subscribers (a copy). */
   sinksOf(channel: string): Sink[] {
     return [...(this.#subscribers.get(channel) ?? []), ...(this.#members.get(channel) ?? [])];

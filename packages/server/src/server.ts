@@ -26,6 +26,11 @@ import {
   WS_CHECK_PATH,
   wsCheck,
 } from './ably/index.js';
+import {
+  MemoryConnectionStore,
+  RedisConnectionStore,
+  type AblyConnectionStore,
+} from './ably/connection-state.js';
 import { Readiness } from './readiness.js';
 import { Session } from './session.js';
 import { drain } from './drain.js';
@@ -40,7 +45,12 @@ import type { Authenticator } from './auth/auth.js';
 import { createJwtAuthenticator, readKeyFile } from './auth/jwt.js';
 import { createPolicy } from './auth/policy.js';
 import { SessionRegistry } from './auth/registry.js';
-import { parseRevocation, revocationJson, type RevocationStore } from './auth/revocation.js';
+import {
+  parseRevocation,
+  revocationJson,
+  type Revocation,
+  type RevocationStore,
+} from './auth/revocation.js';
 import { MemoryRevocationStore } from './auth/revocation-memory.js';
 import { RedisRevocationStore } from './auth/revocation-redis.js';
 import { MemoryPresenceStore } from './presence/memory.js';
@@ -51,6 +61,13 @@ import { MemoryWebhookStore } from './webhooks/memory.js';
 import { RedisWebhookStore } from './webhooks/redis.js';
 import type { WebhookStore } from './webhooks/store.js';
 import { Webhooks } from './webhooks/webhooks.js';
+import {
+  ErrorRing,
+  RecordingAuthLog,
+  adminEnabled,
+  checkAdminConfig,
+  createAdmin,
+} from './admin/index.js';
 import { ChannelDirectory } from './occupancy/directory.js';
 import { MemoryOccupancyStore } from './occupancy/memory.js';
 import { RedisOccupancyStore } from './occupancy/redis.js';
@@ -82,6 +99,18 @@ const MAX_IN_FLIGHT = 1024;
 const READINESS_PROBE_MS = 1000;
 const READINESS_RECOVER_MS = 2000;
 
+/** Closes kept in the admin API's error ring: refusals and failures, not ordinary goodbyes. */
+const RECORDED_CLOSES = new Set<number>([
+  DisconnectCode.SLOW,
+  DisconnectCode.TOO_MANY_CONNECTIONS,
+  DisconnectCode.INSUFFICIENT_STATE,
+  DisconnectCode.FLOODING,
+  DisconnectCode.UNAUTHORIZED,
+  DisconnectCode.BAD_REQUEST,
+  DisconnectCode.TOKEN_EXPIRED,
+  DisconnectCode.NO_PONG,
+]);
+
 /** The control topic on which nodes tell each other about revocations. */
 const REVOCATIONS_TOPIC = 'revocations';
 
@@ -97,6 +126,7 @@ export async function startServer(
   parts: ServerParts = {},
 ): Promise<RunningServer> {
   const authenticator = await createAuthenticator(config);
+  checkAdminConfig(config);
   let apiKeys: ApiKeys;
   try {
     apiKeys = new ApiKeys(config.apiKeys);
@@ -123,7 +153,10 @@ export async function startServer(
       ? new MemoryRevocationStore(config.maxTokenLifetimeMs)
       : new RedisRevocationStore(redisTarget, config.redisPrefix, config.maxTokenLifetimeMs));
   const registry = new SessionRegistry(config.maxConnectionsPerUser);
-  const authLog = new AuthFailureLog(logger, undefined, (reason) =>
+  const nodeId = config.nodeId ?? `${hostname()}-${randomBytes(3).toString('hex')}`;
+  // Recent errors and refusals of this node, for the admin API (bounded).
+  const errorRing = new ErrorRing(nodeId);
+  const authLog: AuthFailureLog = new RecordingAuthLog(errorRing, logger, (reason) =>
     metrics.authFailure(authFailureReason(reason)),
   );
   const picked: Broker =
@@ -202,7 +235,6 @@ export async function startServer(
       if (type !== undefined) webhooks.emit(type, channel, e);
     }
   });
-  const nodeId = config.nodeId ?? `${hostname()}-${randomBytes(3).toString('hex')}`;
   const directory = new ChannelDirectory({
     store:
       redisTarget === undefined
@@ -249,6 +281,15 @@ export async function startServer(
       );
     },
   });
+  if (config.ably && config.dedupeMs < 120_000)
+    logger.warn(
+      { dedupeMs: config.dedupeMs },
+      'dedupeMs is below the Ably connectionStateTtl (120 s): a publish the Ably SDK resends after a late resume may be stored twice',
+    );
+  const ablyStore: AblyConnectionStore =
+    redisTarget === undefined
+      ? new MemoryConnectionStore()
+      : new RedisConnectionStore(redisTarget, config.redisPrefix);
   const ablyContext = new AblyContext({
     node,
     policy,
@@ -262,6 +303,9 @@ export async function startServer(
     maxReplay: config.recoveryMaxMessages,
     pingIntervalMs: config.pingIntervalMs,
     commandsPerSecond: config.maxCommandsPerSecond,
+    revocations,
+    registry,
+    store: ablyStore,
     broadcaster: edge.broadcaster,
     presence: {
       maxDataBytes: config.presenceMaxDataBytes,
@@ -292,7 +336,14 @@ export async function startServer(
     authLog,
     tokenRefreshLeadMs: config.tokenRefreshLeadMs,
     tokenLeewayMs: config.jwtLeewayMs,
-    onFlooding: (address: string) => admission.penalize(address),
+    onFlooding: (address: string) => {
+      errorRing.push({
+        code: DisconnectCode.FLOODING,
+        message: 'commands over the rate after refusals',
+        address,
+      });
+      admission.penalize(address);
+    },
     flooding: (address: string) => admission.flooding(address),
   };
   const shedding = new Shedding({
@@ -312,11 +363,14 @@ export async function startServer(
   const disconnected = (code: number): void => {
     metrics.disconnects.inc({ code });
     if (code === DisconnectCode.SLOW) metrics.slowConsumers.inc();
+    if (RECORDED_CLOSES.has(code)) errorRing.push({ code, message: 'connection closed' });
   };
   /** Counts connections refused for the per-address rate. */
   const counted = <T>(refusal: T): T => {
-    if (isRefusal(refusal) && refusal.status === 429)
+    if (isRefusal(refusal) && refusal.status === 429) {
       metrics.rateLimited.inc({ kind: 'connection' });
+      errorRing.push({ code: refusal.code, message: refusal.message });
+    }
     return refusal;
   };
   // Browsers cannot set headers on a WebSocket: the token may come as ?token= (or in a connect frame).
@@ -339,6 +393,7 @@ export async function startServer(
     onDisconnect: (code) => disconnected(code),
   });
   const startedAt = Date.now();
+  const withAdmin = adminEnabled(config, policy.enabled, redisTarget === undefined);
   const web = createWebRoutes({
     info: () => ({
       name: 'switchboard',
@@ -353,13 +408,47 @@ export async function startServer(
       channels: hub.channels,
       links: {
         demo: config.demoUrl ?? null,
-        admin: null,
+        admin: withAdmin ? '/admin' : null,
         metrics: '/metrics',
         docs: '/docs/README.md',
       },
     }),
   });
+  const revoke = async (r: Revocation): Promise<void> => {
+    await revocations.add(r);
+    await broker.publishControl(REVOCATIONS_TOPIC, revocationJson(r));
+  };
+  const admin = withAdmin
+    ? createAdmin({
+        config,
+        nodeId,
+        node,
+        hub,
+        metrics,
+        logger,
+        authEnabled: policy.enabled,
+        apiKeys,
+        authenticator,
+        authLog,
+        errors: errorRing,
+        redis: redisTarget,
+        keyMaterial: ablyKeyMaterial(config),
+        revoke,
+        info: () => ({
+          id: nodeId,
+          version: VERSION,
+          engine: edge.engine,
+          broker: broker.name,
+          startedAt: new Date(startedAt).toISOString(),
+          uptimeMs: Date.now() - startedAt,
+          connections: edge.connections + transports.connections,
+          channels: hub.channels,
+          ready: readiness.ready,
+        }),
+      })
+    : undefined;
   const api = createHttpHandler({
+    admin: admin?.routes,
     web,
     node,
     metrics,
@@ -376,10 +465,7 @@ export async function startServer(
     revocations,
     admission,
     authLog,
-    revoke: async (r) => {
-      await revocations.add(r);
-      await broker.publishControl(REVOCATIONS_TOPIC, revocationJson(r));
-    },
+    revoke,
   });
   const ablyRest = new AblyRest(ablyContext, {
     maxBodyBytes: config.maxRequestBodyBytes,
@@ -393,6 +479,7 @@ export async function startServer(
 
   await broker.start(node);
   webhooks.start();
+  await admin?.start();
   await directory.start();
   readiness.start();
   shedding.start();
@@ -419,6 +506,8 @@ export async function startServer(
       presence.close(),
       directory.close(),
       webhooks.close(),
+      admin?.close(),
+      ablyStore.close(),
     ]);
     throw err;
   }
@@ -476,10 +565,16 @@ export async function startServer(
         ablyContext.close();
         node.close();
         readiness.stop();
+        await admin?.close();
         await directory.close();
         // Deliveries in flight finish first (up to webhookTimeoutMs); pending ones stay in Redis.
         await webhooks.close();
-        await Promise.all([broker.close(), revocations.close(), presence.close()]);
+        await Promise.all([
+          broker.close(),
+          revocations.close(),
+          presence.close(),
+          ablyStore.close(),
+        ]);
         logger.info('shutdown complete');
       })();
       return closing;

@@ -60,6 +60,9 @@ export interface HttpApiOptions {
   readonly readiness: () => ReadinessState;
   /** The front page, its assets and GET /v1/info (web/front-page.ts). */
   readonly web?: WebRoutes;
+  /** The admin API under /v1/admin (admin/routes.ts), when enabled; false: not its path. */
+  readonly admin?:
+    ((req: IncomingMessage, res: ServerResponse, url: URL) => Promise<boolean>) | undefined;
 }
 
 /** Messages one POST may carry. */
@@ -88,7 +91,16 @@ export function createHttpHandler(
 async function handle(o: HttpApiOptions, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const url = new URL(req.url ?? '/', 'http://localhost');
   const path = url.pathname;
-  const origin = o.admission.origin(req);
+  let origin = o.admission.origin(req);
+  // The admin UI calls the node that served it: same-origin admin requests need no allowedOrigins
+  // entry (their credentials are checked by the admin API itself).
+  if (
+    isRefusal(origin) &&
+    o.admin !== undefined &&
+    path.startsWith('/v1/admin/') &&
+    sameOrigin(req)
+  )
+    origin = null;
   if (isRefusal(origin)) throw new ReplyError(origin.code, origin.message);
   if (origin !== null) {
     res.setHeader('access-control-allow-origin', origin);
@@ -171,8 +183,20 @@ async function handle(o: HttpApiOptions, req: IncomingMessage, res: ServerRespon
     });
     return sendJson(res, 200, { ok: true, revoked: JSON.parse(revocationJson(r)) as unknown });
   }
+  if (o.admin !== undefined && (await o.admin(req, res, url))) return;
   if (o.web?.(req, res, path) === true) return;
   sendError(res, ErrorCode.NOT_FOUND, `no route for ${path}`);
+}
+
+/** Whether the request's Origin is the scheme and Host it was sent to (a page of this node). */
+function sameOrigin(req: IncomingMessage): boolean {
+  const origin = req.headers.origin;
+  const host = req.headers.host;
+  return (
+    origin !== undefined &&
+    host !== undefined &&
+    (origin === `http://${host}` || origin === `https://${host}`)
+  );
 }
 
 /**
@@ -393,13 +417,23 @@ async function members(
     .end(body);
 }
 
-function position(p: Published): { id: string; offset: number; epoch: string; duplicate?: true } {
+export function position(p: Published): {
+  id: string;
+  offset: number;
+  epoch: string;
+  duplicate?: true;
+} {
   return p.duplicate
     ? { id: p.id, offset: p.offset, epoch: p.epoch, duplicate: true }
     : { id: p.id, offset: p.offset, epoch: p.epoch };
 }
 
-function toInput(channel: string, item: unknown, where: string, maxBytes: number): PublishInput {
+export function toInput(
+  channel: string,
+  item: unknown,
+  where: string,
+  maxBytes: number,
+): PublishInput {
   if (typeof item !== 'object' || item === null || Array.isArray(item)) {
     throw new ReplyError(ErrorCode.BAD_REQUEST, `${where} must be an object {name?, data, id?}`);
   }
@@ -448,7 +482,7 @@ function channelParam(segment: string): string {
  * can send cross-site without a CORS preflight (text/plain, urlencoded, multipart) are refused,
  * so a page of another site cannot publish through a visitor's browser when auth is off.
  */
-async function readJson(req: IncomingMessage, limit: number): Promise<unknown> {
+export async function readJson(req: IncomingMessage, limit: number): Promise<unknown> {
   const type = req.headers['content-type'];
   const media = type?.split(';', 1)[0]?.trim().toLowerCase();
   if (media !== 'application/json')
@@ -480,13 +514,13 @@ function allow(
   return false;
 }
 
-function sendError(res: ServerResponse, code: ErrorCodeValue, message: string): void {
+export function sendError(res: ServerResponse, code: ErrorCodeValue, message: string): void {
   if (code === ErrorCode.UNAUTHORIZED)
     res.setHeader('www-authenticate', 'Basic realm="switchboard", Bearer');
   sendJson(res, errorHttpStatus[code], { error: message, code });
 }
 
-function sendJson(res: ServerResponse, status: number, body: unknown): void {
+export function sendJson(res: ServerResponse, status: number, body: unknown): void {
   if (res.headersSent) {
     res.destroy();
     return;

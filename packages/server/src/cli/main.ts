@@ -120,6 +120,15 @@ function parse(args: string[], options: ParseArgsConfig['options']): ReturnType<
   }
 }
 
+/** `--admin` alone means `--admin true`; every other setting flag takes a value. */
+function bareAdminFlag(args: string[]): string[] {
+  return args.map((a, i) =>
+    a === '--admin' && (args[i + 1] === undefined || args[i + 1]?.startsWith('-') === true)
+      ? '--admin=true'
+      : a,
+  );
+}
+
 /** Every setting as a flag, plus --config. */
 function settingOptions(): NonNullable<ParseArgsConfig['options']> {
   const options: NonNullable<ParseArgsConfig['options']> = { config: { type: 'string' } };
@@ -261,7 +270,7 @@ async function post(
 }
 
 async function serve(args: string[]): Promise<void> {
-  const { values, positionals } = parse(args, settingOptions());
+  const { values, positionals } = parse(bareAdminFlag(args), settingOptions());
   if (values['help'] === true) {
     process.stdout.write(serveHelp() + '\n');
     return;
