@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { apiKeysError, type ApiKeyConfig } from './auth/api-keys.js';
 import { PERMISSIONS, type Permission } from './auth/auth.js';
+import { webhooksError, type WebhookConfig } from './webhooks/endpoints.js';
 
 /**
  * Configuration: defaults < config file (JSON) < environment (SWITCHBOARD_*) < flags. Every value
@@ -22,7 +23,8 @@ type Kind =
   | 'level'
   | 'engine'
   | 'namespaces'
-  | 'apiKeys';
+  | 'apiKeys'
+  | 'webhooks';
 
 interface Setting {
   readonly kind: Kind;
@@ -114,6 +116,16 @@ export interface Config {
   readonly nodeId: string | undefined;
   readonly demoUrl: string | undefined;
   readonly metrics: boolean;
+  readonly webhooks: readonly WebhookConfig[];
+  readonly webhookSecret: string | undefined;
+  readonly webhookRetryForMs: number;
+  readonly webhookRetryBaseMs: number;
+  readonly webhookRetryMaxDelayMs: number;
+  readonly webhookTimeoutMs: number;
+  readonly webhookConcurrency: number;
+  readonly webhookMaxPending: number;
+  readonly webhookDebounceMs: number;
+  readonly webhookLogSize: number;
   /** The admin API at /v1/admin; unset: on only in embedded mode without auth. */
   readonly admin: boolean | undefined;
   readonly adminPassword: string | undefined;
@@ -180,6 +192,16 @@ export const defaults: Config = {
   nodeId: undefined,
   demoUrl: undefined,
   metrics: true,
+  webhooks: [],
+  webhookSecret: undefined,
+  webhookRetryForMs: 24 * 3_600_000,
+  webhookRetryBaseMs: 1000,
+  webhookRetryMaxDelayMs: 10 * 60_000,
+  webhookTimeoutMs: 10_000,
+  webhookConcurrency: 4,
+  webhookMaxPending: 100_000,
+  webhookDebounceMs: 5000,
+  webhookLogSize: 1000,
   admin: undefined,
   adminPassword: undefined,
   adminPasswordHash: undefined,
@@ -462,6 +484,62 @@ export const settings: Readonly<Record<keyof Config, Setting>> = {
     kind: 'httpUrl',
     doc: "where the front page's demo link points (npm run demo sets it)",
   },
+  webhooks: {
+    kind: 'webhooks',
+    doc: 'JSON list of webhook endpoints {url, events: [channel.occupied, channel.vacated, presence.enter, presence.leave, presence.update, message.published], channels?: "glob" (* and ?; default *), secret?} (docs/operations.md, Webhooks)',
+  },
+  webhookSecret: {
+    kind: 'optionalString',
+    doc: 'HMAC-SHA256 signing secret (at least 16 characters) of the webhook endpoints without a secret of their own',
+  },
+  webhookRetryForMs: {
+    kind: 'int',
+    min: 0,
+    max: 7 * 24 * 3_600_000,
+    doc: 'how long after its event a failed webhook delivery is retried before it is dropped',
+  },
+  webhookRetryBaseMs: {
+    kind: 'int',
+    min: 10,
+    max: 3_600_000,
+    doc: 'webhook retry backoff: attempt n waits a random time up to min(webhookRetryMaxDelayMs, base * 2^(n-1)) (full jitter)',
+  },
+  webhookRetryMaxDelayMs: {
+    kind: 'int',
+    min: 10,
+    max: 24 * 3_600_000,
+    doc: 'longest wait between two attempts of a webhook delivery',
+  },
+  webhookTimeoutMs: {
+    kind: 'int',
+    min: 100,
+    max: 600_000,
+    doc: 'how long one webhook request may take (then it counts as failed and is retried)',
+  },
+  webhookConcurrency: {
+    kind: 'int',
+    min: 1,
+    max: 1000,
+    doc: 'webhook requests in flight per endpoint per node',
+  },
+  webhookMaxPending: {
+    kind: 'int',
+    min: 1,
+    max: 10_000_000,
+    doc: 'webhook deliveries one endpoint may have waiting; newer events are dropped (and counted) beyond it',
+  },
+  webhookDebounceMs: {
+    kind: 'int',
+    min: 0,
+    max: 600_000,
+    doc: 'channel.occupied/vacated wait this long and cancel each other: a flapping channel sends one pair or nothing',
+  },
+  webhookLogSize: {
+    kind: 'int',
+    min: 1,
+    max: 100_000,
+    doc: 'webhook delivery attempts each node keeps in its delivery log',
+  },
   admin: {
     kind: 'optionalBool',
     doc: 'serve the admin API /v1/admin (docs/operations.md, Admin API); unset: on only in embedded mode without auth',
@@ -558,6 +636,19 @@ function parseValue(key: keyof Config, value: unknown, source: string): unknown 
       const why = apiKeysError(keys);
       if (why !== undefined) return bad(why);
       return keys;
+    }
+    case 'webhooks': {
+      let list: unknown = value;
+      if (typeof value === 'string') {
+        try {
+          list = JSON.parse(value) as unknown;
+        } catch {
+          return bad('expected a JSON list');
+        }
+      }
+      const why = webhooksError(list);
+      if (why !== undefined) return bad(why);
+      return (list as WebhookConfig[]).map((w) => ({ ...w, channels: w.channels ?? '*' }));
     }
     case 'url': {
       if (value === undefined || value === '') return undefined;
@@ -688,6 +779,14 @@ export function resolveConfig(layers: readonly { source: string; values: RawValu
     throw new ConfigError(
       'redisSentinelName',
       'redisSentinels and redisSentinelName go together: give both or neither',
+    );
+  if (config.webhookSecret !== undefined && config.webhookSecret.length < 16)
+    throw new ConfigError('webhookSecret', 'webhookSecret must be at least 16 characters');
+  const unsigned = config.webhooks.find((w) => w.secret === undefined);
+  if (unsigned !== undefined && config.webhookSecret === undefined)
+    throw new ConfigError(
+      'webhookSecret',
+      `webhook ${unsigned.url} has no secret: set webhookSecret or its own secret`,
     );
   return config;
 }

@@ -16,6 +16,10 @@ export {
   settings,
 } from './config.js';
 export { createLogger } from './logger.js';
+export { verifyWebhook, SIGNATURE_HEADER, EVENT_ID_HEADER } from './webhooks/signature.js';
+export { WEBHOOK_EVENTS } from './webhooks/endpoints.js';
+export type { WebhookConfig, WebhookEventType } from './webhooks/endpoints.js';
+export type { Webhooks, DeliveryLogEntry } from './webhooks/webhooks.js';
 export { ErrorCode, DisconnectCode } from '@switchboard/protocol';
 export type { RunningServer, ServerParts } from './server.js';
 export type {

@@ -65,6 +65,11 @@ export interface NodeOptions {
    * cannot take writes should stop receiving clients). `startedAt` is when it was sent.
    */
   readonly onWrite?: (ok: boolean, startedAt: number, error?: string) => void;
+  /**
+   * Told of every message this node stored (duplicates of an idempotent retry excluded): the one
+   * report of it deployment-wide (webhooks).
+   */
+  readonly onPublished?: (input: PublishInput, published: Published, timestamp: number) => void;
 }
 
 export interface PublishInput {
@@ -155,6 +160,7 @@ export class Node implements BrokerHandler {
   readonly #presenceFor: (channel: string) => boolean;
   readonly #autoEnterFor: (channel: string) => boolean;
   readonly #onWrite: (ok: boolean, startedAt: number, error?: string) => void;
+  readonly #onPublished: NodeOptions['onPublished'];
   readonly #directory: ChannelDirectory | undefined;
   #closed = false;
 
@@ -185,6 +191,7 @@ export class Node implements BrokerHandler {
     this.#presenceFor =
       this.#presence === undefined ? () => false : (options.presenceFor ?? (() => false));
     this.#onWrite = options.onWrite ?? (() => {});
+    this.#onPublished = options.onPublished;
     this.#directory = options.directory;
     const autoEnter = options.autoEnterFor ?? (() => false);
     this.#autoEnterFor = (channel) => this.#presenceFor(channel) && autoEnter(channel);
@@ -399,11 +406,13 @@ export class Node implements BrokerHandler {
         (result) => {
           this.#metrics.publishAck.observe(seconds() - started);
           this.#onWrite(true, timestamp);
+          const published = { ...result, id };
           if (!result.duplicate) {
             this.#metrics.messagesIn.inc({ source });
             this.#directory?.published(input.channel, input.publisher ?? source);
+            this.#onPublished?.(input, published, timestamp);
           }
-          return { ...result, id };
+          return published;
         },
         (err: unknown) => {
           this.#metrics.brokerErrors.inc({ op: 'publish' });

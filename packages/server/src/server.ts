@@ -1,5 +1,6 @@
 import { DisconnectCode } from '@switchboard/protocol';
 import type { Logger } from 'pino';
+import type { Registry } from 'prom-client';
 import { createHttpHandler } from './api/http.js';
 import type { Broker } from './broker/broker.js';
 import { MemoryBroker } from './broker/memory.js';
@@ -55,6 +56,11 @@ import { RedisRevocationStore } from './auth/revocation-redis.js';
 import { MemoryPresenceStore } from './presence/memory.js';
 import type { PresenceStore } from './presence/presence.js';
 import { RedisPresenceStore } from './presence/redis.js';
+import { endpointsOf } from './webhooks/endpoints.js';
+import { MemoryWebhookStore } from './webhooks/memory.js';
+import { RedisWebhookStore } from './webhooks/redis.js';
+import type { WebhookStore } from './webhooks/store.js';
+import { Webhooks } from './webhooks/webhooks.js';
 import {
   ErrorRing,
   RecordingAuthLog,
@@ -76,6 +82,8 @@ export interface RunningServer {
   readonly directory: ChannelDirectory;
   /** The network engine actually running (uws falls back to ws when it cannot load). */
   readonly engine: 'uws' | 'ws';
+  /** Signed webhooks: `webhooks.log(limit)` is this node's delivery log (for the admin API). */
+  readonly webhooks: Webhooks;
   /**
    * Graceful stop (the drain): not ready at once, stop accepting, ask clients to reconnect
    * elsewhere (3012) spread over drainWindowMs, wait for the last one to leave (up to
@@ -222,6 +230,13 @@ export async function startServer(
     probe: () => broker.probe(),
     connected: () => broker.ready,
   });
+  const webhooks = createWebhooks(config, redisTarget, logger, metrics.registry);
+  presence.onProduced?.((channel, events) => {
+    for (const e of events) {
+      const type = presenceEventType(e);
+      if (type !== undefined) webhooks.emit(type, channel, e);
+    }
+  });
   const directory = new ChannelDirectory({
     store:
       redisTarget === undefined
@@ -238,6 +253,9 @@ export async function startServer(
     logger,
     ttlMs: config.presenceTtlMs,
   });
+  // The directory reports each change once deployment-wide; the webhooks debounce it.
+  directory.on('occupied', (channel) => webhooks.occupancy(channel, 'occupied'));
+  directory.on('vacated', (channel) => webhooks.occupancy(channel, 'vacated'));
   const node = new Node({
     directory,
     broker,
@@ -255,6 +273,15 @@ export async function startServer(
     presenceMaxMembers: config.presenceMaxMembers,
     autoEnterFor: (channel) => config.namespaces[channelNamespace(channel)]?.autoEnter === true,
     onWrite: (ok, startedAt, error) => readiness.observeWrite(ok, startedAt, error),
+    onPublished: (input, p, timestamp) => {
+      if (!webhooks.wants('message.published', input.channel)) return;
+      const name = input.name === undefined ? '' : `"name":${JSON.stringify(input.name)},`;
+      webhooks.emit(
+        'message.published',
+        input.channel,
+        `{"id":${JSON.stringify(p.id)},${name}"data":${input.dataJson},"timestamp":${timestamp},"offset":${p.offset},"epoch":${JSON.stringify(p.epoch)}}`,
+      );
+    },
   });
   if (config.ably && config.dedupeMs < 120_000)
     logger.warn(
@@ -453,6 +480,7 @@ export async function startServer(
   transports.start();
 
   await broker.start(node);
+  webhooks.start();
   await admin?.start();
   await directory.start();
   readiness.start();
@@ -479,6 +507,7 @@ export async function startServer(
       revocations.close(),
       presence.close(),
       directory.close(),
+      webhooks.close(),
       admin?.close(),
       ablyStore.close(),
     ]);
@@ -498,6 +527,7 @@ export async function startServer(
     presence,
     directory,
     engine: edge.engine,
+    webhooks,
     close() {
       closing ??= (async () => {
         const startedAt = Date.now();
@@ -539,6 +569,8 @@ export async function startServer(
         readiness.stop();
         await admin?.close();
         await directory.close();
+        // Deliveries in flight finish first (up to webhookTimeoutMs); pending ones stay in Redis.
+        await webhooks.close();
         await Promise.all([
           broker.close(),
           revocations.close(),
@@ -550,6 +582,54 @@ export async function startServer(
       return closing;
     },
   };
+}
+
+/**
+ * Webhooks from the configuration: pending deliveries in Redis when the node uses Redis (so they
+ * survive restarts and go out from one node), else in this process.
+ */
+function createWebhooks(
+  config: Config,
+  redisTarget: ReturnType<typeof redisTargetOf>,
+  logger: Logger,
+  registry: Registry,
+): Webhooks {
+  const endpoints = endpointsOf(config.webhooks, config.webhookSecret);
+  const store: WebhookStore =
+    endpoints.length === 0 || redisTarget === undefined
+      ? new MemoryWebhookStore()
+      : new RedisWebhookStore(
+          redisTarget,
+          config.redisPrefix,
+          `${hostname()}-${process.pid}-${randomBytes(4).toString('hex')}`,
+          // Longer than a live node holds a delivery: its read-ahead waits at most two timeouts,
+          // then one request; the rest is margin for a stalled loop or a slow Redis.
+          4 * config.webhookTimeoutMs + 1000,
+        );
+  return new Webhooks({
+    endpoints,
+    store,
+    logger,
+    registry: config.metrics ? registry : undefined,
+    retryBaseMs: config.webhookRetryBaseMs,
+    retryMaxDelayMs: config.webhookRetryMaxDelayMs,
+    retryForMs: config.webhookRetryForMs,
+    timeoutMs: config.webhookTimeoutMs,
+    concurrency: config.webhookConcurrency,
+    maxPending: config.webhookMaxPending,
+    debounceMs: config.webhookDebounceMs,
+    logSize: config.webhookLogSize,
+  });
+}
+
+/** The webhook type of a presence event text (`{"action":"enter",...}`). */
+function presenceEventType(
+  event: string,
+): 'presence.enter' | 'presence.leave' | 'presence.update' | undefined {
+  if (event.startsWith('{"action":"enter"')) return 'presence.enter';
+  if (event.startsWith('{"action":"leave"')) return 'presence.leave';
+  if (event.startsWith('{"action":"update"')) return 'presence.update';
+  return undefined;
 }
 
 /** History retention per channel: its namespace's settings over the global ones. */

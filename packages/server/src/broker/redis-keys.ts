@@ -24,6 +24,12 @@ export interface RedisKeys {
   presenceOrder(channel: string): string;
   /** Presence: the channel's presence offset (a counter, kept a day after its last change). */
   presenceOffset(channel: string): string;
+  /** Webhooks: the stream of one endpoint's pending deliveries (all webhook keys share one tag). */
+  webhookStream(endpoint: string): string;
+  /** Webhooks: sorted set of retries and debounced channel events, scored by due time (ms). */
+  webhookDue(): string;
+  /** Webhooks: hash channel → its occupancy change waiting out the debounce. */
+  webhookDebounce(): string;
   /** Occupancy: hash of node id → `"<connections> <subscribers>"`, that node's share. */
   occupancy(channel: string): string;
   /** Occupancy: sorted set of the channel's publishers, scored by last publish (ms, Redis clock). */
@@ -55,6 +61,9 @@ export function createRedisKeys(prefix: string): RedisKeys {
     prefix,
     control: (topic) => controlHead + topic,
     probe: (node) => prefix + 'probe:' + node,
+    webhookStream: (endpoint) => prefix + 'wh:{webhooks}:s:' + endpoint,
+    webhookDue: () => prefix + 'wh:{webhooks}:due',
+    webhookDebounce: () => prefix + 'wh:{webhooks}:debounce',
     topicOf: (pubsub) =>
       pubsub.startsWith(controlHead) ? pubsub.slice(controlHead.length) : undefined,
     pubsub: (channel) =>

@@ -7,6 +7,7 @@ import {
   type OpResult,
   type PageQuery,
   type PresenceListener,
+  type ProducedListener,
   type PresenceStore,
 } from './presence.js';
 
@@ -46,6 +47,7 @@ export class MemoryPresenceStore implements PresenceStore {
   readonly #channels = new Map<string, ChannelMembers>();
   readonly #sweep: NodeJS.Timeout;
   #listener: PresenceListener | undefined;
+  #produced: ProducedListener | undefined;
 
   constructor() {
     this.#sweep = setInterval(() => {
@@ -57,6 +59,10 @@ export class MemoryPresenceStore implements PresenceStore {
       }
     }, SWEEP_INTERVAL_MS);
     this.#sweep.unref();
+  }
+
+  onProduced(listener: ProducedListener): void {
+    this.#produced = listener;
   }
 
   listen(listener: PresenceListener): void {
@@ -207,7 +213,9 @@ export class MemoryPresenceStore implements PresenceStore {
   }
 
   #emit(channel: string, events: readonly string[]): void {
-    if (events.length > 0) this.#listener?.(channel, eventsFrame(channel, this.#epoch, events));
+    if (events.length === 0) return;
+    this.#listener?.(channel, eventsFrame(channel, this.#epoch, events));
+    this.#produced?.(channel, events);
   }
 }
 

@@ -78,8 +78,16 @@ export interface MembersPage {
 /** Presence events for `channel`, as one frame `{"channel","epoch","presence":[event...]}`. */
 export type PresenceListener = (channel: string, frame: Buffer) => void;
 
+/**
+ * The events a store's own calls produced, as event object texts: each event is reported by
+ * exactly one process (the one whose call made it), which webhooks rely on.
+ */
+export type ProducedListener = (channel: string, events: readonly string[]) => void;
+
 export interface PresenceStore {
   readonly name: string;
+  /** Reports the events this process's calls (and sweeps) produced. */
+  onProduced?(listener: ProducedListener): void;
   /**
    * Applies the changes in order, as one atomic step, after removing expired members (each with
    * a `leave`). Events go to every node: published in Redis (the broker delivers them), or to the

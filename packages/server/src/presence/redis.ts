@@ -9,6 +9,7 @@ import type {
   OpResult,
   PageQuery,
   PresenceStore,
+  ProducedListener,
 } from './presence.js';
 
 /**
@@ -78,7 +79,8 @@ end
 
 /**
  * Applies ops after pruning. ARGV: channel JSON, ttl ms, max members, then per op: kind (E U L R),
- * key, owner, idJson, dataJson, timestamp. Returns the offset, one result per op, then the epoch.
+ * key, owner, idJson, dataJson, timestamp. Returns the offset, one result per op, the epoch, then
+ * the events.
  */
 const applyLua = (publish: PublishCommand): string => `${commonLua(publish)}
 local ttl = tonumber(ARGV[2])
@@ -131,19 +133,22 @@ end
 finish()
 out[1] = offset
 out[#out + 1] = epoch
+for _, e in ipairs(events) do out[#out + 1] = e end
 return out
 `;
 
 /**
  * One page after pruning. ARGV: channel JSON, min (ZRANGEBYLEX bound), max bound, limit. Returns
- * the offset, the next cursor ('' when last), the epoch, then member JSONs.
+ * the offset, the next cursor ('' when last), the epoch, the number of events, the events, then
+ * member JSONs.
  */
 const pageLua = (publish: PublishCommand): string => `${commonLua(publish)}
 prune()
 finish()
 local limit = tonumber(ARGV[4])
 local keys = redis.call('ZRANGEBYLEX', KEYS[3], ARGV[2], ARGV[3], 'LIMIT', 0, limit + 1)
-local out = {offset, '', epoch}
+local out = {offset, '', epoch, #events}
+for _, e in ipairs(events) do out[#out + 1] = e end
 local n = math.min(limit, #keys)
 for i = 1, n do
   local rec = redis.call('HGET', KEYS[2], keys[i])
@@ -174,6 +179,7 @@ export class RedisPresenceStore implements PresenceStore {
   readonly name = 'redis';
   readonly #redis: (Redis | Cluster) & PresenceScripts;
   readonly #keys: RedisKeys;
+  #produced: ProducedListener | undefined;
 
   constructor(url: string | RedisTarget, prefix: string) {
     const target: RedisTarget = typeof url === 'string' ? { mode: 'single', url } : url;
@@ -223,10 +229,11 @@ export class RedisPresenceStore implements PresenceStore {
     for (const op of ops)
       args.push(OP_CODE[op.kind], op.key, op.owner, op.idJson, op.dataJson, op.timestamp);
     const reply = await this.#redis.sbPresenceApply(...args);
+    this.#report(channel, reply.slice(2 + ops.length));
     return {
       offset: Number(reply[0]),
-      results: reply.slice(1, -1) as OpResult[],
-      epoch: String(reply[reply.length - 1]),
+      results: reply.slice(1, 1 + ops.length) as OpResult[],
+      epoch: String(reply[1 + ops.length]),
     };
   }
 
@@ -248,12 +255,22 @@ export class RedisPresenceStore implements PresenceStore {
       query.limit,
     );
     const next = String(reply[1]);
+    const events = 4 + Number(reply[3]);
+    this.#report(channel, reply.slice(4, events));
     return {
       offset: Number(reply[0]),
       next: next === '' ? null : next,
       epoch: String(reply[2]),
-      members: reply.slice(3).map(String),
+      members: reply.slice(events).map(String),
     };
+  }
+
+  onProduced(listener: ProducedListener): void {
+    this.#produced = listener;
+  }
+
+  #report(channel: string, events: readonly (string | number)[]): void {
+    if (events.length > 0) this.#produced?.(channel, events.map(String));
   }
 
   async close(): Promise<void> {
