@@ -58,6 +58,11 @@ export async function launchChromium(
         if (m.type() === 'error') errors.push(`console: ${m.text()}`);
       });
       page.on('pageerror', (e) => errors.push(`page: ${e.message}`));
+      // Chromium's console note of an HTTP error does not say which URL: this line does.
+      page.on('response', (r) => {
+        if (r.status() >= 400)
+          errors.push(`http: ${r.status()} ${r.request().method()} ${r.url()}`);
+      });
       return { page, errors };
     },
     async screenshot(page, name) {

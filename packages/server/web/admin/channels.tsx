@@ -1,6 +1,8 @@
 /** The channel list (prefix search, cursor pages) and one channel: info, presence, tail, publish. */
 import { useEffect, useMemo, useRef, useState } from 'preact/hooks';
+import { ErrorCode } from '@switchboard/protocol';
 import {
+  ApiError,
   api,
   enc,
   fromHistory,
@@ -37,7 +39,9 @@ export function ChannelsPage() {
     1000,
     [query, cursor],
   );
-  const extra = (data?.channels ?? []).some((c) => c.members !== undefined || c.presence !== undefined);
+  const extra = (data?.channels ?? []).some(
+    (c) => c.members !== undefined || c.presence !== undefined,
+  );
   const rate = (data?.channels ?? []).some((c) => typeof c.messagesPerSec === 'number');
   return (
     <>
@@ -64,9 +68,19 @@ export function ChannelsPage() {
               <thead>
                 <tr>
                   <th scope="col">Channel</th>
-                  <th scope="col" class="n">Subscribers</th>
-                  {extra && <th scope="col" class="n">Presence</th>}
-                  {rate && <th scope="col" class="n">Messages /s</th>}
+                  <th scope="col" class="n">
+                    Subscribers
+                  </th>
+                  {extra && (
+                    <th scope="col" class="n">
+                      Presence
+                    </th>
+                  )}
+                  {rate && (
+                    <th scope="col" class="n">
+                      Messages /s
+                    </th>
+                  )}
                 </tr>
               </thead>
               <tbody>
@@ -109,7 +123,9 @@ export function ChannelsPage() {
 }
 
 export function ChannelPage({ channel }: { channel: string }) {
-  const info = usePoll(() => api<ChannelInfo>(`/v1/admin/channels/${enc(channel)}`), 2000, [channel]);
+  const info = usePoll(() => api<ChannelInfo>(`/v1/admin/channels/${enc(channel)}`), 2000, [
+    channel,
+  ]);
   const i = info.data;
   return (
     <>
@@ -120,7 +136,11 @@ export function ChannelPage({ channel }: { channel: string }) {
       <Problem error={info.error} />
       {i !== undefined && (
         <dl class="stats" aria-label="This channel">
-          <Stat label="Subscribers" value={num(i.subscribers)} hint={`on ${i.nodes} node${i.nodes === 1 ? '' : 's'}`} />
+          <Stat
+            label="Subscribers"
+            value={num(i.subscribers)}
+            hint={`on ${i.nodes} node${i.nodes === 1 ? '' : 's'}`}
+          />
           <Stat label="Messages" value={num(i.messagesPerSec)} hint="/s" />
           <Stat label="Last offset" value={i.last === null ? '–' : num(i.last.offset)} />
           <Stat label="Last message" value={time(i.last?.at)} />
@@ -185,7 +205,8 @@ function Tail({ channel }: { channel: string }) {
         setError('The server closed the tail');
       }
     });
-    source.onerror = () => setState(source.readyState === EventSource.CLOSED ? 'closed' : 'reconnecting');
+    source.onerror = () =>
+      setState(source.readyState === EventSource.CLOSED ? 'closed' : 'reconnecting');
     api<HistoryPage>(`/v1/admin/channels/${enc(channel)}/history?limit=100`)
       .then((h) => add(h.messages.map(fromHistory)))
       .catch((err: unknown) => setError(`History: ${message(err)}`))
@@ -227,7 +248,11 @@ function Tail({ channel }: { channel: string }) {
           {paused ? `Resume${held.length > 0 ? ` (${held.length} new)` : ''}` : 'Pause'}
         </button>
         <label class="check">
-          <input type="checkbox" checked={pretty} onChange={(e) => setPretty(e.currentTarget.checked)} />
+          <input
+            type="checkbox"
+            checked={pretty}
+            onChange={(e) => setPretty(e.currentTarget.checked)}
+          />
           Pretty JSON
         </label>
         <label for="tail-filter" class="sr-only">
@@ -339,16 +364,35 @@ function Publish({ channel }: { channel: string }) {
   );
 }
 
+/** Presence not enabled for the namespace: asking again will not change that. */
+const off = (err: unknown): boolean =>
+  err instanceof ApiError && err.code === ErrorCode.PRESENCE_DISABLED;
+
 function Presence({ channel }: { channel: string }) {
+  const [presenceOff, setPresenceOff] = useState(false);
   const { data, error } = usePoll(
     () => api<PresencePage>(`/v1/admin/channels/${enc(channel)}/presence?limit=100`),
     2000,
     [channel],
+    (err) => {
+      const final = off(err);
+      setPresenceOff(final);
+      return final;
+    },
   );
   return (
     <Card title="Presence">
-      <Problem error={error} />
-      {data !== undefined && data.members.length === 0 && <p class="empty">Nobody has entered presence.</p>}
+      {presenceOff ? (
+        <p class="empty">
+          Presence is off in this channel’s namespace (<code>namespaces.&lt;ns&gt;.presence</code>
+          ).
+        </p>
+      ) : (
+        <Problem error={error} />
+      )}
+      {data !== undefined && data.members.length === 0 && (
+        <p class="empty">Nobody has entered presence.</p>
+      )}
       {data !== undefined && data.members.length > 0 && (
         <div class="scroll">
           <table>

@@ -31,8 +31,14 @@ export function LiveChart(p: {
         height: 200,
         legend: { show: true },
         cursor: { drag: { x: false, y: false } },
-        scales: { x: { time: true }, y: { range: (_u, _min, max) => [0, Math.max(1, max * 1.15)] } },
-        axes: [axis, { ...axis, size: 56, values: (_u, ticks) => ticks.map((t) => `${t}${p.unit}`) }],
+        scales: {
+          x: { time: true },
+          y: { range: (_u, _min, max) => [0, Math.max(1, max * 1.15)] },
+        },
+        axes: [
+          axis,
+          { ...axis, size: 56, values: (_u, ticks) => ticks.map((t) => `${t}${p.unit}`) },
+        ],
         series: [
           {},
           ...p.series.map((s) => ({

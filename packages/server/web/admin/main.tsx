@@ -171,8 +171,8 @@ function App() {
       <main id="main" tabIndex={-1}>
         {phase.session.via === 'open' && (
           <p class="warn" role="note">
-            Open admin: no authentication is configured on this node, anyone who reaches it has
-            this page.
+            Open admin: no authentication is configured on this node, anyone who reaches it has this
+            page.
           </p>
         )}
         {r.page === 'overview' && <OverviewPage />}

@@ -27,7 +27,11 @@ export function OverviewPage() {
   const { data, error } = usePoll(async () => {
     const o = await api<Overview>('/v1/admin/overview');
     record(o);
-    return { o, rates: [[...history.t], [...history.in], [...history.out]], conns: [[...history.t], [...history.conns]] };
+    return {
+      o,
+      rates: [[...history.t], [...history.in], [...history.out]],
+      conns: [[...history.t], [...history.conns]],
+    };
   }, 1000);
   const o = data?.o;
   return (
@@ -77,11 +81,21 @@ export function OverviewPage() {
                   <tr>
                     <th scope="col">Node</th>
                     <th scope="col">State</th>
-                    <th scope="col" class="n">Connections</th>
-                    <th scope="col" class="n">Channels</th>
-                    <th scope="col" class="n">In /s</th>
-                    <th scope="col" class="n">Out /s</th>
-                    <th scope="col" class="n">Loop lag ms</th>
+                    <th scope="col" class="n">
+                      Connections
+                    </th>
+                    <th scope="col" class="n">
+                      Channels
+                    </th>
+                    <th scope="col" class="n">
+                      In /s
+                    </th>
+                    <th scope="col" class="n">
+                      Out /s
+                    </th>
+                    <th scope="col" class="n">
+                      Loop lag ms
+                    </th>
                     <th scope="col">Engine · broker</th>
                     <th scope="col">Version</th>
                     <th scope="col">Uptime</th>

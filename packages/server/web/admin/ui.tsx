@@ -11,6 +11,8 @@ export function usePoll<T>(
   load: () => Promise<T>,
   everyMs: number,
   deps: readonly unknown[] = [],
+  /** An error after which asking again is pointless (e.g. presence not enabled here). */
+  final: (err: unknown) => boolean = () => false,
 ): { data: T | undefined; error: string | undefined; reload: () => void } {
   const [data, setData] = useState<T | undefined>(undefined);
   const [error, setError] = useState<string | undefined>(undefined);
@@ -28,6 +30,7 @@ export function usePoll<T>(
         setError(undefined);
       } catch (err) {
         if (live) setError(message(err));
+        if (final(err)) return;
       }
       if (live && everyMs > 0) timer = setTimeout(() => void run(), everyMs);
     };
