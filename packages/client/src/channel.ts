@@ -2,6 +2,7 @@ import { channelError } from '@switchboard/protocol';
 import { Emitter, invoke } from './emitter.js';
 import { replyError, SwitchboardError, TimeoutError } from './errors.js';
 import { toMessage, toPosition, type Frame, type Message, type Position } from './frames.js';
+import { OccupancyStream, type ChannelOccupancy } from './occupancy.js';
 import { Presence, type ChannelPresence } from './presence.js';
 
 export type MessageListener = (message: Message) => void;
@@ -130,8 +131,14 @@ export interface ChannelHooks {
   end(err: SwitchboardError): void;
   /** The server ended the subscription (a refreshed token no longer allows it). */
   revoked(err: SwitchboardError): void;
-  /** Presence events of the channel (the `presence` array of an event frame). */
-  presence(events: readonly unknown[]): void;
+  /** Presence events of the channel (the `presence` array of an event frame, and its epoch). */
+  presence(events: readonly unknown[], epoch: string | undefined): void;
+  /** The server ended the channel's presence events (a refreshed token no longer allows them). */
+  presenceRevoked(err: SwitchboardError): void;
+  /** An occupancy event of the channel. */
+  occupancy(frame: Frame): void;
+  /** The server ended the channel's occupancy events. */
+  occupancyRevoked(err: SwitchboardError): void;
   /** The server says unpositioned messages were lost here (its bridge was down). */
   lost(from: number | undefined, until: number | undefined): void;
 }
@@ -156,7 +163,14 @@ export class Channel extends Emitter<ChannelEvents> {
    * on; otherwise rejects with the server's error (103 or 101, or 117 PRESENCE_DISABLED).
    */
   readonly presence: ChannelPresence;
+  /**
+   * Occupancy: `subscribe(listener)` gets the channel's deployment-wide counts (connections,
+   * subscribers, presenceMembers, publishersLastMinute) at most once per second when they change.
+   * Needs the `subscribe` capability.
+   */
+  readonly occupancy: ChannelOccupancy;
   readonly #presence: Presence;
+  readonly #occupancy: OccupancyStream;
   readonly #host: ChannelHost;
   #listeners: readonly { readonly name: string | undefined; readonly fn: MessageListener }[] = [];
   #attach: Attach = 'idle';
@@ -187,13 +201,24 @@ export class Channel extends Emitter<ChannelEvents> {
       failed: (err) => this.emit('error', err),
     });
     this.presence = this.#presence.api();
+    this.#occupancy = new OccupancyStream({
+      channel: name,
+      send: (command, onReply) => host.send(command, onReply),
+      request: (command) => host.request(command, false),
+      failed: (err) => this.emit('error', err),
+    });
+    this.occupancy = this.#occupancy.api();
     this.#position = host.positions?.get(name);
     host.register(name, {
       deliver: (m) => this.#deliver(m),
-      presence: (events) => this.#presence.events(events),
+      presence: (events, epoch) => this.#presence.events(events, epoch),
+      presenceRevoked: (err) => this.#presence.revoked(err),
+      occupancy: (frame) => this.#occupancy.event(frame),
+      occupancyRevoked: (err) => this.#occupancy.revoked(err),
       up: () => {
         this.#send();
         this.#presence.up();
+        this.#occupancy.up();
       },
       lost: (from, until) => {
         if (this.#attach !== 'attached' && this.#attach !== 'attaching') return;

@@ -276,9 +276,31 @@ export class Switchboard {
         this.#hooks.get(frame['channel'])?.revoked(new SwitchboardError(code, reason));
         continue;
       }
+      if (
+        (event === 'presence-unsubscribed' || event === 'occupancy-unsubscribed') &&
+        typeof frame['channel'] === 'string'
+      ) {
+        const code = (
+          typeof frame['code'] === 'number' ? frame['code'] : ErrorCode.PERMISSION_DENIED
+        ) as ErrorCodeValue;
+        const reason =
+          typeof frame['reason'] === 'string' ? frame['reason'] : 'unsubscribed by the server';
+        const hooks = this.#hooks.get(frame['channel']);
+        const err = new SwitchboardError(code, reason);
+        if (event === 'presence-unsubscribed') hooks?.presenceRevoked(err);
+        else hooks?.occupancyRevoked(err);
+        continue;
+      }
+      if (event === 'occupancy' && typeof frame['channel'] === 'string') {
+        this.#hooks.get(frame['channel'])?.occupancy(frame);
+        continue;
+      }
       const presence = frame['presence'];
       if (Array.isArray(presence) && typeof frame['channel'] === 'string') {
-        this.#hooks.get(frame['channel'])?.presence(presence);
+        const epoch = frame['epoch'];
+        this.#hooks
+          .get(frame['channel'])
+          ?.presence(presence, typeof epoch === 'string' ? epoch : undefined);
         continue;
       }
       const message = toMessage(frame);

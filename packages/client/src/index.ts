@@ -29,6 +29,12 @@ export type {
   PresenceMember,
 } from './presence.js';
 export type {
+  ChannelOccupancy,
+  Occupancy,
+  OccupancyEvent,
+  OccupancyListener,
+} from './occupancy.js';
+export type {
   Connection,
   ConnectionEvents,
   ConnectionState,

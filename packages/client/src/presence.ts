@@ -97,7 +97,13 @@ export class Presence {
   #synced = false;
   /** Whether the next sync is the first since subscribe() (it delivers the changes, not a diff). */
   #initial = true;
-  #buffer: PresenceEvent[] = [];
+  #buffer: Buffered[] = [];
+  /**
+   * The life of the view's offsets (the server names it with every read and event frame): events
+   * of another epoch come from a new life of the channel's presence (e.g. Redis lost its data),
+   * whose offsets say nothing about the view's, so the view is read again.
+   */
+  #epoch: string | undefined;
   /** Bumped when the link goes down: a read begun before is stale. */
   #generation = 0;
   #running = false;
@@ -169,6 +175,25 @@ export class Presence {
     this.#host.send({ action: 'presence-unsubscribe', channel: this.#host.channel }, () => {});
   }
 
+  /**
+   * The server ended this channel's presence on the connection (a refreshed token no longer
+   * allows it): the events stop, the membership is gone (the server made it leave, so it is not
+   * entered again after a reconnect), pending subscribes reject, and the channel emits `error`.
+   */
+  revoked(err: SwitchboardError): void {
+    this.#entered = undefined;
+    const streaming = this.#streaming;
+    this.#streaming = false;
+    this.#synced = false;
+    this.#generation++;
+    this.#listeners = [];
+    this.#members = new Map();
+    this.#buffer = [];
+    const waiters = this.#waiters.splice(0);
+    for (const w of waiters) w.reject(err);
+    if (streaming || waiters.length > 0) this.#host.failed(err);
+  }
+
   /** The link is up again: enter again, stream again and read the members again. */
   up(): void {
     const entered = this.#entered;
@@ -193,21 +218,28 @@ export class Presence {
     this.#buffer = [];
   }
 
-  /** Events from the server, in the channel's presence order. */
-  events(raw: readonly unknown[]): void {
+  /** Events from the server, in the channel's presence order, with their frame's epoch. */
+  events(raw: readonly unknown[], epoch?: string): void {
     if (!this.#streaming) return;
     for (const e of raw) {
       const event = toEvent(e);
       if (event === undefined) continue;
       if (!this.#synced) {
-        this.#buffer.push(event);
+        this.#buffer.push({ event, epoch });
+        continue;
+      }
+      if (epoch !== undefined && this.#epoch !== undefined && epoch !== this.#epoch) {
+        // Another life of the channel's offsets: read everything again, keep only its events.
+        this.#synced = false;
+        this.#buffer = [{ event, epoch }];
+        this.#kick();
         continue;
       }
       if (event.offset <= this.#offset) continue;
       if (event.offset > this.#offset + 1) {
         // A gap: read everything again (the differences are delivered as events).
         this.#synced = false;
-        this.#buffer.push(event);
+        this.#buffer.push({ event, epoch });
         this.#kick();
         continue;
       }
@@ -267,12 +299,24 @@ export class Presence {
     const from = typeof reply['offset'] === 'number' ? reply['offset'] : this.#offset;
     const read = await this.#readAll(generation, undefined);
     if (generation !== this.#generation) return false;
+    const subscribedIn = typeof reply['epoch'] === 'string' ? reply['epoch'] : undefined;
+    if (
+      read.epoch === null ||
+      (subscribedIn !== undefined && read.epoch !== undefined && subscribedIn !== read.epoch)
+    ) {
+      // The offsets' life changed during the read: its offsets cannot be merged. Again.
+      this.#again = true;
+      return false;
+    }
     const members = new Map<string, PresenceMember>();
     for (const m of read.members) members.set(keyOf(m), m);
     // Offsets of members that left, while the buffered events are merged.
     const tombstones = new Map<string, number>();
     let offset = Math.max(read.offset, from);
-    const buffered = this.#buffer.sort((x, y) => x.offset - y.offset);
+    const buffered = this.#buffer
+      .filter((b) => b.epoch === undefined || read.epoch === undefined || b.epoch === read.epoch)
+      .map((b) => b.event)
+      .sort((x, y) => x.offset - y.offset);
     this.#buffer = [];
     const fresh: PresenceEvent[] = [];
     for (const e of buffered) {
@@ -289,6 +333,7 @@ export class Presence {
     const previous = this.#members;
     this.#members = members;
     this.#offset = offset;
+    this.#epoch = read.epoch;
     this.#synced = true;
     if (this.#initial) {
       this.#initial = false;
@@ -309,11 +354,13 @@ export class Presence {
   async #readAll(
     generation: number | undefined,
     clientId: string | undefined,
-  ): Promise<{ members: PresenceMember[]; offset: number }> {
+  ): Promise<{ members: PresenceMember[]; offset: number; epoch: string | undefined | null }> {
     const members: PresenceMember[] = [];
     let cursor: string | undefined;
     let offset = 0;
     let first = true;
+    // null: the pages came from different epochs (the read must be done again).
+    let epoch: string | undefined | null;
     do {
       const reply = await this.#host.request({
         action: 'presence',
@@ -323,7 +370,11 @@ export class Presence {
         ...(clientId !== undefined && { clientId }),
       });
       if (generation !== undefined && generation !== this.#generation) break;
-      if (first) offset = Number(reply['offset'] ?? 0);
+      const pageEpoch = typeof reply['epoch'] === 'string' ? reply['epoch'] : undefined;
+      if (first) {
+        offset = Number(reply['offset'] ?? 0);
+        epoch = pageEpoch;
+      } else if (epoch !== null && pageEpoch !== epoch) epoch = null;
       first = false;
       const raw = reply['members'];
       for (const m of Array.isArray(raw) ? (raw as unknown[]) : []) {
@@ -333,7 +384,7 @@ export class Presence {
       const next = reply['next'];
       cursor = typeof next === 'string' ? next : undefined;
     } while (cursor !== undefined);
-    return { members, offset };
+    return { members, offset, epoch };
   }
 
   #apply(e: PresenceEvent): void {
@@ -346,6 +397,11 @@ export class Presence {
     for (const l of this.#listeners)
       if (l.action === undefined || l.action === e.action) invoke(l.fn, e);
   }
+}
+
+interface Buffered {
+  readonly event: PresenceEvent;
+  readonly epoch: string | undefined;
 }
 
 function keyOf(m: PresenceMember): string {

@@ -40,6 +40,10 @@ export const ErrorCode = {
   PRESENCE_NOT_ENTERED: 148,
   /** The connection already entered with another presence key. */
   PRESENCE_KEY_MISMATCH: 149,
+  /** A channel-listing cursor that this server did not issue. */
+  INVALID_LIST_CURSOR: 180,
+  /** A channel-listing prefix with characters outside the channel charset. */
+  INVALID_CHANNEL_PREFIX: 181,
   /** An admin endpoint was called without admin credentials (no key, cookie or session). */
   ADMIN_UNAUTHENTICATED: 190,
   /** The credentials are valid but not an admin's (a client token, a key without `admin`). */
@@ -85,6 +89,8 @@ export const errorHttpStatus: Readonly<Record<ErrorCodeValue, number>> = {
   147: 429,
   148: 409,
   149: 409,
+  180: 400,
+  181: 400,
   190: 401,
   191: 403,
   192: 401,

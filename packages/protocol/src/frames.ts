@@ -2,7 +2,8 @@
  * Protocol v1: JSON text frames over WebSocket (see docs/protocol.md).
  *
  * Client commands: `{"action": "subscribe" | "unsubscribe" | "publish" | "history" | "presence" |
- * "enter" | "update" | "leave" | "presence-subscribe" | "presence-unsubscribe" | "ping" |
+ * "enter" | "update" | "leave" | "presence-subscribe" | "presence-unsubscribe" |
+ * "occupancy-subscribe" | "occupancy-unsubscribe" | "ping" |
  * "connect" | "refresh", "id"?: ..., ...}`.
  * Server frames are one of
  * - a message push: `{"channel", "message", "id", "timestamp", "name"?, "offset"?, "epoch"?}`,
@@ -85,6 +86,16 @@ export interface PresenceStreamCommand {
   readonly id?: RequestId;
   readonly channel: string;
 }
+/**
+ * Starts or stops the channel's occupancy events on this connection: `{"event": "occupancy",
+ * "channel", "connections", "subscribers", "presenceMembers", "publishersLastMinute"}`, at most
+ * once per second, when the deployment-wide counts changed. The reply carries the current counts.
+ */
+export interface OccupancyStreamCommand {
+  readonly action: 'occupancy-subscribe' | 'occupancy-unsubscribe';
+  readonly id?: RequestId;
+  readonly channel: string;
+}
 export interface PublishCommand {
   readonly action: 'publish';
   readonly id?: RequestId;
@@ -114,6 +125,7 @@ export type Command =
   | PresenceCommand
   | MemberCommand
   | PresenceStreamCommand
+  | OccupancyStreamCommand
   | TokenCommand;
 
 export interface CommandError {
@@ -137,6 +149,9 @@ export const MAX_TOKEN_LENGTH = 8192;
  * is outside the channel charset, so no client channel can collide with it.
  */
 export const PRESENCE_STREAM_PREFIX = '[presence]';
+
+/** Occupancy events of channel `c` travel (Hub only, never the broker) as `[occupancy]c`. */
+export const OCCUPANCY_STREAM_PREFIX = '[occupancy]';
 
 export function presenceStream(channel: string): string {
   return PRESENCE_STREAM_PREFIX + channel;
@@ -231,7 +246,9 @@ export function decodeCommand(text: string): DecodeResult {
       return decodeMember(action, obj, id);
     case 'unsubscribe':
     case 'presence-subscribe':
-    case 'presence-unsubscribe': {
+    case 'presence-unsubscribe':
+    case 'occupancy-subscribe':
+    case 'occupancy-unsubscribe': {
       const channel = obj['channel'];
       const why = channelError(channel);
       if (why !== undefined) return fail(ErrorCode.INVALID_CHANNEL, why, id);

@@ -272,13 +272,13 @@ export const settings: Readonly<Record<keyof Config, Setting>> = {
     kind: 'int',
     min: 1000,
     max: 3_600_000,
-    doc: "how long a presence member outlives its node's last refresh (nodes refresh every third of it): the most a crashed node's members linger",
+    doc: "how long a presence member outlives its node's last refresh (nodes refresh every third of it): the most a crashed node's members linger; its occupancy counts go within two thirds of it",
   },
   presenceGraceMs: {
     kind: 'int',
     min: 0,
     max: 600_000,
-    doc: 'how long a presence member whose connection dropped waits for it to resume (same presenceKey) before it leaves; members without a presenceKey leave at once',
+    doc: 'how long a presence member whose connection dropped waits for it to resume (same presenceKey, or an Ably resume) before it leaves; members without a presenceKey leave at once',
   },
   presenceMaxMembers: {
     kind: 'int',

@@ -32,3 +32,13 @@ export type {
 export type { RedisBrokerOptions } from './broker/redis.js';
 export type { Config, LogLevel } from './config.js';
 export type { Sink } from './hub.js';
+export { ChannelDirectory } from './occupancy/directory.js';
+export type { DirectoryEvents, DirectoryOptions, Role } from './occupancy/directory.js';
+export type {
+  ChannelDetails,
+  ChannelList,
+  ChannelSummary,
+  ListQuery,
+  Occupancy,
+  OccupancyStore,
+} from './occupancy/occupancy.js';

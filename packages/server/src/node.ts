@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import {
   DisconnectCode,
   ErrorCode,
+  OCCUPANCY_STREAM_PREFIX,
   PRESENCE_STREAM_PREFIX,
   encodeDiscontinuityEvent,
   encodeMessageHead,
@@ -25,6 +26,8 @@ import type { Hub, Sink } from './hub.js';
 import { seconds, type Metrics } from './metrics.js';
 import type { MembersPage, OpResult, PageQuery, PresenceStore } from './presence/presence.js';
 import { PresenceTracker, type LocalMember } from './presence/tracker.js';
+import type { ChannelDirectory } from './occupancy/directory.js';
+import type { Occupancy } from './occupancy/occupancy.js';
 import { BufferingSink, framePosition, mergeAfter, type Positioned } from './recovery.js';
 
 export interface NodeOptions {
@@ -55,6 +58,8 @@ export interface NodeOptions {
   readonly presenceTtlMs?: number;
   /** Most members of one channel. Default 20,000. */
   readonly presenceMaxMembers?: number;
+  /** The deployment-wide channel directory (occupancy, listing, occupied/vacated). */
+  readonly directory?: ChannelDirectory;
   /**
    * Told the outcome of every publish the broker took or failed (readiness: a node whose broker
    * cannot take writes should stop receiving clients). `startedAt` is when it was sent.
@@ -71,6 +76,8 @@ export interface PublishInput {
   readonly id?: string | undefined;
   /** Ably-dialect fields stored with the message (JSON object text; see encodeMessageHead). */
   readonly ably?: string | undefined;
+  /** Who publishes (clientId, API key id or connection), for `publishersLastMinute`. */
+  readonly publisher?: string | undefined;
 }
 
 export interface Published extends PublishResult {
@@ -148,6 +155,7 @@ export class Node implements BrokerHandler {
   readonly #presenceFor: (channel: string) => boolean;
   readonly #autoEnterFor: (channel: string) => boolean;
   readonly #onWrite: (ok: boolean, startedAt: number, error?: string) => void;
+  readonly #directory: ChannelDirectory | undefined;
   #closed = false;
 
   constructor(options: NodeOptions) {
@@ -177,12 +185,18 @@ export class Node implements BrokerHandler {
     this.#presenceFor =
       this.#presence === undefined ? () => false : (options.presenceFor ?? (() => false));
     this.#onWrite = options.onWrite ?? (() => {});
+    this.#directory = options.directory;
     const autoEnter = options.autoEnterFor ?? (() => false);
     this.#autoEnterFor = (channel) => this.#presenceFor(channel) && autoEnter(channel);
   }
 
   get broker(): Broker {
     return this.#broker;
+  }
+
+  /** The channel directory, when the composition root gave one. */
+  get directory(): ChannelDirectory | undefined {
+    return this.#directory;
   }
 
   /** Stops background repairs and presence refreshes (shutdown). */
@@ -259,12 +273,13 @@ export class Node implements BrokerHandler {
 
   /**
    * Streams the channel's presence events to `sink` (the caller checks capabilities). Resolves
-   * with the presence offset read once the stream was confirmed: every change after it reaches
-   * the sink (a reader delivers those and merges the rest from a members read).
+   * with the presence offset (and its epoch) read once the stream was confirmed: every change
+   * after it reaches the sink (a reader delivers those and merges the rest from a members read).
    */
-  async subscribePresence(sink: Sink, channel: string): Promise<number> {
+  async subscribePresence(sink: Sink, channel: string): Promise<{ offset: number; epoch: string }> {
     const tracker = this.#tracker(channel);
     tracker.watch(channel);
+    this.#directory?.attached(channel, sink, 'presence');
     try {
       await this.#attach(sink, presenceStream(channel));
       const page = await this.#brokerCall(
@@ -272,17 +287,46 @@ export class Node implements BrokerHandler {
         () => tracker.page(channel, { limit: 1 }),
         'presence',
       );
-      return page.offset;
+      return { offset: page.offset, epoch: page.epoch };
     } catch (err) {
       this.#release(sink, presenceStream(channel));
+      this.#directory?.detached(channel, sink, 'presence');
       tracker.unwatch(channel);
       throw err;
     }
   }
 
   unsubscribePresence(sink: Sink, channel: string): void {
+    this.#directory?.detached(channel, sink, 'presence');
     this.#release(sink, presenceStream(channel));
     this.#presence?.unwatch(channel);
+  }
+
+  /**
+   * Streams the channel's occupancy events to `sink` (the caller checks capabilities): local to
+   * this node, which polls the directory once per second while any of its connections listens.
+   * Resolves with the current counts.
+   */
+  async subscribeOccupancy(sink: Sink, channel: string): Promise<Occupancy> {
+    const directory = this.#directory;
+    if (directory === undefined)
+      throw new ReplyError(ErrorCode.NOT_AVAILABLE, 'no channel directory on this node');
+    const stream = OCCUPANCY_STREAM_PREFIX + channel;
+    if (this.#hub.add(stream, sink))
+      directory.watch(channel, (frame) => this.#hub.publish(stream, frame));
+    try {
+      const d = await directory.get(channel);
+      directory.seen(channel, d.occupancy);
+      return d.occupancy;
+    } catch (err) {
+      this.unsubscribeOccupancy(sink, channel);
+      throw err;
+    }
+  }
+
+  unsubscribeOccupancy(sink: Sink, channel: string): void {
+    if (this.#hub.remove(OCCUPANCY_STREAM_PREFIX + channel, sink))
+      this.#directory?.unwatch(channel);
   }
 
   /**
@@ -295,6 +339,17 @@ export class Node implements BrokerHandler {
     channel: string,
     options: SubscribeOptions = {},
   ): Promise<Subscribed> {
+    // Counted from the request on, so an unsubscribe that overtakes the confirmation uncounts it.
+    this.#directory?.attached(channel, sink, 'subscriber');
+    try {
+      return await this.#subscribe(sink, channel, options);
+    } catch (err) {
+      this.#directory?.detached(channel, sink, 'subscriber');
+      throw err;
+    }
+  }
+
+  async #subscribe(sink: Sink, channel: string, options: SubscribeOptions): Promise<Subscribed> {
     if (options.since === undefined && options.rewind === undefined) {
       await this.#attach(sink, channel);
       return { position: this.#positionOf(channel), replay: [] };
@@ -311,6 +366,7 @@ export class Node implements BrokerHandler {
 
   /** Removes `sink` from the channel; the broker subscription goes with the last local subscriber. */
   unsubscribe(sink: Sink, channel: string): void {
+    this.#directory?.detached(channel, sink, 'subscriber');
     this.#release(sink, channel);
   }
 
@@ -343,7 +399,10 @@ export class Node implements BrokerHandler {
         (result) => {
           this.#metrics.publishAck.observe(seconds() - started);
           this.#onWrite(true, timestamp);
-          if (!result.duplicate) this.#metrics.messagesIn.inc({ source });
+          if (!result.duplicate) {
+            this.#metrics.messagesIn.inc({ source });
+            this.#directory?.published(input.channel, input.publisher ?? source);
+          }
           return { ...result, id };
         },
         (err: unknown) => {

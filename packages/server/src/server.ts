@@ -50,7 +50,16 @@ import { RedisRevocationStore } from './auth/revocation-redis.js';
 import { MemoryPresenceStore } from './presence/memory.js';
 import type { PresenceStore } from './presence/presence.js';
 import { RedisPresenceStore } from './presence/redis.js';
-import { ErrorRing, RecordingAuthLog, adminEnabled, createAdmin } from './admin/index.js';
+import {
+  ErrorRing,
+  RecordingAuthLog,
+  adminEnabled,
+  checkAdminConfig,
+  createAdmin,
+} from './admin/index.js';
+import { ChannelDirectory } from './occupancy/directory.js';
+import { MemoryOccupancyStore } from './occupancy/memory.js';
+import { RedisOccupancyStore } from './occupancy/redis.js';
 
 export interface RunningServer {
   /** The port actually bound (useful with port 0). */
@@ -58,6 +67,8 @@ export interface RunningServer {
   readonly broker: Broker;
   /** Where presence is kept (tests fill a channel through it). */
   readonly presence: PresenceStore;
+  /** The channel directory (also `node.directory`): listing, occupancy, occupied/vacated hook. */
+  readonly directory: ChannelDirectory;
   /** The network engine actually running (uws falls back to ws when it cannot load). */
   readonly engine: 'uws' | 'ws';
   /**
@@ -102,6 +113,7 @@ export async function startServer(
   parts: ServerParts = {},
 ): Promise<RunningServer> {
   const authenticator = await createAuthenticator(config);
+  checkAdminConfig(config);
   let apiKeys: ApiKeys;
   try {
     apiKeys = new ApiKeys(config.apiKeys);
@@ -203,7 +215,24 @@ export async function startServer(
     probe: () => broker.probe(),
     connected: () => broker.ready,
   });
+  const directory = new ChannelDirectory({
+    store:
+      redisTarget === undefined
+        ? new MemoryOccupancyStore({
+            position: (channel) => (picked as MemoryBroker).positionOf(channel),
+            streams: () => (picked as MemoryBroker).channelNames(),
+            members: (channel) => (presence as MemoryPresenceStore).count(channel),
+            presence: () => (presence as MemoryPresenceStore).channelNames(),
+          })
+        : new RedisOccupancyStore((presence as RedisPresenceStore).connection, config.redisPrefix),
+    // One life of this process: a restarted node with the same nodeId never inherits the shares
+    // of its predecessor, which the survivors reap.
+    nodeId: `${nodeId}/${randomBytes(4).toString('hex')}`,
+    logger,
+    ttlMs: config.presenceTtlMs,
+  });
   const node = new Node({
+    directory,
     broker,
     hub,
     logger,
@@ -234,6 +263,11 @@ export async function startServer(
     pingIntervalMs: config.pingIntervalMs,
     commandsPerSecond: config.maxCommandsPerSecond,
     broadcaster: edge.broadcaster,
+    presence: {
+      maxDataBytes: config.presenceMaxDataBytes,
+      maxEntersPerConnection: config.presenceMaxEntersPerConnection,
+      graceMs: config.presenceGraceMs,
+    },
   });
   const ably = ablyDialect(ablyContext);
   const sessionContext = {
@@ -401,6 +435,7 @@ export async function startServer(
 
   await broker.start(node);
   await admin?.start();
+  await directory.start();
   readiness.start();
   shedding.start();
   // Revocations reach the live connections of every node through the broker.
@@ -420,7 +455,13 @@ export async function startServer(
   try {
     port = await edge.listen(config.host, config.port);
   } catch (err) {
-    await Promise.all([broker.close(), revocations.close(), presence.close(), admin?.close()]);
+    await Promise.all([
+      broker.close(),
+      revocations.close(),
+      presence.close(),
+      directory.close(),
+      admin?.close(),
+    ]);
     throw err;
   }
   logger.info(
@@ -435,6 +476,7 @@ export async function startServer(
     port,
     broker,
     presence,
+    directory,
     engine: edge.engine,
     close() {
       closing ??= (async () => {
@@ -476,6 +518,7 @@ export async function startServer(
         node.close();
         readiness.stop();
         await admin?.close();
+        await directory.close();
         await Promise.all([broker.close(), revocations.close(), presence.close()]);
         logger.info('shutdown complete');
       })();

@@ -12,6 +12,7 @@ import {
   type MemberCommand,
   type PresenceCommand,
   type PresenceStreamCommand,
+  type OccupancyStreamCommand,
   type PublishCommand,
   type RequestId,
   type SubscribeCommand,
@@ -136,6 +137,8 @@ export class Session implements ConnectionHandler {
   readonly #entered = new Map<string, { readonly auto: boolean }>();
   /** Channels whose presence events this connection receives. */
   readonly #presenceStreams = new Set<string>();
+  /** Channels whose occupancy events this connection receives. */
+  readonly #occupancyStreams = new Set<string>();
   #authTimer: NodeJS.Timeout | undefined;
   #refreshTimer: LongTimer | undefined;
   #expiryTimer: LongTimer | undefined;
@@ -222,6 +225,9 @@ export class Session implements ConnectionHandler {
     for (const channel of this.#presenceStreams)
       this.#node.unsubscribePresence(this.#conn, channel);
     this.#presenceStreams.clear();
+    for (const channel of this.#occupancyStreams)
+      this.#node.unsubscribeOccupancy(this.#conn, channel);
+    this.#occupancyStreams.clear();
     // A member that can be resumed (its client holds a presence key) waits out the grace period;
     // one with a random id cannot come back, so it leaves now.
     const grace = this.#presenceKey === undefined ? 0 : this.#presenceLimits.graceMs;
@@ -273,6 +279,10 @@ export class Session implements ConnectionHandler {
       case 'presence-subscribe':
       case 'presence-unsubscribe':
         this.#presenceStream(cmd);
+        break;
+      case 'occupancy-subscribe':
+      case 'occupancy-unsubscribe':
+        this.#occupancyStream(cmd);
         return;
       case 'unsubscribe':
         if (!this.#channels.delete(cmd.channel)) {
@@ -312,7 +322,17 @@ export class Session implements ConnectionHandler {
     const id = cmd.id;
     this.#node
       .publish(
-        { channel: cmd.channel, dataJson: cmd.dataJson, name: cmd.name, id: cmd.messageId },
+        {
+          channel: cmd.channel,
+          dataJson: cmd.dataJson,
+          name: cmd.name,
+          id: cmd.messageId,
+          // The owner id, not the presence connection id: that one is fixed on first use.
+          publisher:
+            this.#credentials.userId !== ''
+              ? 'u:' + this.#credentials.userId
+              : 'c:' + this.#ownerId(),
+        },
         this.#conn.transport,
       )
       .then(
@@ -581,16 +601,73 @@ export class Session implements ConnectionHandler {
     if (!this.#admit(id)) return;
     this.#presenceStreams.add(channel);
     this.#node.subscribePresence(this.#conn, channel).then(
-      (offset) => {
+      ({ offset, epoch }) => {
         this.#inFlight--;
         if (this.#closed || !this.#presenceStreams.has(channel)) {
           this.#node.unsubscribePresence(this.#conn, channel);
         }
-        if (id !== undefined) this.#reply(id, `"offset":${offset}`);
+        if (id !== undefined) this.#reply(id, `"offset":${offset},"epoch":"${epoch}"`);
       },
       (err: unknown) => {
         this.#inFlight--;
         this.#presenceStreams.delete(channel);
+        this.#fail(id, toReplyError(err));
+      },
+    );
+  }
+
+  #occupancyStream(cmd: OccupancyStreamCommand): void {
+    const { channel, id } = cmd;
+    if (cmd.action === 'occupancy-unsubscribe') {
+      if (!this.#occupancyStreams.delete(channel)) {
+        this.#fail(
+          id,
+          new ReplyError(ErrorCode.NOT_SUBSCRIBED, `not subscribed to the occupancy of ${channel}`),
+        );
+        return;
+      }
+      this.#node.unsubscribeOccupancy(this.#conn, channel);
+      this.#ok(id);
+      return;
+    }
+    // Who is in a channel is for those who may listen to it.
+    if (!this.#allowed('subscribe', channel, id)) return;
+    if (this.#occupancyStreams.has(channel)) {
+      this.#fail(
+        id,
+        new ReplyError(
+          ErrorCode.ALREADY_SUBSCRIBED,
+          `already subscribed to the occupancy of ${channel}`,
+        ),
+      );
+      return;
+    }
+    if (
+      this.#channels.size + this.#presenceStreams.size + this.#occupancyStreams.size >=
+      this.#ctx.limits.maxSubscriptions
+    ) {
+      this.#fail(
+        id,
+        new ReplyError(
+          ErrorCode.LIMIT_EXCEEDED,
+          `at most ${this.#ctx.limits.maxSubscriptions} subscriptions per connection`,
+        ),
+      );
+      return;
+    }
+    if (!this.#admit(id)) return;
+    this.#occupancyStreams.add(channel);
+    this.#node.subscribeOccupancy(this.#conn, channel).then(
+      (occupancy) => {
+        this.#inFlight--;
+        if (this.#closed || !this.#occupancyStreams.has(channel)) {
+          this.#node.unsubscribeOccupancy(this.#conn, channel);
+        }
+        if (id !== undefined) this.#reply(id, `"occupancy":${JSON.stringify(occupancy)}`);
+      },
+      (err: unknown) => {
+        this.#inFlight--;
+        this.#occupancyStreams.delete(channel);
         this.#fail(id, toReplyError(err));
       },
     );
@@ -622,7 +699,7 @@ export class Session implements ConnectionHandler {
             page.next === null ? 'null' : JSON.stringify(encodePresenceCursor(page.next));
           this.#reply(
             id,
-            `"channel":${JSON.stringify(cmd.channel)},"members":[${page.members.join(',')}],"offset":${page.offset},"next":${next}`,
+            `"channel":${JSON.stringify(cmd.channel)},"members":[${page.members.join(',')}],"offset":${page.offset},"epoch":"${page.epoch}","next":${next}`,
           );
         },
         (err: unknown) => {
@@ -793,6 +870,14 @@ export class Session implements ConnectionHandler {
 
   /** After a refresh: channels the new token no longer allows are left, with a push saying why. */
   #dropForbiddenSubscriptions(): void {
+    for (const channel of [...this.#occupancyStreams]) {
+      if (this.#ctx.policy.allows(this.#credentials, 'subscribe', channel)) continue;
+      this.#occupancyStreams.delete(channel);
+      this.#node.unsubscribeOccupancy(this.#conn, channel);
+      this.#write(
+        `{"event":"occupancy-unsubscribed","channel":${JSON.stringify(channel)},"code":${ErrorCode.PERMISSION_DENIED},"reason":"no longer allowed by the token"}`,
+      );
+    }
     for (const channel of [...this.#channels]) {
       if (this.#ctx.policy.allows(this.#credentials, 'subscribe', channel)) continue;
       this.#channels.delete(channel);

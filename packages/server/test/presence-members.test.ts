@@ -98,7 +98,8 @@ describe('presence members on the embedded engine', () => {
   it('enter/update/leave over WebSocket, SSE and long-polling reach a presence subscriber; REST pages and filters by clientId', async () => {
     const watcher = track(await authed(server, 'watcher'));
     const sub = await watcher.request({ action: 'presence-subscribe', channel: 'room:t', id: 'w' });
-    assert.deepEqual(sub, { reply: 'w', ok: true, offset: 0 });
+    assert.deepEqual(sub, { reply: 'w', ok: true, offset: 0, epoch: sub['epoch'] });
+    assert.equal(typeof sub['epoch'], 'string');
 
     const alice = track(await authed(server, 'alice'));
     const entered = await alice.request({

@@ -46,6 +46,7 @@ export const AblyCode = {
   INVALID_MESSAGE_DATA: 40013,
   TOO_BIG: 40009,
   INVALID_CHANNEL_NAME: 40010,
+  CLIENT_ID_MISMATCH: 40012,
   UNSUPPORTED_VERSION: 40006,
   UNAUTHORIZED: 40100,
   INVALID_CREDENTIALS: 40101,
@@ -58,6 +59,10 @@ export const AblyCode = {
   INTERNAL: 50000,
   UNAVAILABLE: 50003,
   CONNECTION_EXPIRED: 80008,
+  /** Presence without a clientId (the connection's or the message's). */
+  PRESENCE_NO_CLIENT_ID: 91000,
+  /** The channel has the most members it may have (presenceMaxMembers). */
+  PRESENCE_FULL: 91003,
   SERVER_CLOSED: 80017,
 } as const;
 

@@ -9,6 +9,7 @@ import type { TopicBroadcaster } from '../engine/connection.js';
 import type { Node } from '../node.js';
 import type { AblyAuth } from './auth.js';
 import { ChannelFanout } from './fanout.js';
+import { PresenceFanout, type MemberLimits } from './presence.js';
 
 /**
  * Connection ids and keys. A key is the id plus an HMAC of it, so any node holding the same
@@ -70,7 +71,15 @@ export interface AblyContextOptions {
   readonly commandsPerSecond: number;
   /** The engine's native topics (uws): live subscribers get deliveries without a JS call each. */
   readonly broadcaster?: TopicBroadcaster | undefined;
+  /** Presence limits, the native protocol's (presenceMaxDataBytes, …, presenceGraceMs). */
+  readonly presence?: MemberLimits | undefined;
 }
+
+const DEFAULT_MEMBER_LIMITS: MemberLimits = {
+  maxDataBytes: 1024,
+  maxEntersPerConnection: 100,
+  graceMs: 15_000,
+};
 
 export class AblyContext {
   readonly node: Node;
@@ -89,7 +98,9 @@ export class AblyContext {
   readonly serverId = `switchboard-${randomBytes(4).toString('hex')}`;
   /** Live sessions by connectionId: a resume takes over a connection still held here. */
   readonly sessions = new Map<string, AblySessionLike>();
+  readonly presence: MemberLimits;
   readonly #fanouts = new Map<string, ChannelFanout>();
+  readonly #presenceFanouts = new Map<string, PresenceFanout>();
   readonly #broadcaster: TopicBroadcaster | undefined;
   readonly #timer: NodeJS.Timeout;
 
@@ -105,6 +116,7 @@ export class AblyContext {
     this.maxReplay = o.maxReplay;
     this.maxIdleIntervalMs = o.pingIntervalMs;
     this.#broadcaster = o.broadcaster;
+    this.presence = o.presence ?? DEFAULT_MEMBER_LIMITS;
     // Browsers send heartbeats=true: they cannot see WebSocket pings, so they get HEARTBEATs.
     this.#timer = setInterval(
       () => {
@@ -142,6 +154,19 @@ export class AblyContext {
       );
       f = made;
       this.#fanouts.set(channel, f);
+    }
+    return f;
+  }
+
+  /** The channel's presence fan-out on this node, made on first use. */
+  presenceFanout(channel: string): PresenceFanout {
+    let f = this.#presenceFanouts.get(channel);
+    if (f === undefined || f.closed) {
+      const made: PresenceFanout = new PresenceFanout(this.node, channel, () => {
+        if (this.#presenceFanouts.get(channel) === made) this.#presenceFanouts.delete(channel);
+      });
+      f = made;
+      this.#presenceFanouts.set(channel, f);
     }
     return f;
   }

@@ -1,18 +1,25 @@
 /**
  * The REST calls `Ably.Rest` (and realtime `channel.history()`) makes, without Switchboard's
  * `/v1` prefix: `/time`, channel publish and history (Link paging, backwards by default), channel
- * status, presence (empty until presence is mapped), stats, `requestToken`, and the connectivity
+ * status, presence members (presence.ts), stats, `requestToken`, and the connectivity
  * check. Content is negotiated: JSON or msgpack by Accept / Content-Type. Errors are Ably bodies
  * with exactly `application/json` (the SDK reads no other) and `x-ably-errorcode` headers.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { channelError, MAX_MESSAGE_ID_LENGTH } from '@switchboard/protocol';
+import type { Permission } from '../auth/auth.js';
 import { ReplyError } from '../errors.js';
+import {
+  decodePresenceCursor,
+  DEFAULT_MEMBERS_PAGE,
+  encodePresenceCursor,
+} from '../presence/presence.js';
 import type { AblyAuthResult } from './auth.js';
 import { AblyCode, ablyError, packValue, unpackValue, type AblyErrorInfo } from './codec.js';
 import type { AblyContext } from './context.js';
 import { toStored, type AblyMeta } from './data.js';
 import { channelSerial, parseFrame } from './fanout.js';
+import { PresenceAction, toPresenceMessage } from './presence.js';
 
 const JSON_TYPE = 'application/json';
 const MSGPACK_TYPE = 'application/x-msgpack';
@@ -129,10 +136,20 @@ export class AblyRest {
       await this.#history(req, res, auth, channel);
       return;
     }
-    if ((sub === '/presence' || sub === '/presence/history') && method === 'GET') {
-      this.#require(auth, 'subscribe', channel);
-      this.#reply(req, res, 200, []);
+    if (sub === '/presence' && method === 'GET') {
+      await this.#presence(req, res, auth, channel);
       return;
+    }
+    if (sub === '/presence/history' && method === 'GET') {
+      // Switchboard keeps members and their live events, not a history of them: say so rather
+      // than answer an empty list that reads as "nobody was ever here".
+      throw new HttpError(
+        ablyError(
+          AblyCode.BAD_REQUEST,
+          'presence history is not supported by Switchboard (members and live events only)',
+          400,
+        ),
+      );
     }
     if (sub === undefined && method === 'GET') {
       this.#require(auth, 'subscribe', channel);
@@ -236,6 +253,85 @@ export class AblyRest {
       links.push(`<./messages?limit=${limit}&direction=${dir}&cursor=${page.next}>; rel="next"`);
     res.setHeader('link', links.join(', '));
     this.#reply(req, res, 200, items);
+  }
+
+  /**
+   * `GET /channels/{ch}/presence` (`presence.get()` of `Ably.Rest`): the members as PRESENT
+   * messages, `clientId` and `connectionId` filters, `limit` (default 100, at most 1000 read in
+   * pages of the store's 100), one page of the store per answer with a `next` Link.
+   */
+  async #presence(
+    req: IncomingMessage,
+    res: ServerResponse,
+    auth: Authed,
+    channel: string,
+  ): Promise<void> {
+    if (!this.#allowed(auth, 'presence', channel)) this.#require(auth, 'subscribe', channel);
+    const format = wantsMsgpack(req) ? 'msgpack' : 'json';
+    const q = new URL(req.url ?? '/', 'http://x').searchParams;
+    const limitText = q.get('limit');
+    const limit = limitText === null ? 100 : Number(limitText);
+    if (!Number.isInteger(limit) || limit < 1 || limit > 1000)
+      throw new HttpError(
+        ablyError(AblyCode.INVALID_PARAMETER, 'limit must be an integer from 1 to 1000', 400),
+      );
+    const clientId = q.get('clientId') ?? undefined;
+    const connectionId = q.get('connectionId') ?? undefined;
+    const cursorText = q.get('cursor');
+    const cursor = cursorText === null ? undefined : decodePresenceCursor(cursorText);
+    if (cursorText !== null && cursor === undefined)
+      throw new HttpError(ablyError(AblyCode.INVALID_PARAMETER, 'cursor is not valid', 400));
+    if (!this.#ctx.node.presenceEnabled(channel)) {
+      // A namespace that keeps no presence has no members.
+      this.#reply(req, res, 200, []);
+      return;
+    }
+    const items: Record<string, unknown>[] = [];
+    let after = cursor;
+    let next: string | null = null;
+    try {
+      while (items.length < limit) {
+        const page = await this.#ctx.node.presence(channel, {
+          limit: Math.min(DEFAULT_MEMBERS_PAGE, limit - items.length),
+          after,
+          clientId,
+        });
+        for (const text of page.members) {
+          const m = toPresenceMessage(JSON.parse(text) as object, PresenceAction.PRESENT, format);
+          if (m === undefined) continue;
+          if (connectionId !== undefined && m['connectionId'] !== connectionId) continue;
+          items.push(m);
+        }
+        next = page.next;
+        if (next === null) break;
+        after = next;
+      }
+    } catch (err) {
+      throw new HttpError(
+        err instanceof ReplyError && err.temporary
+          ? ablyError(AblyCode.UNAVAILABLE, err.message, 503)
+          : ablyError(AblyCode.INTERNAL, 'presence could not be read', 500),
+      );
+    }
+    const params = (c?: string): string =>
+      new URLSearchParams({
+        limit: String(limit),
+        ...(clientId !== undefined ? { clientId } : {}),
+        ...(connectionId !== undefined ? { connectionId } : {}),
+        ...(c !== undefined ? { cursor: c } : {}),
+      }).toString();
+    const links = [`<./presence?${params()}>; rel="first"`];
+    if (next !== null) links.push(`<./presence?${params(encodePresenceCursor(next))}>; rel="next"`);
+    res.setHeader('link', links.join(', '));
+    this.#reply(req, res, 200, items);
+  }
+
+  #allowed(auth: Authed, permission: Permission, channel: string): boolean {
+    const policy = this.#ctx.policy;
+    return (
+      policy.allows(auth.credentials, permission, channel) &&
+      (auth.limit === undefined || policy.allows(auth.limit, permission, channel))
+    );
   }
 
   async #authenticate(req: IncomingMessage): Promise<Authed> {

@@ -31,6 +31,7 @@ import {
   type ChannelFanout,
 } from './fanout.js';
 import type { AblyContext } from './context.js';
+import { ConnectionMembers, type PresenceFanout, type PresenceSubscriber } from './presence.js';
 
 /** Publishes one connection may have waiting for the broker; more are NACKed with 42910. */
 const MAX_PENDING_PUBLISHES = 1024;
@@ -41,6 +42,8 @@ interface Attachment {
   /** The modes granted (ATTACHED flags). */
   modes: number;
   fanout: ChannelFanout | undefined;
+  /** Set while the connection receives the channel's presence (SYNC, then events). */
+  presence: PresenceFanout | undefined;
   /** Bumped by every ATTACH/DETACH so a slow attach that was overtaken does nothing. */
   generation: number;
 }
@@ -51,7 +54,7 @@ interface Publishing {
   readonly result: Promise<{ serials: string[] } | AblyErrorInfo>;
 }
 
-export class AblySession implements ConnectionHandler, AblySubscriber {
+export class AblySession implements ConnectionHandler, AblySubscriber, PresenceSubscriber {
   readonly connectionId: string;
   readonly format: Format;
   readonly echo: boolean;
@@ -69,6 +72,8 @@ export class AblySession implements ConnectionHandler, AblySubscriber {
   #closed = false;
   #renewTimer: NodeJS.Timeout | undefined;
   #expiryTimer: NodeJS.Timeout | undefined;
+  /** The presence members this connection entered. */
+  readonly #members: ConnectionMembers;
 
   constructor(ctx: AblyContext, conn: Connection, req: RequestInfo) {
     this.#ctx = ctx;
@@ -81,6 +86,15 @@ export class AblySession implements ConnectionHandler, AblySubscriber {
     const resumeKey = q.get('resume') ?? q.get('recover') ?? undefined;
     const resumed = resumeKey === undefined ? undefined : ctx.connections.verify(resumeKey);
     this.connectionId = resumed ?? ctx.connections.newId();
+    this.#members = new ConnectionMembers(
+      ctx.node,
+      {
+        connectionId: this.connectionId,
+        clientId: () => this.#clientId,
+        allows: (channel) => this.#allows('presence', channel),
+      },
+      ctx.presence,
+    );
     ctx.add(this);
     const v = q.get('v');
     if (v !== null && v !== PROTOCOL_VERSION && v !== '5') {
@@ -207,7 +221,7 @@ export class AblySession implements ConnectionHandler, AblySubscriber {
         this.#reauth(pm);
         return;
       case Action.PRESENCE:
-        this.#nack(pm, ablyError(AblyCode.BAD_REQUEST, 'presence is not supported yet', 400));
+        this.#presence(pm);
         return;
       default:
         this.#channelOrConnectionError(
@@ -261,29 +275,33 @@ export class AblySession implements ConnectionHandler, AblySubscriber {
         });
         return;
       }
-      att = { modes, fanout: undefined, generation: 0 };
+      att = { modes, fanout: undefined, presence: undefined, generation: 0 };
       this.#channels.set(channel, att);
-    } else if (att.fanout !== undefined) {
-      att.fanout.leave(this);
+    } else {
+      att.fanout?.leave(this);
       att.fanout = undefined;
+      att.presence?.leave(this);
+      att.presence = undefined;
     }
     att.modes = modes;
     const generation = ++att.generation;
+    const presence = this.#joinPresence(channel, att, modes);
     const params = pm.params ?? {};
     const rewind = Number.parseInt(params['rewind'] ?? '0', 10);
     const since = parseChannelSerial(pm.channelSerial);
     if ((modes & Flag.SUBSCRIBE) === 0) {
-      // Nothing to deliver: answer at once with the channel's current position.
-      void this.#ctx.node.broker.history(channel, { limit: 0 }).then(
-        (h) => {
+      // No messages to deliver: answer with the channel's current position.
+      void Promise.all([this.#ctx.node.broker.history(channel, { limit: 0 }), presence]).then(
+        ([h, hasPresence]) => {
           if (att.generation !== generation || this.#closed) return;
           this.#attached(
             channel,
             modes,
             channelSerial(h.position.epoch, h.position.offset),
-            0,
+            hasPresence ? Flag.HAS_PRESENCE : 0,
             params,
           );
+          if (hasPresence) this.#sync(att);
         },
         () => this.#attachFailed(channel, att, generation),
       );
@@ -291,36 +309,74 @@ export class AblySession implements ConnectionHandler, AblySubscriber {
     }
     const fanout = this.#ctx.fanout(channel);
     att.fanout = fanout;
-    fanout
-      .join(this, since, Number.isFinite(rewind) && rewind > 0 ? rewind : 0, this.#ctx.maxReplay)
-      .then(
-        (r) => {
-          if (att.generation !== generation || this.#closed) {
-            fanout.leave(this);
-            return;
-          }
-          let flags = 0;
-          if (since !== undefined && r.resumed) flags |= Flag.RESUMED;
-          if (rewind > 0 && r.replay.length > 0) flags |= Flag.HAS_BACKLOG;
-          this.#attached(
-            channel,
-            modes,
-            channelSerial(r.position.epoch, r.position.offset),
-            flags,
-            params,
-          );
-          for (const d of r.replay) {
-            if (!this.echo && d.publisher === this.connectionId) continue;
-            this.write(d.frame(this.format));
-          }
-          fanout.live(this);
-        },
-        (err: unknown) => {
-          if (att.fanout === fanout) att.fanout = undefined;
-          this.#log.debug({ err, channel }, 'ably attach failed');
-          this.#attachFailed(channel, att, generation);
-        },
-      );
+    Promise.all([
+      fanout.join(
+        this,
+        since,
+        Number.isFinite(rewind) && rewind > 0 ? rewind : 0,
+        this.#ctx.maxReplay,
+      ),
+      presence,
+    ]).then(
+      ([r, hasPresence]) => {
+        if (att.generation !== generation || this.#closed) {
+          fanout.leave(this);
+          return;
+        }
+        let flags = hasPresence ? Flag.HAS_PRESENCE : 0;
+        if (since !== undefined && r.resumed) flags |= Flag.RESUMED;
+        if (rewind > 0 && r.replay.length > 0) flags |= Flag.HAS_BACKLOG;
+        this.#attached(
+          channel,
+          modes,
+          channelSerial(r.position.epoch, r.position.offset),
+          flags,
+          params,
+        );
+        for (const d of r.replay) {
+          if (!this.echo && d.publisher === this.connectionId) continue;
+          this.write(d.frame(this.format));
+        }
+        fanout.live(this);
+        if (hasPresence) this.#sync(att);
+      },
+      (err: unknown) => {
+        if (att.fanout === fanout) att.fanout = undefined;
+        this.#log.debug({ err, channel }, 'ably attach failed');
+        this.#attachFailed(channel, att, generation);
+      },
+    );
+  }
+
+  /**
+   * Joins the channel's presence when the connection may read it and the namespace keeps it;
+   * resolves whether ATTACHED carries HAS_PRESENCE (a SYNC follows it). Events are held from now
+   * until the SYNC is sent. Never rejects: a store that cannot be reached fails the attach.
+   */
+  #joinPresence(channel: string, att: Attachment, modes: number): Promise<boolean> {
+    if ((modes & Flag.PRESENCE_SUBSCRIBE) === 0 || !this.#ctx.node.presenceEnabled(channel))
+      return Promise.resolve(false);
+    const pf = this.#ctx.presenceFanout(channel);
+    att.presence = pf;
+    const generation = att.generation;
+    return pf.join(this).then(
+      () => {
+        // Overtaken by a DETACH or another ATTACH, or the connection ended meanwhile.
+        if (att.generation !== generation || this.#closed || att.presence !== pf) {
+          pf.leave(this);
+          return false;
+        }
+        return true;
+      },
+      (err: unknown) => {
+        if (att.presence === pf) att.presence = undefined;
+        throw err;
+      },
+    );
+  }
+
+  #sync(att: Attachment): void {
+    void att.presence?.sync(this);
   }
 
   #attached(
@@ -342,6 +398,8 @@ export class AblySession implements ConnectionHandler, AblySubscriber {
 
   #attachFailed(channel: string, att: Attachment, generation: number): void {
     if (att.generation !== generation || this.#closed) return;
+    att.fanout?.leave(this);
+    att.presence?.leave(this);
     this.#channels.delete(channel);
     // DETACHED with an error sends an attached channel back to attaching, an attaching one to
     // suspended: the SDK retries later, which is right for a broker that is briefly down.
@@ -365,8 +423,11 @@ export class AblySession implements ConnectionHandler, AblySubscriber {
     if (att !== undefined) {
       att.generation++;
       att.fanout?.leave(this);
+      att.presence?.leave(this);
       this.#channels.delete(channel);
     }
+    // Ably semantics: a detached channel's members of this connection leave.
+    this.#members.leaveChannel(channel);
     this.#send({ action: Action.DETACHED, channel });
   }
 
@@ -377,6 +438,8 @@ export class AblySession implements ConnectionHandler, AblySubscriber {
     att.generation++;
     att.fanout?.leave(this);
     att.fanout = undefined;
+    att.presence?.leave(this);
+    att.presence = undefined;
     this.#channels.delete(channel);
     this.#send({
       action: Action.DETACHED,
@@ -538,6 +601,25 @@ export class AblySession implements ConnectionHandler, AblySubscriber {
     this.#queueAck({ msgSerial, count: 1, result });
   }
 
+  /** ENTER/UPDATE/LEAVE: ACKed once the store applied every change (the echo comes from it). */
+  #presence(pm: ProtocolMessage): void {
+    if (typeof pm.msgSerial !== 'number') {
+      this.#fail(ablyError(AblyCode.BAD_REQUEST, 'PRESENCE without msgSerial', 400));
+      return;
+    }
+    const channel = pm.channel;
+    const bad = channelError(channel);
+    if (channel === undefined || bad !== undefined) {
+      this.#nack(pm, ablyError(AblyCode.INVALID_CHANNEL_NAME, bad ?? 'channel is required', 400));
+      return;
+    }
+    if (this.#acks.length >= MAX_PENDING_PUBLISHES) {
+      this.#nack(pm, ablyError(AblyCode.RATE_LIMITED, 'too many publishes in flight', 429));
+      return;
+    }
+    this.#queueAck({ msgSerial: pm.msgSerial, count: 1, result: this.#members.apply(pm) });
+  }
+
   #nack(pm: ProtocolMessage, error: AblyErrorInfo): void {
     if (typeof pm.msgSerial !== 'number') {
       this.#channelOrConnectionError(pm, error);
@@ -558,12 +640,14 @@ export class AblySession implements ConnectionHandler, AblySubscriber {
       this.#acks.shift();
       if (this.#closed) continue;
       if ('serials' in r) {
-        this.#send({
+        const ack: ProtocolMessage = {
           action: Action.ACK,
           msgSerial: head.msgSerial,
           count: head.count,
-          res: [{ serials: r.serials }],
-        });
+        };
+        // A presence change has no serials (the SDK needs no `res` for it).
+        if (r.serials.length > 0) ack.res = [{ serials: r.serials }];
+        this.#send(ack);
       } else {
         this.#send({ action: Action.NACK, msgSerial: head.msgSerial, count: head.count, error: r });
       }
@@ -594,6 +678,9 @@ export class AblySession implements ConnectionHandler, AblySubscriber {
       this.#creds = auth.credentials;
       this.#limit = auth.limit;
       this.#armExpiry();
+      // Members the new token no longer allows leave (as on the native protocol).
+      for (const channel of this.#members.channels())
+        if (!this.#allows('presence', channel)) this.#members.leaveChannel(channel);
       // The SDK does not adopt the key of an AUTH reply (it resumes with the older one): the key
       // is derived from the connectionId, so both are the same.
       const details: Record<string, unknown> = {
@@ -652,14 +739,16 @@ export class AblySession implements ConnectionHandler, AblySubscriber {
     if (this.#closed) return;
     this.#send({ action: Action.ERROR, error });
     this.#closed = true;
-    this.#teardown();
+    // A failed connection is never resumed: its members leave now.
+    this.#teardown(true);
     this.#conn.close(1000, 'error');
   }
 
   #end(action: number): void {
     if (action === Action.CLOSE) this.#send({ action: Action.CLOSED });
     this.#closed = true;
-    this.#teardown();
+    // CLOSE is an explicit end (the SDK will not resume): its members leave now.
+    this.#teardown(action === Action.CLOSE);
     this.#conn.close(1000, action === Action.CLOSE ? 'closed' : 'disconnected');
   }
 
@@ -696,13 +785,19 @@ export class AblySession implements ConnectionHandler, AblySubscriber {
     );
   }
 
-  #teardown(): void {
+  /**
+   * `leaveNow`: the connection will not be resumed, its members leave at once; else they wait
+   * presenceGraceMs for the SDK to resume and re-enter them.
+   */
+  #teardown(leaveNow = false): void {
     clearTimeout(this.#renewTimer);
     clearTimeout(this.#expiryTimer);
     for (const att of this.#channels.values()) {
       att.generation++;
       att.fanout?.leave(this);
+      att.presence?.leave(this);
     }
+    this.#members.end(leaveNow);
     this.#channels.clear();
     this.#acks = [];
     this.#ctx.remove(this);

@@ -10,6 +10,7 @@ import { ConfigError, type Config } from '../config.js';
 import type { Hub } from '../hub.js';
 import type { Metrics } from '../metrics.js';
 import type { Node } from '../node.js';
+import type { ChannelDirectory } from '../occupancy/directory.js';
 import { AdminCluster } from './cluster.js';
 import { SessionSigner, passwordCheck, passwordHashError } from './credentials.js';
 import { MemoryLockoutStore, RedisLockoutStore, type LockoutStore } from './lockout.js';
@@ -63,8 +64,6 @@ export interface AdminParts {
     NodeOverview,
     'messagesInPerSec' | 'messagesOutPerSec' | 'eventLoopLagMs' | 'uptimeS'
   > & { readonly uptimeMs: number };
-  /** The deployment's channel directory, when the node has one (occupancy). */
-  readonly channels?: ChannelLister | undefined;
 }
 
 export interface Admin {
@@ -73,15 +72,20 @@ export interface Admin {
   close(): Promise<void>;
 }
 
-/** Builds the admin API; throws ConfigError for an unusable password setting. */
-export function createAdmin(p: AdminParts): Admin {
-  const { config, logger } = p;
+/** Throws ConfigError for an unusable admin password setting (before anything is started). */
+export function checkAdminConfig(config: Config): void {
   if (config.adminPasswordHash !== undefined) {
     const why = passwordHashError(config.adminPasswordHash);
     if (why !== undefined) throw new ConfigError('adminPasswordHash', `adminPasswordHash: ${why}`);
   }
   if (config.adminPassword !== undefined && config.adminPassword.length < 12)
     throw new ConfigError('adminPassword', 'adminPassword: must be at least 12 characters');
+}
+
+/** Builds the admin API; throws ConfigError for an unusable password setting. */
+export function createAdmin(p: AdminParts): Admin {
+  const { config, logger } = p;
+  checkAdminConfig(config);
   const password = passwordCheck(config.adminPassword, config.adminPasswordHash);
   const open = !p.authEnabled && password === undefined;
   if (open)
@@ -137,7 +141,9 @@ export function createAdmin(p: AdminParts): Admin {
     lockout,
     cluster,
     errors: p.errors,
-    channels: p.channels ?? hubLister(cluster),
+    channels:
+      p.node.directory === undefined ? hubLister(cluster) : directoryLister(p.node.directory),
+    directory: p.node.directory,
     revoke: p.revoke,
     logger,
     maxBodyBytes: config.maxRequestBodyBytes,
@@ -154,6 +160,22 @@ export function createAdmin(p: AdminParts): Admin {
       stats.stop();
       cluster.stop();
       await lockout.close();
+    },
+  };
+}
+
+/** The listing of the deployment's ChannelDirectory, with each channel's occupancy. */
+function directoryLister(d: ChannelDirectory): ChannelLister {
+  return {
+    async list(q) {
+      const page = await d.list(q);
+      return {
+        channels: page.channels.map((c) => ({
+          channel: c.channel,
+          ...c.occupancy,
+        })),
+        next: page.next,
+      };
     },
   };
 }

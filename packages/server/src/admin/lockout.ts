@@ -2,19 +2,31 @@ import type { Cluster, Redis } from 'ioredis';
 import { connectRedis, type RedisTarget } from '../broker/redis-target.js';
 
 /**
- * Failed admin logins per client address, in a fixed window: after MAX_FAILURES inside
+ * What the admin API keeps beyond one request: failed logins per client address, and sessions
+ * ended by logout before they expire. Failed admin logins per client address, in a fixed window: after MAX_FAILURES inside
  * WINDOW_MS the address is locked out until the window ends. In Redis (every node sees the same
  * count) or in this process (embedded engine).
  */
 export const MAX_FAILURES = 5;
 export const WINDOW_MS = 15 * 60_000;
 
+export interface Attempts {
+  readonly attempts: number;
+  readonly resetMs: number;
+}
+
 export interface LockoutStore {
-  /** ms until the address may try again; 0 when it may now. */
-  lockedFor(address: string): Promise<number>;
-  /** Counts a failure; returns ms of lockout it caused (0: not locked yet). */
-  fail(address: string): Promise<number>;
+  /**
+   * Counts a login attempt before its password is checked, so that parallel guesses cannot all
+   * slip in before the first failure is counted. Resolves with the attempts in the address's
+   * current window (this one included) and ms until that window ends.
+   */
+  attempt(address: string): Promise<Attempts>;
+  /** A successful login: the address starts afresh. */
   clear(address: string): Promise<void>;
+  /** Ends a session before its expiry (logout), for `ttlMs` (its remaining life). */
+  endSession(sid: string, ttlMs: number): Promise<void>;
+  sessionEnded(sid: string): Promise<boolean>;
   close(): Promise<void>;
 }
 
@@ -36,13 +48,7 @@ export class MemoryLockoutStore implements LockoutStore {
     return e;
   }
 
-  lockedFor(address: string): Promise<number> {
-    const now = Date.now();
-    const e = this.#live(address, now);
-    return Promise.resolve(e !== undefined && e.count >= MAX_FAILURES ? e.until - now : 0);
-  }
-
-  fail(address: string): Promise<number> {
+  attempt(address: string): Promise<Attempts> {
     const now = Date.now();
     let e = this.#live(address, now);
     if (e === undefined) {
@@ -54,12 +60,27 @@ export class MemoryLockoutStore implements LockoutStore {
       this.#entries.set(address, e);
     }
     e.count++;
-    return Promise.resolve(e.count >= MAX_FAILURES ? e.until - now : 0);
+    return Promise.resolve({ attempts: e.count, resetMs: e.until - now });
   }
 
   clear(address: string): Promise<void> {
     this.#entries.delete(address);
     return Promise.resolve();
+  }
+
+  /** sid → when it would have expired anyway. */
+  readonly #ended = new Map<string, number>();
+
+  endSession(sid: string, ttlMs: number): Promise<void> {
+    const now = Date.now();
+    for (const [k, until] of this.#ended) if (until <= now) this.#ended.delete(k);
+    if (this.#ended.size < this.#max) this.#ended.set(sid, now + ttlMs);
+    return Promise.resolve();
+  }
+
+  sessionEnded(sid: string): Promise<boolean> {
+    const until = this.#ended.get(sid);
+    return Promise.resolve(until !== undefined && until > Date.now());
   }
 
   close(): Promise<void> {
@@ -88,24 +109,27 @@ export class RedisLockoutStore implements LockoutStore {
     return `${this.#prefix}adm:lock:${address}`;
   }
 
-  async lockedFor(address: string): Promise<number> {
-    const key = this.#key(address);
-    const [count, ttl] = await Promise.all([this.#redis.get(key), this.#redis.pttl(key)]);
-    return count !== null && Number(count) >= MAX_FAILURES && ttl > 0 ? ttl : 0;
-  }
-
-  async fail(address: string): Promise<number> {
+  async attempt(address: string): Promise<Attempts> {
     const [count, ttl] = (await this.#redis.eval(
       "local n = redis.call('INCR', KEYS[1]); if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end; return {n, redis.call('PTTL', KEYS[1])}",
       1,
       this.#key(address),
       WINDOW_MS,
     )) as [number, number];
-    return count >= MAX_FAILURES ? Math.max(1, ttl) : 0;
+    return { attempts: count, resetMs: Math.max(1, ttl) };
   }
 
   async clear(address: string): Promise<void> {
     await this.#redis.del(this.#key(address));
+  }
+
+  /** `<prefix>adm:end:<sid>`, expiring when the session would have. */
+  async endSession(sid: string, ttlMs: number): Promise<void> {
+    await this.#redis.set(`${this.#prefix}adm:end:${sid}`, '1', 'PX', Math.max(1, ttlMs));
+  }
+
+  async sessionEnded(sid: string): Promise<boolean> {
+    return (await this.#redis.exists(`${this.#prefix}adm:end:${sid}`)) === 1;
   }
 
   async close(): Promise<void> {

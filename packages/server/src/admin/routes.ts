@@ -18,7 +18,7 @@ import {
   type PasswordCheck,
   type SessionSigner,
 } from './credentials.js';
-import type { LockoutStore } from './lockout.js';
+import { MAX_FAILURES, type LockoutStore } from './lockout.js';
 import {
   mergeHistograms,
   type ErrorEntry,
@@ -56,6 +56,9 @@ export interface AdminOptions {
   readonly cluster: AdminCluster;
   readonly errors: ErrorRing;
   readonly channels: ChannelLister;
+  /** The deployment-wide occupancy of a channel, when the node has a directory. */
+  readonly directory?:
+    { get(channel: string): Promise<{ readonly occupancy: object }> } | undefined;
   readonly revoke: (r: Revocation) => Promise<void>;
   readonly logger: Logger;
   readonly maxBodyBytes: number;
@@ -89,9 +92,22 @@ export function createAdminRoutes(
     if (!path.startsWith('/v1/admin/')) return false;
     const method = req.method ?? 'GET';
     const read = method === 'GET' || method === 'HEAD';
-    if (path === '/v1/admin/login') return post(req, res) && (await login(o, req, res), true);
+    if (path === '/v1/admin/login') {
+      if (post(req, res)) await login(o, req, res);
+      return true;
+    }
     if (path === '/v1/admin/logout') {
       if (!post(req, res)) return true;
+      const session = o.signer.verify(cookieValue(req.headers.cookie, COOKIE), Date.now());
+      // Ended on every node, not only forgotten by this browser: a copied cookie dies too.
+      if (session !== undefined)
+        await o.lockout
+          .endSession(session.sid, session.expires - Date.now())
+          .catch((err: unknown) => {
+            throw new ReplyError(ErrorCode.NOT_AVAILABLE, 'logout could not be stored, retry', {
+              cause: err,
+            });
+          });
       res.setHeader('set-cookie', cookie(req, '', 0));
       sendJson(res, 200, { ok: true });
       return true;
@@ -121,8 +137,10 @@ export function createAdminRoutes(
     if (!known) return false;
     // Credentials before anything else, so every admin route answers 401/403 the same way.
     await principal(o, req, !read);
-    if (path === '/v1/admin/publish') return post(req, res) && (await publish(o, req, res), true);
-    if (path === '/v1/admin/revoke') return post(req, res) && (await revoke(o, req, res), true);
+    if (path === '/v1/admin/publish' || path === '/v1/admin/revoke') {
+      if (post(req, res)) await (path === '/v1/admin/publish' ? publish : revoke)(o, req, res);
+      return true;
+    }
     if (!get(req, res)) return true;
     const params = url.searchParams;
     if (path === '/v1/admin/overview') await overview(o, res);
@@ -150,7 +168,7 @@ export function createAdminRoutes(
     } else {
       const tail = TAIL_PATH.exec(path);
       if (tail !== null) {
-        await startTail(o, req, res, channelOf(tail[1] as string));
+        await startTail(o, res, channelOf(tail[1] as string));
         return true;
       }
       const m = CHANNEL_PATH.exec(path) as RegExpExecArray;
@@ -193,7 +211,16 @@ async function principal(
       throw new ReplyError(ErrorCode.ADMIN_UNAUTHENTICATED, 'invalid credentials');
     }
   }
-  const session = o.signer.verify(cookieValue(req.headers.cookie, COOKIE), Date.now());
+  const signed = o.signer.verify(cookieValue(req.headers.cookie, COOKIE), Date.now());
+  const session =
+    signed !== undefined &&
+    !(await o.lockout.sessionEnded(signed.sid).catch((err: unknown) => {
+      throw new ReplyError(ErrorCode.NOT_AVAILABLE, 'session could not be checked, retry', {
+        cause: err,
+      });
+    }))
+      ? signed
+      : undefined;
   if (session !== undefined) {
     if (write && !o.signer.csrfMatches(session, req.headers['x-csrf-token']))
       throw new ReplyError(
@@ -237,16 +264,15 @@ async function login(o: AdminOptions, req: IncomingMessage, res: ServerResponse)
         cause: err,
       });
     });
-  const waitMs = await store(o.lockout.lockedFor(address));
-  if (waitMs > 0) throw lockedOut(waitMs);
+  const { attempts, resetMs } = await store(o.lockout.attempt(address));
+  if (attempts > MAX_FAILURES) throw lockedOut(resetMs);
   const body = await readJson(req, Math.min(o.maxBodyBytes, 4096));
   const password = (body as { password?: unknown } | null)?.password;
   if (typeof password !== 'string' || password.length > 1024)
     throw new ReplyError(ErrorCode.BAD_REQUEST, 'expected {"password": "..."}');
   if (!(await o.password(password))) {
-    const locked = await store(o.lockout.fail(address));
     o.authLog?.refused('admin: wrong password', { transport: 'http', address });
-    if (locked > 0) throw lockedOut(locked);
+    if (attempts === MAX_FAILURES) throw lockedOut(resetMs);
     o.errors.push({ code: ErrorCode.ADMIN_BAD_PASSWORD, message: 'wrong admin password', address });
     throw new ReplyError(ErrorCode.ADMIN_BAD_PASSWORD, 'wrong password');
   }
@@ -293,9 +319,10 @@ async function overview(o: AdminOptions, res: ServerResponse): Promise<void> {
 }
 
 async function channelInfo(o: AdminOptions, channel: string, res: ServerResponse): Promise<void> {
-  const [g, recent] = await Promise.all([
+  const [g, recent, details] = await Promise.all([
     o.cluster.gather<{ subscribers: number }>('channel', { channel }),
     o.node.broker.history(channel, { limit: RATE_SAMPLE, reverse: true }),
+    o.directory?.get(channel),
   ]);
   const now = Date.now();
   let inWindow = 0;
@@ -310,6 +337,7 @@ async function channelInfo(o: AdminOptions, channel: string, res: ServerResponse
     channel,
     subscribers: g.answers.reduce((a, n) => a + n.subscribers, 0),
     nodes,
+    ...(details !== undefined && { occupancy: details.occupancy }),
     last:
       recent.position.offset === 0
         ? null
@@ -417,12 +445,7 @@ async function revoke(o: AdminOptions, req: IncomingMessage, res: ServerResponse
  * `{channel, offset, epoch, id, data, name?, at}`, in offset order. The stream subscribes like
  * any client (one Hub sink) and is closed as too slow past maxOutboundBytes.
  */
-async function startTail(
-  o: AdminOptions,
-  req: IncomingMessage,
-  res: ServerResponse,
-  channel: string,
-): Promise<void> {
+async function startTail(o: AdminOptions, res: ServerResponse, channel: string): Promise<void> {
   const why = channelError(channel);
   if (why !== undefined) throw new ReplyError(ErrorCode.INVALID_CHANNEL, why);
   let open = true;
@@ -476,7 +499,6 @@ async function startTail(
     const e = err instanceof ReplyError ? err : undefined;
     end(e?.code ?? ErrorCode.INTERNAL, e?.message ?? 'could not subscribe');
   }
-  void req;
 }
 
 /** A message frame as the tail's JSON line; undefined for other frames (events). */

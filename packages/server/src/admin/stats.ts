@@ -47,11 +47,17 @@ export function codeName(code: number): string {
   return NAMES.get(code) ?? 'UNKNOWN';
 }
 
-/** The last `size` errors of this node, oldest overwritten first. */
+/**
+ * The last `size` errors of this node, oldest overwritten first. The same refusal (code, address,
+ * message) is kept once a second: a client retrying a bad token in a loop must not push every
+ * other entry out, nor cost an entry per attempt.
+ */
 export class ErrorRing {
   readonly #entries: (ErrorEntry | undefined)[];
   readonly #node: string;
   #next = 0;
+  #second = 0;
+  readonly #seen = new Set<string>();
 
   constructor(node: string, size = 200) {
     this.#node = node;
@@ -64,6 +70,14 @@ export class ErrorRing {
     channel?: string | undefined;
     address?: string | undefined;
   }): void {
+    const second = Math.floor(Date.now() / 1000);
+    if (second !== this.#second) {
+      this.#second = second;
+      this.#seen.clear();
+    }
+    const key = `${e.code}\n${e.address ?? ''}\n${e.message}`;
+    if (this.#seen.has(key) || this.#seen.size >= 1000) return;
+    this.#seen.add(key);
     this.#entries[this.#next] = {
       at: new Date().toISOString(),
       node: this.#node,

@@ -14,6 +14,7 @@ import { ReplyError, toReplyError } from '../errors.js';
 import { readBody } from './body.js';
 import type { Metrics } from '../metrics.js';
 import type { Node, PublishInput, Published } from '../node.js';
+import type { ChannelDirectory } from '../occupancy/directory.js';
 import {
   DEFAULT_MEMBERS_PAGE,
   decodePresenceCursor,
@@ -69,6 +70,7 @@ export const MAX_BATCH = 1000;
 
 const MESSAGES_PATH = /^\/v1\/channels\/([^/]+)\/messages$/;
 const PRESENCE_PATH = /^\/v1\/channels\/([^/]+)\/presence$/;
+const CHANNEL_PATH = /^\/v1\/channels\/([^/]+)$/;
 
 /**
  * The REST API: one handler per route, JSON in and out, errors as `{"error": text, "code": n}`
@@ -89,7 +91,16 @@ export function createHttpHandler(
 async function handle(o: HttpApiOptions, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const url = new URL(req.url ?? '/', 'http://localhost');
   const path = url.pathname;
-  const origin = o.admission.origin(req);
+  let origin = o.admission.origin(req);
+  // The admin UI calls the node that served it: same-origin admin requests need no allowedOrigins
+  // entry (their credentials are checked by the admin API itself).
+  if (
+    isRefusal(origin) &&
+    o.admin !== undefined &&
+    path.startsWith('/v1/admin/') &&
+    sameOrigin(req)
+  )
+    origin = null;
   if (isRefusal(origin)) throw new ReplyError(origin.code, origin.message);
   if (origin !== null) {
     res.setHeader('access-control-allow-origin', origin);
@@ -134,8 +145,21 @@ async function handle(o: HttpApiOptions, req: IncomingMessage, res: ServerRespon
       return history(o, channel, url.searchParams, res);
     }
     if (!allow(req, res, 'POST', 'GET, HEAD, POST')) return;
-    await authorize(o, req, 'publish', channel);
-    return publish(o, channel, req, res);
+    const creds = await authorize(o, req, 'publish', channel);
+    return publish(o, channel, req, res, creds.userId === '' ? undefined : 'u:' + creds.userId);
+  }
+  if (path === '/v1/channels') {
+    if (!allow(req, res, 'GET')) return;
+    return listChannels(o, req, url.searchParams, res);
+  }
+  const single = CHANNEL_PATH.exec(path);
+  if (single !== null) {
+    if (!allow(req, res, 'GET')) return;
+    const channel = channelParam(single[1] as string);
+    const why = channelError(channel);
+    if (why !== undefined) throw new ReplyError(ErrorCode.INVALID_CHANNEL, why);
+    await authorize(o, req, 'subscribe', channel);
+    return sendJson(res, 200, await directoryOf(o).get(channel));
   }
   const presence = PRESENCE_PATH.exec(path);
   if (presence !== null) {
@@ -162,6 +186,17 @@ async function handle(o: HttpApiOptions, req: IncomingMessage, res: ServerRespon
   if (o.admin !== undefined && (await o.admin(req, res, url))) return;
   if (o.web?.(req, res, path) === true) return;
   sendError(res, ErrorCode.NOT_FOUND, `no route for ${path}`);
+}
+
+/** Whether the request's Origin is the scheme and Host it was sent to (a page of this node). */
+function sameOrigin(req: IncomingMessage): boolean {
+  const origin = req.headers.origin;
+  const host = req.headers.host;
+  return (
+    origin !== undefined &&
+    host !== undefined &&
+    (origin === `http://${host}` || origin === `https://${host}`)
+  );
 }
 
 /**
@@ -214,9 +249,9 @@ async function authorize(
   req: IncomingMessage,
   permission: Permission,
   channel: string,
-): Promise<void> {
+): Promise<Credentials> {
   const creds = await credentials(o, req);
-  if (o.policy.allows(creds, permission, channel)) return;
+  if (o.policy.allows(creds, permission, channel)) return creds;
   if (creds.kind === 'anonymous')
     throw new ReplyError(
       ErrorCode.UNAUTHORIZED,
@@ -225,11 +260,48 @@ async function authorize(
   throw new ReplyError(ErrorCode.PERMISSION_DENIED, `not allowed to ${permission} on ${channel}`);
 }
 
+function directoryOf(o: HttpApiOptions): ChannelDirectory {
+  const d = o.node.directory;
+  if (d === undefined) throw new ReplyError(ErrorCode.NOT_FOUND, 'no channel directory');
+  return d;
+}
+
+/**
+ * `GET /v1/channels?prefix&cursor&limit`: one page of the deployment's channels, sorted by name,
+ * `{"channels": [{"channel", "occupancy"}...], "next"}`. Lists only channels the credentials may
+ * subscribe to (filtered before the page is cut, so pages stay full).
+ */
+async function listChannels(
+  o: HttpApiOptions,
+  req: IncomingMessage,
+  params: URLSearchParams,
+  res: ServerResponse,
+): Promise<void> {
+  const creds = await credentials(o, req);
+  const limitText = params.get('limit');
+  const limit = limitText === null ? undefined : Number(limitText);
+  if (limit !== undefined && !/^\d{1,4}$/.test(limitText ?? ''))
+    throw new ReplyError(ErrorCode.BAD_REQUEST, `limit must be an integer from 1 to 1000`);
+  const visible = (channel: string): boolean => o.policy.allows(creds, 'subscribe', channel);
+  if (creds.kind === 'anonymous' && !o.policy.anonymousAnywhere)
+    throw new ReplyError(ErrorCode.UNAUTHORIZED, 'credentials required to list channels');
+  const page = await directoryOf(o).list(
+    {
+      prefix: params.get('prefix') ?? undefined,
+      cursor: params.get('cursor') ?? undefined,
+      limit,
+    },
+    visible,
+  );
+  sendJson(res, 200, page);
+}
+
 async function publish(
   o: HttpApiOptions,
   channel: string,
   req: IncomingMessage,
   res: ServerResponse,
+  publisher?: string,
 ): Promise<void> {
   const why = channelError(channel);
   if (why !== undefined) throw new ReplyError(ErrorCode.INVALID_CHANNEL, why);
@@ -238,9 +310,15 @@ async function publish(
   if (items.length === 0) throw new ReplyError(ErrorCode.BAD_REQUEST, 'no messages to publish');
   if (items.length > MAX_BATCH)
     throw new ReplyError(ErrorCode.LIMIT_EXCEEDED, `at most ${MAX_BATCH} messages per request`);
-  const inputs = items.map((item, i) =>
-    toInput(channel, item, Array.isArray(body) ? `messages[${i}]` : 'message', o.maxMessageBytes),
-  );
+  const inputs = items.map((item, i) => ({
+    ...toInput(
+      channel,
+      item,
+      Array.isArray(body) ? `messages[${i}]` : 'message',
+      o.maxMessageBytes,
+    ),
+    publisher,
+  }));
   // Issued in order without awaiting in between: the broker keeps their order.
   const results = await Promise.allSettled(inputs.map((input) => o.node.publish(input, 'http')));
   if (results.every((r): r is PromiseFulfilledResult<Published> => r.status === 'fulfilled')) {
@@ -330,7 +408,7 @@ async function members(
     clientId: params.get('clientId') ?? undefined,
   });
   const next = page.next === null ? 'null' : JSON.stringify(encodePresenceCursor(page.next));
-  const body = `{"channel":${JSON.stringify(channel)},"members":[${page.members.join(',')}],"offset":${page.offset},"next":${next}}`;
+  const body = `{"channel":${JSON.stringify(channel)},"members":[${page.members.join(',')}],"offset":${page.offset},"epoch":"${page.epoch}","next":${next}}`;
   res
     .writeHead(200, {
       'content-type': 'application/json; charset=utf-8',

@@ -115,6 +115,20 @@ export class MemoryBroker implements Broker {
     return Promise.resolve();
   }
 
+  /** The channels whose stream position is kept (the channel directory lists them). */
+  *channelNames(): IterableIterator<string> {
+    const now = Date.now();
+    for (const [channel, state] of this.#channels)
+      if (state.touchedAt + META_TTL_MS > now) yield channel;
+  }
+
+  /** The channel's top position without creating it, or undefined when none is kept. */
+  positionOf(channel: string): { offset: number; epoch: string } | undefined {
+    const state = this.#channels.get(channel);
+    if (state === undefined || state.touchedAt + META_TTL_MS <= Date.now()) return undefined;
+    return { offset: state.offset, epoch: state.epoch };
+  }
+
   close(): Promise<void> {
     if (this.#sweep !== undefined) clearInterval(this.#sweep);
     this.#handler = undefined;

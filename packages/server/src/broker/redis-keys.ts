@@ -24,6 +24,16 @@ export interface RedisKeys {
   presenceOrder(channel: string): string;
   /** Presence: the channel's presence offset (a counter, kept a day after its last change). */
   presenceOffset(channel: string): string;
+  /** Occupancy: hash of node id → `"<connections> <subscribers>"`, that node's share. */
+  occupancy(channel: string): string;
+  /** Occupancy: sorted set of the channel's publishers, scored by last publish (ms, Redis clock). */
+  occupancyPublishers(channel: string): string;
+  /** Occupancy: sorted set of live node ids, scored by heartbeat expiry (ms, Redis clock). */
+  occupancyNodes(): string;
+  /** Occupancy: set of the channels a node holds a share of (what a reaper removes). */
+  occupancyNodeChannels(node: string): string;
+  /** Presence: the epoch of the channel's presence offset (a new one whenever the offset was lost). */
+  presenceEpoch(channel: string): string;
   /** A node's readiness probe (a string written every second, expiring after a minute). */
   probe(node: string): string;
   /** Pub/sub channel of a node-to-node control topic. */
@@ -56,6 +66,11 @@ export function createRedisKeys(prefix: string): RedisKeys {
     presenceInfo: (channel) => prefix + 'ph:{' + channel + '}',
     presenceOrder: (channel) => prefix + 'pl:{' + channel + '}',
     presenceOffset: (channel) => prefix + 'po:{' + channel + '}',
+    presenceEpoch: (channel) => prefix + 'pp:{' + channel + '}',
+    occupancy: (channel) => prefix + 'oc:{' + channel + '}',
+    occupancyPublishers: (channel) => prefix + 'op:{' + channel + '}',
+    occupancyNodes: () => prefix + 'occ:nodes',
+    occupancyNodeChannels: (node) => prefix + 'occ:n:' + node,
     channelOf: (pubsub) => {
       if (!pubsub.endsWith('}')) return undefined;
       if (pubsub.startsWith(pubsubHead)) return pubsub.slice(pubsubHead.length, -1);

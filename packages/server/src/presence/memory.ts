@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import {
   eventsFrame,
   type ApplyResult,
@@ -40,6 +41,8 @@ const EMPTY_CHANNEL_KEEP_MS = 24 * 3_600_000;
  */
 export class MemoryPresenceStore implements PresenceStore {
   readonly name = 'memory';
+  /** The epoch of every offset of this store: the process's life (offsets never go back in it). */
+  readonly #epoch = randomBytes(6).toString('base64url');
   readonly #channels = new Map<string, ChannelMembers>();
   readonly #sweep: NodeJS.Timeout;
   #listener: PresenceListener | undefined;
@@ -133,13 +136,14 @@ export class MemoryPresenceStore implements PresenceStore {
     const offset = ch.offset;
     if (events.length > 0) ch.changedAt = now;
     this.#emit(channel, events);
-    return Promise.resolve({ results, offset });
+    return Promise.resolve({ results, offset, epoch: this.#epoch });
   }
 
   page(channel: string, query: PageQuery): Promise<MembersPage> {
     this.#emit(channel, this.#prune(channel));
     const ch = this.#channels.get(channel);
-    if (ch === undefined) return Promise.resolve({ members: [], offset: 0, next: null });
+    if (ch === undefined)
+      return Promise.resolve({ members: [], offset: 0, epoch: this.#epoch, next: null });
     const sorted = (ch.sorted ??= [...ch.members.keys()].sort(compareKeys));
     const lower = query.after ?? (query.clientId === undefined ? '' : query.clientId + '\u0000');
     let i = lowerBound(sorted, lower);
@@ -156,7 +160,27 @@ export class MemoryPresenceStore implements PresenceStore {
     }
     const more =
       i < sorted.length && (prefix === undefined || (sorted[i] as string).startsWith(prefix));
-    return Promise.resolve({ members, offset: ch.offset, next: more ? (last ?? null) : null });
+    return Promise.resolve({
+      members,
+      offset: ch.offset,
+      epoch: this.#epoch,
+      next: more ? (last ?? null) : null,
+    });
+  }
+
+  /** Live members of the channel (occupancy). */
+  count(channel: string): number {
+    const ch = this.#channels.get(channel);
+    if (ch === undefined) return 0;
+    const now = Date.now();
+    let n = 0;
+    for (const e of ch.members.values()) if (e.expiresAt > now) n++;
+    return n;
+  }
+
+  /** Channels with live members (the channel directory lists them). */
+  *channelNames(): IterableIterator<string> {
+    for (const [channel, ch] of this.#channels) if (ch.members.size > 0) yield channel;
   }
 
   close(): Promise<void> {
@@ -183,7 +207,7 @@ export class MemoryPresenceStore implements PresenceStore {
   }
 
   #emit(channel: string, events: readonly string[]): void {
-    if (events.length > 0) this.#listener?.(channel, eventsFrame(channel, events));
+    if (events.length > 0) this.#listener?.(channel, eventsFrame(channel, this.#epoch, events));
   }
 }
 

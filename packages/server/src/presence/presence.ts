@@ -50,6 +50,8 @@ export interface ApplyResult {
   readonly results: readonly OpResult[];
   /** The channel's presence offset after the call. */
   readonly offset: number;
+  /** The life of that offset: offsets of different epochs are never comparable. */
+  readonly epoch: string;
 }
 
 export interface PageQuery {
@@ -67,11 +69,13 @@ export interface MembersPage {
   readonly members: readonly string[];
   /** The channel's presence offset when the page was read. */
   readonly offset: number;
+  /** The life of that offset (see ApplyResult). */
+  readonly epoch: string;
   /** The key to pass as `after` for the next page, or null when this is the last. */
   readonly next: string | null;
 }
 
-/** Presence events for `channel`, as one frame `{"channel","presence":[event...]}`. */
+/** Presence events for `channel`, as one frame `{"channel","epoch","presence":[event...]}`. */
 export type PresenceListener = (channel: string, frame: Buffer) => void;
 
 export interface PresenceStore {
@@ -104,8 +108,10 @@ export function memberKey(clientId: string, connectionId: string): string {
 }
 
 /** The event frame for a batch of event objects (each a JSON object text). */
-export function eventsFrame(channel: string, events: readonly string[]): Buffer {
-  return Buffer.from(`{"channel":${JSON.stringify(channel)},"presence":[${events.join(',')}]}`);
+export function eventsFrame(channel: string, epoch: string, events: readonly string[]): Buffer {
+  return Buffer.from(
+    `{"channel":${JSON.stringify(channel)},"epoch":"${epoch}","presence":[${events.join(',')}]}`,
+  );
 }
 
 /** The opaque cursor of a members page (the last key it listed). */

@@ -13,7 +13,8 @@ import type {
 
 /**
  * Shared by both scripts. KEYS: expiry (sorted set: key → expiry ms, Redis clock), info (hash:
- * key → record), order (sorted set: key scored 0), offset (counter), events (pub/sub channel).
+ * key → record), order (sorted set: key scored 0), offset (counter), events (pub/sub channel),
+ * epoch (names the offset counter's life; kept and expired with it).
  * A record is `owner \n offset \n timestamp \n idJson \n dataJson` (JSON text holds no raw
  * newline). Expiry is by Redis's clock, so nodes' clocks do not matter; scripts that call TIME and
  * then write must be replicated by effects (the default since Redis 5).
@@ -23,7 +24,16 @@ if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local chj = ARGV[1]
-local offset = tonumber(redis.call('GET', KEYS[4]) or '0')
+local offset = redis.call('GET', KEYS[4])
+local epoch = redis.call('GET', KEYS[6])
+if not offset or not epoch then
+  -- A new life of the channel's presence offset (first use, expiry, a Redis that lost its data):
+  -- a new epoch, written with the offset, so a reader's offset from another life never matches.
+  epoch = string.format('%x%05x', tonumber(t[1]), tonumber(t[2]))
+  redis.call('SET', KEYS[4], offset or '0', 'PX', 86400000)
+  redis.call('SET', KEYS[6], epoch, 'PX', 86400000)
+end
+offset = tonumber(offset or '0')
 local events = {}
 local function parse(rec)
   local a = string.find(rec, '\\n', 1, true)
@@ -55,13 +65,14 @@ end
 local function finish()
   if #events == 0 then return end
   redis.call('SET', KEYS[4], offset, 'PX', 86400000)
-  redis.call('PUBLISH', KEYS[5], '{"channel":' .. chj .. ',"presence":[' .. table.concat(events, ',') .. ']}')
+  redis.call('PEXPIRE', KEYS[6], 86400000)
+  redis.call('PUBLISH', KEYS[5], '{"channel":' .. chj .. ',"epoch":"' .. epoch .. '","presence":[' .. table.concat(events, ',') .. ']}')
 end
 `;
 
 /**
  * Applies ops after pruning. ARGV: channel JSON, ttl ms, max members, then per op: kind (E U L R),
- * key, owner, idJson, dataJson, timestamp. Returns the offset, then one result per op.
+ * key, owner, idJson, dataJson, timestamp. Returns the offset, one result per op, then the epoch.
  */
 const APPLY_LUA = `${COMMON_LUA}
 local ttl = tonumber(ARGV[2])
@@ -113,19 +124,20 @@ for k = 1, 3 do
 end
 finish()
 out[1] = offset
+out[#out + 1] = epoch
 return out
 `;
 
 /**
  * One page after pruning. ARGV: channel JSON, min (ZRANGEBYLEX bound), max bound, limit. Returns
- * the offset, the next cursor ('' when last), then member JSONs.
+ * the offset, the next cursor ('' when last), the epoch, then member JSONs.
  */
 const PAGE_LUA = `${COMMON_LUA}
 prune()
 finish()
 local limit = tonumber(ARGV[4])
 local keys = redis.call('ZRANGEBYLEX', KEYS[3], ARGV[2], ARGV[3], 'LIMIT', 0, limit + 1)
-local out = {offset, ''}
+local out = {offset, '', epoch}
 local n = math.min(limit, #keys)
 for i = 1, n do
   local rec = redis.call('HGET', KEYS[2], keys[i])
@@ -166,9 +178,14 @@ export class RedisPresenceStore implements PresenceStore {
     this.#redis.on('error', () => {
       // reconnects by itself; failed calls surface as errors to the caller
     });
-    this.#redis.defineCommand('sbPresenceApply', { numberOfKeys: 5, lua: APPLY_LUA });
-    this.#redis.defineCommand('sbPresencePage', { numberOfKeys: 5, lua: PAGE_LUA });
+    this.#redis.defineCommand('sbPresenceApply', { numberOfKeys: 6, lua: APPLY_LUA });
+    this.#redis.defineCommand('sbPresencePage', { numberOfKeys: 6, lua: PAGE_LUA });
     this.#keys = createRedisKeys(prefix);
+  }
+
+  /** The store's connection, shared with the occupancy store (one connection for both). */
+  get connection(): Redis | Cluster {
+    return this.#redis;
   }
 
   #channelKeys(channel: string): string[] {
@@ -179,6 +196,7 @@ export class RedisPresenceStore implements PresenceStore {
       k.presenceOrder(channel),
       k.presenceOffset(channel),
       k.pubsub(presenceStream(channel)),
+      k.presenceEpoch(channel),
     ];
   }
 
@@ -197,7 +215,11 @@ export class RedisPresenceStore implements PresenceStore {
     for (const op of ops)
       args.push(OP_CODE[op.kind], op.key, op.owner, op.idJson, op.dataJson, op.timestamp);
     const reply = await this.#redis.sbPresenceApply(...args);
-    return { offset: Number(reply[0]), results: reply.slice(1) as OpResult[] };
+    return {
+      offset: Number(reply[0]),
+      results: reply.slice(1, -1) as OpResult[],
+      epoch: String(reply[reply.length - 1]),
+    };
   }
 
   async page(channel: string, query: PageQuery): Promise<MembersPage> {
@@ -221,7 +243,8 @@ export class RedisPresenceStore implements PresenceStore {
     return {
       offset: Number(reply[0]),
       next: next === '' ? null : next,
-      members: reply.slice(2).map(String),
+      epoch: String(reply[2]),
+      members: reply.slice(3).map(String),
     };
   }
 
