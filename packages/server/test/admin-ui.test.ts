@@ -195,11 +195,9 @@ describe('admin UI in Chromium, two nodes on Redis', { skip }, () => {
       await page.locator(`#tail li[data-offset="${offset}"]`).waitFor({ timeout: 1000 });
       seen.push(offset);
     }
-    const offsets = await page
-      .locator('#tail li[data-offset]')
-      .evaluateAll<number[], unknown>(
-        "els => els.map((e) => Number(e.getAttribute('data-offset')))",
-      );
+    const offsets = await page.evaluate<number[]>(
+      "[...document.querySelectorAll('#tail li[data-offset]')].map((e) => Number(e.dataset.offset))",
+    );
     assert.deepEqual(
       offsets,
       Array.from({ length: 105 }, (_, i) => i + 1),

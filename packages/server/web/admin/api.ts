@@ -110,8 +110,11 @@ export interface Overview {
 export interface ChannelRow {
   readonly channel: string;
   readonly subscribers: number;
-  readonly members?: number;
-  readonly presence?: number;
+  /** Connections attached (to its messages or its presence events), deployment-wide. */
+  readonly connections?: number;
+  readonly presenceMembers?: number;
+  /** Distinct publishers in the last minute. */
+  readonly publishersLastMinute?: number;
   readonly messagesPerSec?: number;
   readonly [more: string]: unknown;
 }
@@ -127,6 +130,13 @@ export interface ChannelInfo {
   readonly nodes: number;
   readonly last: { offset: number; epoch: string; at?: string } | null;
   readonly messagesPerSec: number;
+  /** From the deployment's channel directory, when it has the channel. */
+  readonly occupancy?: {
+    connections: number;
+    subscribers: number;
+    presenceMembers: number;
+    publishersLastMinute: number;
+  };
 }
 
 /** A message as the tail sends it; history frames are mapped to the same shape. */

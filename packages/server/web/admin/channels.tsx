@@ -8,6 +8,7 @@ import {
   fromHistory,
   type ChannelInfo,
   type ChannelPage,
+  type ChannelRow,
   type HistoryPage,
   type PresencePage,
   type TailMessage,
@@ -39,10 +40,17 @@ export function ChannelsPage() {
     1000,
     [query, cursor],
   );
-  const extra = (data?.channels ?? []).some(
-    (c) => c.members !== undefined || c.presence !== undefined,
-  );
-  const rate = (data?.channels ?? []).some((c) => typeof c.messagesPerSec === 'number');
+  const rows = data?.channels ?? [];
+  // Columns the listing has (the deployment directory gives occupancy; a bare node less).
+  const has = (k: keyof ChannelRow): boolean => rows.some((c) => typeof c[k] === 'number');
+  const cols = (
+    [
+      ['connections', 'Connections'],
+      ['presenceMembers', 'Presence members'],
+      ['publishersLastMinute', 'Publishers (last min)'],
+      ['messagesPerSec', 'Messages /s'],
+    ] as const
+  ).filter(([k]) => has(k));
   return (
     <>
       <h1>Channels</h1>
@@ -71,20 +79,15 @@ export function ChannelsPage() {
                   <th scope="col" class="n">
                     Subscribers
                   </th>
-                  {extra && (
-                    <th scope="col" class="n">
-                      Presence
+                  {cols.map(([k, label]) => (
+                    <th scope="col" class="n" key={k}>
+                      {label}
                     </th>
-                  )}
-                  {rate && (
-                    <th scope="col" class="n">
-                      Messages /s
-                    </th>
-                  )}
+                  ))}
                 </tr>
               </thead>
               <tbody>
-                {(data?.channels ?? []).map((c) => (
+                {rows.map((c) => (
                   <tr key={c.channel}>
                     <th scope="row">
                       <a class="mono" href={`#/channels/${enc(c.channel)}`}>
@@ -92,8 +95,11 @@ export function ChannelsPage() {
                       </a>
                     </th>
                     <td class="n">{num(c.subscribers)}</td>
-                    {extra && <td class="n">{num(c.members ?? c.presence)}</td>}
-                    {rate && <td class="n">{num(c.messagesPerSec)}</td>}
+                    {cols.map(([k]) => (
+                      <td class="n" key={k}>
+                        {num(c[k])}
+                      </td>
+                    ))}
                   </tr>
                 ))}
               </tbody>
@@ -142,6 +148,16 @@ export function ChannelPage({ channel }: { channel: string }) {
             hint={`on ${i.nodes} node${i.nodes === 1 ? '' : 's'}`}
           />
           <Stat label="Messages" value={num(i.messagesPerSec)} hint="/s" />
+          {i.occupancy !== undefined && (
+            <>
+              <Stat label="Presence members" value={num(i.occupancy.presenceMembers)} />
+              <Stat
+                label="Publishers"
+                value={num(i.occupancy.publishersLastMinute)}
+                hint="last min"
+              />
+            </>
+          )}
           <Stat label="Last offset" value={i.last === null ? '–' : num(i.last.offset)} />
           <Stat label="Last message" value={time(i.last?.at)} />
         </dl>
