@@ -16,6 +16,7 @@ import { Switchboard } from '@switchboard/client';
 import { buildWeb } from '../scripts/build-web.js';
 import { SCREENSHOTS, launchChromium, type Browser } from './chromium.js';
 import {
+  ENGINE,
   eventually,
   requireBinary,
   startNodeProcess,
@@ -67,6 +68,7 @@ describe('admin UI in Chromium, two nodes on Redis', { skip }, () => {
       ...['--admin', '--admin-password', PASSWORD],
       ...['--jwt-secret', SECRET, '--api-keys', API_KEYS],
       ...['--namespaces', JSON.stringify({ room: { presence: true } })],
+      ...['--engine', ENGINE],
     ];
     [a, b, browser] = await Promise.all([
       startNodeProcess([...args, '--node-id', 'node-a']),
