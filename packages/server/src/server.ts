@@ -25,6 +25,11 @@ import {
   WS_CHECK_PATH,
   wsCheck,
 } from './ably/index.js';
+import {
+  MemoryConnectionStore,
+  RedisConnectionStore,
+  type AblyConnectionStore,
+} from './ably/connection-state.js';
 import { Readiness } from './readiness.js';
 import { Session } from './session.js';
 import { drain } from './drain.js';
@@ -249,6 +254,15 @@ export async function startServer(
     autoEnterFor: (channel) => config.namespaces[channelNamespace(channel)]?.autoEnter === true,
     onWrite: (ok, startedAt, error) => readiness.observeWrite(ok, startedAt, error),
   });
+  if (config.ably && config.dedupeMs < 120_000)
+    logger.warn(
+      { dedupeMs: config.dedupeMs },
+      'dedupeMs is below the Ably connectionStateTtl (120 s): a publish the Ably SDK resends after a late resume may be stored twice',
+    );
+  const ablyStore: AblyConnectionStore =
+    redisTarget === undefined
+      ? new MemoryConnectionStore()
+      : new RedisConnectionStore(redisTarget, config.redisPrefix);
   const ablyContext = new AblyContext({
     node,
     policy,
@@ -262,6 +276,9 @@ export async function startServer(
     maxReplay: config.recoveryMaxMessages,
     pingIntervalMs: config.pingIntervalMs,
     commandsPerSecond: config.maxCommandsPerSecond,
+    revocations,
+    registry,
+    store: ablyStore,
     broadcaster: edge.broadcaster,
     presence: {
       maxDataBytes: config.presenceMaxDataBytes,
@@ -461,6 +478,7 @@ export async function startServer(
       presence.close(),
       directory.close(),
       admin?.close(),
+      ablyStore.close(),
     ]);
     throw err;
   }
@@ -519,7 +537,12 @@ export async function startServer(
         readiness.stop();
         await admin?.close();
         await directory.close();
-        await Promise.all([broker.close(), revocations.close(), presence.close()]);
+        await Promise.all([
+          broker.close(),
+          revocations.close(),
+          presence.close(),
+          ablyStore.close(),
+        ]);
         logger.info('shutdown complete');
       })();
       return closing;

@@ -9,7 +9,14 @@ import { once } from 'node:events';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import * as Ably from 'ably';
-import { soakOr, startRedis, startTestServer, type RedisProcess } from './helpers.js';
+import {
+  eventually,
+  freePort,
+  soakOr,
+  startRedis,
+  startTestServer,
+  type RedisProcess,
+} from './helpers.js';
 import { API_KEYS, Inbox, reach, realtime } from './ably-kit.js';
 
 /** A TCP proxy whose target can change and whose connections can all be cut at once. */
@@ -184,6 +191,91 @@ describe('ably dialect: resume', () => {
       pub.close();
       await proxy.close();
       await b.close();
+    }
+  });
+
+  test('connection state is kept in Redis for connectionStateTtl: once gone, a resume is a new connection (80008) and channels still continue', async () => {
+    const server = await startTestServer({ apiKeys: API_KEYS, redis: redis.url });
+    const proxy = new CuttingProxy(server.port);
+    const proxyPort = await proxy.listen();
+    const sub = realtime(proxyPort, 'json', { disconnectedRetryTimeout: 300, clientId: 'ann' });
+    const pub = realtime(server.port, 'msgpack');
+    try {
+      const inbox = new Inbox();
+      await sub.channels.get('expiry').subscribe(inbox.listener);
+      const id = sub.connection.id ?? '';
+      const key = `switchboard:ably:conn:{${id}}`;
+      assert.equal(redis.cli('HGET', key, 'clientId').trim(), 'ann');
+      const pttl = Number(redis.cli('PTTL', key));
+      assert.ok(pttl > 120_000 && pttl <= 150_000, `PTTL ${pttl}`);
+      await pub.channels.get('expiry').publish('m', 'before');
+      await inbox.count(1);
+      // Away long enough for the state to expire: the proxy leads nowhere, the record goes.
+      const live = proxy.target;
+      proxy.target = await freePort();
+      proxy.cut();
+      await dropped(sub.connection);
+      // The node saw the drop: the record now expires connectionStateTtl from it.
+      await eventually(
+        () => Number(redis.cli('PTTL', key)) <= 120_000,
+        5000,
+        'the drop to be written',
+      );
+      redis.cli('DEL', key);
+      await pub.channels.get('expiry').publish('m', 'away');
+      const connected = new Promise<Ably.ConnectionStateChange>((resolve) =>
+        sub.connection.once('connected', resolve),
+      );
+      proxy.target = live;
+      const change = await connected;
+      assert.equal(change.reason?.code, 80008, JSON.stringify(change.reason));
+      assert.notEqual(sub.connection.id, id, 'a new connection');
+      await pub.channels.get('expiry').publish('m', 'after');
+      const ms = await inbox.count(3);
+      assert.deepEqual(
+        ms.map((m): unknown => m.data),
+        ['before', 'away', 'after'],
+      );
+      // CLOSE ends the connection for good: its state is deleted.
+      const newKey = `switchboard:ably:conn:{${sub.connection.id ?? ''}}`;
+      assert.equal(redis.cli('EXISTS', newKey).trim(), '1');
+      sub.close();
+      await eventually(() => redis.cli('EXISTS', newKey).trim() === '0', 5000, 'CLOSE to delete');
+    } finally {
+      sub.close();
+      pub.close();
+      await proxy.close();
+      await server.close();
+    }
+  });
+
+  test('the embedded engine keeps connection state in memory: a cut resumes the same connection', async () => {
+    const server = await startTestServer({ apiKeys: API_KEYS });
+    const proxy = new CuttingProxy(server.port);
+    const proxyPort = await proxy.listen();
+    const sub = realtime(proxyPort, 'msgpack', { disconnectedRetryTimeout: 300 });
+    const pub = realtime(server.port, 'json');
+    try {
+      const inbox = new Inbox();
+      await sub.channels.get('memory').subscribe(inbox.listener);
+      const id = sub.connection.id;
+      await pub.channels.get('memory').publish('m', 'before');
+      await inbox.count(1);
+      proxy.cut();
+      await dropped(sub.connection);
+      await pub.channels.get('memory').publish('m', 'away');
+      await reach(sub.connection, 'connected');
+      const ms = await inbox.count(2);
+      assert.deepEqual(
+        ms.map((m): unknown => m.data),
+        ['before', 'away'],
+      );
+      assert.equal(sub.connection.id, id);
+    } finally {
+      sub.close();
+      pub.close();
+      await proxy.close();
+      await server.close();
     }
   });
 });

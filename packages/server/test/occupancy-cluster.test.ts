@@ -78,4 +78,20 @@ describe('channel directory on Redis Cluster', { skip }, () => {
     await eventually(() => vacated.length === 1, 5000, 'vacated');
     assert.deepEqual(vacated, ['cl:0007']);
   });
+
+  test('a dead node found in the cluster is reaped once (claim keys share a slot)', async () => {
+    // What a node killed mid-flight leaves behind: a lapsed heartbeat, its channel list, a share.
+    const p = 'switchboard:';
+    const on = (key: string): ((...args: string[]) => string) => {
+      const node = cluster.masterOf(cluster.slotOf(key));
+      return (...args) => node.cli(...args);
+    };
+    on(`${p}oc:{cl:0099}`)('HSET', `${p}oc:{cl:0099}`, 'ghost', '1 1');
+    on(`${p}occ:n:ghost`)('SADD', `${p}occ:n:ghost`, 'cl:0099');
+    on(`${p}occ:{nodes}`)('ZADD', `${p}occ:{nodes}`, '0', 'ghost');
+    await eventually(() => vacated.includes('cl:0099'), 5000, 'the ghost reaped');
+    await new Promise((r) => setTimeout(r, 1000));
+    assert.equal(vacated.filter((c) => c === 'cl:0099').length, 1);
+    assert.equal((await b.directory.get('cl:0099')).occupancy.subscribers, 0);
+  });
 });

@@ -164,6 +164,37 @@ describe('occupancy on the embedded engine', () => {
   });
 });
 
+describe('channel listing is capability-checked', () => {
+  test('an API key lists only what it may subscribe to; others get 401/403', async () => {
+    const key = {
+      name: 'rooms',
+      secret: 'rooms-secret-0123456789',
+      capabilities: { 'room:*': ['subscribe'] },
+    };
+    const server = await startTestServer({ apiKeys: [key] });
+    try {
+      await createChannels(server, ['room:1', 'room:2', 'other:1']);
+      const auth = {
+        authorization: 'Basic ' + Buffer.from(`${key.name}:${key.secret}`).toString('base64'),
+      };
+      const listed = await fetch(`${server.url}/v1/channels`, { headers: auth });
+      const body = (await listed.json()) as { channels: { channel: string }[] };
+      assert.deepEqual(
+        body.channels.map((c) => c.channel),
+        ['room:1', 'room:2'],
+      );
+      const one = await fetch(`${server.url}/v1/channels/room:1`, { headers: auth });
+      assert.equal(one.status, 200);
+      const denied = await fetch(`${server.url}/v1/channels/other:1`, { headers: auth });
+      assert.deepEqual([denied.status, ((await denied.json()) as Frame)['code']], [403, 103]);
+      const anonymous = await fetch(`${server.url}/v1/channels`);
+      assert.deepEqual([anonymous.status, ((await anonymous.json()) as Frame)['code']], [401, 101]);
+    } finally {
+      await server.close();
+    }
+  });
+});
+
 describe('occupancy over 2 nodes and Redis', { skip }, () => {
   let redis: RedisProcess;
   let a: Server;
@@ -188,6 +219,16 @@ describe('occupancy over 2 nodes and Redis', { skip }, () => {
     await eventually(async () => (await occupancyOf(b, 'x:1'))['subscribers'] === 2);
     assert.equal((await occupancyOf(a, 'x:1'))['connections'], 2);
     assert.equal(times(events.occupied, 'x:1'), 1);
+    // One publisher per connection, on each node, counted once each however often it publishes.
+    for (let i = 0; i < 3; i++) {
+      await onA.request({ action: 'publish', channel: 'x:1', data: i, id: `pa${i}` });
+      await onB.request({ action: 'publish', channel: 'x:1', data: i, id: `pb${i}` });
+    }
+    await eventually(
+      async () => (await occupancyOf(a, 'x:1'))['publishersLastMinute'] === 2,
+      5000,
+      'two publishers',
+    );
     // The subscriber on A comes and goes while B's stays: no change of occupied-ness.
     for (let i = 0; i < 5; i++) {
       await onA.request({ action: 'unsubscribe', channel: 'x:1', id: `u${i}` });

@@ -4,7 +4,7 @@
  * key name, HS256 with the key's secret) carrying `x-ably-capability` (a JSON string) and an
  * optional `x-ably-clientId`. A token can never do more than the key that signed it.
  */
-import { createHmac } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
 import { decodeProtectedHeader, errors as joseErrors, jwtVerify, SignJWT } from 'jose';
 import type { ApiKeyConfig, ApiKeys } from '../auth/api-keys.js';
 import {
@@ -145,6 +145,7 @@ export class AblyAuth {
       kind: 'token',
       userId: typeof clientId === 'string' ? clientId : (kid ?? ''),
       capabilities: caps,
+      ...(typeof payload.jti === 'string' ? { tokenId: payload.jti } : {}),
       ...(typeof payload.iat === 'number' ? { issuedAt: payload.iat * 1000 } : {}),
       ...(typeof payload.exp === 'number' ? { expiresAt: payload.exp * 1000 } : {}),
     };
@@ -203,6 +204,8 @@ export class AblyAuth {
       ...(clientId !== undefined ? { 'x-ably-clientId': clientId } : {}),
     })
       .setProtectedHeader({ alg: 'HS256', typ: 'JWT', kid: keyName })
+      // A jti makes one token revocable on its own (POST /v1/revocations {"jti"}).
+      .setJti(randomBytes(12).toString('base64url'))
       .setIssuedAt(issued)
       .setExpirationTime(issued + Math.ceil(ttl / 1000));
     const token = await jwt.sign(secret);

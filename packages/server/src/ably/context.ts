@@ -4,10 +4,14 @@
  */
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Logger } from 'pino';
+import type { Credentials } from '../auth/auth.js';
 import type { AccessPolicy } from '../auth/policy.js';
+import type { Revocable, SessionRegistry } from '../auth/registry.js';
+import type { RevocationStore } from '../auth/revocation.js';
 import type { TopicBroadcaster } from '../engine/connection.js';
 import type { Node } from '../node.js';
 import type { AblyAuth } from './auth.js';
+import { MemoryConnectionStore, type AblyConnectionStore } from './connection-state.js';
 import { ChannelFanout } from './fanout.js';
 import { PresenceFanout, type MemberLimits } from './presence.js';
 
@@ -69,6 +73,13 @@ export interface AblyContextOptions {
   readonly maxReplay: number;
   readonly pingIntervalMs: number;
   readonly commandsPerSecond: number;
+  /** The node's revocations and live sessions (shared with the native protocol). */
+  readonly revocations?: RevocationStore | undefined;
+  /** Connection state for resumes on any node (Redis, or memory for the embedded engine). */
+  readonly store?: AblyConnectionStore | undefined;
+  /** Ably's default 120 s; shorter only in tests. */
+  readonly connectionStateTtlMs?: number | undefined;
+  readonly registry?: SessionRegistry | undefined;
   /** The engine's native topics (uws): live subscribers get deliveries without a JS call each. */
   readonly broadcaster?: TopicBroadcaster | undefined;
   /** Presence limits, the native protocol's (presenceMaxDataBytes, …, presenceGraceMs). */
@@ -93,8 +104,12 @@ export class AblyContext {
   readonly maxReplay: number;
   /** The server pings (or, for browsers, sends HEARTBEAT) at least this often. */
   readonly maxIdleIntervalMs: number;
-  /** Ably's default: how long the SDK keeps trying to resume before it gives up the connection. */
-  readonly connectionStateTtlMs = 120_000;
+  /** Ably's default: how long a connection outlives its transport (and the SDK tries to resume). */
+  readonly connectionStateTtlMs: number;
+  readonly store: AblyConnectionStore;
+  /** How often the live connections' records are pushed forward (one pipeline per node). */
+  readonly #refreshMs: number;
+  readonly #refreshTimer: NodeJS.Timeout;
   readonly serverId = `switchboard-${randomBytes(4).toString('hex')}`;
   /** Live sessions by connectionId: a resume takes over a connection still held here. */
   readonly sessions = new Map<string, AblySessionLike>();
@@ -102,6 +117,8 @@ export class AblyContext {
   readonly #fanouts = new Map<string, ChannelFanout>();
   readonly #presenceFanouts = new Map<string, PresenceFanout>();
   readonly #broadcaster: TopicBroadcaster | undefined;
+  readonly #revocations: RevocationStore | undefined;
+  readonly #registry: SessionRegistry | undefined;
   readonly #timer: NodeJS.Timeout;
 
   constructor(o: AblyContextOptions) {
@@ -116,6 +133,20 @@ export class AblyContext {
     this.maxReplay = o.maxReplay;
     this.maxIdleIntervalMs = o.pingIntervalMs;
     this.#broadcaster = o.broadcaster;
+    this.#revocations = o.revocations;
+    this.connectionStateTtlMs = o.connectionStateTtlMs ?? 120_000;
+    this.store = o.store ?? new MemoryConnectionStore();
+    this.#refreshMs = Math.max(1000, Math.floor(this.connectionStateTtlMs / 4));
+    // A node killed without a word leaves its connections' records to expire between
+    // connectionStateTtl and connectionStateTtl + one interval after its last refresh.
+    this.#refreshTimer = setInterval(() => {
+      const ids = [...this.sessions.keys()];
+      this.store
+        .refresh(ids, this.liveTtlMs)
+        .catch((err: unknown) => this.logger.warn({ err }, 'ably connection state refresh failed'));
+    }, this.#refreshMs);
+    this.#refreshTimer.unref();
+    this.#registry = o.registry;
     this.presence = o.presence ?? DEFAULT_MEMBER_LIMITS;
     // Browsers send heartbeats=true: they cannot see WebSocket pings, so they get HEARTBEATs.
     this.#timer = setInterval(
@@ -125,6 +156,11 @@ export class AblyContext {
       Math.max(100, Math.floor(o.pingIntervalMs / 2)),
     );
     this.#timer.unref();
+  }
+
+  /** The expiry of a live connection's record: the TTL counts from the next refresh at the latest. */
+  get liveTtlMs(): number {
+    return this.connectionStateTtlMs + this.#refreshMs;
   }
 
   /** Registers a session; an older one with the same connectionId is disconnected (newest wins). */
@@ -138,6 +174,43 @@ export class AblyContext {
   remove(session: AblySessionLike): void {
     if (this.sessions.get(session.connectionId) === session)
       this.sessions.delete(session.connectionId);
+  }
+
+  /**
+   * Checks token credentials against the revocation store and registers the session under its
+   * user, so a later revocation (from any node) reaches it. The registration happens in the same
+   * turn as the store's answer, and a revocation applied while the store was read is caught by
+   * the watch. Returns why the credentials are refused, or undefined.
+   */
+  async admit(
+    session: Revocable,
+    creds: Credentials,
+  ): Promise<'revoked' | 'unavailable' | 'too many' | undefined> {
+    const registry = this.#registry;
+    // Like the native protocol: only token sessions are registered (an API key is not a user,
+    // and revocations apply to tokens only).
+    if (registry === undefined || creds.kind !== 'token') return undefined;
+    if (this.#revocations !== undefined) {
+      const watch = registry.watch(creds);
+      try {
+        if ((await this.#revocations.isRevoked(creds)) || watch.revoked) return 'revoked';
+      } catch {
+        return 'unavailable';
+      } finally {
+        watch.end();
+      }
+    }
+    return registry.track(session, creds.userId) ? undefined : 'too many';
+  }
+
+  /** Whether token credentials were revoked (REST); a store error counts as not revoked. */
+  async isRevoked(creds: Credentials): Promise<boolean> {
+    if (creds.kind !== 'token' || this.#revocations === undefined) return false;
+    return this.#revocations.isRevoked(creds);
+  }
+
+  release(session: Revocable, creds: Credentials): void {
+    this.#registry?.untrack(session, creds.userId);
   }
 
   /** The channel's fan-out on this node, made on first use. */
@@ -173,6 +246,7 @@ export class AblyContext {
 
   close(): void {
     clearInterval(this.#timer);
+    clearInterval(this.#refreshTimer);
     for (const s of [...this.sessions.values()])
       s.disconnect({ message: 'server shutting down', code: 80017, statusCode: 400 });
   }

@@ -181,7 +181,7 @@ export class PresenceFanout implements Sink {
   readonly #node: Node;
   readonly #watchers = new Map<PresenceSubscriber, Watcher>();
   readonly #onEmpty: () => void;
-  #subscribed: Promise<unknown> | undefined;
+  #subscribed: Promise<{ offset: number; epoch: string }> | undefined;
   #closed = false;
 
   constructor(node: Node, channel: string, onEmpty: () => void) {

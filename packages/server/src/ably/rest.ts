@@ -7,6 +7,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { channelError, MAX_MESSAGE_ID_LENGTH } from '@switchboard/protocol';
+import { readRawBody } from '../api/body.js';
 import type { Permission } from '../auth/auth.js';
 import { ReplyError } from '../errors.js';
 import {
@@ -23,8 +24,15 @@ import { PresenceAction, toPresenceMessage } from './presence.js';
 
 const JSON_TYPE = 'application/json';
 const MSGPACK_TYPE = 'application/x-msgpack';
-/** REST requests answered 401 with a token error per address per second before 429. */
+/** REST requests answered 401 with a token error per address and key per second before 429. */
 const MAX_TOKEN_ERRORS_PER_SECOND = 10;
+/** How long an Authorization header that drew a token error is answered from memory. */
+const STALE_HEADER_MS = 10_000;
+/** Bounds of the two tables; past them the oldest entries go (or, for counters, everyone waits). */
+const MAX_STALE_HEADERS = 1024;
+const MAX_LIMITED = 10_000;
+/** Seconds in Retry-After of a 42910: the counters are per second. */
+const RETRY_AFTER_S = 1;
 const MAX_HISTORY_LIMIT = 1000;
 
 export interface AblyRestOptions {
@@ -35,9 +43,11 @@ export interface AblyRestOptions {
 
 class HttpError extends Error {
   readonly info: AblyErrorInfo;
-  constructor(info: AblyErrorInfo) {
+  readonly retryAfterS: number | undefined;
+  constructor(info: AblyErrorInfo, retryAfterS?: number) {
     super(info.message);
     this.info = info;
+    this.retryAfterS = retryAfterS;
   }
 }
 
@@ -46,6 +56,8 @@ export class AblyRest {
   readonly #o: AblyRestOptions;
   #second = 0;
   #tokenErrors = new Map<string, number>();
+  /** Authorization header → its token error and the limiter's key, insertion-ordered (LRU). */
+  readonly #stale = new Map<string, { info: AblyErrorInfo; until: number; key: string }>();
 
   constructor(ctx: AblyContext, o: AblyRestOptions) {
     this.#ctx = ctx;
@@ -71,6 +83,8 @@ export class AblyRest {
               : ablyError(AblyCode.INTERNAL, 'internal error', 500);
         if (!(err instanceof HttpError) && !(err instanceof ReplyError))
           this.#ctx.logger.error({ err, path }, 'ably REST handler failed');
+        if (err instanceof HttpError && err.retryAfterS !== undefined)
+          res.setHeader('retry-after', String(err.retryAfterS));
         this.#error(req, res, info);
       });
     };
@@ -82,7 +96,10 @@ export class AblyRest {
     if (origin === undefined)
       throw new HttpError(ablyError(AblyCode.OPERATION_DENIED, 'origin not allowed', 403));
     if (origin !== null) {
-      res.setHeader('access-control-allow-origin', origin);
+      // The browser SDK sends its Authorization with XHR withCredentials: the grant must name the
+      // page's origin (never `*`) and allow credentials, on the preflight and the request.
+      res.setHeader('access-control-allow-origin', req.headers.origin ?? origin);
+      res.setHeader('access-control-allow-credentials', 'true');
       res.setHeader('access-control-expose-headers', 'Link, x-ably-errorcode, x-ably-errormessage');
       res.setHeader('vary', 'Origin');
     }
@@ -336,7 +353,18 @@ export class AblyRest {
 
   async #authenticate(req: IncomingMessage): Promise<Authed> {
     const header = req.headers.authorization;
+    const now = Date.now();
+    const stale = header === undefined ? undefined : this.#stale.get(header);
+    if (stale !== undefined) {
+      // The SDK's loop resends the same header: answered without verifying it again.
+      if (stale.until > now) {
+        this.#tokenError(req, stale.key);
+        throw new HttpError(stale.info);
+      }
+      this.#stale.delete(header as string);
+    }
     let result: AblyAuthResult;
+    let keyName = '';
     if (header === undefined) {
       result = await this.#ctx.auth.connect(null, null);
     } else if (/^basic /i.test(header)) {
@@ -345,14 +373,26 @@ export class AblyRest {
       // The SDK sends Bearer base64(token), even for a JWT.
       const raw = header.slice(7).trim();
       const token = raw.includes('.') ? raw : Buffer.from(raw, 'base64').toString('utf8');
+      // The JWT's protected header (alg, typ, kid) is the same for every token of one key: it
+      // stands for the key without decoding anything.
+      keyName = token.split('.', 1)[0] ?? '';
       result = await this.#ctx.auth.token(token);
     } else {
       result = { error: ablyError(AblyCode.INVALID_CREDENTIALS, 'unsupported authorization', 401) };
     }
     if ('error' in result) {
-      if (result.error.code >= 40140 && result.error.code < 40150) this.#tokenError(req);
+      if (header !== undefined && result.error.code >= 40140 && result.error.code < 40150) {
+        if (this.#stale.size >= MAX_STALE_HEADERS) {
+          const oldest = this.#stale.keys().next().value;
+          if (oldest !== undefined) this.#stale.delete(oldest);
+        }
+        this.#stale.set(header, { info: result.error, until: now + STALE_HEADER_MS, key: keyName });
+        this.#tokenError(req, keyName);
+      }
       throw new HttpError(result.error);
     }
+    if (await this.#ctx.isRevoked(result.credentials))
+      throw new HttpError(ablyError(AblyCode.INVALID_CREDENTIALS, 'Token revoked', 401));
     return {
       credentials: result.credentials,
       limit: result.limit,
@@ -363,20 +403,25 @@ export class AblyRest {
   /**
    * The SDK answers a REST token error by renewing and retrying with the stale header, without
    * limit (tens of thousands of requests a minute). After a few a second from one address the
-   * answer becomes 429 42910, which is not a token error: the SDK's loop ends with it.
+   * answer becomes 429 42910 with Retry-After, which is not a token error: the SDK's loop ends
+   * with it. Counted per address and key, so one looping client does not lock out its
+   * neighbours behind the same address with other keys.
    */
-  #tokenError(req: IncomingMessage): void {
+  #tokenError(req: IncomingMessage, keyName: string): void {
     const second = Math.floor(Date.now() / 1000);
     if (second !== this.#second) {
       this.#second = second;
       this.#tokenErrors = new Map();
     }
-    const ip = req.socket.remoteAddress ?? '';
-    const n = (this.#tokenErrors.get(ip) ?? 0) + 1;
-    this.#tokenErrors.set(ip, n);
-    if (n > MAX_TOKEN_ERRORS_PER_SECOND)
+    const who = `${req.socket.remoteAddress ?? ''} ${keyName}`;
+    const n = (this.#tokenErrors.get(who) ?? 0) + 1;
+    // A flood of distinct addresses within one second: everyone new waits for the next.
+    if (this.#tokenErrors.size < MAX_LIMITED || this.#tokenErrors.has(who))
+      this.#tokenErrors.set(who, n);
+    if (n > MAX_TOKEN_ERRORS_PER_SECOND || !this.#tokenErrors.has(who))
       throw new HttpError(
         ablyError(AblyCode.RATE_LIMITED, 'too many requests with an expired token', 429),
+        RETRY_AFTER_S,
       );
   }
 
@@ -396,7 +441,12 @@ export class AblyRest {
   }
 
   async #body(req: IncomingMessage): Promise<unknown> {
-    const raw = await readRaw(req, this.#o.maxBodyBytes);
+    const limit = this.#o.maxBodyBytes;
+    const raw = await readRawBody(
+      req,
+      limit,
+      () => new HttpError(ablyError(AblyCode.TOO_BIG, `body larger than ${limit} bytes`, 413)),
+    );
     const type = (req.headers['content-type'] ?? '').split(';', 1)[0]?.trim().toLowerCase();
     try {
       if (type === MSGPACK_TYPE) return unpackValue(raw);
@@ -460,28 +510,4 @@ function decode(part: string): string {
   } catch {
     throw new HttpError(ablyError(AblyCode.BAD_REQUEST, 'bad percent-encoding in the path', 400));
   }
-}
-
-function readRaw(req: IncomingMessage, limit: number): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    let failed = false;
-    req.on('data', (chunk: Buffer) => {
-      if (failed) return;
-      size += chunk.length;
-      if (size > limit) {
-        failed = true;
-        reject(new HttpError(ablyError(AblyCode.TOO_BIG, `body larger than ${limit} bytes`, 413)));
-        return;
-      }
-      chunks.push(chunk);
-    });
-    req.on('error', (err) => {
-      if (!failed) reject(err);
-    });
-    req.on('end', () => {
-      if (!failed) resolve(Buffer.concat(chunks));
-    });
-  });
 }

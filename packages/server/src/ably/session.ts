@@ -6,7 +6,8 @@
  */
 import { channelError, MAX_MESSAGE_ID_LENGTH, MAX_NAME_LENGTH } from '@switchboard/protocol';
 import type { Logger } from 'pino';
-import type { Credentials, Permission } from '../auth/auth.js';
+import { ANONYMOUS, type Credentials, type Permission } from '../auth/auth.js';
+import type { Revocable } from '../auth/registry.js';
 import type { Connection, ConnectionHandler, RequestInfo } from '../engine/connection.js';
 import { ReplyError } from '../errors.js';
 import {
@@ -54,8 +55,10 @@ interface Publishing {
   readonly result: Promise<{ serials: string[] } | AblyErrorInfo>;
 }
 
-export class AblySession implements ConnectionHandler, AblySubscriber, PresenceSubscriber {
-  readonly connectionId: string;
+export class AblySession
+  implements ConnectionHandler, AblySubscriber, PresenceSubscriber, Revocable
+{
+  #id = '';
   readonly format: Format;
   readonly echo: boolean;
   readonly heartbeats: boolean;
@@ -63,6 +66,8 @@ export class AblySession implements ConnectionHandler, AblySubscriber, PresenceS
   readonly #conn: Connection;
   readonly #log: Logger;
   #creds: Credentials | undefined;
+  /** The credentials the session is registered under (revocations, per-user limit). */
+  #tracked: Credentials | undefined;
   /** The key that signed the token: the connection may do only what both allow. */
   #limit: Credentials | undefined;
   #clientId: string | undefined;
@@ -84,18 +89,19 @@ export class AblySession implements ConnectionHandler, AblySubscriber, PresenceS
     this.echo = q.get('echo') !== 'false';
     this.heartbeats = q.get('heartbeats') === 'true';
     const resumeKey = q.get('resume') ?? q.get('recover') ?? undefined;
-    const resumed = resumeKey === undefined ? undefined : ctx.connections.verify(resumeKey);
-    this.connectionId = resumed ?? ctx.connections.newId();
+    // The connectionId is known once authenticated (a resume may bring it back): read lazily.
+    const id = (): string => this.#id;
     this.#members = new ConnectionMembers(
       ctx.node,
       {
-        connectionId: this.connectionId,
+        get connectionId() {
+          return id();
+        },
         clientId: () => this.#clientId,
         allows: (channel) => this.#allows('presence', channel),
       },
       ctx.presence,
     );
-    ctx.add(this);
     const v = q.get('v');
     if (v !== null && v !== PROTOCOL_VERSION && v !== '5') {
       this.#fail(
@@ -108,34 +114,77 @@ export class AblySession implements ConnectionHandler, AblySubscriber, PresenceS
       return;
     }
     const requestedClientId = q.get('clientId') ?? undefined;
-    void this.#authenticate(q, requestedClientId).then((ok) => {
-      if (!ok || this.#closed) return;
-      const details: Record<string, unknown> = {
-        connectionKey: ctx.connections.keyFor(this.connectionId),
-        maxMessageSize: ctx.maxMessageSize,
-        maxInboundRate: ctx.maxInboundRate,
-        maxFrameSize: ctx.maxMessageSize,
-        connectionStateTtl: ctx.connectionStateTtlMs,
-        maxIdleInterval: ctx.maxIdleIntervalMs,
-        serverId: ctx.serverId,
-      };
-      if (this.#clientId !== undefined) details['clientId'] = this.#clientId;
-      const connected: ProtocolMessage = {
-        action: Action.CONNECTED,
-        connectionId: this.connectionId,
-        connectionDetails: details,
-      };
-      if (resumeKey !== undefined && resumed === undefined) {
-        // The SDK sees the new connectionId and resets; channels still re-attach with their
-        // channelSerial, and each is resumed on its own when history holds the gap.
-        connected.error = ablyError(
-          AblyCode.CONNECTION_EXPIRED,
-          'Unable to recover connection: connection key not recognised',
-          400,
-        );
-      }
-      this.#send(connected);
+    void this.#start(q, requestedClientId, resumeKey).catch((err: unknown) => {
+      this.#log.error({ err }, 'ably connection start failed');
+      this.#fail(ablyError(AblyCode.INTERNAL, 'internal error', 500));
     });
+  }
+
+  get connectionId(): string {
+    return this.#id;
+  }
+
+  async #start(
+    q: URLSearchParams,
+    requestedClientId: string | undefined,
+    resumeKey: string | undefined,
+  ): Promise<void> {
+    const ctx = this.#ctx;
+    const ok = await this.#authenticate(q, requestedClientId);
+    if (!ok || this.#closed) return;
+    const resumed = resumeKey === undefined ? undefined : await this.#resumable(resumeKey);
+    if (this.#closed) return;
+    this.#id = resumed ?? ctx.connections.newId();
+    ctx.add(this);
+    ctx.store
+      .save(this.#id, { clientId: this.#clientId, serverId: ctx.serverId }, ctx.liveTtlMs)
+      .catch((err: unknown) => this.#log.warn({ err }, 'ably connection state not saved'));
+    const details: Record<string, unknown> = {
+      connectionKey: ctx.connections.keyFor(this.#id),
+      maxMessageSize: ctx.maxMessageSize,
+      maxInboundRate: ctx.maxInboundRate,
+      maxFrameSize: ctx.maxMessageSize,
+      connectionStateTtl: ctx.connectionStateTtlMs,
+      maxIdleInterval: ctx.maxIdleIntervalMs,
+      serverId: ctx.serverId,
+    };
+    if (this.#clientId !== undefined) details['clientId'] = this.#clientId;
+    const connected: ProtocolMessage = {
+      action: Action.CONNECTED,
+      connectionId: this.#id,
+      connectionDetails: details,
+    };
+    if (resumeKey !== undefined && resumed === undefined) {
+      // The SDK sees the new connectionId and resets; channels still re-attach with their
+      // channelSerial, and each is resumed on its own when history holds the gap.
+      connected.error = ablyError(
+        AblyCode.CONNECTION_EXPIRED,
+        'Unable to recover connection: connection expired or not recognised',
+        400,
+      );
+    }
+    this.#send(connected);
+  }
+
+  /**
+   * The connectionId a resume or recover key gets back: the key must be one this cluster issued
+   * (its HMAC) and the connection must still exist in the shared store (not expired, not
+   * CLOSEd) under the same clientId. With the store unreachable the key alone decides: a resume
+   * then still works, it only cannot tell an expired connection.
+   */
+  async #resumable(key: string): Promise<string | undefined> {
+    const id = this.#ctx.connections.verify(key);
+    if (id === undefined) return undefined;
+    let record;
+    try {
+      record = await this.#ctx.store.get(id);
+    } catch (err) {
+      this.#log.warn({ err }, 'ably connection state unavailable; resuming on the key alone');
+      return id;
+    }
+    if (record === undefined) return undefined;
+    if ((record.clientId ?? undefined) !== this.#clientId) return undefined;
+    return id;
   }
 
   get clientId(): string | undefined {
@@ -147,6 +196,11 @@ export class AblySession implements ConnectionHandler, AblySubscriber, PresenceS
     if (this.#closed) return false;
     if ('error' in auth) {
       this.#fail(auth.error);
+      return false;
+    }
+    const refused = await this.#admit(auth.credentials);
+    if (refused !== undefined) {
+      this.#fail(refused);
       return false;
     }
     this.#creds = auth.credentials;
@@ -172,6 +226,44 @@ export class AblySession implements ConnectionHandler, AblySubscriber, PresenceS
     return true;
   }
 
+  /**
+   * Registers the credentials for revocation. A revoked token at connect (or in AUTH) fails the
+   * connection with 40101, not a token error: the SDK would renew and retry for as long as the
+   * app hands it tokens the revocation covers.
+   */
+  async #admit(creds: Credentials): Promise<AblyErrorInfo | undefined> {
+    const why = await this.#ctx.admit(this, creds);
+    if (why === undefined) {
+      if (creds.kind !== 'token') return undefined;
+      if (this.#closed) {
+        this.#ctx.release(this, creds);
+        return undefined;
+      }
+      // Registered under the new user first: the same user keeps its one entry.
+      if (this.#tracked !== undefined && this.#tracked.userId !== creds.userId)
+        this.#ctx.release(this, this.#tracked);
+      this.#tracked = creds;
+      return undefined;
+    }
+    if (why === 'revoked') return ablyError(AblyCode.INVALID_CREDENTIALS, 'Token revoked', 401);
+    if (why === 'unavailable')
+      return ablyError(AblyCode.UNAVAILABLE, 'credentials could not be checked, retry', 503);
+    return ablyError(AblyCode.RATE_LIMITED, 'too many connections for this user', 429);
+  }
+
+  get credentials(): Credentials {
+    return this.#creds ?? ANONYMOUS;
+  }
+
+  /**
+   * The credentials were revoked (on any node). DISCONNECTED 40141 is a token error: the SDK
+   * asks its authCallback/authUrl for a new token once and resumes with it; a token the
+   * revocation also covers is then refused with 40101 and the SDK fails instead of looping.
+   */
+  revoke(reason: string): void {
+    this.disconnect(ablyError(AblyCode.TOKEN_REVOKED, `Token revoked (${reason})`, 401));
+  }
+
   // ---- frames in ----
 
   onFrame(text: string): void {
@@ -185,7 +277,7 @@ export class AblySession implements ConnectionHandler, AblySubscriber, PresenceS
   onClose(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#teardown();
+    this.#teardown('keep');
   }
 
   #handle(data: string | Buffer): void {
@@ -675,27 +767,38 @@ export class AblySession implements ConnectionHandler, AblySubscriber, PresenceS
         );
         return;
       }
-      this.#creds = auth.credentials;
-      this.#limit = auth.limit;
-      this.#armExpiry();
-      // Members the new token no longer allows leave (as on the native protocol).
-      for (const channel of this.#members.channels())
-        if (!this.#allows('presence', channel)) this.#members.leaveChannel(channel);
-      // The SDK does not adopt the key of an AUTH reply (it resumes with the older one): the key
-      // is derived from the connectionId, so both are the same.
-      const details: Record<string, unknown> = {
-        connectionKey: this.#ctx.connections.keyFor(this.connectionId),
-        maxMessageSize: this.#ctx.maxMessageSize,
-        connectionStateTtl: this.#ctx.connectionStateTtlMs,
-        maxIdleInterval: this.#ctx.maxIdleIntervalMs,
-        serverId: this.#ctx.serverId,
-      };
-      if (this.#clientId !== undefined) details['clientId'] = this.#clientId;
-      this.#send({
-        action: Action.CONNECTED,
-        connectionId: this.connectionId,
-        connectionDetails: details,
+      void this.#admit(auth.credentials).then((refused) => {
+        if (this.#closed) return;
+        if (refused !== undefined) {
+          this.#fail(refused);
+          return;
+        }
+        this.#renewed(auth);
       });
+    });
+  }
+
+  #renewed(auth: { credentials: Credentials; limit?: Credentials | undefined }): void {
+    this.#creds = auth.credentials;
+    this.#limit = auth.limit;
+    this.#armExpiry();
+    // Members the new token no longer allows leave (as on the native protocol).
+    for (const channel of this.#members.channels())
+      if (!this.#allows('presence', channel)) this.#members.leaveChannel(channel);
+    // The SDK does not adopt the key of an AUTH reply (it resumes with the older one): the key
+    // is derived from the connectionId, so both are the same.
+    const details: Record<string, unknown> = {
+      connectionKey: this.#ctx.connections.keyFor(this.connectionId),
+      maxMessageSize: this.#ctx.maxMessageSize,
+      connectionStateTtl: this.#ctx.connectionStateTtlMs,
+      maxIdleInterval: this.#ctx.maxIdleIntervalMs,
+      serverId: this.#ctx.serverId,
+    };
+    if (this.#clientId !== undefined) details['clientId'] = this.#clientId;
+    this.#send({
+      action: Action.CONNECTED,
+      connectionId: this.connectionId,
+      connectionDetails: details,
     });
   }
 
@@ -740,7 +843,7 @@ export class AblySession implements ConnectionHandler, AblySubscriber, PresenceS
     this.#send({ action: Action.ERROR, error });
     this.#closed = true;
     // A failed connection is never resumed: its members leave now.
-    this.#teardown(true);
+    this.#teardown('drop');
     this.#conn.close(1000, 'error');
   }
 
@@ -748,7 +851,7 @@ export class AblySession implements ConnectionHandler, AblySubscriber, PresenceS
     if (action === Action.CLOSE) this.#send({ action: Action.CLOSED });
     this.#closed = true;
     // CLOSE is an explicit end (the SDK will not resume): its members leave now.
-    this.#teardown(action === Action.CLOSE);
+    this.#teardown(action === Action.CLOSE ? 'drop' : 'keep');
     this.#conn.close(1000, action === Action.CLOSE ? 'closed' : 'disconnected');
   }
 
@@ -757,7 +860,7 @@ export class AblySession implements ConnectionHandler, AblySubscriber, PresenceS
     if (this.#closed) return;
     this.#send({ action: Action.DISCONNECTED, error });
     this.#closed = true;
-    this.#teardown();
+    this.#teardown('keep');
     this.#conn.close(1000, 'disconnected');
   }
 
@@ -786,10 +889,19 @@ export class AblySession implements ConnectionHandler, AblySubscriber, PresenceS
   }
 
   /**
-   * `leaveNow`: the connection will not be resumed, its members leave at once; else they wait
-   * presenceGraceMs for the SDK to resume and re-enter them.
+   * `keep`: the transport is gone but the connection lives on for connectionStateTtl (a resume
+   * may come to any node) and its presence members wait presenceGraceMs for it; `drop`: CLOSE or
+   * a fatal ERROR ended the connection itself and its members leave at once.
    */
-  #teardown(leaveNow = false): void {
+  #teardown(state: 'keep' | 'drop'): void {
+    const ctx = this.#ctx;
+    if (this.#id !== '' && ctx.sessions.get(this.#id) === this) {
+      const write =
+        state === 'keep'
+          ? ctx.store.refresh([this.#id], ctx.connectionStateTtlMs)
+          : ctx.store.delete(this.#id);
+      write.catch((err: unknown) => this.#log.warn({ err }, 'ably connection state not written'));
+    }
     clearTimeout(this.#renewTimer);
     clearTimeout(this.#expiryTimer);
     for (const att of this.#channels.values()) {
@@ -797,9 +909,11 @@ export class AblySession implements ConnectionHandler, AblySubscriber, PresenceS
       att.fanout?.leave(this);
       att.presence?.leave(this);
     }
-    this.#members.end(leaveNow);
+    this.#members.end(state === 'drop');
     this.#channels.clear();
     this.#acks = [];
+    if (this.#tracked !== undefined) this.#ctx.release(this, this.#tracked);
+    this.#tracked = undefined;
     this.#ctx.remove(this);
   }
 }

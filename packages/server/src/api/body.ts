@@ -3,13 +3,17 @@ import { ErrorCode } from '@switchboard/protocol';
 import { ReplyError } from '../errors.js';
 
 /**
- * Reads a request body as UTF-8, refusing more than `limit` bytes (PAYLOAD_TOO_LARGE) without
- * buffering past it. Shared by the REST API and the HTTP transports.
+ * Reads a request body, refusing more than `limit` bytes without buffering past it (a declared
+ * Content-Length over the limit is refused before any byte is read). The refusal is the caller's
+ * own error, so each dialect answers in its own shape. Shared by the REST API, the HTTP
+ * transports and the Ably REST routes.
  */
-export function readBody(req: IncomingMessage, limit: number): Promise<string> {
+export function readRawBody(
+  req: IncomingMessage,
+  limit: number,
+  tooLarge: () => Error,
+): Promise<Buffer> {
   return new Promise((resolve, reject) => {
-    const tooLarge = (): ReplyError =>
-      new ReplyError(ErrorCode.PAYLOAD_TOO_LARGE, `request body is larger than ${limit} bytes`);
     if (Number(req.headers['content-length'] ?? 0) > limit) {
       reject(tooLarge());
       return;
@@ -31,7 +35,17 @@ export function readBody(req: IncomingMessage, limit: number): Promise<string> {
       if (!failed) reject(err);
     });
     req.on('end', () => {
-      if (!failed) resolve(Buffer.concat(chunks).toString('utf8'));
+      if (!failed) resolve(Buffer.concat(chunks));
     });
   });
+}
+
+/** A body as UTF-8 text; more than `limit` bytes is PAYLOAD_TOO_LARGE. */
+export async function readBody(req: IncomingMessage, limit: number): Promise<string> {
+  const raw = await readRawBody(
+    req,
+    limit,
+    () => new ReplyError(ErrorCode.PAYLOAD_TOO_LARGE, `request body is larger than ${limit} bytes`),
+  );
+  return raw.toString('utf8');
 }

@@ -30,6 +30,8 @@ export interface RedisKeys {
   occupancyPublishers(channel: string): string;
   /** Occupancy: sorted set of live node ids, scored by heartbeat expiry (ms, Redis clock). */
   occupancyNodes(): string;
+  /** Occupancy: sorted set of dead node ids being reaped, scored by when the claim lapses. */
+  occupancyReaping(): string;
   /** Occupancy: set of the channels a node holds a share of (what a reaper removes). */
   occupancyNodeChannels(node: string): string;
   /** Presence: the epoch of the channel's presence offset (a new one whenever the offset was lost). */
@@ -69,7 +71,8 @@ export function createRedisKeys(prefix: string): RedisKeys {
     presenceEpoch: (channel) => prefix + 'pp:{' + channel + '}',
     occupancy: (channel) => prefix + 'oc:{' + channel + '}',
     occupancyPublishers: (channel) => prefix + 'op:{' + channel + '}',
-    occupancyNodes: () => prefix + 'occ:nodes',
+    occupancyNodes: () => prefix + 'occ:{nodes}',
+    occupancyReaping: () => prefix + 'occ:{nodes}:reaping',
     occupancyNodeChannels: (node) => prefix + 'occ:n:' + node,
     channelOf: (pubsub) => {
       if (!pubsub.endsWith('}')) return undefined;

@@ -74,15 +74,21 @@ return 0
 `;
 
 /**
- * KEYS: live nodes. Removes the nodes whose heartbeat lapsed and returns them: the caller that
- * claimed a node removes its shares, so concurrent reapers never work on the same node.
+ * KEYS: live nodes, nodes being reaped. ARGV: how long a claim holds (ms). Moves the nodes whose
+ * heartbeat lapsed, and those whose claim lapsed (their reaper died), to the reaping set with a
+ * claim until now + ARGV[1], and returns them: one survivor at a time removes a node's shares.
  */
 const CLAIM_LUA = `
 if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 16)
-for _, n in ipairs(dead) do redis.call('ZREM', KEYS[1], n) end
+local stuck = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 16)
+for _, n in ipairs(stuck) do dead[#dead + 1] = n end
+for _, n in ipairs(dead) do
+  redis.call('ZREM', KEYS[1], n)
+  redis.call('ZADD', KEYS[2], now + tonumber(ARGV[1]), n)
+end
 return dead
 `;
 
@@ -90,10 +96,12 @@ interface OccupancyScripts {
   sbOccWrite(...args: (string | number)[]): Promise<number>;
   sbOccRead(...args: string[]): Promise<(string | number)[]>;
   sbOccHeartbeat(...args: (string | number)[]): Promise<number>;
-  sbOccClaim(key: string): Promise<string[]>;
+  sbOccClaim(nodes: string, reaping: string, claimMs: number): Promise<string[]>;
 }
 
 const SCAN_COUNT = 1000;
+/** How long a reaper holds a dead node before another survivor may take it over. */
+const CLAIM_MS = 30_000;
 
 /** Redis glob metacharacters escaped, so operator and client text only ever matches itself. */
 function globEscape(text: string): string {
@@ -118,7 +126,7 @@ export class RedisOccupancyStore implements OccupancyStore {
     this.#redis.defineCommand('sbOccWrite', { numberOfKeys: 2, lua: WRITE_LUA });
     this.#redis.defineCommand('sbOccRead', { numberOfKeys: 4, lua: READ_LUA });
     this.#redis.defineCommand('sbOccHeartbeat', { numberOfKeys: 1, lua: HEARTBEAT_LUA });
-    this.#redis.defineCommand('sbOccClaim', { numberOfKeys: 1, lua: CLAIM_LUA });
+    this.#redis.defineCommand('sbOccClaim', { numberOfKeys: 2, lua: CLAIM_LUA });
     this.#keys = createRedisKeys(prefix);
   }
 
@@ -156,7 +164,8 @@ export class RedisOccupancyStore implements OccupancyStore {
   async reap(): Promise<Transition[]> {
     const k = this.#keys;
     const out: Transition[] = [];
-    const dead = await this.#redis.sbOccClaim(k.occupancyNodes());
+    const reaping = k.occupancyReaping();
+    const dead = await this.#redis.sbOccClaim(k.occupancyNodes(), reaping, CLAIM_MS);
     for (const node of dead) {
       const set = k.occupancyNodeChannels(node);
       let cursor = '0';
@@ -172,6 +181,7 @@ export class RedisOccupancyStore implements OccupancyStore {
         out.push(...(await this.write(node, shares)));
       } while (cursor !== '0');
       await this.#redis.del(set);
+      await this.#redis.zrem(reaping, node);
     }
     return out;
   }
