@@ -6,28 +6,15 @@
  */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { build } from 'esbuild';
-import { chromium, type BrowserContext } from 'playwright-core';
+import type { BrowserContext } from 'playwright-core';
+import { OUTPUT, launchChromium, type Browser } from '../../server/test/chromium.js';
 import { requireBinary, startTestServer } from '../../server/test/helpers.js';
-
-const CHROMIUM = '/usr/bin/chromium';
-const OUTPUT = fileURLToPath(new URL('../../../test-output/', import.meta.url));
-const FLAGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 
 /** The page: shows what it does, exposes the outcome as `window.result`. */
 const PAGE = `<!doctype html>
@@ -92,7 +79,7 @@ let bundle = '';
 let pages: Server | undefined;
 let pagesUrl = '';
 let context: BrowserContext | undefined;
-let profile = '';
+let browser: Browser | undefined;
 const cleanup: (() => unknown)[] = [];
 
 before(async () => {
@@ -117,23 +104,17 @@ before(async () => {
   pages.listen(0, '127.0.0.1');
   await once(pages, 'listening');
   pagesUrl = `http://127.0.0.1:${(pages.address() as { port: number }).port}`;
-  profile = mkdtempSync(join(tmpdir(), 'switchboard-chromium-'));
-  context = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: FLAGS,
-    viewport: { width: 1000, height: 700 },
-  });
+  browser = await launchChromium({ viewport: { width: 1000, height: 700 } });
+  context = browser.context;
 });
 
 after(async () => {
   for (const fn of cleanup.reverse()) await fn();
-  await context?.close();
+  await browser?.close();
   if (pages !== undefined) {
     pages.close();
     pages.closeAllConnections();
   }
-  if (profile !== '') rmSync(profile, { recursive: true, force: true });
 });
 
 interface PageResult {

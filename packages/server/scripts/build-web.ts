@@ -1,6 +1,7 @@
 /**
- * Builds the node's own web pages into dist/public: the front page's script and style under
- * content-hashed names (so they can be cached for a year), its HTML pointing at them, and the SDK
+ * Builds the node's own web pages into dist/public: the front page's and the admin UI's scripts
+ * and styles under content-hashed names (so they can be cached for a year), their HTML pointing at
+ * them (index.html for `/`, admin/index.html for `/admin`), and the SDK
  * as one ES module at sdk/switchboard.js (the name the front page's snippet imports). The server
  * reads dist/public once at start (src/web/assets.ts). Run by `npm run build`; tests call it too.
  */
@@ -44,6 +45,7 @@ export async function buildWeb(): Promise<{ script: string; style: string }> {
     .replace('front.js', `/assets/${script}`)
     .replace('front.css', `/assets/${style}`);
   writeFileSync(join(staging, 'index.html'), html);
+  await buildAdmin(staging);
   await build({
     entryPoints: [join(root, '..', 'client', 'src', 'index.ts')],
     bundle: true,
@@ -66,6 +68,36 @@ export async function buildWeb(): Promise<{ script: string; style: string }> {
   // One rename: a server starting meanwhile sees the old set or the new one, never half.
   renameSync(staging, PUBLIC_DIR);
   return { script, style };
+}
+
+/** The admin SPA (web/admin/, preact + uPlot): one script and one style, both content-hashed. */
+async function buildAdmin(staging: string): Promise<void> {
+  const dir = join(root, 'web', 'admin');
+  const admin = await build({
+    entryPoints: [{ in: join(dir, 'main.tsx'), out: 'admin' }],
+    bundle: true,
+    format: 'esm',
+    platform: 'browser',
+    target: 'es2022',
+    minify: true,
+    jsx: 'automatic',
+    jsxImportSource: 'preact',
+    entryNames: 'assets/[name]-[hash]',
+    outdir: staging,
+    metafile: true,
+    logLevel: 'warning',
+  });
+  const names = Object.keys(admin.metafile.outputs).map((p) => basename(p));
+  const script = names.find((n) => n.endsWith('.js'));
+  const style = names.find((n) => n.endsWith('.css'));
+  if (script === undefined || style === undefined) throw new Error('admin build incomplete');
+  mkdirSync(join(staging, 'admin'), { recursive: true });
+  writeFileSync(
+    join(staging, 'admin', 'index.html'),
+    readFileSync(join(dir, 'index.html'), 'utf8')
+      .replace('admin.js', `/assets/${script}`)
+      .replace('admin.css', `/assets/${style}`),
+  );
 }
 
 if (process.argv[1] !== undefined && fileURLToPath(import.meta.url) === process.argv[1]) {

@@ -59,7 +59,8 @@ export class Admission {
   origin(req: RequestInfo): string | null | Refusal {
     const origin = req.headers.origin;
     if (origin === undefined) return null;
-    if (this.#anyOrigin || this.#origins.has(origin)) return origin;
+    if (this.#anyOrigin || this.#origins.has(origin) || sameOrigin(origin, req.headers.host))
+      return origin;
     return { status: 403, code: ErrorCode.PERMISSION_DENIED, message: 'origin not allowed' };
   }
 
@@ -117,4 +118,13 @@ export class Admission {
 
 export function isRefusal(value: unknown): value is Refusal {
   return typeof value === 'object' && value !== null && 'status' in value;
+}
+
+/**
+ * Whether a browser's Origin is the node's own (its pages: the front page, the admin UI): Chromium
+ * sends Origin on same-origin module scripts and POSTs, and the node's own pages must work with
+ * auth on and no allowedOrigins. A cross-site page cannot make its Origin equal the Host it calls.
+ */
+function sameOrigin(origin: string, host: string | undefined): boolean {
+  return host !== undefined && (origin === `http://${host}` || origin === `https://${host}`);
 }

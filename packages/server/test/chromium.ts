@@ -1,7 +1,8 @@
 /**
  * Headless Chromium (Debian's /usr/bin/chromium, driven by playwright-core) for the tests of the
  * pages people look at: a fresh profile per launch, every console error and uncaught exception
- * kept, so a test can assert the page ran clean (a CSP violation is a console error too).
+ * kept, so a test can assert the page ran clean (a CSP violation is a console error too). The one
+ * place that knows how to launch it: every browser test (server, client, examples) comes here.
  */
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -13,7 +14,11 @@ export const CHROMIUM = '/usr/bin/chromium';
 /** Screenshots go here (the repository's test-output/, ignored by git). */
 export const OUTPUT = fileURLToPath(new URL('../../../test-output/', import.meta.url));
 
-const FLAGS = [
+/** Screenshots meant for people (the README links copies of them): test-output/screenshots/. */
+export const SCREENSHOTS = join(OUTPUT, 'screenshots');
+
+/** Headless, no sandbox (containers), and nothing of Chrome's own that would phone home. */
+export const FLAGS: readonly string[] = [
   '--headless',
   '--no-sandbox',
   '--disable-gpu',
@@ -33,13 +38,15 @@ export interface Browser {
   close(): Promise<void>;
 }
 
-export async function launchChromium(): Promise<Browser> {
+export async function launchChromium(
+  o: { viewport?: { width: number; height: number } } = {},
+): Promise<Browser> {
   const profile = mkdtempSync(join(tmpdir(), 'switchboard-chromium-'));
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
     headless: true,
-    args: FLAGS,
-    viewport: { width: 1280, height: 800 },
+    args: [...FLAGS],
+    viewport: o.viewport ?? { width: 1280, height: 800 },
   });
   return {
     context,
@@ -51,6 +58,11 @@ export async function launchChromium(): Promise<Browser> {
         if (m.type() === 'error') errors.push(`console: ${m.text()}`);
       });
       page.on('pageerror', (e) => errors.push(`page: ${e.message}`));
+      // Chromium's console note of an HTTP error does not say which URL: this line does.
+      page.on('response', (r) => {
+        if (r.status() >= 400)
+          errors.push(`http: ${r.status()} ${r.request().method()} ${r.url()}`);
+      });
       return { page, errors };
     },
     async screenshot(page, name) {

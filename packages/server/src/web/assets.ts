@@ -13,7 +13,7 @@ import { gzipSync } from 'node:zlib';
 export const PUBLIC_DIR = fileURLToPath(new URL('../../dist/public', import.meta.url));
 
 /**
- * The front page may run only its own scripts and styles from this node, connect only back to
+ * The pages (the front page, the admin UI) may run only their own scripts and styles from this node, connect only back to
  * this node, and be framed by nobody. No inline script or style is allowed (none is needed).
  */
 export const PAGE_CSP =
@@ -65,7 +65,12 @@ export function loadAssets(dir: string = PUBLIC_DIR): ReadonlyMap<string, Asset>
       etag: `"${createHash('sha256').update(body).digest('base64url').slice(0, 22)}"`,
       cacheControl: path.startsWith('/assets/') ? IMMUTABLE : REVALIDATE,
     };
-    assets.set(path === '/index.html' ? '/' : path, asset);
+    if (path === '/index.html') assets.set('/', asset);
+    else if (path === '/admin/index.html') {
+      // The admin SPA routes in the fragment (#/channels/...), so these two paths are all it needs.
+      assets.set('/admin', asset);
+      assets.set('/admin/', asset);
+    } else assets.set(path, asset);
   }
   return assets;
 }

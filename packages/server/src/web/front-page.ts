@@ -73,7 +73,7 @@ export function createWebRoutes(o: WebOptions): WebRoutes {
       );
     }
     readOnly(req, res);
-    serve(req, res, asset, path === '/');
+    serve(req, res, asset, asset.type.startsWith('text/html'));
     return true;
   };
 }
