@@ -433,6 +433,7 @@ export async function startServer(
         authenticator,
         authLog,
         errors: errorRing,
+        webhookLog: (limit) => webhooks.log(limit),
         redis: redisTarget,
         keyMaterial: ablyKeyMaterial(config),
         revoke,

@@ -555,12 +555,13 @@ export class Session implements ConnectionHandler {
   }
 
   /**
-   * Channels and presence streams share one per-connection budget: both hold a broker
+   * Channels, presence streams and occupancy streams share one per-connection budget: each holds a
    * subscription and a slot in the fan-out. Fails the command with 106 when it is spent.
    */
   #underSubscriptionLimit(id: RequestId | undefined): boolean {
     const max = this.#ctx.limits.maxSubscriptions;
-    if (this.#channels.size + this.#presenceStreams.size < max) return true;
+    if (this.#channels.size + this.#presenceStreams.size + this.#occupancyStreams.size < max)
+      return true;
     this.#fail(
       id,
       new ReplyError(ErrorCode.LIMIT_EXCEEDED, `at most ${max} subscriptions per connection`),
@@ -638,19 +639,7 @@ export class Session implements ConnectionHandler {
       );
       return;
     }
-    if (
-      this.#channels.size + this.#presenceStreams.size + this.#occupancyStreams.size >=
-      this.#ctx.limits.maxSubscriptions
-    ) {
-      this.#fail(
-        id,
-        new ReplyError(
-          ErrorCode.LIMIT_EXCEEDED,
-          `at most ${this.#ctx.limits.maxSubscriptions} subscriptions per connection`,
-        ),
-      );
-      return;
-    }
+    if (!this.#underSubscriptionLimit(id)) return;
     if (!this.#admit(id)) return;
     this.#occupancyStreams.add(channel);
     this.#node.subscribeOccupancy(this.#conn, channel).then(

@@ -62,7 +62,15 @@ type Principal =
   { kind: 'token'; caps: Caps } | { kind: 'anonymous' } | { kind: 'apiKey'; key: number };
 
 interface Op {
-  readonly op: 'subscribe' | 'publish' | 'history' | 'presence' | 'enter' | 'presence-subscribe';
+  readonly op:
+    | 'subscribe'
+    | 'publish'
+    | 'history'
+    | 'presence'
+    | 'enter'
+    | 'presence-subscribe'
+    | 'occupancy-subscribe'
+    | 'info';
   readonly channel: string;
 }
 
@@ -74,11 +82,19 @@ interface Scenario {
 
 const channelArb = fc.constantFrom(...CHANNELS);
 const wsOpArb: fc.Arbitrary<Op> = fc.record({
-  op: fc.constantFrom('subscribe', 'publish', 'history', 'presence', 'enter', 'presence-subscribe'),
+  op: fc.constantFrom(
+    'subscribe',
+    'publish',
+    'history',
+    'presence',
+    'enter',
+    'presence-subscribe',
+    'occupancy-subscribe',
+  ),
   channel: channelArb,
 });
 const restOpArb: fc.Arbitrary<Op> = fc.record({
-  op: fc.constantFrom('publish', 'history', 'presence'),
+  op: fc.constantFrom('publish', 'history', 'presence', 'info'),
   channel: channelArb,
 });
 
@@ -183,6 +199,8 @@ describe('capabilities: property test over WebSocket and REST', () => {
   let ops = 0;
   /** Presence reads answered with members, refused by capability, refused as presence off. */
   const presence = { read: 0, denied: 0, off: 0, members: 0, entered: 0 };
+  /** Occupancy streams opened (WebSocket) and channel reads answered (REST), both allowed. */
+  const occupancy = { streams: 0, info: 0 };
   /** Channel → users (token subs, '-' for anonymous) that were ever subscribed to it. */
   const everSubscribed = new Map<string, Set<string>>();
 
@@ -290,8 +308,14 @@ describe('capabilities: property test over WebSocket and REST', () => {
       const streams = new Set<string>();
       const user = p.kind === 'token' ? `u${run}` : '-';
       /** The permission an op needs: enter and presence-subscribe need `presence`. */
+      /** occupancy-subscribe needs `subscribe`: who is in a channel is for those who may listen. */
       const permOf = (op: Op): Perm =>
-        op.op === 'enter' || op.op === 'presence-subscribe' ? 'presence' : op.op;
+        op.op === 'enter' || op.op === 'presence-subscribe'
+          ? 'presence'
+          : op.op === 'occupancy-subscribe' || op.op === 'info'
+            ? 'subscribe'
+            : op.op;
+      const occupancyStreams = new Set<string>();
       /** Presence op index → whether the reader had subscribed to its channel by then. */
       const selfListed = new Map<number, boolean>();
       for (const op of s.ops) {
@@ -306,7 +330,9 @@ describe('capabilities: property test over WebSocket and REST', () => {
         const on = presenceOn(op.channel);
         const dup =
           (op.op === 'subscribe' && allow && subscribed.has(op.channel)) ||
-          (op.op === 'presence-subscribe' && allow && on && streams.has(op.channel));
+          (op.op === 'presence-subscribe' && allow && on && streams.has(op.channel)) ||
+          (op.op === 'occupancy-subscribe' && allow && occupancyStreams.has(op.channel));
+        if (op.op === 'occupancy-subscribe' && allow) occupancyStreams.add(op.channel);
         if (op.op === 'subscribe' && allow) subscribed.add(op.channel);
         if (op.op === 'enter' && allow && on) entered.add(op.channel);
         if (op.op === 'presence-subscribe' && allow && on) streams.add(op.channel);
@@ -323,6 +349,8 @@ describe('capabilities: property test over WebSocket and REST', () => {
           c.send({ action: 'enter', channel: op.channel, data: { m: marker }, id: i });
         else if (op.op === 'presence-subscribe')
           c.send({ action: 'presence-subscribe', channel: op.channel, id: i });
+        else if (op.op === 'occupancy-subscribe')
+          c.send({ action: 'occupancy-subscribe', channel: op.channel, id: i });
         else c.send({ action: 'subscribe', channel: op.channel, id: i });
       });
       await c.until(
@@ -372,6 +400,14 @@ describe('capabilities: property test over WebSocket and REST', () => {
         if (e.op.op === 'history') {
           for (const m of r['messages'] as Frame[]) assert.equal(m['channel'], e.op.channel);
         }
+        if (e.op.op === 'occupancy-subscribe') {
+          assert.equal(
+            typeof (r['occupancy'] as Frame | undefined)?.['subscribers'],
+            'number',
+            what,
+          );
+          occupancy.streams++;
+        }
       }
       // Deliveries: a probe on every channel it tried to subscribe, refused ones first. The
       // memory broker fans out before the REST reply, so any delivery on a refused channel would
@@ -398,6 +434,13 @@ describe('capabilities: property test over WebSocket and REST', () => {
         );
         delivered++;
       }
+      // Occupancy events reach only connections allowed to stream them.
+      for (const f of c.frames)
+        if (f['event'] === 'occupancy')
+          assert.ok(
+            occupancyStreams.has(f['channel'] as string),
+            `occupancy events of ${String(f['channel'])} to ${JSON.stringify(p)}`,
+          );
       // Presence events reach only connections allowed to stream them.
       for (const f of c.frames)
         if (Array.isArray(f['presence']))
@@ -434,14 +477,17 @@ describe('capabilities: property test over WebSocket and REST', () => {
                 'GET',
                 op.op === 'presence'
                   ? `/v1/channels/${op.channel}/presence`
-                  : `/v1/channels/${op.channel}/messages?limit=5`,
+                  : op.op === 'info'
+                    ? `/v1/channels/${op.channel}`
+                    : `/v1/channels/${op.channel}/messages?limit=5`,
                 headers,
               );
         return { op, marker, r };
       }),
     );
     for (const { op, marker, r } of results) {
-      const allow = modelAllows(p, op.op as Perm, op.channel, apiKeyCaps);
+      const perm: Perm = op.op === 'info' ? 'subscribe' : (op.op as Perm);
+      const allow = modelAllows(p, perm, op.channel, apiKeyCaps);
       const what = `REST ${op.op} ${op.channel} by ${JSON.stringify(p)}: ${r.status} ${r.body}`;
       if (!allow) {
         assert.equal(r.status, p.kind === 'anonymous' ? 401 : 403, what);
@@ -456,7 +502,10 @@ describe('capabilities: property test over WebSocket and REST', () => {
         continue;
       }
       assert.equal(r.status, 200, what);
-      if (op.op === 'publish') {
+      if (op.op === 'info') {
+        assert.equal(json(r)['channel'], op.channel, what);
+        occupancy.info++;
+      } else if (op.op === 'publish') {
         record(op.channel, marker);
         attempted++;
       } else {
@@ -515,7 +564,7 @@ describe('capabilities: property test over WebSocket and REST', () => {
       );
     }
     process.stdout.write(
-      `capabilities: ${run} cases (${ops} operations; ${JSON.stringify(counts)}) in ${(caseMs / 1000).toFixed(1)} s; ${attempted} publishes stored, ${denied} refused and absent from history; ${delivered} deliveries checked; presence ${JSON.stringify(presence)}\n`,
+      `capabilities: ${run} cases (${ops} operations; ${JSON.stringify(counts)}) in ${(caseMs / 1000).toFixed(1)} s; ${attempted} publishes stored, ${denied} refused and absent from history; ${delivered} deliveries checked; presence ${JSON.stringify(presence)}; occupancy ${JSON.stringify(occupancy)}\n`,
     );
     assert.ok(run >= 10_000);
     // The presence checks ran on every branch.

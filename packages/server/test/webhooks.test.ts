@@ -376,6 +376,17 @@ describe('webhooks on the embedded engine', () => {
       ].sort(),
     );
     assert.equal(server.webhooks.log(1).length, 1);
+    // The same log through the admin API (open on an embedded node without auth).
+    const res = await fetch(`${server.url}/v1/admin/webhooks?limit=10`);
+    assert.equal(res.status, 200);
+    const body = (await res.json()) as { deliveries: { url: string; result: string }[] };
+    assert.deepEqual(
+      body.deliveries.map((e) => [e.url, e.result]).sort(),
+      [
+        [gone.url, 'dropped'],
+        [ok.url, 'ok'],
+      ].sort(),
+    );
   });
 
   it('debounces occupancy in memory: a quick subscribe and leave sends nothing, a stay sends occupied', async () => {

@@ -56,6 +56,8 @@ export interface AdminParts {
   readonly authenticator: Authenticator | undefined;
   readonly authLog: AuthFailureLog | undefined;
   readonly errors: ErrorRing;
+  /** This node's webhook delivery log, newest first. */
+  readonly webhookLog: (limit: number) => readonly unknown[];
   readonly redis: RedisTarget | undefined;
   /** What session cookies are signed with besides the password: the same on every node. */
   readonly keyMaterial: string;
@@ -117,6 +119,8 @@ export function createAdmin(p: AdminParts): Admin {
           return stats.latency();
         case 'errors':
           return p.errors.last(typeof args['limit'] === 'number' ? args['limit'] : 100);
+        case 'webhooks':
+          return p.webhookLog(typeof args['limit'] === 'number' ? args['limit'] : 100);
         case 'channel':
           return { subscribers: p.hub.sinksOf(String(args['channel'])).length };
         case 'channels':

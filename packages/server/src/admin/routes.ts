@@ -131,6 +131,7 @@ export function createAdminRoutes(
         '/v1/admin/channels',
         '/v1/admin/latency',
         '/v1/admin/errors',
+        '/v1/admin/webhooks',
         '/v1/admin/publish',
         '/v1/admin/revoke',
       ].includes(path);
@@ -159,6 +160,15 @@ export function createAdminRoutes(
         .sort((a, b) => (a.at < b.at ? 1 : a.at > b.at ? -1 : 0))
         .slice(0, limit);
       sendJson(res, 200, { errors, missing: g.missing });
+    } else if (path === '/v1/admin/webhooks') {
+      // Each node logs the attempts it made; the deployment's log is the union, newest first.
+      const limit = intParam(params, 'limit', 1, 1000) ?? 100;
+      const g = await o.cluster.gather<{ at: string }[]>('webhooks', { limit });
+      const deliveries = g.answers
+        .flat()
+        .sort((a, b) => (a.at < b.at ? 1 : a.at > b.at ? -1 : 0))
+        .slice(0, limit);
+      sendJson(res, 200, { deliveries, missing: g.missing });
     } else if (path === '/v1/admin/channels') {
       const prefix = params.get('prefix') ?? '';
       if (prefix.length > 255) throw new ReplyError(ErrorCode.BAD_REQUEST, 'prefix is too long');
