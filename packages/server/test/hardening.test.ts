@@ -136,14 +136,20 @@ describe('Origin allowlist (auth configured, allowedOrigins = [https://app.examp
 });
 
 describe('Origin policy when allowedOrigins is empty (documented defaults)', () => {
-  it('with auth configured: every Origin refused, no Origin allowed', async () => {
+  it("with auth configured: every foreign Origin refused; the node's own origin and no Origin allowed", async () => {
     const server = await startTestServer({ jwtSecret: SECRET });
     try {
-      for (const origin of [APP, 'null', `http://127.0.0.1:${server.port}`]) {
+      for (const origin of [APP, 'null', `http://127.0.0.1:${server.port + 1}`]) {
         const ws = await RawWs.open(server.port, { headers: { Origin: origin } });
         ws.destroy();
         assert.equal(ws.status, 403, origin);
       }
+      // A page the node served itself (the front page, /admin) is same-origin by Host.
+      const own = await RawWs.open(server.port, {
+        headers: { Origin: `http://127.0.0.1:${server.port}` },
+      });
+      own.destroy();
+      assert.equal(own.status, 101);
       const ws = await RawWs.open(server.port);
       ws.destroy();
       assert.equal(ws.status, 101);

@@ -17,7 +17,8 @@ export function signWebhook(secret: string, rawBody: string | Buffer, unixSecond
  * Compares in constant time; several v1 entries (secret rotation) are accepted if any matches.
  *
  * @example
- * if (!verifyWebhook(process.env.SECRET, rawBody, req.headers['switchboard-signature'], 300))
+ * const header = String(req.headersDistinct['switchboard-signature']?.[0] ?? '');
+ * if (!verifyWebhook(process.env.SECRET, rawBody, header, 300))
  *   return res.writeHead(400).end();
  */
 export function verifyWebhook(
