@@ -278,6 +278,9 @@ describe('admin API, two nodes on Redis', { skip }, () => {
       assert.ok(Date.now() - t0 < 2000);
       const one = await call(a, 'GET', '/v1/admin/channels/room:listed-1', { headers: bearer });
       assert.equal(one.body['subscribers'], 1);
+      assert.equal(one.body['presence'], false, 'room has no presence');
+      const team = await call(a, 'GET', '/v1/admin/channels/team:p', { headers: bearer });
+      assert.equal(team.body['presence'], true, 'team has presence');
       // Pagination: limit and cursor.
       await c.subscribe('room:listed-2');
       await c.subscribe('room:listed-3');

@@ -347,6 +347,8 @@ async function channelInfo(o: AdminOptions, channel: string, res: ServerResponse
     channel,
     subscribers: g.answers.reduce((a, n) => a + n.subscribers, 0),
     nodes,
+    // Whether the namespace has presence on: the page then never asks for members it cannot have.
+    presence: o.node.presenceEnabled(channel),
     ...(details !== undefined && { occupancy: details.occupancy }),
     last:
       recent.position.offset === 0

@@ -130,6 +130,8 @@ export interface ChannelInfo {
   readonly nodes: number;
   readonly last: { offset: number; epoch: string; at?: string } | null;
   readonly messagesPerSec: number;
+  /** Whether the channel's namespace has presence on. */
+  readonly presence: boolean;
   /** From the deployment's channel directory, when it has the channel. */
   readonly occupancy?: {
     connections: number;

@@ -165,7 +165,7 @@ export function ChannelPage({ channel }: { channel: string }) {
       <Tail channel={channel} />
       <div class="grid2">
         <Publish channel={channel} />
-        <Presence channel={channel} />
+        {i !== undefined && (i.presence ? <Presence channel={channel} /> : <PresenceOff />)}
       </div>
     </>
   );
@@ -383,6 +383,16 @@ function Publish({ channel }: { channel: string }) {
 /** Presence not enabled for the namespace: asking again will not change that. */
 const off = (err: unknown): boolean =>
   err instanceof ApiError && err.code === ErrorCode.PRESENCE_DISABLED;
+
+function PresenceOff() {
+  return (
+    <Card title="Presence">
+      <p class="empty">
+        Presence is off in this channel’s namespace (<code>namespaces.&lt;ns&gt;.presence</code>).
+      </p>
+    </Card>
+  );
+}
 
 function Presence({ channel }: { channel: string }) {
   const [presenceOff, setPresenceOff] = useState(false);
