@@ -7,11 +7,13 @@
  */
 import {
   copyFileSync,
+  existsSync,
   mkdirSync,
   readFileSync,
   readdirSync,
   renameSync,
   rmSync,
+  statSync,
   writeFileSync,
 } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
@@ -64,10 +66,29 @@ export async function buildWeb(): Promise<{ script: string; style: string }> {
     copyFileSync(join(docs, name), join(staging, 'docs', name));
   copyFileSync(join(root, '..', '..', 'README.md'), join(staging, 'docs', 'README.md'));
   mkdirSync(dirname(PUBLIC_DIR), { recursive: true });
-  rmSync(PUBLIC_DIR, { recursive: true, force: true });
-  // One rename: a server starting meanwhile sees the old set or the new one, never half.
+  // Two renames, then the slow delete: a server starting meanwhile (tests run files in parallel)
+  // sees the old set or the new one, never a half-deleted one; the gap between the renames is a
+  // few microseconds, not the length of a recursive delete.
+  const old = `${PUBLIC_DIR}.old-${process.pid}`;
+  if (existsSync(PUBLIC_DIR)) renameSync(PUBLIC_DIR, old);
   renameSync(staging, PUBLIC_DIR);
+  rmSync(old, { recursive: true, force: true });
   return { script, style };
+}
+
+/**
+ * Builds dist/public only when it is missing or older than a source of it. Tests call this:
+ * `npm test` has built it already (pretest), so parallel test files never rebuild it under a
+ * starting server; a test file run alone after an edit still gets fresh assets.
+ */
+export async function ensureWeb(): Promise<void> {
+  const built = existsSync(PUBLIC_DIR) ? statSync(PUBLIC_DIR).mtimeMs : 0;
+  const newest = (dir: string): number =>
+    readdirSync(dir, { withFileTypes: true }).reduce((m, e) => {
+      const p = join(dir, e.name);
+      return Math.max(m, e.isDirectory() ? newest(p) : statSync(p).mtimeMs);
+    }, 0);
+  if (built === 0 || newest(join(root, 'web')) > built) await buildWeb();
 }
 
 /** The admin SPA (web/admin/, preact + uPlot): one script and one style, both content-hashed. */

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import type { Page } from 'playwright-core';
 import { WebSocket } from 'ws';
 import { Switchboard } from '@switchboard/client';
-import { buildWeb } from '../scripts/build-web.js';
+import { ensureWeb } from '../scripts/build-web.js';
 import { SCREENSHOTS, launchChromium, type Browser } from './chromium.js';
 import {
   ENGINE,
@@ -61,7 +61,7 @@ describe('admin UI in Chromium, two nodes on Redis', { skip }, () => {
   let errors: string[];
 
   before(async () => {
-    await buildWeb();
+    await ensureWeb();
     redis = await startRedis();
     const args = [
       ...['--redis', redis.url, '--redis-prefix', 'admui:'],

@@ -11,7 +11,7 @@ import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import { ErrorCode } from '@switchboard/protocol';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { buildWeb } from '../scripts/build-web.js';
+import { ensureWeb } from '../scripts/build-web.js';
 import { ReplyError } from '../src/errors.js';
 import { createWebRoutes, type NodeInfo } from '../src/web/front-page.js';
 import { PAGE_CSP } from '../src/web/assets.js';
@@ -24,7 +24,7 @@ let server: TestServer;
 let browser: Browser | undefined;
 
 before(async () => {
-  await buildWeb();
+  await ensureWeb();
   server = await startTestServer({ nodeId: 'front-test-node' });
   if (requireBinary('chromium') === false) browser = await launchChromium();
 });
