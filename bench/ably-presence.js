@@ -19,7 +19,16 @@ import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import WebSocket from 'ws';
-import { freePort, Histogram, parseJson, rawText, round, sleep } from './lib.js';
+import {
+  freePort,
+  Histogram,
+  parseJson,
+  rawText,
+  round,
+  startRedis,
+  track,
+  waitReady,
+} from './lib.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const SERVER_CLI = join(here, '..', 'packages/server/dist/cli/main.js');
@@ -36,39 +45,6 @@ const { values: o } = parseArgs({
 const M = Number(o.members);
 const R = Number(o.attaches);
 
-/** @type {import('node:child_process').ChildProcess[]} */
-const children = [];
-process.on('exit', () => {
-  for (const c of children) c.kill('SIGKILL');
-});
-
-/** @param {number} port */
-async function waitHealthy(port) {
-  for (let i = 0; i < 200; i++) {
-    try {
-      const r = await fetch(`http://127.0.0.1:${port}/readyz`);
-      if (r.status === 200) return;
-    } catch {
-      // not listening yet
-    }
-    await sleep(50);
-  }
-  throw new Error(`node on ${port} did not become ready`);
-}
-
-async function startRedis() {
-  const port = await freePort();
-  children.push(
-    spawn(
-      'redis-server',
-      ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
-      { stdio: 'ignore' },
-    ),
-  );
-  await sleep(300);
-  return `redis://127.0.0.1:${port}`;
-}
-
 /** @param {string} redisUrl */
 async function startNode(redisUrl) {
   const port = await freePort();
@@ -84,8 +60,8 @@ async function startNode(redisUrl) {
     ],
     { stdio: ['ignore', 'ignore', 'inherit'] },
   );
-  children.push(child);
-  await waitHealthy(port);
+  track(child);
+  await waitReady(port);
   return port;
 }
 
@@ -127,7 +103,7 @@ class Conn {
 }
 
 async function main() {
-  const redisUrl = await startRedis();
+  const redisUrl = (await startRedis()).url;
   const ports = [await startNode(redisUrl), await startNode(redisUrl)];
   /** @type {Conn[]} */
   const enterers = [];

@@ -19,7 +19,16 @@ import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { loadavg } from 'node:os';
-import { Histogram, freePort, parseJson, sleep } from './lib.js';
+import {
+  Histogram,
+  freePort,
+  parseJson,
+  sleep,
+  killTracked,
+  startRedis,
+  track,
+  waitReady,
+} from './lib.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const SERVER_CLI = join(here, '..', 'packages/server/dist/cli/main.js');
@@ -45,38 +54,6 @@ const REQUESTS = Number(o.requests);
 const MESSAGES = Number(o.messages);
 const RATE = Number(o.rate);
 
-/** @type {import('node:child_process').ChildProcess[]} */
-const children = [];
-process.on('exit', () => {
-  for (const c of children) c.kill('SIGKILL');
-});
-
-/** @param {number} port */
-async function waitHealthy(port) {
-  for (let i = 0; i < 200; i++) {
-    try {
-      const r = await fetch(`http://127.0.0.1:${port}/readyz`);
-      if (r.status === 200) return;
-    } catch {
-      // not listening yet
-    }
-    await sleep(50);
-  }
-  throw new Error(`node on ${port} did not become ready`);
-}
-
-async function startRedis() {
-  const port = await freePort();
-  const child = spawn(
-    'redis-server',
-    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
-    { stdio: 'ignore' },
-  );
-  children.push(child);
-  await sleep(300);
-  return `redis://127.0.0.1:${port}`;
-}
-
 /** @param {string} redisUrl @param {string} id */
 async function startNode(redisUrl, id) {
   const port = await freePort();
@@ -91,8 +68,8 @@ async function startNode(redisUrl, id) {
     ],
     { stdio: ['ignore', 'ignore', 'inherit'] },
   );
-  children.push(child);
-  await waitHealthy(port);
+  track(child);
+  await waitReady(port);
   return `http://127.0.0.1:${port}`;
 }
 
@@ -183,7 +160,7 @@ async function tail(a, b) {
   };
 }
 
-const redisUrl = await startRedis();
+const redisUrl = (await startRedis()).url;
 const [a, b] = await Promise.all([startNode(redisUrl, 'a'), startNode(redisUrl, 'b')]);
 const result = {
   bench: 'admin',
@@ -193,5 +170,5 @@ const result = {
   tail: await tail(a, b),
 };
 process.stdout.write(JSON.stringify(result) + '\n');
-for (const c of children) c.kill('SIGTERM');
+killTracked('SIGTERM');
 process.exit(0);

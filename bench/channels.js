@@ -18,9 +18,18 @@ import { spawn } from 'node:child_process';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { Redis } from 'ioredis';
 import WebSocket from 'ws';
-import { freePort, Histogram, parseJson, rawText, round, sleep } from './lib.js';
+import {
+  freePort,
+  Histogram,
+  parseJson,
+  rawText,
+  round,
+  sleep,
+  startRedis,
+  track,
+  waitReady,
+} from './lib.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const SERVER_CLI = join(here, '..', 'packages/server/dist/cli/main.js');
@@ -37,49 +46,6 @@ const C = Number(o.channels);
 const OCC = Math.min(C, Number(o.occupied));
 const READS = Number(o.reads);
 
-/** @type {import('node:child_process').ChildProcess[]} */
-const children = [];
-process.on('exit', () => {
-  for (const c of children) c.kill('SIGKILL');
-});
-
-/** @param {number} port */
-async function waitHealthy(port) {
-  for (let i = 0; i < 200; i++) {
-    try {
-      const r = await fetch(`http://127.0.0.1:${port}/readyz`);
-      if (r.status === 200) return;
-    } catch {
-      // not listening yet
-    }
-    await sleep(50);
-  }
-  throw new Error(`node on ${port} did not become ready`);
-}
-
-async function startRedis() {
-  const port = await freePort();
-  const child = spawn(
-    'redis-server',
-    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
-    { stdio: 'ignore' },
-  );
-  children.push(child);
-  const redis = new Redis({ port, host: '127.0.0.1', lazyConnect: true, retryStrategy: () => 50 });
-  redis.on('error', () => {
-    // retried until redis-server listens
-  });
-  for (let i = 0; i < 100; i++) {
-    try {
-      await redis.connect();
-      break;
-    } catch {
-      await sleep(50);
-    }
-  }
-  return { redis, url: `redis://127.0.0.1:${port}` };
-}
-
 /** @param {string} redisUrl */
 async function startNode(redisUrl) {
   const port = await freePort();
@@ -95,8 +61,8 @@ async function startNode(redisUrl) {
     ],
     { stdio: ['ignore', 'ignore', 'inherit'] },
   );
-  children.push(child);
-  await waitHealthy(port);
+  track(child);
+  await waitReady(port);
   return { port, base: `http://127.0.0.1:${port}`, ws: `ws://127.0.0.1:${port}/ws` };
 }
 

@@ -3,9 +3,10 @@
  * Helpers shared by the benchmark orchestrator and the load generator: a fixed-bucket latency
  * histogram, /proc readers (RSS, CPU time), free ports and small timing utilities.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { Redis } from 'ioredis';
 
 /** JSON.parse typed as unknown, so callers narrow it. @param {string} text @returns {unknown} */
 export function parseJson(text) {
@@ -226,4 +227,59 @@ export function cpuMeter(pids) {
     }
     return out;
   };
+}
+
+/** @type {import('node:child_process').ChildProcess[]} */
+const tracked = [];
+
+/**
+ * Kills `child` when the bench process exits, however it exits (a failed run must not leave
+ * redis-server or node processes behind). @template {import('node:child_process').ChildProcess} C
+ * @param {C} child @returns {C}
+ */
+export function track(child) {
+  if (tracked.length === 0) process.on('exit', () => killTracked('SIGKILL'));
+  tracked.push(child);
+  return child;
+}
+
+/** Signals every tracked child. @param {NodeJS.Signals} signal */
+export function killTracked(signal) {
+  for (const c of tracked) c.kill(signal);
+}
+
+/** Resolves once the node on `port` answers /readyz with 200 (10 s at most). @param {number} port */
+export async function waitReady(port) {
+  for (let i = 0; i < 200; i++) {
+    try {
+      const r = await fetch(`http://127.0.0.1:${port}/readyz`);
+      if (r.status === 200) return;
+    } catch {
+      // not listening yet
+    }
+    await sleep(50);
+  }
+  throw new Error(`node on ${port} did not become ready`);
+}
+
+/**
+ * A throwaway redis-server on a free port (nothing saved), tracked; resolves once it answers, with
+ * a connected client.
+ */
+export async function startRedis() {
+  const port = await freePort();
+  track(
+    spawn(
+      'redis-server',
+      ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
+      { stdio: 'ignore' },
+    ),
+  );
+  // Retried every 50 ms until redis-server listens; the PING waits in the offline queue till then.
+  const redis = new Redis({ port, host: '127.0.0.1', retryStrategy: () => 50 });
+  redis.on('error', () => {
+    // retried until redis-server listens
+  });
+  await redis.ping();
+  return { port, redis, url: `redis://127.0.0.1:${port}` };
 }
