@@ -628,6 +628,15 @@ export function encodeReply(id: RequestId, fields = ''): string {
   );
 }
 
+/**
+ * A reply or error frame with `channel` in front: how the server answers a subscribe it issued
+ * itself (an SSE or long-polling URL's channels), which the client never sent and so cannot match
+ * by id alone.
+ */
+export function labelFrame(channel: string, frame: string): string {
+  return '{"channel":' + JSON.stringify(channel) + ',' + frame.slice(1);
+}
+
 /** An error frame; `id` is omitted when the failing command had none (or it was unreadable). */
 export function encodeError(err: CommandError): string {
   const head = err.id === undefined ? '{' : '{"reply":' + JSON.stringify(err.id) + ',';

@@ -30,6 +30,7 @@ export {
   encodeDiscontinuityEvent,
   encodeReply,
   encodeError,
+  labelFrame,
   messageIdError,
   messageNameError,
 } from './frames.js';

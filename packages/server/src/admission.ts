@@ -1,5 +1,5 @@
 import { ErrorCode, type ErrorCodeValue } from '@switchboard/protocol';
-import type { RequestInfo } from './engine/connection.js';
+import type { RequestInfo } from './engine/transport.js';
 
 export interface Refusal {
   readonly status: number;

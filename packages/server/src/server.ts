@@ -9,7 +9,7 @@ import { RedisBroker } from './broker/redis.js';
 import { RedisClusterBroker } from './broker/redis-cluster.js';
 import { redisTargetOf } from './broker/redis-target.js';
 import { ConfigError, type Config } from './config.js';
-import type { Connection, RequestInfo } from './engine/connection.js';
+import type { Connection, RequestInfo } from './engine/transport.js';
 import { createEdge, type Edge } from './engine/edge.js';
 import { HttpTransports } from './engine/http-transports.js';
 import { Hub } from './hub.js';

@@ -5,9 +5,11 @@ import {
   decodeCommand,
   encodeError,
   encodeReply,
+  labelFrame,
   peekRequestId,
   type Command,
   type CommandError,
+  type DecodeResult,
   type HistoryCommand,
   type MemberCommand,
   type PresenceCommand,
@@ -30,7 +32,7 @@ import type { AuthFailureLog } from './auth/auth-log.js';
 import type { AccessPolicy } from './auth/policy.js';
 import type { SessionRegistry } from './auth/registry.js';
 import type { RevocationStore } from './auth/revocation.js';
-import type { Connection, ConnectionHandler } from './engine/connection.js';
+import type { Connection, ConnectionHandler, InboundCommand } from './engine/transport.js';
 import { ReplyError, toReplyError } from './errors.js';
 import { NATIVE_DIALECT, type Metrics, type TransportStats } from './metrics.js';
 import type { Node } from './node.js';
@@ -114,7 +116,9 @@ export class Session implements ConnectionHandler {
   #malformed = 0;
   #closed = false;
   /** Frames received while a token is verified; handled in order once it is. */
-  #early: string[] | undefined;
+  #early: (string | InboundCommand)[] | undefined;
+  /** Request ids of the server's own subscribes → the channel their answer is labelled with. */
+  readonly #labels = new Map<RequestId, string>();
   #tokens: number;
   #tokensAt = Date.now();
   /** Commands refused for the rate since `#refusedSince`. */
@@ -186,20 +190,36 @@ export class Session implements ConnectionHandler {
     this.#conn.close(DisconnectCode.UNAUTHORIZED, reason);
   }
 
+  /** A text frame as the client sent it (WebSocket). */
   onFrame(text: string): void {
     this.#stats.received += Buffer.byteLength(text);
+    this.#take(text);
+  }
+
+  /** A command the transport decoded (SSE and long-polling POSTs, the server's own subscribes). */
+  onCommand(command: InboundCommand): void {
+    this.#stats.received += command.bytes;
+    this.#take(command);
+  }
+
+  /** Every inbound command, whichever entry it came by; received bytes are counted already. */
+  #take(inbound: string | InboundCommand): void {
     if (this.#early !== undefined) {
       if (this.#early.length >= MAX_EARLY_FRAMES)
         this.#conn.close(DisconnectCode.BAD_REQUEST, 'too many frames before authentication');
-      else this.#early.push(text);
+      else this.#early.push(inbound);
       return;
     }
     if (!this.#takeToken()) {
-      this.#refuse(text);
+      this.#refuse(typeof inbound === 'string' ? peekRequestId(inbound) : idOf(inbound.decoded));
       return;
     }
     this.#toldOverRate = false;
-    const decoded = decodeCommand(text);
+    const decoded = typeof inbound === 'string' ? decodeCommand(inbound) : inbound.decoded;
+    if (typeof inbound !== 'string' && inbound.label !== undefined) {
+      const id = idOf(decoded);
+      if (id !== undefined) this.#labels.set(id, inbound.label);
+    }
     if (!decoded.ok) {
       this.#sendError(decoded);
       // A client that only ever sends garbage is broken, not unlucky: stop spending on it.
@@ -829,7 +849,8 @@ export class Session implements ConnectionHandler {
   #drainEarly(): void {
     const early = this.#early ?? [];
     this.#early = undefined;
-    for (const text of early) this.onFrame(text);
+    // Counted as received when they arrived: not again.
+    for (const inbound of early) this.#take(inbound);
   }
 
   /** Asks for a refresh before the token expires; ends the connection with 3005 if none comes. */
@@ -907,10 +928,9 @@ export class Session implements ConnectionHandler {
    * error per frame cost the node a socket write per frame. A client that keeps sending over its
    * rate (more than twice its bucket refused within 10 s) is closed with 3011 FLOODING.
    */
-  #refuse(text: string): void {
+  #refuse(id: RequestId | undefined): void {
     this.#ctx.metrics.commandRefused();
     const { commandsPerSecond } = this.#ctx.limits;
-    const id = peekRequestId(text);
     if (id !== undefined || !this.#toldOverRate) {
       this.#toldOverRate = true;
       const message = `more than ${commandsPerSecond} commands per second`;
@@ -928,7 +948,7 @@ export class Session implements ConnectionHandler {
    * like one over the rate, so that the client hears of it and a flooder reaches 3011.
    */
   onDropped(text: string): void {
-    this.#refuse(text);
+    this.#refuse(peekRequestId(text));
   }
 
   /**
@@ -984,7 +1004,16 @@ export class Session implements ConnectionHandler {
 
   #reply(id: RequestId, fields: string): void {
     if (this.#closed) return;
-    this.#write(encodeReply(id, fields));
+    this.#write(this.#label(id, encodeReply(id, fields)));
+  }
+
+  /** An answer to one of the server's own subscribes names its channel (see InboundCommand). */
+  #label(id: RequestId | undefined, frame: string): string {
+    if (id === undefined || this.#labels.size === 0) return frame;
+    const channel = this.#labels.get(id);
+    if (channel === undefined) return frame;
+    this.#labels.delete(id);
+    return labelFrame(channel, frame);
   }
 
   #fail(id: RequestId | undefined, err: ReplyError): void {
@@ -1004,6 +1033,10 @@ export class Session implements ConnectionHandler {
   #sendError(err: CommandError): void {
     this.#ctx.metrics.errors.inc({ code: err.code });
     if (this.#closed) return;
-    this.#write(encodeError(err));
+    this.#write(this.#label(err.id, encodeError(err)));
   }
+}
+
+function idOf(decoded: DecodeResult): RequestId | undefined {
+  return decoded.ok ? decoded.command.id : decoded.id;
 }

@@ -8,7 +8,7 @@ import type { Credentials } from '../auth/auth.js';
 import type { AccessPolicy } from '../auth/policy.js';
 import type { Revocable, SessionRegistry } from '../auth/registry.js';
 import type { RevocationStore } from '../auth/revocation.js';
-import type { TopicBroadcaster } from '../engine/connection.js';
+import type { TopicBroadcaster } from '../engine/transport.js';
 import type { Node } from '../node.js';
 import type { AblyAuth } from './auth.js';
 import { MemoryConnectionStore, type AblyConnectionStore } from './connection-state.js';

@@ -9,7 +9,7 @@
  * for a channel that is still attaching).
  */
 import type { StreamPosition } from '../broker/broker.js';
-import type { TopicBroadcaster } from '../engine/connection.js';
+import type { TopicBroadcaster } from '../engine/transport.js';
 import type { Sink } from '../hub.js';
 import type { Node } from '../node.js';
 import { mergeAfter, type Positioned } from '../recovery.js';

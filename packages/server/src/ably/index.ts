@@ -2,7 +2,7 @@
  * The Ably protocol dialect: the official `ably` SDK's WebSocket on `/` (and, in rest.ts, its REST
  * calls) mapped onto the same Node, Hub and Broker as the native protocol. docs/ably.md.
  */
-import type { Connection, ConnectionHandler, Dialect, RequestInfo } from '../engine/connection.js';
+import type { Connection, ConnectionHandler, Dialect, RequestInfo } from '../engine/transport.js';
 import type { AblyContext } from './context.js';
 import { AblySession } from './session.js';
 

@@ -8,7 +8,7 @@ import { channelError, MAX_MESSAGE_ID_LENGTH, MAX_NAME_LENGTH } from '@switchboa
 import type { Logger } from 'pino';
 import { ANONYMOUS, type Credentials, type Permission } from '../auth/auth.js';
 import type { Revocable } from '../auth/registry.js';
-import type { Connection, ConnectionHandler, RequestInfo } from '../engine/connection.js';
+import type { Connection, ConnectionHandler, RequestInfo } from '../engine/transport.js';
 import { ReplyError } from '../errors.js';
 import {
   Action,

@@ -20,7 +20,7 @@ import type {
   Dialect,
   RequestInfo,
   TopicBroadcaster,
-} from './connection.js';
+} from './transport.js';
 import { UwsEngine } from './uws.js';
 import type { UwsRequest, UwsResponse } from './uws-http.js';
 import { loadUws } from './uws-load.js';

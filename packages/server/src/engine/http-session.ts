@@ -1,20 +1,27 @@
 /**
  * What the HTTP transports (SSE, long-polling) share: the shape of a connection held by this node,
- * its unguessable id, and the subscribe frames a connection opens with. A client of these
+ * its unguessable id, and the subscribes a connection opens with. A client of these
  * transports sends its commands by POST, which may reach any node; the node that holds the
  * connection receives them through the broker (http-transports.ts).
  */
 import { randomBytes } from 'node:crypto';
-import type { Position } from '@switchboard/protocol';
-import type { Connection, ConnectionHandler } from './connection.js';
+import {
+  channelError,
+  decodeCommand,
+  ErrorCode,
+  type DecodeResult,
+  type Position,
+  type SubscribeCommand,
+} from '@switchboard/protocol';
+import type { Connection, ConnectionHandler, InboundCommand, TransportHost } from './transport.js';
 
 /** A connection whose commands arrive over HTTP, held by this node. */
 export interface HeldConnection extends Connection {
   readonly id: string;
   readonly closed: boolean;
   handler: ConnectionHandler | undefined;
-  /** Hands command frames (one JSON command each) to the session, in order. */
-  commands(frames: readonly string[]): void;
+  /** Hands decoded commands to the session, in order. */
+  commands(commands: readonly InboundCommand[]): void;
   /** Called once per ping interval: heartbeats, idle checks. */
   tick(now: number): void;
   /** Ends the connection because its client asked to (DELETE): not a disconnect by the server. */
@@ -22,13 +29,15 @@ export interface HeldConnection extends Connection {
 }
 
 /** What a held connection needs from the engine that holds it. */
-export interface HeldHost {
-  readonly maxOutboundBytes: number;
+export interface HeldHost extends TransportHost {
   readonly pingIntervalMs: number;
   /** The connection is gone: forget it and stop routing its commands here. */
   forget(conn: HeldConnection): void;
-  /** The server closed a connection with `code` (metrics). */
-  disconnected(code: number): void;
+  /**
+   * The connection ended but stays to tell its close to the next poll (long-polling): it no
+   * longer counts as open (the drain waits for open connections only).
+   */
+  ended(conn: HeldConnection): void;
 }
 
 /** 18 random bytes: 144 bits, base64url. Knowing an id is what lets a POST command that connection. */
@@ -48,14 +57,14 @@ export const OWN_ID_PREFIX = 'sse:';
 const LOST_EPOCH = '~';
 
 /**
- * The subscribe frames a connection opens with: the channels of its URL, and those of its
- * Last-Event-ID with their positions (`since`), so the node resumes each one. Returns the frames
- * and the channel each own request id stands for.
+ * The subscribes a connection opens with, as commands (never as JSON text to be parsed again):
+ * the channels of its URL, and those of its Last-Event-ID with their positions (`since`), so the
+ * node resumes each one. Each is labelled with its channel, which its reply names.
  */
 export function openingSubscribes(
   urlChannels: readonly string[],
   resume: ReadonlyMap<string, Position | undefined> | 'overflow' | undefined,
-): { frames: string[]; channels: Map<string, string> } {
+): InboundCommand[] {
   const wanted = new Map<string, Position | undefined>();
   if (resume === 'overflow') {
     for (const c of urlChannels) wanted.set(c, { offset: 0, epoch: LOST_EPOCH });
@@ -63,29 +72,33 @@ export function openingSubscribes(
     for (const [c, p] of resume ?? []) wanted.set(c, p);
     for (const c of urlChannels) if (!wanted.has(c)) wanted.set(c, undefined);
   }
-  const frames: string[] = [];
-  const channels = new Map<string, string>();
+  const out: InboundCommand[] = [];
   for (const [channel, since] of wanted) {
-    const id = `${OWN_ID_PREFIX}${frames.length}`;
-    channels.set(id, channel);
-    frames.push(
-      JSON.stringify(
-        since === undefined
-          ? { action: 'subscribe', channel, id }
-          : { action: 'subscribe', channel, id, since },
-      ),
-    );
+    const id = `${OWN_ID_PREFIX}${out.length}`;
+    // The channels of an event id were not checked as a URL's were: answered as a client's
+    // subscribe with that channel would be.
+    const why = channelError(channel);
+    if (why !== undefined || (since !== undefined && !Number.isSafeInteger(since.offset))) {
+      const decoded: DecodeResult =
+        why === undefined
+          ? { ok: false, id, code: ErrorCode.BAD_REQUEST, message: 'since offset out of range' }
+          : { ok: false, id, code: ErrorCode.INVALID_CHANNEL, message: why };
+      out.push({ decoded, bytes: 0, label: channel });
+      continue;
+    }
+    const command: SubscribeCommand =
+      since === undefined
+        ? { action: 'subscribe', channel, id }
+        : { action: 'subscribe', channel, id, since };
+    out.push({ decoded: { ok: true, command }, bytes: 0, label: channel });
   }
-  return { frames, channels };
+  return out;
 }
 
 /**
- * A reply to one of the server's own subscribes, with the channel added in front so a client that
- * never sent the command knows what it answers; other frames unchanged.
+ * Frames POSTed by a client (one command each), decoded once here on the node that holds the
+ * connection; the bytes each counts as received are those the client sent.
  */
-export function labelOwnReply(text: string, own: ReadonlyMap<string, string>): string {
-  if (own.size === 0 || !text.startsWith(`{"reply":"${OWN_ID_PREFIX}`)) return text;
-  const end = text.indexOf('"', 10 + OWN_ID_PREFIX.length);
-  const channel = own.get(text.slice(10, end));
-  return channel === undefined ? text : `{"channel":${JSON.stringify(channel)},${text.slice(1)}`;
+export function decodeFrames(frames: readonly string[]): InboundCommand[] {
+  return frames.map((text) => ({ decoded: decodeCommand(text), bytes: Buffer.byteLength(text) }));
 }

@@ -24,9 +24,10 @@ import {
 } from '@switchboard/protocol';
 import type { Logger } from 'pino';
 import type { Broker } from '../broker/broker.js';
-import type { Connection, ConnectionHandler } from './connection.js';
+import type { Connection, ConnectionHandler } from './transport.js';
 import {
   CONNECTION_ID,
+  decodeFrames,
   newConnectionId,
   openingSubscribes,
   type HeldConnection,
@@ -114,6 +115,8 @@ class RouteError extends Error {
 export class HttpTransports {
   readonly #o: HttpTransportsOptions;
   readonly #held = new Map<string, HeldConnection>();
+  /** Held connections that ended and only wait to tell their close to a poll: not open. */
+  readonly #ended = new Set<HeldConnection>();
   readonly #host: HeldHost;
   /** This node's topic for answers to polls it forwarded, subscribed on first use. */
   readonly #nodeTopic = `node:${randomBytes(9).toString('base64url')}`;
@@ -129,13 +132,16 @@ export class HttpTransports {
       maxOutboundBytes: options.maxOutboundBytes,
       pingIntervalMs: options.pingIntervalMs,
       forget: (conn) => this.#forget(conn),
+      ended: (conn) => {
+        if (this.#held.get(conn.id) === conn) this.#ended.add(conn);
+      },
       disconnected: (code) => options.onDisconnect?.(code),
     };
   }
 
-  /** Connections held by this node. */
+  /** Open connections held by this node (not those that ended and linger for a last poll). */
   get connections(): number {
-    return this.#held.size;
+    return this.#held.size - this.#ended.size;
   }
 
   /** A request listener that serves the transports' routes and passes any other request on. */
@@ -283,19 +289,19 @@ export class HttpTransports {
         ErrorCode.BAD_REQUEST,
         'Last-Event-ID is not an event id this server wrote',
       );
-    const { frames, channels } = openingSubscribes(urlChannels(params), resume);
+    const subscribes = openingSubscribes(urlChannels(params), resume);
     const conn = new SseConnection(this.#host, newConnectionId(), res);
     await this.#hold(conn);
     if (conn.closed) return; // the client left while the topic was subscribed
-    conn.open(corsHeaders(req), channels);
+    conn.open(corsHeaders(req));
     conn.handler = this.#o.accept(conn, req);
-    conn.commands(frames);
+    conn.commands(subscribes);
   }
 
   async #openPoll(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const params = this.#openParams(req);
-    const { frames, channels } = openingSubscribes(urlChannels(params), undefined);
-    const conn = new PollConnection(this.#host, newConnectionId(), channels);
+    const subscribes = openingSubscribes(urlChannels(params), undefined);
+    const conn = new PollConnection(this.#host, newConnectionId());
     await this.#hold(conn);
     conn.handler = this.#o.accept(conn, req);
     sendJson(
@@ -304,7 +310,7 @@ export class HttpTransports {
       { connection: conn.id, transport: 'long-polling', cursor: 0, pollTimeoutMs: conn.maxWaitMs },
       corsHeaders(req),
     );
-    conn.commands(frames);
+    conn.commands(subscribes);
   }
 
   #openParams(req: IncomingMessage): URLSearchParams {
@@ -329,6 +335,7 @@ export class HttpTransports {
   #forget(conn: HeldConnection): void {
     if (this.#held.get(conn.id) !== conn) return;
     this.#held.delete(conn.id);
+    this.#ended.delete(conn);
     this.#o.node.offControlTopic(`conn:${conn.id}`);
   }
 
@@ -338,7 +345,8 @@ export class HttpTransports {
     const kind = text[0] ?? '';
     switch (kind) {
       case COMMANDS:
-        conn.commands(text.slice(1).split('\n'));
+        // Text between nodes; decoded once, here, where the session is.
+        conn.commands(decodeFrames(text.slice(1).split('\n')));
         return;
       case CLOSE:
         conn.release();

@@ -7,8 +7,8 @@
  * them again. Unacknowledged frames are bounded by maxOutboundBytes (then 3008, as WebSocket).
  */
 import { DisconnectCode, ErrorCode } from '@switchboard/protocol';
-import type { ConnectionHandler } from './connection.js';
-import { labelOwnReply, type HeldConnection, type HeldHost } from './http-session.js';
+import { BaseConnection, OutboundQueue, type InboundCommand } from './transport.js';
+import type { HeldConnection, HeldHost } from './http-session.js';
 
 /** How a poll is answered: an HTTP status and a JSON body. */
 export type PollResponder = (status: number, body: string) => void;
@@ -17,13 +17,6 @@ interface Waiter {
   readonly cursor: number;
   readonly respond: PollResponder;
   timer: NodeJS.Timeout | undefined;
-}
-
-interface Pending {
-  readonly seq: number;
-  readonly frame: Buffer | string;
-  readonly bytes: number;
-  readonly at: number;
 }
 
 /**
@@ -37,19 +30,15 @@ const MAX_BYTES_PER_POLL = 512 * 1024;
 /** How long a closed connection stays to tell its close code to the next poll. */
 const CLOSED_LINGER_MS = 10_000;
 
-export class PollConnection implements HeldConnection {
+/** A long-polling connection; its outbound queue holds the frames until a poll acknowledges them. */
+export class PollConnection extends BaseConnection implements HeldConnection {
   readonly transport = 'long-polling';
   readonly batched = false;
   readonly id: string;
-  handler: ConnectionHandler | undefined;
-  closed = false;
-  readonly #host: HeldHost;
-  readonly #own: ReadonlyMap<string, string>;
-  /** Frames not yet acknowledged, in order. */
-  #queue: Pending[] = [];
-  #bytes = 0;
-  /** Number of the last frame queued; the first is 1. */
-  #seq = 0;
+  protected readonly outbound = new OutboundQueue<Buffer | string>();
+  readonly #pingIntervalMs: number;
+  readonly #forget: (conn: HeldConnection) => void;
+  readonly #ended: (conn: HeldConnection) => void;
   /** Highest cursor acknowledged. */
   #acked = 0;
   #waiter: Waiter | undefined;
@@ -60,63 +49,54 @@ export class PollConnection implements HeldConnection {
   #lastPoll = Date.now();
   #closeInfo: { code: number; reason: string } | undefined;
 
-  constructor(host: HeldHost, id: string, own: ReadonlyMap<string, string>) {
-    this.#host = host;
+  constructor(host: HeldHost, id: string) {
+    super(host);
+    this.#pingIntervalMs = host.pingIntervalMs;
+    this.#forget = (conn) => host.forget(conn);
+    this.#ended = (conn) => host.ended(conn);
     this.id = id;
-    this.#own = own;
-  }
-
-  /** Frames not yet acknowledged by a poll, in bytes. */
-  get queuedBytes(): number {
-    return this.#bytes;
   }
 
   /** Longest a poll may wait: the ping interval, so proxies' read timeouts (longer) never fire. */
   get maxWaitMs(): number {
-    return this.#host.pingIntervalMs;
+    return this.#pingIntervalMs;
   }
 
-  send(frame: Buffer): void {
-    this.#push(frame, frame.length);
+  protected write(frame: Buffer | string): void {
+    // Replies are not held back by the linger.
+    if (typeof frame === 'string') this.#urgent = true;
+    this.outbound.hold(frame, typeof frame === 'string' ? Buffer.byteLength(frame) : frame.length);
+    if (this.#waiter !== undefined) this.#ready();
   }
 
-  sendText(frame: string): void {
-    const text = labelOwnReply(frame, this.#own);
-    this.#urgent = true;
-    this.#push(text, Buffer.byteLength(text));
-  }
-
-  commands(frames: readonly string[]): void {
-    for (const frame of frames) {
+  commands(commands: readonly InboundCommand[]): void {
+    for (const c of commands) {
       if (this.closed) return;
-      this.handler?.onFrame(frame);
+      this.handler?.onCommand?.(c);
     }
-  }
-
-  close(code: number, reason: string): void {
-    if (this.closed) return;
-    this.#host.disconnected(code);
-    this.#end(code, reason);
   }
 
   /** Ends the connection at once, as its client asked (DELETE). */
   release(): void {
-    this.#end(DisconnectCode.NORMAL, 'closed by the client');
+    if (!this.closed) {
+      this.closed = true;
+      this.end(DisconnectCode.NORMAL, 'closed by the client');
+    }
     this.#answer();
-    this.#host.forget(this);
+    this.#forget(this);
   }
 
-  #end(code: number, reason: string): void {
-    if (this.closed) return;
-    this.closed = true;
+  protected end(code: number, reason: string): void {
     this.#closeInfo = { code, reason };
+    // No longer open from now on, though it stays to tell its close to the next poll.
+    this.#ended(this);
     // As a WebSocket's close event: after the current turn, never inside the caller's own call.
     setImmediate(() => {
       this.handler?.onClose();
       this.handler = undefined;
     });
     if (this.#waiter !== undefined) this.#schedule(0);
-    setTimeout(() => this.#host.forget(this), CLOSED_LINGER_MS).unref();
+    setTimeout(() => this.#forget(this), CLOSED_LINGER_MS).unref();
   }
 
   /**
@@ -135,11 +115,11 @@ export class PollConnection implements HeldConnection {
       );
       return;
     }
-    if (cursor > this.#seq) {
+    if (cursor > this.outbound.seq) {
       respond(
         400,
         JSON.stringify({
-          error: `cursor ${cursor} was never issued (the last frame is ${this.#seq})`,
+          error: `cursor ${cursor} was never issued (the last frame is ${this.outbound.seq})`,
           code: ErrorCode.BAD_REQUEST,
           cursor: this.#acked,
         }),
@@ -160,7 +140,7 @@ export class PollConnection implements HeldConnection {
       return;
     }
     waiter.timer = setTimeout(() => this.#answer(), Math.min(waitMs, this.maxWaitMs));
-    if (this.#queue.length > 0) this.#ready();
+    if (this.outbound.items.length > 0) this.#ready();
   }
 
   tick(now: number): void {
@@ -169,20 +149,9 @@ export class PollConnection implements HeldConnection {
       this.close(DisconnectCode.NO_PONG, 'no poll within two ping intervals');
   }
 
-  #push(frame: Buffer | string, bytes: number): void {
-    if (this.closed) return;
-    this.#queue.push({ seq: ++this.#seq, frame, bytes, at: Date.now() });
-    this.#bytes += bytes;
-    if (this.#bytes > this.#host.maxOutboundBytes) {
-      this.close(DisconnectCode.SLOW, 'too slow: outbound queue full');
-      return;
-    }
-    if (this.#waiter !== undefined) this.#ready();
-  }
-
   /** Frames are pending for a waiting poll: answer after the current turn, or after the linger. */
   #ready(): void {
-    const oldest = this.#queue[0];
+    const oldest = this.outbound.items[0];
     if (this.#urgent || oldest === undefined) this.#schedule(0);
     else this.#schedule(Math.max(0, oldest.at + POLL_LINGER_MS - Date.now()));
   }
@@ -210,18 +179,18 @@ export class PollConnection implements HeldConnection {
     const parts: string[] = [];
     let last = waiter.cursor;
     let bytes = 0;
-    for (const p of this.#queue) {
+    for (const p of this.outbound.items) {
       if (p.seq <= waiter.cursor) continue;
       if (
         parts.length >= MAX_FRAMES_PER_POLL ||
         (bytes > 0 && bytes + p.bytes > MAX_BYTES_PER_POLL)
       )
         break;
-      parts.push(typeof p.frame === 'string' ? p.frame : p.frame.toString('utf8'));
+      parts.push(typeof p.item === 'string' ? p.item : p.item.toString('utf8'));
       bytes += p.bytes;
       last = p.seq;
     }
-    const done = this.#closeInfo !== undefined && last === this.#seq;
+    const done = this.#closeInfo !== undefined && last === this.outbound.seq;
     const closed = done ? `,"closed":${JSON.stringify(this.#closeInfo)}` : '';
     waiter.respond(200, `{"cursor":${last},"frames":[${parts.join(',')}]${closed}}`);
   }
@@ -229,12 +198,6 @@ export class PollConnection implements HeldConnection {
   #ack(cursor: number): void {
     if (cursor <= this.#acked) return;
     this.#acked = cursor;
-    let drop = 0;
-    for (const p of this.#queue) {
-      if (p.seq > cursor) break;
-      this.#bytes -= p.bytes;
-      drop++;
-    }
-    if (drop > 0) this.#queue = this.#queue.slice(drop);
+    this.outbound.ack(cursor);
   }
 }

@@ -6,8 +6,8 @@
  */
 import type { ServerResponse } from 'node:http';
 import { DisconnectCode } from '@switchboard/protocol';
-import type { ConnectionHandler } from './connection.js';
-import { labelOwnReply, type HeldConnection, type HeldHost } from './http-session.js';
+import { BaseConnection, OutboundQueue, type InboundCommand } from './transport.js';
+import type { HeldConnection, HeldHost } from './http-session.js';
 import { StreamState } from './stream-state.js';
 
 /** Headers that keep every hop from buffering or transforming the stream. */
@@ -23,47 +23,48 @@ const RETRY_MS = 2000;
 const DATA = Buffer.from('data: ');
 const NL = Buffer.from('\n');
 const HEARTBEAT = ':\n\n';
-/** A slow client gets this long to take its close event before its socket is destroyed. */
-const SLOW_CLOSE_GRACE_MS = 2000;
 
-export class SseConnection implements HeldConnection {
+/** An SSE stream as a Connection; its outbound queue is the response's writableLength. */
+export class SseConnection extends BaseConnection implements HeldConnection {
   readonly transport = 'sse';
   readonly batched = true;
   readonly id: string;
-  handler: ConnectionHandler | undefined;
-  closed = false;
-  readonly #host: HeldHost;
+  protected readonly outbound: OutboundQueue;
+  readonly #pingIntervalMs: number;
+  readonly #forget: (conn: HeldConnection) => void;
   readonly #res: ServerResponse;
   readonly #state = new StreamState();
-  /** The server's own subscribe request ids → channel. */
-  #own: ReadonlyMap<string, string> = new Map();
   #lastWrite = 0;
 
   constructor(host: HeldHost, id: string, res: ServerResponse) {
-    this.#host = host;
+    super(host);
+    this.#pingIntervalMs = host.pingIntervalMs;
+    this.#forget = (conn) => host.forget(conn);
     this.id = id;
     this.#res = res;
+    this.outbound = new OutboundQueue(() => res.writableLength);
     res.on('close', () => this.#gone());
   }
 
   /** Starts the stream: headers, the `connected` event with the id commands are posted to. */
-  open(headers: Readonly<Record<string, string>>, own: ReadonlyMap<string, string>): void {
-    this.#own = own;
+  open(headers: Readonly<Record<string, string>>): void {
     this.#res.writeHead(200, { ...SSE_HEADERS, ...headers });
     const info = JSON.stringify({
       connection: this.id,
       transport: 'sse',
-      pingIntervalMs: this.#host.pingIntervalMs,
+      pingIntervalMs: this.#pingIntervalMs,
     });
-    this.#write(`retry: ${RETRY_MS}\nevent: connected\ndata: ${info}\n\n`);
+    this.#push(`retry: ${RETRY_MS}\nevent: connected\ndata: ${info}\n\n`);
   }
 
-  get queuedBytes(): number {
-    return this.#res.writableLength;
-  }
-
-  send(frame: Buffer): void {
-    if (this.closed) return;
+  protected write(frame: Buffer | string): void {
+    if (typeof frame === 'string') {
+      const changed = this.#state.reply(frame) !== undefined;
+      this.#push(
+        changed ? `data: ${frame}\nid: ${this.#state.encode()}\n\n` : `data: ${frame}\n\n`,
+      );
+      return;
+    }
     const changed = this.#state.message(frame);
     const parts: Buffer[] = [];
     let start = 0;
@@ -75,64 +76,49 @@ export class SseConnection implements HeldConnection {
     }
     if (changed) parts.push(Buffer.from(`id: ${this.#state.encode()}\n`));
     parts.push(NL);
-    this.#write(Buffer.concat(parts));
+    this.#push(Buffer.concat(parts));
   }
 
-  sendText(frame: string): void {
-    if (this.closed) return;
-    const changed = this.#state.reply(frame) !== undefined;
-    const text = labelOwnReply(frame, this.#own);
-    this.#write(changed ? `data: ${text}\nid: ${this.#state.encode()}\n\n` : `data: ${text}\n\n`);
-  }
-
-  commands(frames: readonly string[]): void {
-    for (const frame of frames) {
+  commands(commands: readonly InboundCommand[]): void {
+    for (const c of commands) {
       if (this.closed) return;
-      this.#state.command(frame);
-      this.handler?.onFrame(frame);
+      if (c.decoded.ok) this.#state.command(c.decoded.command);
+      this.handler?.onCommand?.(c);
     }
   }
 
-  /** A final `close` event with the code, then the end of the response. */
-  close(code: number, reason: string): void {
-    if (this.closed) return;
-    this.#host.disconnected(code);
-    this.#end(code, reason);
-  }
-
   release(): void {
-    if (!this.closed) this.#end(DisconnectCode.NORMAL, 'closed by the client');
+    if (this.closed) return;
+    this.closed = true;
+    this.end(DisconnectCode.NORMAL, 'closed by the client');
   }
 
-  #end(code: number, reason: string): void {
-    this.closed = true;
+  /** A final `close` event with the code, then the end of the response. */
+  protected end(code: number, reason: string): void {
     this.#res.end(`event: close\ndata: ${JSON.stringify({ code, reason })}\n\n`);
+  }
+
+  override abort(): void {
+    this.#res.destroy();
   }
 
   tick(now: number): void {
     // Comment lines keep proxies from timing out an idle stream; EventSource ignores them.
-    if (!this.closed && now - this.#lastWrite >= this.#host.pingIntervalMs / 2)
-      this.#write(HEARTBEAT);
+    if (!this.closed && now - this.#lastWrite >= this.#pingIntervalMs / 2) {
+      this.#push(HEARTBEAT);
+      this.backlog();
+    }
   }
 
-  #write(chunk: string | Buffer): void {
+  #push(chunk: string | Buffer): void {
     this.#lastWrite = Date.now();
     this.#res.write(chunk);
-    if (this.#res.writableLength > this.#host.maxOutboundBytes) {
-      this.close(DisconnectCode.SLOW, 'too slow: outbound queue full');
-      // The close event sits behind everything the client has not read; do not wait for it.
-      setTimeout(destroy, SLOW_CLOSE_GRACE_MS, this.#res).unref();
-    }
   }
 
   #gone(): void {
     this.closed = true;
-    this.#host.forget(this);
+    this.#forget(this);
     this.handler?.onClose();
     this.handler = undefined;
   }
-}
-
-function destroy(res: ServerResponse): void {
-  res.destroy();
 }

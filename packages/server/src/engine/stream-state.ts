@@ -8,7 +8,7 @@
  * yet). Offsets are digits and epochs base64url, so the first two commas split an entry; `;` is
  * not in the channel character set.
  */
-import type { Position } from '@switchboard/protocol';
+import type { Command, Position } from '@switchboard/protocol';
 import { framePosition } from '../recovery.js';
 
 /** Longest id written; a larger state is written as OVERFLOW_ID (Node rejects headers over 16 KiB). */
@@ -31,28 +31,18 @@ export class StreamState {
   }
 
   /** Observes a command on its way to the session. */
-  command(text: string): void {
-    if (!text.includes('subscribe')) return;
-    let cmd: unknown;
-    try {
-      cmd = JSON.parse(text);
-    } catch {
+  command(cmd: Command): void {
+    if (cmd.action === 'unsubscribe') {
+      this.#channels.delete(cmd.channel);
+      for (const [key, ch] of this.#pending) if (ch === cmd.channel) this.#pending.delete(key);
       return;
     }
-    if (typeof cmd !== 'object' || cmd === null) return;
-    const { action, channel, id } = cmd as Record<string, unknown>;
-    if (typeof channel !== 'string') return;
-    if (action === 'unsubscribe') {
-      this.#channels.delete(channel);
-      for (const [key, ch] of this.#pending) if (ch === channel) this.#pending.delete(key);
-      return;
-    }
-    if (action !== 'subscribe') return;
+    if (cmd.action !== 'subscribe') return;
     // Without an id no reply comes back: the position is learnt from the first message.
-    if (id === undefined) {
-      if (!this.#channels.has(channel)) this.#channels.set(channel, undefined);
+    if (cmd.id === undefined) {
+      if (!this.#channels.has(cmd.channel)) this.#channels.set(cmd.channel, undefined);
     } else if (this.#pending.size < 1024) {
-      this.#pending.set(JSON.stringify(id), channel);
+      this.#pending.set(JSON.stringify(cmd.id), cmd.channel);
     }
   }
 
@@ -61,7 +51,12 @@ export class StreamState {
    * reply to a tracked subscribe (the state changed), else undefined.
    */
   reply(text: string): string | undefined {
-    if (this.#pending.size === 0 || !text.startsWith('{"reply":')) return undefined;
+    // The server's own subscribes are answered with their channel in front (`{"channel":...`).
+    if (
+      this.#pending.size === 0 ||
+      !(text.startsWith('{"reply":') || text.startsWith('{"channel":'))
+    )
+      return undefined;
     let frame: Record<string, unknown>;
     try {
       frame = JSON.parse(text) as Record<string, unknown>;

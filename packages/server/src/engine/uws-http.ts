@@ -12,7 +12,7 @@ import { EventEmitter } from 'node:events';
 import { STATUS_CODES, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http';
 import { Readable } from 'node:stream';
 import type { HttpRequest, HttpResponse } from 'uWebSockets.js';
-import type { RequestInfo } from './connection.js';
+import type { RequestInfo } from './transport.js';
 
 const IPV4_MAPPED = '0000:0000:0000:0000:0000:ffff:';
 

@@ -20,7 +20,15 @@ import type {
 import { BATCH_SUBPROTOCOL, DisconnectCode, ErrorCode } from '@switchboard/protocol';
 import type { Refusal } from '../admission.js';
 import { joinFrames, type TopicPublisher, type TopicSink } from '../hub.js';
-import type { Connection, ConnectionHandler, RequestInfo, TopicBroadcaster } from './connection.js';
+import {
+  BaseConnection,
+  OutboundQueue,
+  type Connection,
+  type ConnectionHandler,
+  type RequestInfo,
+  type TopicBroadcaster,
+  type TransportHost,
+} from './transport.js';
 import { Heartbeat, type Beating } from './heartbeat.js';
 import type { UwsModule } from './uws-load.js';
 import type { WsEngineOptions } from './ws.js';
@@ -59,17 +67,22 @@ const BACKLOG_CHECKS = 2000;
 const PLAIN = 'p';
 const BATCHED = 'b';
 
-/** One uWS socket as a Connection that subscribes through native topics. */
-class UwsConnection implements Connection, TopicSink, Beating {
+/**
+ * One uWS socket as a Connection that subscribes through native topics. Its outbound queue is
+ * uWS's backpressure (getBufferedAmount), which topic publishes grow without a JavaScript call:
+ * the sweep reads it through backlog(), the same check as every write's.
+ */
+class UwsConnection extends BaseConnection implements TopicSink, Beating {
   readonly transport = 'websocket';
   readonly topics = true;
   readonly batched: boolean;
   readonly #prefix: string;
   readonly ws: WebSocket<UserData>;
   readonly engine: UwsEngine;
-  handler: ConnectionHandler | undefined;
+  protected readonly outbound: OutboundQueue;
   alive = true;
-  closed = false;
+  /** uWS ran its close handler: the socket object must not be touched any more. */
+  gone = false;
   /** Frames received but not handled yet (see UwsEngine.#receive). */
   inbox: string[] = [];
   inboxBytes = 0;
@@ -77,29 +90,20 @@ class UwsConnection implements Connection, TopicSink, Beating {
   busy = false;
 
   constructor(engine: UwsEngine, ws: WebSocket<UserData>, batched: boolean) {
+    super(engine);
     this.engine = engine;
     this.ws = ws;
     this.batched = batched;
     this.#prefix = batched ? BATCHED : PLAIN;
+    this.outbound = new OutboundQueue(() => (this.gone ? 0 : ws.getBufferedAmount()));
   }
 
-  get queuedBytes(): number {
-    return this.closed ? 0 : this.ws.getBufferedAmount();
-  }
-
-  send(frame: Buffer): void {
-    this.#write(frame);
-  }
-
-  sendText(frame: string): void {
-    this.#write(frame);
+  protected write(frame: Buffer | string): void {
+    this.ws.send(frame, false);
   }
 
   sendBinary(frame: Buffer): void {
-    if (this.closed) return;
-    this.backlog();
-    if (this.closed) return;
-    this.ws.send(frame, true);
+    this.writeGuarded(() => this.ws.send(frame, true));
   }
 
   join(channel: string): void {
@@ -119,12 +123,13 @@ class UwsConnection implements Connection, TopicSink, Beating {
     if (!this.closed) this.ws.unsubscribe(this.#prefix + channel);
   }
 
-  close(code: number, reason: string): void {
-    if (this.closed) return;
-    this.closed = true;
-    this.engine.disconnected(code);
+  protected end(code: number, reason: string): void {
     // end() runs uWS's close handler at once, inside our caller's stack (see the handler).
     this.ws.end(code, reason);
+  }
+
+  override abort(): void {
+    if (!this.gone) this.ws.close();
   }
 
   ping(): void {
@@ -135,25 +140,6 @@ class UwsConnection implements Connection, TopicSink, Beating {
     if (this.closed) return;
     this.closed = true;
     this.ws.close();
-  }
-
-  /** Bytes queued for the client; closes it with 3008 when that is over the limit. */
-  backlog(): number {
-    if (this.closed) return 0;
-    const n = this.ws.getBufferedAmount();
-    if (n > this.engine.maxOutboundBytes) {
-      // The close frame waits behind the backlog; uWS drops the socket if it never gets read.
-      this.close(DisconnectCode.SLOW, 'too slow: outbound queue full');
-      return 0;
-    }
-    return n;
-  }
-
-  #write(frame: Buffer | string): void {
-    if (this.closed) return;
-    this.backlog();
-    if (this.closed) return;
-    this.ws.send(frame, false);
   }
 }
 
@@ -189,7 +175,7 @@ function bodyFramingError(
   return undefined;
 }
 
-export class UwsEngine implements TopicPublisher, TopicBroadcaster {
+export class UwsEngine implements TopicPublisher, TopicBroadcaster, TransportHost {
   readonly maxOutboundBytes: number;
   readonly #options: UwsEngineOptions;
   readonly #app: TemplatedApp;
@@ -267,6 +253,7 @@ export class UwsEngine implements TopicPublisher, TopicBroadcaster {
       close: (ws) => {
         const conn = ws.getUserData().conn;
         if (conn === undefined) return;
+        conn.gone = true;
         this.#connections.delete(conn);
         this.#backlogged.delete(conn);
         if (conn.closed) {

@@ -4,7 +4,15 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import { BATCH_SUBPROTOCOL, DisconnectCode } from '@switchboard/protocol';
 import type { Logger } from 'pino';
 import type { Refusal } from '../admission.js';
-import type { Connection, ConnectionHandler, Dialect, RequestInfo } from './connection.js';
+import {
+  BaseConnection,
+  OutboundQueue,
+  type Connection,
+  type ConnectionHandler,
+  type Dialect,
+  type RequestInfo,
+  type TransportHost,
+} from './transport.js';
 import { Heartbeat, type Beating } from './heartbeat.js';
 
 export interface WsEngineOptions {
@@ -25,70 +33,55 @@ export interface WsEngineOptions {
   readonly dialects?: readonly Dialect[];
 }
 
-/** A slow client gets this long to take its close frame before the socket is destroyed. */
-const SLOW_CLOSE_GRACE_MS = 2000;
 const TEXT = { binary: false } as const;
 const BINARY = { binary: true } as const;
 
-/** One ws socket as a Connection. */
-class WsConnection implements Connection, Beating {
+/** One ws socket as a Connection; its outbound queue is the socket's bufferedAmount. */
+class WsConnection extends BaseConnection implements Beating {
   readonly transport = 'websocket';
   readonly batched: boolean;
   readonly ws: WebSocket;
-  handler: ConnectionHandler | undefined;
   alive = true;
-  closed = false;
   readonly engine: WsEngine;
+  protected readonly outbound: OutboundQueue;
   #resumeTimer: NodeJS.Timeout | undefined;
 
   /** The TCP socket under `ws`, corked around a burst so that it leaves in one write. */
   readonly #socket: Duplex;
 
   constructor(engine: WsEngine, ws: WebSocket, socket: Duplex) {
+    super(engine);
     this.engine = engine;
     this.ws = ws;
     this.#socket = socket;
     this.batched = ws.protocol === BATCH_SUBPROTOCOL;
+    this.outbound = new OutboundQueue(() => ws.bufferedAmount);
   }
 
-  get queuedBytes(): number {
-    return this.ws.bufferedAmount;
-  }
-
-  send(frame: Buffer): void {
-    if (this.closed) return;
-    this.ws.send(frame, TEXT);
-    if (this.ws.bufferedAmount > this.engine.maxOutboundBytes) this.#tooSlow();
+  protected write(frame: Buffer | string): void {
+    if (typeof frame === 'string') this.ws.send(frame);
+    else this.ws.send(frame, TEXT);
   }
 
   /** A turn's frames for a plain (one message per frame) client: one syscall, not one each. */
-  sendMany(frames: readonly Buffer[]): void {
-    if (this.closed) return;
+  protected override writeMany(frames: readonly Buffer[]): void {
     this.#socket.cork();
     for (const frame of frames) this.ws.send(frame, TEXT);
     this.#socket.uncork();
-    if (this.ws.bufferedAmount > this.engine.maxOutboundBytes) this.#tooSlow();
-  }
-
-  sendText(frame: string): void {
-    if (this.closed) return;
-    this.ws.send(frame);
-    if (this.ws.bufferedAmount > this.engine.maxOutboundBytes) this.#tooSlow();
   }
 
   sendBinary(frame: Buffer): void {
-    if (this.closed) return;
-    this.ws.send(frame, BINARY);
-    if (this.ws.bufferedAmount > this.engine.maxOutboundBytes) this.#tooSlow();
+    this.writeGuarded(() => this.ws.send(frame, BINARY));
   }
 
-  close(code: number, reason: string): void {
-    if (this.closed) return;
-    this.closed = true;
-    this.engine.disconnected(code);
+  protected end(code: number, reason: string): void {
     // A paused socket would never read the client's answering close frame.
     this.#resume();
     this.ws.close(code, reason);
+  }
+
+  override abort(): void {
+    this.ws.terminate();
   }
 
   ping(): void {
@@ -111,16 +104,6 @@ class WsConnection implements Connection, Beating {
     this.#resumeTimer = undefined;
     this.ws.resume();
   }
-
-  #tooSlow(): void {
-    this.close(DisconnectCode.SLOW, 'too slow: outbound queue full');
-    // The close frame sits behind everything the client has not read; do not wait 30 s for it.
-    setTimeout(terminate, SLOW_CLOSE_GRACE_MS, this.ws).unref();
-  }
-}
-
-function terminate(ws: WebSocket): void {
-  ws.terminate();
 }
 
 const owners = new WeakMap<WebSocket, WsConnection>();
@@ -158,7 +141,7 @@ function socketOnError(this: WebSocket): void {
  * The WebSocket edge on the `ws` library: upgrades on `path`, text frames in, pre-encoded frames
  * out, one heartbeat timer for all sockets.
  */
-export class WsEngine {
+export class WsEngine implements TransportHost {
   readonly maxOutboundBytes: number;
   readonly #options: WsEngineOptions;
   readonly #wss: WebSocketServer;
