@@ -34,8 +34,8 @@ export interface HeldHost extends TransportHost {
   /** The connection is gone: forget it and stop routing its commands here. */
   forget(conn: HeldConnection): void;
   /**
-   * The connection ended but stays to tell its close to the next poll (long-polling): it no
-   * longer counts as open (the drain waits for open connections only).
+   * The connection ended, its client was told (or is gone), and it stays only to answer a late
+   * poll again (long-polling): it no longer counts as open, so the drain does not wait for it.
    */
   ended(conn: HeldConnection): void;
 }

@@ -115,7 +115,7 @@ class RouteError extends Error {
 export class HttpTransports {
   readonly #o: HttpTransportsOptions;
   readonly #held = new Map<string, HeldConnection>();
-  /** Held connections that ended and only wait to tell their close to a poll: not open. */
+  /** Held connections that ended for their client too and stay only to answer a late poll. */
   readonly #ended = new Set<HeldConnection>();
   readonly #host: HeldHost;
   /** This node's topic for answers to polls it forwarded, subscribed on first use. */
@@ -261,10 +261,8 @@ export class HttpTransports {
     clearInterval(this.#timer);
     for (const conn of this.#held.values()) conn.close(code, reason);
     const deadline = Date.now() + timeoutMs;
-    while (
-      Date.now() < deadline &&
-      [...this.#held.values()].some((c) => c instanceof SseConnection)
-    )
+    // Until SSE streams ended and long-polls collected their close (connections counts both).
+    while (Date.now() < deadline && this.connections > 0)
       await new Promise((r) => setTimeout(r, 20));
     // Give waiting polls the turn in which they are answered.
     await new Promise((r) => setTimeout(r, 10));

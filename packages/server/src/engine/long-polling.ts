@@ -48,6 +48,8 @@ export class PollConnection extends BaseConnection implements HeldConnection {
   /** When the last poll ended (or the connection opened); for the idle check. */
   #lastPoll = Date.now();
   #closeInfo: { code: number; reason: string } | undefined;
+  /** The close was told to a poll (or nobody is polling to be told): no longer open. */
+  #told = false;
 
   constructor(host: HeldHost, id: string) {
     super(host);
@@ -88,8 +90,8 @@ export class PollConnection extends BaseConnection implements HeldConnection {
 
   protected end(code: number, reason: string): void {
     this.#closeInfo = { code, reason };
-    // No longer open from now on, though it stays to tell its close to the next poll.
-    this.#ended(this);
+    // Closed for not polling: nobody will collect the close, so it stops counting now.
+    if (code === DisconnectCode.NO_PONG) this.#tell();
     // As a WebSocket's close event: after the current turn, never inside the caller's own call.
     setImmediate(() => {
       this.handler?.onClose();
@@ -145,8 +147,19 @@ export class PollConnection extends BaseConnection implements HeldConnection {
 
   tick(now: number): void {
     // A client polls again as soon as a poll ends: one silent for two intervals is gone.
-    if (!this.closed && this.#waiter === undefined && now - this.#lastPoll > 2 * this.maxWaitMs)
-      this.close(DisconnectCode.NO_PONG, 'no poll within two ping intervals');
+    if (this.#waiter !== undefined || now - this.#lastPoll <= 2 * this.maxWaitMs) return;
+    if (!this.closed) this.close(DisconnectCode.NO_PONG, 'no poll within two ping intervals');
+    else this.#tell();
+  }
+
+  /**
+   * The connection has ended for its client too: it stays (CLOSED_LINGER_MS) only to answer a
+   * repeated poll, and no longer counts as open, so a drain does not wait for it.
+   */
+  #tell(): void {
+    if (this.#told) return;
+    this.#told = true;
+    this.#ended(this);
   }
 
   /** Frames are pending for a waiting poll: answer after the current turn, or after the linger. */
@@ -193,6 +206,7 @@ export class PollConnection extends BaseConnection implements HeldConnection {
     const done = this.#closeInfo !== undefined && last === this.outbound.seq;
     const closed = done ? `,"closed":${JSON.stringify(this.#closeInfo)}` : '';
     waiter.respond(200, `{"cursor":${last},"frames":[${parts.join(',')}]${closed}}`);
+    if (done) this.#tell();
   }
 
   #ack(cursor: number): void {
