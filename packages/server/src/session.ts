@@ -210,16 +210,17 @@ export class Session implements ConnectionHandler {
       else this.#early.push(inbound);
       return;
     }
+    if (typeof inbound !== 'string' && inbound.label !== undefined) {
+      // Whatever answers it (a reply, an error, a refusal over the rate) names the channel.
+      const id = idOf(inbound.decoded);
+      if (id !== undefined) this.#labels.set(id, inbound.label);
+    }
     if (!this.#takeToken()) {
       this.#refuse(typeof inbound === 'string' ? peekRequestId(inbound) : idOf(inbound.decoded));
       return;
     }
     this.#toldOverRate = false;
     const decoded = typeof inbound === 'string' ? decodeCommand(inbound) : inbound.decoded;
-    if (typeof inbound !== 'string' && inbound.label !== undefined) {
-      const id = idOf(decoded);
-      if (id !== undefined) this.#labels.set(id, inbound.label);
-    }
     if (!decoded.ok) {
       this.#sendError(decoded);
       // A client that only ever sends garbage is broken, not unlucky: stop spending on it.
