@@ -596,7 +596,23 @@ export function encodeMessageHead(m: MessageHeadFields): string {
 
 /** Closes a message head with a stream position. `epoch` must be JSON-safe (it is generated). */
 export function closeMessageFrame(head: string, offset: number, epoch: string): string {
-  return head + ',"offset":' + offset + ',"epoch":"' + epoch + '"}';
+  return head + encodePositionSuffix(offset, epoch);
+}
+
+/**
+ * The position suffix that closes a message head: `,"offset":N,"epoch":"E"}`. `epoch` must be
+ * JSON-safe (the broker generates it); the Redis publish script appends the same bytes.
+ */
+export function encodePositionSuffix(offset: number, epoch: string): string {
+  return ',"offset":' + offset + ',"epoch":"' + epoch + '"}';
+}
+
+/** A whole message push: the head closed with its position, or unpositioned without one. */
+export function encodeMessage(m: MessageHeadFields, position?: Position): string {
+  const head = encodeMessageHead(m);
+  return position === undefined
+    ? closeMessageFrameUnpositioned(head)
+    : closeMessageFrame(head, position.offset, position.epoch);
 }
 
 /** Closes a message head that has no stream position (bridged or unstored messages). */

@@ -25,6 +25,8 @@ export {
   peekRequestId,
   positionOf,
   encodeMessageHead,
+  encodeMessage,
+  encodePositionSuffix,
   closeMessageFrame,
   closeMessageFrameUnpositioned,
   encodeDiscontinuityEvent,
@@ -33,6 +35,9 @@ export {
   messageIdError,
   messageNameError,
 } from './frames.js';
+export * from './server-frames.js';
+export { parseFrames, frameKind, toMessage, toPosition } from './decode-server.js';
+export type { Frame, FrameKind, Message } from './decode-server.js';
 export type {
   ErrorCodeName,
   ErrorCodeValue,

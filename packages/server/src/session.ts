@@ -1,10 +1,23 @@
 import { createHash, randomBytes } from 'node:crypto';
 import {
-  DisconnectCode,
-  ErrorCode,
   decodeCommand,
+  DisconnectCode,
+  encodeEnterReply,
   encodeError,
-  encodeReply,
+  encodeHistoryReply,
+  encodeLeaveReply,
+  encodeMemberId,
+  encodeOccupancyReply,
+  encodeOk,
+  encodePong,
+  encodePresenceReply,
+  encodePresenceSubscribeReply,
+  encodePublishReply,
+  encodeRefreshEvent,
+  encodeRevokedEvent,
+  encodeSubscribeReply,
+  encodeTokenReply,
+  ErrorCode,
   peekRequestId,
   type Command,
   type CommandError,
@@ -254,9 +267,7 @@ export class Session implements ConnectionHandler {
   #dispatch(cmd: Command): void {
     switch (cmd.action) {
       case 'ping':
-        this.#write(
-          cmd.id === undefined ? '{"ok":true,"pong":true}' : encodeReply(cmd.id, '"pong":true'),
-        );
+        this.#write(encodePong(cmd.id));
         return;
       case 'connect':
       case 'refresh':
@@ -339,9 +350,13 @@ export class Session implements ConnectionHandler {
         (r) => {
           this.#inFlight--;
           if (id !== undefined) {
-            this.#reply(
-              id,
-              `"messageId":${JSON.stringify(r.id)},"offset":${r.offset},"epoch":"${r.epoch}"${r.duplicate ? ',"duplicate":true' : ''}`,
+            this.#send(
+              encodePublishReply(id, {
+                messageId: r.id,
+                offset: r.offset,
+                epoch: r.epoch,
+                duplicate: r.duplicate,
+              }),
             );
           }
         },
@@ -384,7 +399,7 @@ export class Session implements ConnectionHandler {
         if (this.#closed || !this.#channels.has(channel)) {
           this.#leave(channel);
           // Still answered when an unsubscribe overtook the confirmation: both commands took effect
-          // in the order sent, and a command with an id always gets a reply (#reply skips closed
+          // in the order sent, and a command with an id always gets a reply (#send skips closed
           // connections). Returning silently left the client waiting for this reply forever.
           this.#ok(id);
           return;
@@ -393,10 +408,8 @@ export class Session implements ConnectionHandler {
           this.#ctx.metrics.resumes.inc({ recovered: String(sub.recovered) });
         // The reply goes first, then the replay, in this same turn: the Hub cannot interleave live frames.
         if (id !== undefined) {
-          const recovered = sub.recovered === undefined ? '' : `"recovered":${sub.recovered},`;
-          this.#reply(
-            id,
-            `${recovered}"position":{"offset":${sub.position.offset},"epoch":${JSON.stringify(sub.position.epoch)}}`,
+          this.#send(
+            encodeSubscribeReply(id, { recovered: sub.recovered, position: sub.position }),
           );
         }
         for (const frame of sub.replay) {
@@ -498,7 +511,7 @@ export class Session implements ConnectionHandler {
       this.#node.leave(channel, this.#memberKey(), this.#ownerId(), dataJson).then(
         (r) => {
           this.#inFlight--;
-          if (id !== undefined) this.#reply(id, `"offset":${r.offset}`);
+          if (id !== undefined) this.#send(encodeLeaveReply(id, r.offset));
         },
         (err: unknown) => {
           this.#inFlight--;
@@ -525,9 +538,12 @@ export class Session implements ConnectionHandler {
         this.#inFlight--;
         if (this.#closed) return;
         if (id !== undefined)
-          this.#reply(
-            id,
-            `"clientId":${JSON.stringify(this.#clientId())},"connectionId":${JSON.stringify(this.#connId())},"offset":${offset}`,
+          this.#send(
+            encodeEnterReply(id, {
+              clientId: this.#clientId(),
+              connectionId: this.#connId(),
+              offset,
+            }),
           );
       },
       (err: unknown) => {
@@ -549,7 +565,7 @@ export class Session implements ConnectionHandler {
     return {
       key: this.#memberKey(),
       owner: this.#ownerId(),
-      idJson: `"clientId":${JSON.stringify(this.#clientId())},"connectionId":${JSON.stringify(this.#connId())}`,
+      idJson: encodeMemberId(this.#clientId(), this.#connId()),
       dataJson,
     };
   }
@@ -603,7 +619,7 @@ export class Session implements ConnectionHandler {
         if (this.#closed || !this.#presenceStreams.has(channel)) {
           this.#node.unsubscribePresence(this.#conn, channel);
         }
-        if (id !== undefined) this.#reply(id, `"offset":${offset},"epoch":"${epoch}"`);
+        if (id !== undefined) this.#send(encodePresenceSubscribeReply(id, { offset, epoch }));
       },
       (err: unknown) => {
         this.#inFlight--;
@@ -648,7 +664,7 @@ export class Session implements ConnectionHandler {
         if (this.#closed || !this.#occupancyStreams.has(channel)) {
           this.#node.unsubscribeOccupancy(this.#conn, channel);
         }
-        if (id !== undefined) this.#reply(id, `"occupancy":${JSON.stringify(occupancy)}`);
+        if (id !== undefined) this.#send(encodeOccupancyReply(id, occupancy));
       },
       (err: unknown) => {
         this.#inFlight--;
@@ -680,11 +696,14 @@ export class Session implements ConnectionHandler {
         (page) => {
           this.#inFlight--;
           if (id === undefined || this.#closed) return;
-          const next =
-            page.next === null ? 'null' : JSON.stringify(encodePresenceCursor(page.next));
-          this.#reply(
-            id,
-            `"channel":${JSON.stringify(cmd.channel)},"members":[${page.members.join(',')}],"offset":${page.offset},"epoch":"${page.epoch}","next":${next}`,
+          this.#send(
+            encodePresenceReply(id, {
+              channel: cmd.channel,
+              members: page.members,
+              offset: page.offset,
+              epoch: page.epoch,
+              next: page.next === null ? null : encodePresenceCursor(page.next),
+            }),
           );
         },
         (err: unknown) => {
@@ -702,11 +721,8 @@ export class Session implements ConnectionHandler {
       (page) => {
         this.#inFlight--;
         if (id === undefined || this.#closed) return;
-        const next = page.next === null ? 'null' : JSON.stringify(page.next);
-        const position = `{"offset":${page.position.offset},"epoch":${JSON.stringify(page.position.epoch)}}`;
-        this.#reply(
-          id,
-          `"messages":[${page.frames.join(',')}],"position":${position},"next":${next}`,
+        this.#send(
+          encodeHistoryReply(id, { frames: page.frames, position: page.position, next: page.next }),
         );
       },
       (err: unknown) => {
@@ -811,10 +827,7 @@ export class Session implements ConnectionHandler {
     this.#scheduleExpiry(creds);
     if (action === 'refresh') this.#dropForbiddenSubscriptions();
     if (id !== undefined) {
-      this.#reply(
-        id,
-        `"client":${JSON.stringify(creds.userId)},"expiresAt":${creds.expiresAt ?? 'null'}`,
-      );
+      this.#send(encodeTokenReply(id, { client: creds.userId, expiresAt: creds.expiresAt }));
     }
   }
 
@@ -844,7 +857,7 @@ export class Session implements ConnectionHandler {
     // client whose clock is a little behind ours no chance to refresh.
     const life = remaining > 0 ? remaining : remaining + this.#ctx.tokenLeewayMs;
     this.#refreshTimer = setLongTimeout(
-      () => this.#write(`{"event":"refresh","expiresAt":${creds.expiresAt}}`),
+      () => this.#write(encodeRefreshEvent(creds.expiresAt)),
       remaining - lead,
     );
     this.#expiryTimer = setLongTimeout(
@@ -859,17 +872,13 @@ export class Session implements ConnectionHandler {
       if (this.#ctx.policy.allows(this.#credentials, 'subscribe', channel)) continue;
       this.#occupancyStreams.delete(channel);
       this.#node.unsubscribeOccupancy(this.#conn, channel);
-      this.#write(
-        `{"event":"occupancy-unsubscribed","channel":${JSON.stringify(channel)},"code":${ErrorCode.PERMISSION_DENIED},"reason":"no longer allowed by the token"}`,
-      );
+      this.#write(encodeRevokedEvent('occupancy-unsubscribed', channel));
     }
     for (const channel of [...this.#channels]) {
       if (this.#ctx.policy.allows(this.#credentials, 'subscribe', channel)) continue;
       this.#channels.delete(channel);
       this.#leave(channel);
-      this.#write(
-        `{"event":"unsubscribed","channel":${JSON.stringify(channel)},"code":${ErrorCode.PERMISSION_DENIED},"reason":"no longer allowed by the token"}`,
-      );
+      this.#write(encodeRevokedEvent('unsubscribed', channel));
     }
     // Presence the new token no longer allows: the events stop and explicit members leave.
     for (const channel of new Set([...this.#presenceStreams, ...this.#entered.keys()])) {
@@ -881,9 +890,7 @@ export class Session implements ConnectionHandler {
         this.#entered.delete(channel);
         this.#node.leave(channel, this.#memberKey(), this.#ownerId()).catch(() => undefined);
       }
-      this.#write(
-        `{"event":"presence-unsubscribed","channel":${JSON.stringify(channel)},"code":${ErrorCode.PERMISSION_DENIED},"reason":"no longer allowed by the token"}`,
-      );
+      this.#write(encodeRevokedEvent('presence-unsubscribed', channel));
     }
   }
 
@@ -979,12 +986,13 @@ export class Session implements ConnectionHandler {
   }
 
   #ok(id: RequestId | undefined): void {
-    if (id !== undefined) this.#reply(id, '');
+    if (id !== undefined) this.#send(encodeOk(id));
   }
 
-  #reply(id: RequestId, fields: string): void {
+  /** A reply frame (from the protocol encoders); none once the session closed. */
+  #send(frame: string): void {
     if (this.#closed) return;
-    this.#write(encodeReply(id, fields));
+    this.#write(frame);
   }
 
   #fail(id: RequestId | undefined, err: ReplyError): void {

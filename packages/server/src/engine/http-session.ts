@@ -4,6 +4,7 @@
  * transports sends its commands by POST, which may reach any node; the node that holds the
  * connection receives them through the broker (http-transports.ts).
  */
+import { labelReply } from '@switchboard/protocol';
 import { randomBytes } from 'node:crypto';
 import type { Position } from '@switchboard/protocol';
 import type { Connection, ConnectionHandler } from './connection.js';
@@ -87,5 +88,5 @@ export function labelOwnReply(text: string, own: ReadonlyMap<string, string>): s
   if (own.size === 0 || !text.startsWith(`{"reply":"${OWN_ID_PREFIX}`)) return text;
   const end = text.indexOf('"', 10 + OWN_ID_PREFIX.length);
   const channel = own.get(text.slice(10, end));
-  return channel === undefined ? text : `{"channel":${JSON.stringify(channel)},${text.slice(1)}`;
+  return channel === undefined ? text : labelReply(text, channel);
 }

@@ -6,7 +6,7 @@
  * until acknowledged, so a lost response costs nothing: the next poll with the same cursor gets
  * them again. Unacknowledged frames are bounded by maxOutboundBytes (then 3008, as WebSocket).
  */
-import { DisconnectCode, ErrorCode } from '@switchboard/protocol';
+import { DisconnectCode, encodeLongPollBody, ErrorCode } from '@switchboard/protocol';
 import type { ConnectionHandler } from './connection.js';
 import { labelOwnReply, type HeldConnection, type HeldHost } from './http-session.js';
 
@@ -151,7 +151,7 @@ export class PollConnection implements HeldConnection {
     const previous = this.#waiter;
     if (previous !== undefined) {
       clearTimeout(previous.timer);
-      previous.respond(200, `{"cursor":${previous.cursor},"frames":[]}`);
+      previous.respond(200, encodeLongPollBody(previous.cursor, []));
     }
     const waiter: Waiter = { cursor, respond, timer: undefined };
     this.#waiter = waiter;
@@ -222,8 +222,7 @@ export class PollConnection implements HeldConnection {
       last = p.seq;
     }
     const done = this.#closeInfo !== undefined && last === this.#seq;
-    const closed = done ? `,"closed":${JSON.stringify(this.#closeInfo)}` : '';
-    waiter.respond(200, `{"cursor":${last},"frames":[${parts.join(',')}]${closed}}`);
+    waiter.respond(200, encodeLongPollBody(last, parts, done ? this.#closeInfo : undefined));
   }
 
   #ack(cursor: number): void {
