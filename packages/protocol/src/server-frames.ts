@@ -433,3 +433,15 @@ export function encodeWebhookBody(e: {
     '}'
   );
 }
+
+const REPLY_HEAD = '{"reply":"';
+
+/**
+ * The string request id of a reply frame from encodeReply when it starts with `prefix`, read from
+ * the frame's first bytes (where encodeReply puts it) without parsing the rest; else undefined.
+ */
+export function replyIdWithPrefix(frame: string, prefix: string): string | undefined {
+  if (!frame.startsWith(REPLY_HEAD + prefix)) return undefined;
+  const end = frame.indexOf('"', REPLY_HEAD.length + prefix.length);
+  return end === -1 ? undefined : frame.slice(REPLY_HEAD.length, end);
+}

@@ -4,7 +4,7 @@
  * transports sends its commands by POST, which may reach any node; the node that holds the
  * connection receives them through the broker (http-transports.ts).
  */
-import { labelReply } from '@switchboard/protocol';
+import { labelReply, replyIdWithPrefix } from '@switchboard/protocol';
 import { randomBytes } from 'node:crypto';
 import type { Position } from '@switchboard/protocol';
 import type { Connection, ConnectionHandler } from './connection.js';
@@ -85,8 +85,8 @@ export function openingSubscribes(
  * never sent the command knows what it answers; other frames unchanged.
  */
 export function labelOwnReply(text: string, own: ReadonlyMap<string, string>): string {
-  if (own.size === 0 || !text.startsWith(`{"reply":"${OWN_ID_PREFIX}`)) return text;
-  const end = text.indexOf('"', 10 + OWN_ID_PREFIX.length);
-  const channel = own.get(text.slice(10, end));
+  if (own.size === 0) return text;
+  const id = replyIdWithPrefix(text, OWN_ID_PREFIX);
+  const channel = id === undefined ? undefined : own.get(id);
   return channel === undefined ? text : labelReply(text, channel);
 }
