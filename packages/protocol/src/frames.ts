@@ -596,7 +596,23 @@ export function encodeMessageHead(m: MessageHeadFields): string {
 
 /** Closes a message head with a stream position. `epoch` must be JSON-safe (it is generated). */
 export function closeMessageFrame(head: string, offset: number, epoch: string): string {
-  return head + ',"offset":' + offset + ',"epoch":"' + epoch + '"}';
+  return head + encodePositionSuffix(offset, epoch);
+}
+
+/**
+ * The position suffix that closes a message head: `,"offset":N,"epoch":"E"}`. `epoch` must be
+ * JSON-safe (the broker generates it); the Redis publish script appends the same bytes.
+ */
+export function encodePositionSuffix(offset: number, epoch: string): string {
+  return ',"offset":' + offset + ',"epoch":"' + epoch + '"}';
+}
+
+/** A whole message push: the head closed with its position, or unpositioned without one. */
+export function encodeMessage(m: MessageHeadFields, position?: Position): string {
+  const head = encodeMessageHead(m);
+  return position === undefined
+    ? closeMessageFrameUnpositioned(head)
+    : closeMessageFrame(head, position.offset, position.epoch);
 }
 
 /** Closes a message head that has no stream position (bridged or unstored messages). */
@@ -626,15 +642,6 @@ export function encodeReply(id: RequestId, fields = ''): string {
   return (
     '{"reply":' + JSON.stringify(id) + ',"ok":true' + (fields === '' ? '' : ',' + fields) + '}'
   );
-}
-
-/**
- * A reply or error frame with `channel` in front: how the server answers a subscribe it issued
- * itself (an SSE or long-polling URL's channels), which the client never sent and so cannot match
- * by id alone.
- */
-export function labelFrame(channel: string, frame: string): string {
-  return '{"channel":' + JSON.stringify(channel) + ',' + frame.slice(1);
 }
 
 /** An error frame; `id` is omitted when the failing command had none (or it was unreadable). */

@@ -25,15 +25,19 @@ export {
   peekRequestId,
   positionOf,
   encodeMessageHead,
+  encodeMessage,
+  encodePositionSuffix,
   closeMessageFrame,
   closeMessageFrameUnpositioned,
   encodeDiscontinuityEvent,
   encodeReply,
   encodeError,
-  labelFrame,
   messageIdError,
   messageNameError,
 } from './frames.js';
+export * from './server-frames.js';
+export { parseFrames, frameKind, toMessage, toPosition } from './decode-server.js';
+export type { Frame, FrameKind, Message } from './decode-server.js';
 export type {
   ErrorCodeName,
   ErrorCodeValue,

@@ -1,3 +1,4 @@
+import { BATCH_SEPARATOR } from '@switchboard/protocol';
 import type { TransportStats } from './metrics.js';
 
 /**
@@ -47,7 +48,7 @@ function isTopicSink(sink: Sink): sink is TopicSink {
   return (sink as Partial<TopicSink>).topics === true;
 }
 
-const NEWLINE = Buffer.from('\n');
+const NEWLINE = Buffer.from(BATCH_SEPARATOR);
 
 export class Hub {
   /** Subscribers written one by one (ws, SSE, long-polling, resume buffers). */

@@ -1,4 +1,4 @@
-import { DisconnectCode } from '@switchboard/protocol';
+import { DisconnectCode, encodePublishedMessage } from '@switchboard/protocol';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import { createHttpHandler } from './api/http.js';
@@ -275,11 +275,17 @@ export async function startServer(
     onWrite: (ok, startedAt, error) => readiness.observeWrite(ok, startedAt, error),
     onPublished: (input, p, timestamp) => {
       if (!webhooks.wants('message.published', input.channel)) return;
-      const name = input.name === undefined ? '' : `"name":${JSON.stringify(input.name)},`;
       webhooks.emit(
         'message.published',
         input.channel,
-        `{"id":${JSON.stringify(p.id)},${name}"data":${input.dataJson},"timestamp":${timestamp},"offset":${p.offset},"epoch":${JSON.stringify(p.epoch)}}`,
+        encodePublishedMessage({
+          id: p.id,
+          name: input.name,
+          dataJson: input.dataJson,
+          timestamp,
+          offset: p.offset,
+          epoch: p.epoch,
+        }),
       );
     },
   });

@@ -1,11 +1,24 @@
 import { createHash, randomBytes } from 'node:crypto';
 import {
-  DisconnectCode,
-  ErrorCode,
   decodeCommand,
+  DisconnectCode,
+  encodeEnterReply,
   encodeError,
-  encodeReply,
-  labelFrame,
+  encodeHistoryReply,
+  encodeLeaveReply,
+  encodeMemberId,
+  encodeOccupancyReply,
+  encodeOk,
+  encodePong,
+  encodePresenceReply,
+  encodePresenceSubscribeReply,
+  encodePublishReply,
+  encodeRefreshEvent,
+  encodeRevokedEvent,
+  encodeSubscribeReply,
+  encodeTokenReply,
+  ErrorCode,
+  labelReply,
   peekRequestId,
   type Command,
   type CommandError,
@@ -275,9 +288,7 @@ export class Session implements ConnectionHandler {
   #dispatch(cmd: Command): void {
     switch (cmd.action) {
       case 'ping':
-        this.#write(
-          cmd.id === undefined ? '{"ok":true,"pong":true}' : encodeReply(cmd.id, '"pong":true'),
-        );
+        this.#write(encodePong(cmd.id));
         return;
       case 'connect':
       case 'refresh':
@@ -360,9 +371,13 @@ export class Session implements ConnectionHandler {
         (r) => {
           this.#inFlight--;
           if (id !== undefined) {
-            this.#reply(
-              id,
-              `"messageId":${JSON.stringify(r.id)},"offset":${r.offset},"epoch":"${r.epoch}"${r.duplicate ? ',"duplicate":true' : ''}`,
+            this.#send(
+              encodePublishReply(id, {
+                messageId: r.id,
+                offset: r.offset,
+                epoch: r.epoch,
+                duplicate: r.duplicate,
+              }),
             );
           }
         },
@@ -405,7 +420,7 @@ export class Session implements ConnectionHandler {
         if (this.#closed || !this.#channels.has(channel)) {
           this.#leave(channel);
           // Still answered when an unsubscribe overtook the confirmation: both commands took effect
-          // in the order sent, and a command with an id always gets a reply (#reply skips closed
+          // in the order sent, and a command with an id always gets a reply (#send skips closed
           // connections). Returning silently left the client waiting for this reply forever.
           this.#ok(id);
           return;
@@ -414,10 +429,11 @@ export class Session implements ConnectionHandler {
           this.#ctx.metrics.resumes.inc({ recovered: String(sub.recovered) });
         // The reply goes first, then the replay, in this same turn: the Hub cannot interleave live frames.
         if (id !== undefined) {
-          const recovered = sub.recovered === undefined ? '' : `"recovered":${sub.recovered},`;
-          this.#reply(
-            id,
-            `${recovered}"position":{"offset":${sub.position.offset},"epoch":${JSON.stringify(sub.position.epoch)}}`,
+          this.#send(
+            this.#label(
+              id,
+              encodeSubscribeReply(id, { recovered: sub.recovered, position: sub.position }),
+            ),
           );
         }
         for (const frame of sub.replay) {
@@ -519,7 +535,7 @@ export class Session implements ConnectionHandler {
       this.#node.leave(channel, this.#memberKey(), this.#ownerId(), dataJson).then(
         (r) => {
           this.#inFlight--;
-          if (id !== undefined) this.#reply(id, `"offset":${r.offset}`);
+          if (id !== undefined) this.#send(encodeLeaveReply(id, r.offset));
         },
         (err: unknown) => {
           this.#inFlight--;
@@ -546,9 +562,12 @@ export class Session implements ConnectionHandler {
         this.#inFlight--;
         if (this.#closed) return;
         if (id !== undefined)
-          this.#reply(
-            id,
-            `"clientId":${JSON.stringify(this.#clientId())},"connectionId":${JSON.stringify(this.#connId())},"offset":${offset}`,
+          this.#send(
+            encodeEnterReply(id, {
+              clientId: this.#clientId(),
+              connectionId: this.#connId(),
+              offset,
+            }),
           );
       },
       (err: unknown) => {
@@ -570,7 +589,7 @@ export class Session implements ConnectionHandler {
     return {
       key: this.#memberKey(),
       owner: this.#ownerId(),
-      idJson: `"clientId":${JSON.stringify(this.#clientId())},"connectionId":${JSON.stringify(this.#connId())}`,
+      idJson: encodeMemberId(this.#clientId(), this.#connId()),
       dataJson,
     };
   }
@@ -624,7 +643,7 @@ export class Session implements ConnectionHandler {
         if (this.#closed || !this.#presenceStreams.has(channel)) {
           this.#node.unsubscribePresence(this.#conn, channel);
         }
-        if (id !== undefined) this.#reply(id, `"offset":${offset},"epoch":"${epoch}"`);
+        if (id !== undefined) this.#send(encodePresenceSubscribeReply(id, { offset, epoch }));
       },
       (err: unknown) => {
         this.#inFlight--;
@@ -669,7 +688,7 @@ export class Session implements ConnectionHandler {
         if (this.#closed || !this.#occupancyStreams.has(channel)) {
           this.#node.unsubscribeOccupancy(this.#conn, channel);
         }
-        if (id !== undefined) this.#reply(id, `"occupancy":${JSON.stringify(occupancy)}`);
+        if (id !== undefined) this.#send(encodeOccupancyReply(id, occupancy));
       },
       (err: unknown) => {
         this.#inFlight--;
@@ -701,11 +720,14 @@ export class Session implements ConnectionHandler {
         (page) => {
           this.#inFlight--;
           if (id === undefined || this.#closed) return;
-          const next =
-            page.next === null ? 'null' : JSON.stringify(encodePresenceCursor(page.next));
-          this.#reply(
-            id,
-            `"channel":${JSON.stringify(cmd.channel)},"members":[${page.members.join(',')}],"offset":${page.offset},"epoch":"${page.epoch}","next":${next}`,
+          this.#send(
+            encodePresenceReply(id, {
+              channel: cmd.channel,
+              members: page.members,
+              offset: page.offset,
+              epoch: page.epoch,
+              next: page.next === null ? null : encodePresenceCursor(page.next),
+            }),
           );
         },
         (err: unknown) => {
@@ -723,11 +745,8 @@ export class Session implements ConnectionHandler {
       (page) => {
         this.#inFlight--;
         if (id === undefined || this.#closed) return;
-        const next = page.next === null ? 'null' : JSON.stringify(page.next);
-        const position = `{"offset":${page.position.offset},"epoch":${JSON.stringify(page.position.epoch)}}`;
-        this.#reply(
-          id,
-          `"messages":[${page.frames.join(',')}],"position":${position},"next":${next}`,
+        this.#send(
+          encodeHistoryReply(id, { frames: page.frames, position: page.position, next: page.next }),
         );
       },
       (err: unknown) => {
@@ -832,10 +851,7 @@ export class Session implements ConnectionHandler {
     this.#scheduleExpiry(creds);
     if (action === 'refresh') this.#dropForbiddenSubscriptions();
     if (id !== undefined) {
-      this.#reply(
-        id,
-        `"client":${JSON.stringify(creds.userId)},"expiresAt":${creds.expiresAt ?? 'null'}`,
-      );
+      this.#send(encodeTokenReply(id, { client: creds.userId, expiresAt: creds.expiresAt }));
     }
   }
 
@@ -866,7 +882,7 @@ export class Session implements ConnectionHandler {
     // client whose clock is a little behind ours no chance to refresh.
     const life = remaining > 0 ? remaining : remaining + this.#ctx.tokenLeewayMs;
     this.#refreshTimer = setLongTimeout(
-      () => this.#write(`{"event":"refresh","expiresAt":${creds.expiresAt}}`),
+      () => this.#write(encodeRefreshEvent(creds.expiresAt)),
       remaining - lead,
     );
     this.#expiryTimer = setLongTimeout(
@@ -881,17 +897,13 @@ export class Session implements ConnectionHandler {
       if (this.#ctx.policy.allows(this.#credentials, 'subscribe', channel)) continue;
       this.#occupancyStreams.delete(channel);
       this.#node.unsubscribeOccupancy(this.#conn, channel);
-      this.#write(
-        `{"event":"occupancy-unsubscribed","channel":${JSON.stringify(channel)},"code":${ErrorCode.PERMISSION_DENIED},"reason":"no longer allowed by the token"}`,
-      );
+      this.#write(encodeRevokedEvent('occupancy-unsubscribed', channel));
     }
     for (const channel of [...this.#channels]) {
       if (this.#ctx.policy.allows(this.#credentials, 'subscribe', channel)) continue;
       this.#channels.delete(channel);
       this.#leave(channel);
-      this.#write(
-        `{"event":"unsubscribed","channel":${JSON.stringify(channel)},"code":${ErrorCode.PERMISSION_DENIED},"reason":"no longer allowed by the token"}`,
-      );
+      this.#write(encodeRevokedEvent('unsubscribed', channel));
     }
     // Presence the new token no longer allows: the events stop and explicit members leave.
     for (const channel of new Set([...this.#presenceStreams, ...this.#entered.keys()])) {
@@ -903,9 +915,7 @@ export class Session implements ConnectionHandler {
         this.#entered.delete(channel);
         this.#node.leave(channel, this.#memberKey(), this.#ownerId()).catch(() => undefined);
       }
-      this.#write(
-        `{"event":"presence-unsubscribed","channel":${JSON.stringify(channel)},"code":${ErrorCode.PERMISSION_DENIED},"reason":"no longer allowed by the token"}`,
-      );
+      this.#write(encodeRevokedEvent('presence-unsubscribed', channel));
     }
   }
 
@@ -1000,12 +1010,13 @@ export class Session implements ConnectionHandler {
   }
 
   #ok(id: RequestId | undefined): void {
-    if (id !== undefined) this.#reply(id, '');
+    if (id !== undefined) this.#send(this.#label(id, encodeOk(id)));
   }
 
-  #reply(id: RequestId, fields: string): void {
+  /** A reply frame (from the protocol encoders); none once the session closed. */
+  #send(frame: string): void {
     if (this.#closed) return;
-    this.#write(this.#label(id, encodeReply(id, fields)));
+    this.#write(frame);
   }
 
   /** An answer to one of the server's own subscribes names its channel (see InboundCommand). */
@@ -1014,7 +1025,7 @@ export class Session implements ConnectionHandler {
     const channel = this.#labels.get(id);
     if (channel === undefined) return frame;
     this.#labels.delete(id);
-    return labelFrame(channel, frame);
+    return labelReply(frame, channel);
   }
 
   #fail(id: RequestId | undefined, err: ReplyError): void {

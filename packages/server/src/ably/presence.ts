@@ -21,7 +21,7 @@ import type { Node } from '../node.js';
 import { encodePresenceCursor, memberKey, type MembersPage } from '../presence/presence.js';
 import type { LocalMember } from '../presence/tracker.js';
 import { ReplyError } from '../errors.js';
-import { ErrorCode } from '@switchboard/protocol';
+import { encodeMemberId, ErrorCode } from '@switchboard/protocol';
 import {
   Action,
   AblyCode,
@@ -463,7 +463,7 @@ export class ConnectionMembers {
     const member: LocalMember = {
       key,
       owner: this.#owner,
-      idJson: `"clientId":${JSON.stringify(clientId)},"connectionId":${JSON.stringify(connectionId)}`,
+      idJson: encodeMemberId(clientId, connectionId),
       dataJson,
     };
     try {

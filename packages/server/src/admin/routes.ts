@@ -1,5 +1,12 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { DisconnectCode, ErrorCode, MAX_PAGE, channelError } from '@switchboard/protocol';
+import {
+  channelError,
+  DisconnectCode,
+  encodeAdminHistoryBody,
+  encodeAdminPresenceBody,
+  ErrorCode,
+  MAX_PAGE,
+} from '@switchboard/protocol';
 import type { Logger } from 'pino';
 import { position, readJson, sendJson, toInput } from '../api/http.js';
 import type { ApiKeys } from '../auth/api-keys.js';
@@ -383,7 +390,7 @@ async function history(
   // The newest `limit`, sent oldest first, so a tail can append live messages below them.
   const page = await o.node.history(channel, { limit: limit ?? 100, direction: 'backward' });
   const frames = [...page.frames].reverse();
-  const body = `{"channel":${JSON.stringify(channel)},"messages":[${frames.join(',')}],"position":{"offset":${page.position.offset},"epoch":${JSON.stringify(page.position.epoch)}}}`;
+  const body = encodeAdminHistoryBody(channel, frames, page.position);
   res
     .writeHead(200, {
       'content-type': 'application/json; charset=utf-8',
@@ -401,7 +408,7 @@ async function presence(
   const page = await o.node.presence(channel, {
     limit: intParam(params, 'limit', 1, MAX_PAGE) ?? 100,
   });
-  const body = `{"channel":${JSON.stringify(channel)},"members":[${page.members.join(',')}],"offset":${page.offset},"more":${page.next !== null}}`;
+  const body = encodeAdminPresenceBody(channel, page.members, page.offset, page.next !== null);
   res
     .writeHead(200, {
       'content-type': 'application/json; charset=utf-8',

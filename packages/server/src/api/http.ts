@@ -1,10 +1,12 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import {
-  DEFAULT_HISTORY_LIMIT,
-  ErrorCode,
-  MAX_PAGE,
   channelError,
+  DEFAULT_HISTORY_LIMIT,
+  encodeHistoryBody,
+  encodePresenceBody,
+  ErrorCode,
   errorHttpStatus,
+  MAX_PAGE,
   messageIdError,
   messageNameError,
   type ErrorCodeValue,
@@ -371,8 +373,7 @@ async function history(
     before: int('before', 1, Number.MAX_SAFE_INTEGER),
     cursor,
   });
-  const position = `{"offset":${page.position.offset},"epoch":${JSON.stringify(page.position.epoch)}}`;
-  const body = `{"messages":[${page.frames.join(',')}],"position":${position},"next":${page.next === null ? 'null' : JSON.stringify(page.next)}}`;
+  const body = encodeHistoryBody({ frames: page.frames, position: page.position, next: page.next });
   res
     .writeHead(200, {
       'content-type': 'application/json; charset=utf-8',
@@ -407,8 +408,13 @@ async function members(
     after,
     clientId: params.get('clientId') ?? undefined,
   });
-  const next = page.next === null ? 'null' : JSON.stringify(encodePresenceCursor(page.next));
-  const body = `{"channel":${JSON.stringify(channel)},"members":[${page.members.join(',')}],"offset":${page.offset},"epoch":"${page.epoch}","next":${next}}`;
+  const body = encodePresenceBody({
+    channel,
+    members: page.members,
+    offset: page.offset,
+    epoch: page.epoch,
+    next: page.next === null ? null : encodePresenceCursor(page.next),
+  });
   res
     .writeHead(200, {
       'content-type': 'application/json; charset=utf-8',

@@ -6,7 +6,7 @@
  * until acknowledged, so a lost response costs nothing: the next poll with the same cursor gets
  * them again. Unacknowledged frames are bounded by maxOutboundBytes (then 3008, as WebSocket).
  */
-import { DisconnectCode, ErrorCode } from '@switchboard/protocol';
+import { DisconnectCode, encodeLongPollBody, ErrorCode } from '@switchboard/protocol';
 import { BaseConnection, OutboundQueue, type InboundCommand } from './transport.js';
 import type { HeldConnection, HeldHost } from './http-session.js';
 
@@ -133,7 +133,7 @@ export class PollConnection extends BaseConnection implements HeldConnection {
     const previous = this.#waiter;
     if (previous !== undefined) {
       clearTimeout(previous.timer);
-      previous.respond(200, `{"cursor":${previous.cursor},"frames":[]}`);
+      previous.respond(200, encodeLongPollBody(previous.cursor, []));
     }
     const waiter: Waiter = { cursor, respond, timer: undefined };
     this.#waiter = waiter;
@@ -204,8 +204,7 @@ export class PollConnection extends BaseConnection implements HeldConnection {
       last = p.seq;
     }
     const done = this.#closeInfo !== undefined && last === this.outbound.seq;
-    const closed = done ? `,"closed":${JSON.stringify(this.#closeInfo)}` : '';
-    waiter.respond(200, `{"cursor":${last},"frames":[${parts.join(',')}]${closed}}`);
+    waiter.respond(200, encodeLongPollBody(last, parts, done ? this.#closeInfo : undefined));
     if (done) this.#tell();
   }
 

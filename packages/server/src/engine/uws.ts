@@ -17,7 +17,12 @@ import type {
   WebSocketBehavior,
   us_listen_socket,
 } from 'uWebSockets.js';
-import { BATCH_SUBPROTOCOL, DisconnectCode, ErrorCode } from '@switchboard/protocol';
+import {
+  BATCH_SUBPROTOCOL,
+  BINARY_REFUSED_FRAME,
+  DisconnectCode,
+  ErrorCode,
+} from '@switchboard/protocol';
 import type { Refusal } from '../admission.js';
 import { joinFrames, type TopicPublisher, type TopicSink } from '../hub.js';
 import {
@@ -240,8 +245,7 @@ export class UwsEngine implements TopicPublisher, TopicBroadcaster, TransportHos
           // The ArrayBuffer is uWS's and only valid during this call: copy it.
           if (conn.handler.onBinary !== undefined)
             conn.handler.onBinary(Buffer.from(new Uint8Array(message)));
-          else
-            conn.sendText('{"error":"binary frames are not supported; send JSON text","code":107}');
+          else conn.sendText(BINARY_REFUSED_FRAME);
           return;
         }
         this.#receive(conn, Buffer.from(message).toString());

@@ -1,7 +1,7 @@
 import { STATUS_CODES, type IncomingMessage, type Server as HttpServer } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { BATCH_SUBPROTOCOL, DisconnectCode } from '@switchboard/protocol';
+import { BATCH_SUBPROTOCOL, BINARY_REFUSED_FRAME, DisconnectCode } from '@switchboard/protocol';
 import type { Logger } from 'pino';
 import type { Refusal } from '../admission.js';
 import {
@@ -113,7 +113,7 @@ function socketOnMessage(this: WebSocket, data: Buffer, isBinary: boolean): void
   if (conn === undefined || conn.handler === undefined) return;
   if (isBinary) {
     if (conn.handler.onBinary !== undefined) conn.handler.onBinary(data);
-    else conn.sendText('{"error":"binary frames are not supported; send JSON text","code":107}');
+    else conn.sendText(BINARY_REFUSED_FRAME);
     return;
   }
   conn.handler.onFrame(data.toString());

@@ -1,5 +1,10 @@
 import { EventEmitter } from 'node:events';
-import { ErrorCode, channelError } from '@switchboard/protocol';
+import {
+  channelError,
+  encodeOccupancyEvent,
+  encodeOccupancyFields,
+  ErrorCode,
+} from '@switchboard/protocol';
 import type { Logger } from 'pino';
 import { ReplyError } from '../errors.js';
 import {
@@ -225,7 +230,7 @@ export class ChannelDirectory extends EventEmitter<DirectoryEvents> {
   /** The watchers of `channel` were told these counts (in a reply): no event repeats them. */
   seen(channel: string, occupancy: Occupancy): void {
     const w = this.#watches.get(channel);
-    if (w !== undefined && w.last === '') w.last = countsJson(occupancy);
+    if (w !== undefined && w.last === '') w.last = encodeOccupancyFields(occupancy);
   }
 
   unwatch(channel: string): void {
@@ -329,13 +334,11 @@ export class ChannelDirectory extends EventEmitter<DirectoryEvents> {
         for (const d of details) {
           const w = this.#watches.get(d.channel);
           if (w === undefined || now - w.pushedAt < this.#eventIntervalMs) continue;
-          const json = countsJson(d.occupancy);
+          const json = encodeOccupancyFields(d.occupancy);
           if (json === w.last) continue;
           w.last = json;
           w.pushedAt = now;
-          w.push(
-            Buffer.from(`{"event":"occupancy","channel":${JSON.stringify(d.channel)},${json}}`),
-          );
+          w.push(Buffer.from(encodeOccupancyEvent(d.channel, d.occupancy)));
         }
       },
       (err: unknown) => this.#log.warn({ err: errorText(err) }, 'occupancy read failed'),
@@ -366,10 +369,6 @@ export class ChannelDirectory extends EventEmitter<DirectoryEvents> {
 }
 
 /** The counts as JSON members (no braces), in a fixed order so equal counts give equal text. */
-function countsJson(o: Occupancy): string {
-  return `"connections":${o.connections},"subscribers":${o.subscribers},"presenceMembers":${o.presenceMembers},"publishersLastMinute":${o.publishersLastMinute}`;
-}
-
 function compareNames(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }

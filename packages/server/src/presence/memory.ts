@@ -1,3 +1,8 @@
+import {
+  encodePresenceEvent,
+  encodePresenceMember,
+  type PresenceAction,
+} from '@switchboard/protocol';
 import { randomBytes } from 'node:crypto';
 import {
   eventsFrame,
@@ -83,11 +88,9 @@ export class MemoryPresenceStore implements PresenceStore {
     }
     const now = Date.now();
     const results: OpResult[] = [];
-    const emit = (action: string, e: Entry, dataJson: string, ts: number): number => {
+    const emit = (action: PresenceAction, e: Entry, dataJson: string, ts: number): number => {
       const offset = ++ch.offset;
-      events.push(
-        `{"action":"${action}",${e.idJson},"data":${dataJson},"timestamp":${ts},"offset":${offset}}`,
-      );
+      events.push(encodePresenceEvent(action, e.idJson, dataJson, ts, offset));
       return offset;
     };
     for (const op of ops) {
@@ -204,9 +207,7 @@ export class MemoryPresenceStore implements PresenceStore {
       if (e.expiresAt > now) continue;
       ch.members.delete(key);
       ch.sorted = undefined;
-      events.push(
-        `{"action":"leave",${e.idJson},"data":${e.dataJson},"timestamp":${now},"offset":${++ch.offset}}`,
-      );
+      events.push(encodePresenceEvent('leave', e.idJson, e.dataJson, now, ++ch.offset));
     }
     // The offset outlives the members, so a reader never sees it go back while the process lives.
     return events;
@@ -220,7 +221,7 @@ export class MemoryPresenceStore implements PresenceStore {
 }
 
 function memberJson(e: Entry): string {
-  return `{${e.idJson},"data":${e.dataJson},"timestamp":${e.timestamp},"offset":${e.offset}}`;
+  return encodePresenceMember(e.idJson, e.dataJson, e.timestamp, e.offset);
 }
 
 /** Byte order of the UTF-16 code units, as Redis orders the same keys (ASCII keys agree). */

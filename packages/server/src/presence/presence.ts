@@ -117,9 +117,7 @@ export function memberKey(clientId: string, connectionId: string): string {
 
 /** The event frame for a batch of event objects (each a JSON object text). */
 export function eventsFrame(channel: string, epoch: string, events: readonly string[]): Buffer {
-  return Buffer.from(
-    `{"channel":${JSON.stringify(channel)},"epoch":"${epoch}","presence":[${events.join(',')}]}`,
-  );
+  return Buffer.from(encodePresenceFrame(channel, epoch, events));
 }
 
 /** The opaque cursor of a members page (the last key it listed). */
@@ -136,3 +134,4 @@ export function decodePresenceCursor(cursor: string): string | undefined {
 
 /** Default and largest page of members. */
 export const DEFAULT_MEMBERS_PAGE = 100;
+import { encodePresenceFrame } from '@switchboard/protocol';

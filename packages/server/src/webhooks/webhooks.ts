@@ -1,3 +1,4 @@
+import { encodeWebhookBody } from '@switchboard/protocol';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
@@ -232,7 +233,7 @@ export class Webhooks {
   #delivery(type: WebhookEventType, channel: string, dataJson: string): Delivery {
     const event = 'evt_' + randomBytes(12).toString('hex');
     const at = Date.now();
-    const body = `{"id":"${event}","type":"${type}","at":${at},"channel":${JSON.stringify(channel)},"data":${dataJson}}`;
+    const body = encodeWebhookBody({ id: event, type, at, channel, dataJson });
     return { event, type, channel, body, firstAt: at, attempt: 0 };
   }
 
