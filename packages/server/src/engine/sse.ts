@@ -5,7 +5,7 @@
  * positions (stream-state.ts) so a reconnect with `Last-Event-ID` resumes on any node.
  */
 import type { ServerResponse } from 'node:http';
-import { DisconnectCode } from '@switchboard/protocol';
+import { DisconnectCode, type Position } from '@switchboard/protocol';
 import type { ConnectionHandler } from './connection.js';
 import { labelOwnReply, type HeldConnection, type HeldHost } from './http-session.js';
 import { StreamState } from './stream-state.js';
@@ -62,9 +62,9 @@ export class SseConnection implements HeldConnection {
     return this.#res.writableLength;
   }
 
-  send(frame: Buffer): void {
+  send(frame: Buffer, position?: Position): void {
     if (this.closed) return;
-    const changed = this.#state.message(frame);
+    const changed = this.#state.message(frame, position);
     const parts: Buffer[] = [];
     let start = 0;
     for (;;) {
