@@ -1,4 +1,5 @@
 import { BATCH_SEPARATOR } from '@switchboard/protocol';
+import type { StreamPosition } from './broker/broker.js';
 import type { TransportStats } from './metrics.js';
 
 /**
@@ -21,8 +22,13 @@ export interface Sink {
   stats?: TransportStats | undefined;
   /** Whether several frames may be joined with '\n' into one transport message. */
   readonly batched: boolean;
-  /** Queues one transport message. Must not throw; a sink that cannot keep up closes itself. */
-  send(frame: Buffer): void;
+  /**
+   * Queues one transport message. Must not throw; a sink that cannot keep up closes itself.
+   * `position`: the stream position of the (last) message `frame` carries, as the broker assigned
+   * it, so a sink that tracks positions (SSE event ids, resume buffers) never reads them back out
+   * of the bytes; undefined for frames without one (events, bridged messages).
+   */
+  send(frame: Buffer, position?: StreamPosition): void;
   /** Queues several transport messages to leave in one socket write, when the sink can. */
   sendMany?(frames: readonly Buffer[]): void;
   /** Ends the subscriber's connection (the node could not keep its stream consistent). */
@@ -60,6 +66,8 @@ export class Hub {
   #pending = new Map<string, Buffer[]>();
   /** The broker's assignment time (wall-clock ms) of each pending frame, NaN when unknown. */
   #assigned = new Map<string, number[]>();
+  /** The stream position of each pending frame's message, undefined when it has none. */
+  #positions = new Map<string, (StreamPosition | undefined)[]>();
   #scheduled = false;
   #subscriptions = 0;
   /** Callbacks run once, right after the next flush. */
@@ -182,16 +190,19 @@ export class Hub {
   /**
    * Queues `frame` for every local subscriber of `channel`; written at the end of this turn.
    * `assignedAt`: when the broker assigned it its offset (wall-clock ms), for the latency metric.
+   * `position`: the message's stream position, carried as data to the sinks (see Sink.send).
    */
-  publish(channel: string, frame: Buffer, assignedAt = NaN): void {
+  publish(channel: string, frame: Buffer, assignedAt = NaN, position?: StreamPosition): void {
     if (!this.has(channel)) return;
     const list = this.#pending.get(channel);
     if (list === undefined) {
       this.#pending.set(channel, [frame]);
       this.#assigned.set(channel, [assignedAt]);
+      this.#positions.set(channel, [position]);
     } else {
       list.push(frame);
       this.#assigned.get(channel)?.push(assignedAt);
+      this.#positions.get(channel)?.push(position);
     }
     if (!this.#scheduled) {
       this.#scheduled = true;
@@ -203,8 +214,10 @@ export class Hub {
     this.#scheduled = false;
     const pending = this.#pending;
     const assigned = this.#assigned;
+    const allPositions = this.#positions;
     this.#pending = new Map();
     this.#assigned = new Map();
+    this.#positions = new Map();
     let delivered = 0;
     for (const [channel, frames] of pending) {
       let sinks = 0;
@@ -224,10 +237,12 @@ export class Hub {
       const set = this.#subscribers.get(channel);
       if (set !== undefined) {
         sinks += set.size;
+        const positions = allPositions.get(channel) ?? [];
         if (frames.length === 1) {
           const frame = frames[0] as Buffer;
+          const position = positions[0];
           for (const sink of set) {
-            sink.send(frame);
+            sink.send(frame, position);
             const stats = sink.stats;
             if (stats !== undefined) {
               stats.messages++;
@@ -239,11 +254,12 @@ export class Hub {
           for (const sink of set) {
             if (sink.batched) {
               joined ??= joinFrames(frames);
-              sink.send(joined);
+              // A batch's position is its last message's, as the last line would say.
+              sink.send(joined, positions[frames.length - 1]);
             } else if (sink.sendMany !== undefined) {
               sink.sendMany(frames);
             } else {
-              for (const frame of frames) sink.send(frame);
+              for (let i = 0; i < frames.length; i++) sink.send(frames[i] as Buffer, positions[i]);
             }
             const stats = sink.stats;
             if (stats !== undefined) {

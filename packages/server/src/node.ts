@@ -28,7 +28,7 @@ import type { MembersPage, OpResult, PageQuery, PresenceStore } from './presence
 import { PresenceTracker, type LocalMember } from './presence/tracker.js';
 import type { ChannelDirectory } from './occupancy/directory.js';
 import type { Occupancy } from './occupancy/occupancy.js';
-import { BufferingSink, framePosition, mergeAfter, type Positioned } from './recovery.js';
+import { BufferingSink, mergeAfter, type FrameItem, type Positioned } from './recovery.js';
 
 export interface NodeOptions {
   readonly broker: Broker;
@@ -99,8 +99,11 @@ export interface Subscribed {
   readonly position: StreamPosition;
   /** Set when `since` was given: whether everything after it is replayed. */
   readonly recovered?: boolean;
-  /** Frames to write, in order, before any live frame (the caller does so synchronously). */
-  readonly replay: readonly Buffer[];
+  /**
+   * Frames to write, in order, before any live frame (the caller does so synchronously), each with
+   * its message's position for the sink (see Sink.send).
+   */
+  readonly replay: readonly FrameItem[];
 }
 
 export interface HistoryPageQuery {
@@ -496,7 +499,12 @@ export class Node implements BrokerHandler {
   ): void {
     const st = this.#states.get(channel);
     if (st === undefined || offset === undefined || epoch === undefined) {
-      this.#hub.publish(channel, frame, assignedAt);
+      this.#hub.publish(
+        channel,
+        frame,
+        assignedAt,
+        offset === undefined || epoch === undefined ? undefined : { offset, epoch },
+      );
       return;
     }
     if (st.repairing) {
@@ -661,7 +669,7 @@ export class Node implements BrokerHandler {
         [];
       return {
         position: { offset: start - 1, epoch: top.epoch },
-        replay: [...frames(merged), ...live.unpositioned],
+        replay: [...items(merged, top.epoch), ...live.unpositioned],
       };
     }
     const inEpoch = since.epoch === top.epoch && since.offset <= top.offset;
@@ -673,11 +681,15 @@ export class Node implements BrokerHandler {
       return {
         position: since,
         recovered: true,
-        replay: [...frames(merged), ...live.unpositioned],
+        replay: [...items(merged, top.epoch), ...live.unpositioned],
       };
     }
     const after = mergeAfter(top.offset, [], live.frames) ?? [];
-    return { position: top, recovered: false, replay: [...frames(after), ...live.unpositioned] };
+    return {
+      position: top,
+      recovered: false,
+      replay: [...items(after, top.epoch), ...live.unpositioned],
+    };
   }
 
   /**
@@ -738,14 +750,14 @@ export class Node implements BrokerHandler {
         );
       st.epoch = epoch;
       st.offset = offset;
-      this.#hub.publish(channel, frame, assignedAt);
+      this.#hub.publish(channel, frame, assignedAt, { offset, epoch });
       this.#wake(st);
       return;
     }
     if (offset <= st.offset) return;
     if (offset === st.offset + 1) {
       st.offset = offset;
-      this.#hub.publish(channel, frame, assignedAt);
+      this.#hub.publish(channel, frame, assignedAt, { offset, epoch });
       if (st.waiters.length > 0) this.#wake(st);
       return;
     }
@@ -811,7 +823,12 @@ export class Node implements BrokerHandler {
           st.offset = h.position.offset;
         } else {
           // No assignment time travels with history: the publishing node's timestamp stands in.
-          for (const e of merged) this.#hub.publish(channel, e.frame, frameTimestamp(e.frame));
+          const epoch = h.position.epoch;
+          for (const e of merged)
+            this.#hub.publish(channel, e.frame, frameTimestamp(e.frame), {
+              offset: e.offset,
+              epoch,
+            });
           if (merged.length > 0) {
             this.#metrics.gapRepairs.inc({ outcome: 'repaired' });
             this.#metrics.repaired.inc(merged.length);
@@ -860,16 +877,17 @@ export class Node implements BrokerHandler {
   }
 }
 
+/** Buffered live frames split by the positions the Hub carried with them. */
 function positioned(
-  list: readonly Buffer[],
+  list: readonly FrameItem[],
   epoch: string,
-): { frames: Positioned[]; unpositioned: Buffer[] } {
+): { frames: Positioned[]; unpositioned: FrameItem[] } {
   const out: Positioned[] = [];
-  const unpositioned: Buffer[] = [];
-  for (const frame of list) {
-    const p = framePosition(frame);
-    if (p === undefined) unpositioned.push(frame);
-    else if (p.epoch === epoch) out.push({ offset: p.offset, frame });
+  const unpositioned: FrameItem[] = [];
+  for (const item of list) {
+    const p = item.position;
+    if (p === undefined) unpositioned.push(item);
+    else if (p.epoch === epoch) out.push({ offset: p.offset, frame: item.frame });
   }
   return { frames: out, unpositioned };
 }
@@ -889,8 +907,8 @@ function frameTimestamp(frame: Buffer): number {
   return Number(frame.toString('latin1', at + TIMESTAMP.length, end)) || NaN;
 }
 
-function frames(list: readonly Positioned[]): Buffer[] {
-  return list.map((p) => p.frame);
+function items(list: readonly Positioned[], epoch: string): FrameItem[] {
+  return list.map((p) => ({ frame: p.frame, position: { offset: p.offset, epoch } }));
 }
 
 function encodeCursor(direction: 'forward' | 'backward', offset: number, epoch: string): string {

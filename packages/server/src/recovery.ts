@@ -1,30 +1,15 @@
 /**
- * Pure helpers for resuming a subscriber: reading a frame's position and merging history with the
- * live frames buffered while it was read. No I/O.
+ * Pure helpers for resuming a subscriber: merging history with the live frames buffered while it
+ * was read. Positions travel beside the frames as data (Hub, Sink.send); nothing here reads them
+ * back out of frame bytes. No I/O.
  */
 import type { StreamPosition } from './broker/broker.js';
 import type { Sink } from './hub.js';
 
-const OFFSET_KEY = Buffer.from(',"offset":');
-
-/**
- * The position a message frame ends with (`...,"offset":N,"epoch":"E"}`), or undefined for a frame
- * without one (bridged messages). Reads only the frame's tail.
- */
-export function framePosition(frame: Buffer): StreamPosition | undefined {
-  const at = frame.lastIndexOf(OFFSET_KEY);
-  if (at === -1) return undefined;
-  let i = at + OFFSET_KEY.length;
-  let offset = 0;
-  for (let c = frame[i]; c !== undefined && c >= 0x30 && c <= 0x39; c = frame[++i])
-    offset = offset * 10 + (c - 0x30);
-  // expect ,"epoch":"
-  const start = i + 10;
-  const end = frame.indexOf(0x22, start);
-  // the position closes the frame; anything else is an "offset" key inside the data
-  if (end !== frame.length - 2 || frame.toString('latin1', i, start) !== ',"epoch":"')
-    return undefined;
-  return { offset, epoch: frame.toString('latin1', start, end) };
+/** A frame with the stream position of its message (undefined: none, as for bridged messages). */
+export interface FrameItem {
+  readonly frame: Buffer;
+  readonly position: StreamPosition | undefined;
 }
 
 export interface Positioned {
@@ -62,7 +47,7 @@ export function mergeAfter(
 export class BufferingSink implements Sink {
   readonly batched = false;
   readonly target: Sink;
-  readonly frames: Buffer[] = [];
+  readonly frames: FrameItem[] = [];
   readonly #max: number;
   overflowed = false;
   closed = false;
@@ -72,12 +57,12 @@ export class BufferingSink implements Sink {
     this.#max = max;
   }
 
-  send(frame: Buffer): void {
+  send(frame: Buffer, position?: StreamPosition): void {
     if (this.frames.length >= this.#max) {
       this.overflowed = true;
       return;
     }
-    this.frames.push(frame);
+    this.frames.push({ frame, position });
   }
 
   close(code: number, reason: string): void {

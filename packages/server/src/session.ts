@@ -436,8 +436,8 @@ export class Session implements ConnectionHandler {
             ),
           );
         }
-        for (const frame of sub.replay) {
-          this.#conn.send(frame);
+        for (const { frame, position } of sub.replay) {
+          this.#conn.send(frame, position);
           this.#stats.bytes += frame.length;
         }
         this.#stats.messages += sub.replay.length;

@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { framePosition, mergeAfter } from '../src/recovery.js';
+import type { StreamPosition } from '../src/broker/broker.js';
+import { Hub, type Sink } from '../src/hub.js';
+import { BufferingSink, mergeAfter } from '../src/recovery.js';
 
 const p = (offset: number): { offset: number; frame: Buffer } => ({
   offset,
@@ -8,23 +10,46 @@ const p = (offset: number): { offset: number; frame: Buffer } => ({
 });
 
 describe('recovery', () => {
-  describe('framePosition', () => {
-    it('reads the position a frame ends with', () => {
+  describe('positions travel as data', () => {
+    // A frame whose bytes say another position than the broker assigned: the sinks must get the
+    // assigned one, which proves nothing reads positions back out of the frame text.
+    const frame = Buffer.from(
+      '{"channel":"c","message":{"offset":5,"epoch":"x"},"id":"i","timestamp":1}',
+    );
+    const collect = (batched: boolean) => {
+      const got: [string, StreamPosition | undefined][] = [];
+      const sink: Sink = {
+        batched,
+        send: (f, position) => got.push([f.toString(), position]),
+        close: () => undefined,
+      };
+      return { sink, got };
+    };
+
+    it('the Hub hands each sink the position published with the frame', async () => {
+      const hub = new Hub();
+      const single = collect(false);
+      const batched = collect(true);
+      const buffer = new BufferingSink(single.sink, 10);
+      hub.add('c', single.sink);
+      hub.add('c', batched.sink);
+      hub.add('c', buffer);
+      hub.publish('c', frame, NaN, { offset: 41, epoch: 'E' });
+      hub.publish('c', Buffer.from('{"event":"x"}'), NaN, undefined);
+      hub.publish('c', frame, NaN, { offset: 42, epoch: 'E' });
+      await hub.settled('c');
       assert.deepEqual(
-        framePosition(
-          Buffer.from(
-            '{"channel":"c","message":1,"id":"i","timestamp":1,"offset":42,"epoch":"Ab-_9"}',
-          ),
-        ),
-        { offset: 42, epoch: 'Ab-_9' },
+        single.got.map(([, position]) => position),
+        [{ offset: 41, epoch: 'E' }, undefined, { offset: 42, epoch: 'E' }],
       );
-    });
-    it('ignores an "offset" key inside the data of an unpositioned frame', () => {
-      assert.equal(
-        framePosition(
-          Buffer.from('{"channel":"c","message":{"offset":5,"epoch":"x"},"id":"i","timestamp":1}'),
-        ),
-        undefined,
+      // One batch: its position is its last message's.
+      assert.deepEqual(
+        batched.got.map(([, position]) => position),
+        [{ offset: 42, epoch: 'E' }],
+      );
+      assert.deepEqual(
+        buffer.frames.map((f) => f.position?.offset),
+        [41, undefined, 42],
       );
     });
   });

@@ -5,7 +5,7 @@
  * positions (stream-state.ts) so a reconnect with `Last-Event-ID` resumes on any node.
  */
 import type { ServerResponse } from 'node:http';
-import { DisconnectCode } from '@switchboard/protocol';
+import { DisconnectCode, type Position } from '@switchboard/protocol';
 import { BaseConnection, OutboundQueue, type InboundCommand } from './transport.js';
 import type { HeldConnection, HeldHost } from './http-session.js';
 import { StreamState } from './stream-state.js';
@@ -57,7 +57,7 @@ export class SseConnection extends BaseConnection implements HeldConnection {
     this.#push(`retry: ${RETRY_MS}\nevent: connected\ndata: ${info}\n\n`);
   }
 
-  protected write(frame: Buffer | string): void {
+  protected write(frame: Buffer | string, position?: Position): void {
     if (typeof frame === 'string') {
       const changed = this.#state.reply(frame) !== undefined;
       this.#push(
@@ -65,7 +65,7 @@ export class SseConnection extends BaseConnection implements HeldConnection {
       );
       return;
     }
-    const changed = this.#state.message(frame);
+    const changed = this.#state.message(frame, position);
     const parts: Buffer[] = [];
     let start = 0;
     for (;;) {

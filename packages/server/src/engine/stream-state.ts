@@ -9,7 +9,6 @@
  * not in the channel character set.
  */
 import type { Command, Position } from '@switchboard/protocol';
-import { framePosition } from '../recovery.js';
 
 /** Longest id written; a larger state is written as OVERFLOW_ID (Node rejects headers over 16 KiB). */
 export const MAX_EVENT_ID_LENGTH = 8000;
@@ -18,7 +17,6 @@ export const OVERFLOW_ID = '!';
 
 const CHANNEL_PREFIX = '{"channel":"';
 const QUOTE = 0x22;
-const NEWLINE = 0x0a;
 
 export class StreamState {
   /** Subscribed channels → last position, undefined until one is known. */
@@ -82,14 +80,12 @@ export class StreamState {
   }
 
   /**
-   * Observes a message frame, or several of one channel joined by '\n'. True when a position
-   * changed.
+   * Observes a message frame, or several of one channel joined by '\n', with the position of its
+   * (last) message as the Hub carried it (see Sink.send). True when a position changed.
    */
-  message(frame: Buffer): boolean {
+  message(frame: Buffer, p: Position | undefined): boolean {
     const channel = channelOf(frame);
     if (channel === undefined) return false;
-    const lastLine = frame.lastIndexOf(NEWLINE);
-    const p = framePosition(lastLine === -1 ? frame : frame.subarray(lastLine + 1));
     if (p === undefined) {
       if (this.#channels.has(channel)) return false;
       this.#channels.set(channel, undefined);

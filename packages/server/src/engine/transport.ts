@@ -6,7 +6,7 @@
  * (test/conformance/connection.ts holds them to the same behaviour).
  */
 import type { IncomingHttpHeaders } from 'node:http';
-import { DisconnectCode, type DecodeResult } from '@switchboard/protocol';
+import { DisconnectCode, type DecodeResult, type Position } from '@switchboard/protocol';
 import type { Sink } from '../hub.js';
 import type { TransportStats } from '../metrics.js';
 
@@ -187,9 +187,9 @@ export abstract class BaseConnection implements Connection {
     return this.closed ? 0 : this.outbound.bytes;
   }
 
-  send(frame: Buffer): void {
+  send(frame: Buffer, position?: Position): void {
     if (!this.#writable()) return;
-    this.write(frame);
+    this.write(frame, position);
     this.backlog();
   }
 
@@ -228,8 +228,11 @@ export abstract class BaseConnection implements Connection {
     return 0;
   }
 
-  /** Writes one transport message (the bound is checked by the caller). */
-  protected abstract write(frame: Buffer | string): void;
+  /**
+   * Writes one transport message (the bound is checked by the caller); `position`: that of its
+   * (last) message, as the Hub carried it, for transports that track positions (SSE).
+   */
+  protected abstract write(frame: Buffer | string, position?: Position): void;
 
   /** Several messages at once; one write where the transport can. */
   protected writeMany(frames: readonly Buffer[]): void {
