@@ -52,6 +52,25 @@ export function rest(port: number, format: Format, options: Options = {}): Ably.
   return new Ably.Rest(clientOptions(port, format, options));
 }
 
+/**
+ * `connection.ping()` with its timeout timer unref'd. The SDK (ably 2.28, utils.withTimeoutAsync)
+ * races the heartbeat against a realtimeRequestTimeout (10 s) timer that it never clears, so one
+ * ping kept the test process alive 10 s after its last test. The timer is made synchronously
+ * inside ping(), through the SDK's own setTimeout, which is swapped for that call only.
+ */
+export function ping(conn: Ably.Connection): Promise<number> {
+  const config = (Ably.Realtime as unknown as { Platform: { Config: { setTimeout: Timer } } })
+    .Platform.Config;
+  const set = config.setTimeout;
+  config.setTimeout = (fn, ms) => set(fn, ms).unref();
+  try {
+    return conn.ping();
+  } finally {
+    config.setTimeout = set;
+  }
+}
+type Timer = (fn: () => void, ms: number) => NodeJS.Timeout;
+
 /** Resolves with the state change that reaches `state` (or rejects on failed when not asked for). */
 export function reach(
   conn: Ably.Connection,
