@@ -9,6 +9,7 @@ import { parseRevocation, revocationJson, type Revocation } from '../auth/revoca
 import { ReplyError } from '../errors.js';
 import type { Sink } from '../hub.js';
 import type { Node } from '../node.js';
+import type { ClientAddresses } from '../client-address.js';
 import type { AdminCluster } from './cluster.js';
 import {
   COOKIE,
@@ -65,6 +66,8 @@ export interface AdminOptions {
   readonly maxMessageBytes: number;
   /** The tail's outbound limit, as for any SSE client. */
   readonly maxOutboundBytes: number;
+  /** Who sent a request (through trusted proxies): what the lockout counts per. */
+  readonly clientAddress: ClientAddresses;
 }
 
 type Principal =
@@ -247,7 +250,7 @@ async function principal(
 }
 
 function refused(o: AdminOptions, req: IncomingMessage, reason: string): void {
-  const address = req.socket.remoteAddress;
+  const address = o.clientAddress.of(req);
   o.authLog?.refused(reason, { transport: 'http', address });
   o.errors.push({ code: ErrorCode.ADMIN_UNAUTHENTICATED, message: reason, address });
 }
@@ -258,7 +261,7 @@ async function login(o: AdminOptions, req: IncomingMessage, res: ServerResponse)
       ErrorCode.ADMIN_LOGIN_DISABLED,
       'password login is off: set adminPassword or adminPasswordHash, or use an admin API key',
     );
-  const address = req.socket.remoteAddress ?? 'unknown';
+  const address = o.clientAddress.of(req);
   const lockedOut = (ms: number): ReplyError => {
     const s = Math.ceil(ms / 1000);
     res.setHeader('retry-after', String(s));
