@@ -2,6 +2,8 @@
  * The official `ably` SDK against a Switchboard server, through its public API only, plus a raw
  * WebSocket client speaking the Ably framing for bad input.
  */
+import { once } from 'node:events';
+import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import * as Ably from 'ably';
 import { Packr } from 'msgpackr';
 import { WebSocket } from 'ws';
@@ -190,5 +192,58 @@ export class RawAbly {
 
   close(): void {
     this.ws.close();
+  }
+}
+
+/**
+ * A TCP proxy between the SDK and a node: its target can change (resume on another node), its
+ * connections can all be cut at once (a transport lost under the SDK), new ones refused.
+ */
+export class CuttingProxy {
+  readonly server: Server;
+  target: number;
+  /** While true, new connections are closed as soon as they are accepted. */
+  refuse = false;
+  /** cut() calls so far. */
+  cuts = 0;
+  readonly #sockets = new Set<Socket>();
+
+  constructor(target: number) {
+    this.target = target;
+    this.server = createServer((client) => {
+      if (this.refuse) {
+        client.destroy();
+        return;
+      }
+      const upstream = createConnection({ host: '127.0.0.1', port: this.target });
+      this.#sockets.add(client).add(upstream);
+      const drop = (): void => {
+        client.destroy();
+        upstream.destroy();
+        this.#sockets.delete(client);
+        this.#sockets.delete(upstream);
+      };
+      client.on('error', drop).on('close', drop);
+      upstream.on('error', drop).on('close', drop);
+      client.pipe(upstream).pipe(client);
+    });
+  }
+
+  async listen(): Promise<number> {
+    this.server.listen(0, '127.0.0.1');
+    await once(this.server, 'listening');
+    return (this.server.address() as { port: number }).port;
+  }
+
+  cut(): void {
+    this.cuts++;
+    for (const s of this.#sockets) s.destroy();
+    this.#sockets.clear();
+  }
+
+  async close(): Promise<void> {
+    this.cut();
+    this.server.close();
+    await once(this.server, 'close');
   }
 }
