@@ -520,9 +520,12 @@ async function startTail(
     }
     const p = sub.position;
     const recovered = sub.recovered === undefined ? {} : { recovered: sub.recovered };
-    // The id is where the stream stands now: a reconnect before any message resumes from here.
+    // The id is where the stream stands after the replay: a reconnect before any message resumes
+    // from there. With a replay to come it has none, so a drop in the middle of the replay resumes
+    // after its last message read, not past the rest of it.
+    const id = sub.replay.length === 0 ? `id: ${p.epoch}:${p.offset}\n` : '';
     write(
-      `event: subscribed\nid: ${p.epoch}:${p.offset}\ndata: ${JSON.stringify({ channel, offset: p.offset, epoch: p.epoch, ...recovered })}\n\n`,
+      `event: subscribed\n${id}data: ${JSON.stringify({ channel, offset: p.offset, epoch: p.epoch, ...recovered })}\n\n`,
     );
     // Before anything live, in this same turn (the Hub holds live frames until it ends).
     for (const frame of sub.replay) sendFrame(frame);
