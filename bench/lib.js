@@ -4,8 +4,10 @@
  * histogram, /proc readers (RSS, CPU time), free ports and small timing utilities.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 
 /** JSON.parse typed as unknown, so callers narrow it. @param {string} text @returns {unknown} */
@@ -264,17 +266,14 @@ export async function waitReady(port) {
 
 /**
  * A throwaway redis-server on a free port (nothing saved), tracked; resolves once it answers, with
- * a connected client.
+ * a connected client. `core`: pinned there (see pinned()).
+ * @param {number} [core]
  */
-export async function startRedis() {
+export async function startRedis(core) {
   const port = await freePort();
-  track(
-    spawn(
-      'redis-server',
-      ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
-      { stdio: 'ignore' },
-    ),
-  );
+  const args = ['redis-server', '--port', String(port), '--bind', '127.0.0.1'];
+  const [cmd, argv] = pinned(core, [...args, '--save', '', '--appendonly', 'no']);
+  track(spawn(cmd, argv, { stdio: 'ignore' }));
   // Retried every 50 ms until redis-server listens; the PING waits in the offline queue till then.
   const redis = new Redis({ port, host: '127.0.0.1', retryStrategy: () => 50 });
   redis.on('error', () => {
@@ -282,4 +281,105 @@ export async function startRedis() {
   });
   await redis.ping();
   return { port, redis, url: `redis://127.0.0.1:${port}` };
+}
+
+/**
+ * `args` (a command and its arguments) pinned to `core` when one is given and taskset exists, so
+ * two processes of a bench do not take each other's core; taskset execs in place, so the
+ * child's pid is the command's. @param {number | undefined} core @param {string[]} args
+ * @returns {[string, string[]]}
+ */
+export function pinned(core, args) {
+  if (core !== undefined && hasBinary('taskset')) return ['taskset', ['-c', String(core), ...args]];
+  return [/** @type {string} */ (args[0]), args.slice(1)];
+}
+
+/**
+ * SIGTERM, then SIGKILL after `graceMs`; resolves once `child` exited.
+ * @param {import('node:child_process').ChildProcess} child @param {number} [graceMs]
+ */
+export async function stop(child, graceMs = 10_000) {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+  await exited;
+  clearTimeout(timer);
+}
+
+/** The server's CLI, built by `tsc -b packages/server` (every bench script's npm script does). */
+export const SERVER_CLI = fileURLToPath(
+  new URL('../packages/server/dist/cli/main.js', import.meta.url),
+);
+const LOADGEN = fileURLToPath(new URL('./loadgen.js', import.meta.url));
+
+/**
+ * Spawns one Switchboard node on a free port with Redis at `redisUrl` and the limits lifted that
+ * would throttle a load generator (per-address connects, commands per second), tracked; resolves
+ * once it is ready. `env`: more SWITCHBOARD_* settings; `core`: pinned there.
+ * @param {{ redisUrl: string, engine: string, env?: Record<string, string>, core?: number }} o
+ */
+export async function startNode(o) {
+  const port = await freePort();
+  const [cmd, args] = pinned(o.core, [process.execPath, SERVER_CLI, 'serve']);
+  const child = track(
+    spawn(cmd, args, {
+      stdio: ['ignore', 'ignore', 'inherit'],
+      env: {
+        ...process.env,
+        SWITCHBOARD_PORT: String(port),
+        SWITCHBOARD_HOST: '127.0.0.1',
+        SWITCHBOARD_REDIS: o.redisUrl,
+        SWITCHBOARD_ENGINE: o.engine,
+        SWITCHBOARD_LOG_LEVEL: 'warn',
+        SWITCHBOARD_MAX_CONNECTIONS_PER_IP_PER_SECOND: '1000000',
+        SWITCHBOARD_MAX_COMMANDS_PER_SECOND: '1000000',
+        SWITCHBOARD_COMMAND_BURST: '1000000',
+        ...o.env,
+      },
+    }),
+  );
+  await waitReady(port);
+  return { port, child, pid: /** @type {number} */ (child.pid) };
+}
+
+/**
+ * @typedef {{ deliveredPerSec?: number, deliveriesPerServerCpuSecond?: number, cpuCores?: Record<string, number>, latencyMs?: { p50?: number, p99?: number }, lost?: number, delivered?: number, pass?: boolean }} LoadStep
+ */
+
+/**
+ * Runs bench/loadgen.js with `args` in its own process (pinned to `core` if given) and resolves
+ * with the last step of its report. Not spawnSync: whatever runs in this process (a webhook
+ * receiver) keeps answering meanwhile.
+ * @param {string[]} args @param {number} [core] @returns {Promise<LoadStep>}
+ */
+export function loadgen(args, core) {
+  const [cmd, argv] = pinned(core, [process.execPath, LOADGEN, ...args]);
+  return new Promise((resolve, reject) => {
+    const child = track(spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'] }));
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    child.on('exit', (status) => {
+      if (status !== 0) return reject(new Error(`loadgen failed: ${stderr}`));
+      const report = /** @type {{ lastStep?: LoadStep }} */ (
+        parseJson(stdout.trim().split('\n').pop() ?? '')
+      );
+      if (report.lastStep === undefined) reject(new Error(`loadgen reported no step: ${stdout}`));
+      else resolve(report.lastStep);
+    });
+  });
+}
+
+/**
+ * Writes `result` (with its `at`) as bench/results/<at>-<name>.json; returns the file's path.
+ * @param {string} name @param {{ at: string }} result
+ */
+export function writeResult(name, result) {
+  const dir = fileURLToPath(new URL('./results/', import.meta.url));
+  mkdirSync(dir, { recursive: true });
+  const file = join(dir, `${result.at.replace(/[:.]/g, '-')}-${name}.json`);
+  writeFileSync(file, JSON.stringify(result, null, 2) + '\n');
+  return file;
 }

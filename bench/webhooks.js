@@ -10,19 +10,10 @@
  *
  *   node bench/webhooks.js [--connections 200] [--rate 1000] [--seconds 5] [--engine uws|ws]
  */
-import { spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { cpus, loadavg } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { freePort, parseJson, round, sleep } from './lib.js';
-
-const here = dirname(fileURLToPath(import.meta.url));
-const root = join(here, '..');
-const SERVER_CLI = join(root, 'packages/server/dist/cli/main.js');
-const LOADGEN = join(here, 'loadgen.js');
+import { loadgen, round, startNode, startRedis, stop, writeResult } from './lib.js';
 
 const { values: o } = parseArgs({
   options: {
@@ -32,30 +23,6 @@ const { values: o } = parseArgs({
     engine: { type: 'string', default: 'uws' },
   },
 });
-
-/** @param {number} port */
-async function waitPort(port, timeoutMs = 15_000) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      if ((await fetch(`http://127.0.0.1:${port}/healthz`)).status === 200) return;
-    } catch {
-      // not listening yet
-    }
-    if (Date.now() > deadline) throw new Error(`nothing on ${port} after ${timeoutMs} ms`);
-    await sleep(100);
-  }
-}
-
-/** @param {import('node:child_process').ChildProcess} child */
-async function stop(child) {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise((resolve) => child.once('exit', resolve));
-  child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
-  await exited;
-  clearTimeout(timer);
-}
 
 /** A receiver answering `status`, or never (0); counts requests. @param {number} status */
 async function receiver(status) {
@@ -76,53 +43,17 @@ async function receiver(status) {
   return r;
 }
 
-/** @param {string[]} args @returns {Promise<{ status: number | null, stdout: string, stderr: string }>} */
-function runLoadgen(args) {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    child.on('exit', (status) => resolve({ status, stdout, stderr }));
-  });
-}
-
-async function startRedis() {
-  const port = await freePort();
-  const child = spawn(
-    'redis-server',
-    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
-    { stdio: 'ignore' },
-  );
-  for (let i = 0; i < 100; i++) {
-    const r = spawnSync('redis-cli', ['-p', String(port), 'ping']);
-    if (r.stdout?.toString().trim() === 'PONG') return { child, port };
-    await sleep(100);
-  }
-  child.kill('SIGKILL');
-  throw new Error('redis-server did not start');
-}
-
 /**
- * @param {number} redisPort @param {string} name @param {number | undefined} hookPort
+ * @param {string} redisUrl @param {string} name @param {number | undefined} hookPort
  * @returns {Promise<Record<string, unknown>>}
  */
-async function run(redisPort, name, hookPort) {
-  const port = await freePort();
-  const server = spawn(process.execPath, [SERVER_CLI, 'serve'], {
-    stdio: ['ignore', 'ignore', 'inherit'],
+async function run(redisUrl, name, hookPort) {
+  const node = await startNode({
+    redisUrl,
+    engine: String(o.engine),
     env: {
-      ...process.env,
-      SWITCHBOARD_PORT: String(port),
-      SWITCHBOARD_HOST: '127.0.0.1',
-      SWITCHBOARD_REDIS: `redis://127.0.0.1:${redisPort}`,
       SWITCHBOARD_REDIS_PREFIX: `bench-${name}:`,
-      SWITCHBOARD_ENGINE: String(o.engine),
       SWITCHBOARD_LOG_LEVEL: 'error',
-      SWITCHBOARD_MAX_CONNECTIONS_PER_IP_PER_SECOND: '1000000',
-      SWITCHBOARD_MAX_COMMANDS_PER_SECOND: '1000000',
-      SWITCHBOARD_COMMAND_BURST: '1000000',
       SWITCHBOARD_WEBHOOK_SECRET: 'bench-secret-0123456789',
       SWITCHBOARD_WEBHOOK_TIMEOUT_MS: '2000',
       SWITCHBOARD_WEBHOOKS:
@@ -134,23 +65,14 @@ async function run(redisPort, name, hookPort) {
     },
   });
   try {
-    await waitPort(port);
-    // Not spawnSync: the receivers live in this process and must keep answering meanwhile.
-    const lg = await runLoadgen([
-      LOADGEN,
-      ...['--system', 'switchboard', '--url', `ws://127.0.0.1:${port}/ws`],
-      ...['--redis', `redis://127.0.0.1:${redisPort}`, '--connections', String(o.connections)],
+    const step = await loadgen([
+      ...['--system', 'switchboard', '--url', `ws://127.0.0.1:${node.port}/ws`],
+      ...['--redis', redisUrl, '--connections', String(o.connections)],
       ...['--channels', '1', '--payload', '128', '--rates', String(o.rate)],
       ...['--step-seconds', String(o.seconds), '--drain-seconds', '3'],
-      ...['--server-pid', String(server.pid), '--name', `webhooks-${name}`],
+      ...['--server-pid', String(node.pid), '--name', `webhooks-${name}`],
     ]);
-    if (lg.status !== 0) throw new Error(`loadgen failed: ${lg.stderr}`);
-    const report =
-      /** @type {{ lastStep?: { deliveredPerSec?: number, latencyMs?: { p50?: number, p99?: number }, lost?: number, pass?: boolean } }} */ (
-        parseJson(lg.stdout.trim().split('\n').pop() ?? '')
-      );
-    const step = report.lastStep ?? {};
-    const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    const text = await (await fetch(`http://127.0.0.1:${node.port}/metrics`)).text();
     const series = (/** @type {string} */ re) => Number(re && new RegExp(re, 'm').exec(text)?.[1]);
     return {
       name,
@@ -165,7 +87,7 @@ async function run(redisPort, name, hookPort) {
       rssMiB: round(series('^process_resident_memory_bytes (\\S+)$') / 1048576, 1),
     };
   } finally {
-    await stop(server);
+    await stop(node.child, 20_000);
   }
 }
 
@@ -180,14 +102,14 @@ try {
     ['ok-receiver', ok.port],
     ['hanging-receiver', hang.port],
   ])) {
-    const r = await run(redis.port, name, hook);
+    const r = await run(redis.url, name, hook);
     runs.push(r);
     process.stderr.write(`${JSON.stringify(r)}\n`);
   }
 } finally {
   ok.close();
   hang.close();
-  redis.child.kill('SIGKILL');
+  redis.redis.disconnect();
 }
 const result = {
   bench: 'webhooks',
@@ -197,7 +119,7 @@ const result = {
   receivers: { okRequests: ok.requests, hangingRequests: hang.requests },
   runs,
 };
-mkdirSync(join(here, 'results'), { recursive: true });
-const file = join(here, 'results', `${result.at.replace(/[:.]/g, '-')}-webhooks.json`);
-writeFileSync(file, JSON.stringify(result, null, 2) + '\n');
+writeResult('webhooks', result);
 process.stdout.write(JSON.stringify(result) + '\n');
+// redis-server is tracked: killed as this process exits.
+process.exit(0);

@@ -9,6 +9,7 @@ import { webhooksError, type WebhookConfig } from './webhooks/endpoints.js';
  */
 
 import { parseHostPort } from './broker/redis-target.js';
+import { parseProxyEntry } from './client-address.js';
 
 type Kind =
   | 'int'
@@ -20,6 +21,7 @@ type Kind =
   | 'httpUrl'
   | 'list'
   | 'hostList'
+  | 'addressList'
   | 'level'
   | 'engine'
   | 'namespaces'
@@ -130,6 +132,8 @@ export interface Config {
   readonly admin: boolean | undefined;
   readonly adminPassword: string | undefined;
   readonly adminPasswordHash: string | undefined;
+  /** Proxies (addresses, CIDR ranges) whose X-Forwarded-For names the client (admin lockout). */
+  readonly trustProxy: readonly string[];
 }
 
 export const defaults: Config = {
@@ -205,6 +209,7 @@ export const defaults: Config = {
   admin: undefined,
   adminPassword: undefined,
   adminPasswordHash: undefined,
+  trustProxy: [],
 };
 
 /** Every setting, its type and what it does: the source of the README's configuration reference. */
@@ -552,6 +557,10 @@ export const settings: Readonly<Record<keyof Config, Setting>> = {
     kind: 'optionalString',
     doc: 'scrypt hash of the admin password, scrypt$<salt hex>$<hash hex> (docs/operations.md, Admin API)',
   },
+  trustProxy: {
+    kind: 'addressList',
+    doc: 'addresses or CIDR ranges of your reverse proxies: from them the client is the nearest X-Forwarded-For hop that is not a proxy (admin login lockout, its log); empty: the TCP peer',
+  },
 };
 
 function parseBool(value: unknown, bad: (why: string) => never): boolean {
@@ -670,6 +679,16 @@ function parseValue(key: keyof Config, value: unknown, source: string): unknown 
       const out = list.map((p) => p.trim()).filter((p) => p !== '');
       const wrong = out.find((p) => parseHostPort(p) === undefined);
       if (wrong !== undefined) return bad(`${JSON.stringify(wrong)} is not host:port`);
+      return out;
+    }
+    case 'addressList': {
+      const list = typeof value === 'string' ? value.split(',') : value;
+      if (!Array.isArray(list) || !list.every((p) => typeof p === 'string'))
+        return bad('expected a list of addresses or CIDR ranges');
+      const out = list.map((p) => p.trim()).filter((p) => p !== '');
+      const wrong = out.find((p) => parseProxyEntry(p) === undefined);
+      if (wrong !== undefined)
+        return bad(`${JSON.stringify(wrong)} is not an address or CIDR range`);
       return out;
     }
     case 'list': {

@@ -8,7 +8,7 @@ import { WebSocket } from 'ws';
 import { after, before, describe, test } from 'node:test';
 import * as Ably from 'ably';
 import { startTestServer, TestClient } from './helpers.js';
-import { API_KEYS, FORMATS, Inbox, KEY_SUB, RawAbly, reach, realtime } from './ably-kit.js';
+import { API_KEYS, FORMATS, Inbox, KEY_SUB, ping, RawAbly, reach, realtime } from './ably-kit.js';
 
 describe('ably dialect: connection and channels', () => {
   let server: Awaited<ReturnType<typeof startTestServer>>;
@@ -45,7 +45,7 @@ describe('ably dialect: connection and channels', () => {
       assert.match(client.connection.key ?? '', /^[a-zA-Z0-9_!-]+$/);
       assert.equal(channel.state, 'attached');
       assert.ok(channel.modes?.includes('subscribe') && channel.modes.includes('publish'));
-      assert.ok((await client.connection.ping()) >= 0);
+      assert.ok((await ping(client.connection)) >= 0);
       client.close();
       await reach(client.connection, 'closed');
     });

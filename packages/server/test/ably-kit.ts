@@ -2,6 +2,8 @@
  * The official `ably` SDK against a Switchboard server, through its public API only, plus a raw
  * WebSocket client speaking the Ably framing for bad input.
  */
+import { once } from 'node:events';
+import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import * as Ably from 'ably';
 import { Packr } from 'msgpackr';
 import { WebSocket } from 'ws';
@@ -51,6 +53,25 @@ export function realtime(port: number, format: Format, options: Options = {}): A
 export function rest(port: number, format: Format, options: Options = {}): Ably.Rest {
   return new Ably.Rest(clientOptions(port, format, options));
 }
+
+/**
+ * `connection.ping()` with its timeout timer unref'd. The SDK (ably 2.28, utils.withTimeoutAsync)
+ * races the heartbeat against a realtimeRequestTimeout (10 s) timer that it never clears, so one
+ * ping kept the test process alive 10 s after its last test. The timer is made synchronously
+ * inside ping(), through the SDK's own setTimeout, which is swapped for that call only.
+ */
+export function ping(conn: Ably.Connection): Promise<number> {
+  const config = (Ably.Realtime as unknown as { Platform: { Config: { setTimeout: Timer } } })
+    .Platform.Config;
+  const set = config.setTimeout;
+  config.setTimeout = (fn, ms) => set(fn, ms).unref();
+  try {
+    return conn.ping();
+  } finally {
+    config.setTimeout = set;
+  }
+}
+type Timer = (fn: () => void, ms: number) => NodeJS.Timeout;
 
 /** Resolves with the state change that reaches `state` (or rejects on failed when not asked for). */
 export function reach(
@@ -171,5 +192,58 @@ export class RawAbly {
 
   close(): void {
     this.ws.close();
+  }
+}
+
+/**
+ * A TCP proxy between the SDK and a node: its target can change (resume on another node), its
+ * connections can all be cut at once (a transport lost under the SDK), new ones refused.
+ */
+export class CuttingProxy {
+  readonly server: Server;
+  target: number;
+  /** While true, new connections are closed as soon as they are accepted. */
+  refuse = false;
+  /** cut() calls so far. */
+  cuts = 0;
+  readonly #sockets = new Set<Socket>();
+
+  constructor(target: number) {
+    this.target = target;
+    this.server = createServer((client) => {
+      if (this.refuse) {
+        client.destroy();
+        return;
+      }
+      const upstream = createConnection({ host: '127.0.0.1', port: this.target });
+      this.#sockets.add(client).add(upstream);
+      const drop = (): void => {
+        client.destroy();
+        upstream.destroy();
+        this.#sockets.delete(client);
+        this.#sockets.delete(upstream);
+      };
+      client.on('error', drop).on('close', drop);
+      upstream.on('error', drop).on('close', drop);
+      client.pipe(upstream).pipe(client);
+    });
+  }
+
+  async listen(): Promise<number> {
+    this.server.listen(0, '127.0.0.1');
+    await once(this.server, 'listening');
+    return (this.server.address() as { port: number }).port;
+  }
+
+  cut(): void {
+    this.cuts++;
+    for (const s of this.#sockets) s.destroy();
+    this.#sockets.clear();
+  }
+
+  async close(): Promise<void> {
+    this.cut();
+    this.server.close();
+    await once(this.server, 'close');
   }
 }

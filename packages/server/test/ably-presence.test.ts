@@ -5,12 +5,10 @@
  * period, a transport cut that resumes without leave/enter, capability denial, bad input.
  */
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
-import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import * as Ably from 'ably';
 import { startRedis, startTestServer, type RedisProcess } from './helpers.js';
-import { API_KEYS, KEY_ALL, KEY_SUB, RawAbly, reach, realtime } from './ably-kit.js';
+import { API_KEYS, CuttingProxy, KEY_ALL, KEY_SUB, RawAbly, reach, realtime } from './ably-kit.js';
 
 type TestServer = Awaited<ReturnType<typeof startTestServer>>;
 
@@ -36,52 +34,6 @@ class PresenceLog {
 
 function brief(m: Ably.PresenceMessage): string {
   return `${m.action}:${m.clientId}:${JSON.stringify(m.data)}`;
-}
-
-/** A TCP proxy whose target can change and whose connections can all be cut at once. */
-class CuttingProxy {
-  readonly server: Server;
-  target: number;
-  refuse = false;
-  readonly #sockets = new Set<Socket>();
-
-  constructor(target: number) {
-    this.target = target;
-    this.server = createServer((client) => {
-      if (this.refuse) {
-        client.destroy();
-        return;
-      }
-      const upstream = createConnection({ host: '127.0.0.1', port: this.target });
-      this.#sockets.add(client).add(upstream);
-      const drop = (): void => {
-        client.destroy();
-        upstream.destroy();
-        this.#sockets.delete(client);
-        this.#sockets.delete(upstream);
-      };
-      client.on('error', drop).on('close', drop);
-      upstream.on('error', drop).on('close', drop);
-      client.pipe(upstream).pipe(client);
-    });
-  }
-
-  async listen(): Promise<number> {
-    this.server.listen(0, '127.0.0.1');
-    await once(this.server, 'listening');
-    return (this.server.address() as { port: number }).port;
-  }
-
-  cut(): void {
-    for (const s of this.#sockets) s.destroy();
-    this.#sockets.clear();
-  }
-
-  async close(): Promise<void> {
-    this.cut();
-    this.server.close();
-    await once(this.server, 'close');
-  }
 }
 
 const NAMESPACES = { room: { presence: true } };

@@ -5,8 +5,6 @@
  * in order. Long variant behind SWITCHBOARD_SOAK (60 s, a cut every ~3 s, 100 msg/s).
  */
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
-import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import * as Ably from 'ably';
 import {
@@ -17,50 +15,7 @@ import {
   startTestServer,
   type RedisProcess,
 } from './helpers.js';
-import { API_KEYS, Inbox, reach, realtime } from './ably-kit.js';
-
-/** A TCP proxy whose target can change and whose connections can all be cut at once. */
-class CuttingProxy {
-  readonly server: Server;
-  target: number;
-  cuts = 0;
-  readonly #sockets = new Set<Socket>();
-
-  constructor(target: number) {
-    this.target = target;
-    this.server = createServer((client) => {
-      const upstream = createConnection({ host: '127.0.0.1', port: this.target });
-      this.#sockets.add(client).add(upstream);
-      const drop = (): void => {
-        client.destroy();
-        upstream.destroy();
-        this.#sockets.delete(client);
-        this.#sockets.delete(upstream);
-      };
-      client.on('error', drop).on('close', drop);
-      upstream.on('error', drop).on('close', drop);
-      client.pipe(upstream).pipe(client);
-    });
-  }
-
-  async listen(): Promise<number> {
-    this.server.listen(0, '127.0.0.1');
-    await once(this.server, 'listening');
-    return (this.server.address() as { port: number }).port;
-  }
-
-  cut(): void {
-    this.cuts++;
-    for (const s of this.#sockets) s.destroy();
-    this.#sockets.clear();
-  }
-
-  async close(): Promise<void> {
-    this.cut();
-    this.server.close();
-    await once(this.server, 'close');
-  }
-}
+import { API_KEYS, CuttingProxy, Inbox, reach, realtime } from './ably-kit.js';
 
 /** Waits for the connection to drop (a cut seen by the SDK) or times out quietly. */
 function dropped(conn: Ably.Connection): Promise<void> {

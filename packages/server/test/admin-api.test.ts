@@ -56,6 +56,79 @@ async function call(
 
 const bearer = { authorization: `Bearer ${ADMIN_KEY}` };
 
+interface TailEvent {
+  readonly event: string;
+  readonly id: string | undefined;
+  readonly data: Record<string, unknown>;
+}
+
+interface Tail {
+  readonly events: TailEvent[];
+  /** Waits until `n` message events have arrived. */
+  readonly waitFor: (n: number, ms: number, what: string) => Promise<void>;
+  /** Drops the connection (as a network loss would) and waits for the reader to stop. */
+  readonly close: () => Promise<void>;
+}
+
+/** Reads a node's admin tail of `channel` as an EventSource would (admin API key). */
+async function openTail(
+  node: NodeProcess,
+  channel: string,
+  headers: Record<string, string> = {},
+): Promise<Tail> {
+  const ctl = new AbortController();
+  const res = await fetch(`${node.url}/v1/admin/tail/${channel}`, {
+    headers: { ...bearer, ...headers },
+    signal: ctl.signal,
+  });
+  assert.equal(res.status, 200);
+  assert.match(res.headers.get('content-type') ?? '', /^text\/event-stream/);
+  const body = res.body as unknown as AsyncIterable<Uint8Array>;
+  const decoder = new TextDecoder();
+  let buffer = '';
+  const events: TailEvent[] = [];
+  let wake: (() => void) | undefined;
+  const pump = (async () => {
+    for await (const value of body) {
+      buffer += decoder.decode(value, { stream: true });
+      let end: number;
+      while ((end = buffer.indexOf('\n\n')) !== -1) {
+        const block = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        let event = 'message';
+        let data = '';
+        let id: string | undefined;
+        for (const line of block.split('\n')) {
+          if (line.startsWith('event: ')) event = line.slice(7);
+          if (line.startsWith('id: ')) id = line.slice(4);
+          if (line.startsWith('data: ')) data += line.slice(6);
+        }
+        if (data !== '')
+          events.push({ event, id, data: JSON.parse(data) as Record<string, unknown> });
+        wake?.();
+      }
+    }
+  })().catch(() => undefined);
+  return {
+    events,
+    async waitFor(n, ms, what) {
+      const deadline = Date.now() + ms;
+      while (events.filter((e) => e.event === 'message').length < n) {
+        const left = deadline - Date.now();
+        if (left <= 0) throw new Error(`timed out waiting for ${what}`);
+        await new Promise<void>((r) => {
+          wake = r;
+          setTimeout(r, left);
+        });
+      }
+    },
+    async close() {
+      ctl.abort();
+      await pump;
+    },
+  };
+}
+
 describe('admin API, two nodes on Redis', { skip }, () => {
   let redis: RedisProcess;
   let a: NodeProcess;
@@ -320,48 +393,8 @@ describe('admin API, two nodes on Redis', { skip }, () => {
   });
 
   test('the tail gets 100 of 100 messages published by REST on the other node, in order', async () => {
-    const ctl = new AbortController();
-    const res = await fetch(`${a.url}/v1/admin/tail/room:tail`, {
-      headers: bearer,
-      signal: ctl.signal,
-    });
-    assert.equal(res.status, 200);
-    assert.match(res.headers.get('content-type') ?? '', /^text\/event-stream/);
-    const body = res.body as unknown as AsyncIterable<Uint8Array>;
-    const decoder = new TextDecoder();
-    let buffer = '';
-    const events: { event: string; data: Record<string, unknown> }[] = [];
-    let wake: (() => void) | undefined;
-    const pump = (async () => {
-      for await (const value of body) {
-        buffer += decoder.decode(value, { stream: true });
-        let end: number;
-        while ((end = buffer.indexOf('\n\n')) !== -1) {
-          const block = buffer.slice(0, end);
-          buffer = buffer.slice(end + 2);
-          let event = 'message';
-          let data = '';
-          for (const line of block.split('\n')) {
-            if (line.startsWith('event: ')) event = line.slice(7);
-            if (line.startsWith('data: ')) data += line.slice(6);
-          }
-          if (data !== '')
-            events.push({ event, data: JSON.parse(data) as Record<string, unknown> });
-          wake?.();
-        }
-      }
-    })().catch(() => undefined);
-    const waitFor = async (n: number, ms: number, what: string): Promise<void> => {
-      const deadline = Date.now() + ms;
-      while (events.filter((e) => e.event === 'message').length < n) {
-        const left = deadline - Date.now();
-        if (left <= 0) throw new Error(`timed out waiting for ${what}`);
-        await new Promise<void>((r) => {
-          wake = r;
-          setTimeout(r, left);
-        });
-      }
-    };
+    const tail = await openTail(a, 'room:tail');
+    const { events, waitFor } = tail;
     try {
       await eventually(() => events.some((e) => e.event === 'subscribed'), 5000, 'subscribed');
       for (let i = 0; i < 100; i++) {
@@ -403,9 +436,58 @@ describe('admin API, two nodes on Redis', { skip }, () => {
       assert.equal(buckets.at(-1)?.le, '+Inf');
       assert.equal(buckets.at(-1)?.count, lat.body['count']);
     } finally {
-      ctl.abort();
-      await pump;
+      await tail.close();
     }
+  });
+
+  test('a tail dropped mid-stream resumes from Last-Event-ID: no gap, no duplicate', async () => {
+    const publish = (i: number): Promise<Reply> =>
+      call(b, 'POST', '/v1/channels/room:resume/messages', {
+        headers: { authorization: `Bearer ${PLAIN_KEY}` },
+        body: { data: { i } },
+      });
+    const first = await openTail(a, 'room:resume');
+    let second: Tail | undefined;
+    try {
+      await eventually(
+        () => first.events.some((e) => e.event === 'subscribed'),
+        5000,
+        'subscribed',
+      );
+      const N = 40;
+      let published = 0;
+      const publisher = (async () => {
+        for (; published < N; published++) assert.equal((await publish(published)).status, 200);
+      })();
+      await first.waitFor(10, 5000, 'ten messages before the drop');
+      await first.close();
+      const before = first.events.filter((e) => e.event === 'message');
+      const lastId = before.at(-1)?.id ?? '';
+      assert.match(lastId, /^.+:\d+$/, 'every message carries an SSE id');
+      assert.ok(published < N, 'the drop came while messages were still being published');
+      await publisher;
+      second = await openTail(a, 'room:resume', { 'last-event-id': lastId });
+      await second.waitFor(N - before.length, 5000, 'the rest after the resume');
+      const sub = second.events.find((e) => e.event === 'subscribed');
+      assert.equal(sub?.data['recovered'], true, JSON.stringify(sub));
+      const after = second.events.filter((e) => e.event === 'message');
+      const all = [...before, ...after].map((e) => (e.data['data'] as { i: number }).i);
+      assert.deepEqual(
+        all,
+        Array.from({ length: N }, (_, i) => i),
+        'every message once, in order',
+      );
+      for (const e of after)
+        assert.equal(e.id, `${String(e.data['epoch'])}:${String(e.data['offset'])}`);
+    } finally {
+      await first.close();
+      await second?.close();
+    }
+    const bad = await fetch(`${a.url}/v1/admin/tail/room:resume`, {
+      headers: { ...bearer, 'last-event-id': 'not-an-id' },
+    });
+    assert.equal(bad.status, 400);
+    assert.match(((await bad.json()) as { error: string }).error, /Last-Event-ID/);
   });
 
   test('presence members of a channel on the other node', async () => {

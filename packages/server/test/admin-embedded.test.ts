@@ -146,10 +146,58 @@ describe('admin API on one embedded node', () => {
     assert.equal((await post(n, '/v1/admin/login', { password })).status, 429);
   });
 
+  test('behind a trusted proxy the lockout counts per X-Forwarded-For client, not per proxy', async () => {
+    const password = 'a proxied admin password';
+    // The test's requests come from 127.0.0.1: that is the proxy here.
+    const n = await start([
+      '--admin',
+      '--admin-password',
+      password,
+      '--trust-proxy',
+      '127.0.0.0/8',
+    ]);
+    const from = (xff: string): Record<string, string> => ({ 'x-forwarded-for': xff });
+    const codes: (number | undefined)[] = [];
+    for (let i = 0; i < 5; i++)
+      codes.push(
+        (await post(n, '/v1/admin/login', { password: `no ${i}` }, from('203.0.113.7'))).body.code,
+      );
+    assert.deepEqual(codes, [192, 192, 192, 192, 193]);
+    assert.equal((await post(n, '/v1/admin/login', { password }, from('203.0.113.7'))).status, 429);
+    // Another client through the same proxy is not locked out by the first one's guesses.
+    assert.equal((await post(n, '/v1/admin/login', { password }, from('203.0.113.8'))).status, 200);
+    // The proxy appends the peer it saw: what the client wrote on the left is not believed.
+    const spoof = await post(n, '/v1/admin/login', { password }, from('203.0.113.9, 203.0.113.7'));
+    assert.equal(spoof.status, 429);
+    // A chain of our own proxies is walked through to the first hop that is not one.
+    const chain = await post(n, '/v1/admin/login', { password }, from('203.0.113.7, 127.0.0.5'));
+    assert.equal(chain.status, 429);
+  });
+
+  test('without trustProxy X-Forwarded-For is ignored: the peer is locked out', async () => {
+    const password = 'an unproxied admin password';
+    const n = await start(['--admin', '--admin-password', password]);
+    for (let i = 0; i < 5; i++)
+      await post(
+        n,
+        '/v1/admin/login',
+        { password: `no ${i}` },
+        { 'x-forwarded-for': `198.51.100.${i}` },
+      );
+    const r = await post(
+      n,
+      '/v1/admin/login',
+      { password },
+      { 'x-forwarded-for': '198.51.100.99' },
+    );
+    assert.equal(r.status, 429);
+  });
+
   test('an unusable admin setting is refused at start, naming the key', () => {
     for (const [flag, value] of [
       ['--admin-password-hash', 'md5$abc'],
       ['--admin-password', 'short'],
+      ['--trust-proxy', '10.0.0.0/33'],
     ] as const) {
       const r = spawnSync(process.execPath, [CLI, 'serve', '--port', '0', '--admin', flag, value], {
         encoding: 'utf8',
@@ -158,7 +206,11 @@ describe('admin API on one embedded node', () => {
       assert.equal(r.status, 2, r.stderr + r.stdout);
       assert.match(
         r.stderr + r.stdout,
-        flag === '--admin-password' ? /adminPassword/ : /adminPasswordHash/,
+        {
+          '--admin-password': /adminPassword/,
+          '--admin-password-hash': /adminPasswordHash/,
+          '--trust-proxy': /trustProxy/,
+        }[flag],
       );
     }
   });

@@ -8,13 +8,11 @@
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { Cluster, Redis } from 'ioredis';
-import { encodeMessageHead, presenceStream } from '@switchboard/protocol';
+import { encodeMessageHead } from '@switchboard/protocol';
 import { RedisBroker, createLogger } from '../src/index.js';
-import { RedisPresenceStore } from '../src/presence/redis.js';
-import { createRedisKeys } from '../src/broker/redis-keys.js';
 import type { RedisTarget } from '../src/broker/redis-target.js';
 import { runBrokerSuite } from './conformance/broker.js';
-import { runPresenceSuite } from './conformance/presence.js';
+import { redisPresenceHarness, runPresenceSuite } from './conformance/presence.js';
 import { eventually, requireBinary } from './helpers.js';
 import { PublishError } from '../src/broker/publish-error.js';
 import type { PublishRequest } from '../src/broker/broker.js';
@@ -52,49 +50,17 @@ if (requireBinary('redis-server') === false) {
     { lossy: true },
   );
 
-  runPresenceSuite('RedisPresenceStore on Sentinel', () => {
-    const store = new RedisPresenceStore(target, 'confs:');
-    const sub = new Redis({ port: kit.currentMaster().port });
-    const keys = createRedisKeys('confs:');
-    const listeners = new Map<string, (frame: string) => void>();
-    sub.on('message', (pubsub: string, payload: string) => listeners.get(pubsub)?.(payload));
-    return {
-      store,
-      events: async (channel, onFrame) => {
-        const pubsub = keys.pubsub(presenceStream(channel));
-        listeners.set(pubsub, onFrame);
-        await sub.subscribe(pubsub);
-      },
-      close: async () => {
-        sub.disconnect();
-        await store.close();
-      },
-    };
-  });
+  runPresenceSuite('RedisPresenceStore on Sentinel', () =>
+    redisPresenceHarness(target, 'confs:', new Redis({ port: kit.currentMaster().port })),
+  );
 
   runPresenceSuite('RedisPresenceStore on Cluster', () => {
     const seeds = cluster.seeds.slice(0, 3).map((s) => {
       const i = s.lastIndexOf(':');
       return { host: s.slice(0, i), port: Number(s.slice(i + 1)) };
     });
-    const store = new RedisPresenceStore({ mode: 'cluster', seeds }, 'confc:');
-    // The scripts SPUBLISH on the channel's slot: a sharded subscriber there reads them.
     const sub = new Cluster(seeds, { shardedSubscribers: true });
-    const keys = createRedisKeys('confc:');
-    const listeners = new Map<string, (frame: string) => void>();
-    sub.on('smessage', (pubsub: string, payload: string) => listeners.get(pubsub)?.(payload));
-    return {
-      store,
-      events: async (channel, onFrame) => {
-        const pubsub = keys.pubsub(presenceStream(channel));
-        listeners.set(pubsub, onFrame);
-        await sub.ssubscribe(pubsub);
-      },
-      close: async () => {
-        sub.disconnect();
-        await store.close();
-      },
-    };
+    return redisPresenceHarness({ mode: 'cluster', seeds }, 'confc:', sub);
   });
 
   // Last: it fails the kit over.

@@ -53,6 +53,30 @@ async function startCluster(t: TestContext): Promise<Cluster> {
   };
 }
 
+/** Two subscribers per node on every one of `channels`, and a plain bridged subscriber per node. */
+async function subscribeBoth(
+  { nodes, open }: Pick<Cluster, 'nodes' | 'open'>,
+  channels: readonly string[],
+): Promise<{ subs: TestClient[]; plain: TestClient[] }> {
+  const subs: TestClient[] = [];
+  for (const node of [...nodes, ...nodes]) {
+    const c = await open(node);
+    const replies = await pipeline(
+      c,
+      channels.map((channel) => ({ action: 'subscribe', channel, id: `s-${channel}` })),
+    );
+    for (const r of replies.values()) assert.equal(r['ok'], true, JSON.stringify(r));
+    subs.push(c);
+  }
+  const plain: TestClient[] = [];
+  for (const node of nodes) {
+    const c = await open(node);
+    c.send({ action: 'subscribe', channel: BRIDGED });
+    plain.push(c);
+  }
+  return { subs, plain };
+}
+
 async function status(node: NodeProcess, path: string): Promise<number> {
   const res = await fetch(node.url + path);
   await res.arrayBuffer();
@@ -127,23 +151,7 @@ void test(
     await admin.connect();
     const channels = ['kill-0', 'kill-1', 'kill-2', 'kill-3'];
 
-    // Two subscribers per node on every channel, and a plain bridged subscriber per node.
-    const subs: TestClient[] = [];
-    for (const node of [...nodes, ...nodes]) {
-      const c = await open(node);
-      const replies = await pipeline(
-        c,
-        channels.map((channel) => ({ action: 'subscribe', channel, id: `s-${channel}` })),
-      );
-      for (const r of replies.values()) assert.equal(r['ok'], true, JSON.stringify(r));
-      subs.push(c);
-    }
-    const plain: TestClient[] = [];
-    for (const node of nodes) {
-      const c = await open(node);
-      c.send({ action: 'subscribe', channel: BRIDGED });
-      plain.push(c);
-    }
+    const { subs, plain } = await subscribeBoth({ nodes, open }, channels);
     await eventually(
       async () => {
         const { numsub } = await subscriberCounts(admin, [BRIDGED]);
@@ -299,22 +307,7 @@ void test(
   async (t) => {
     const { redis, nodes, open } = await startCluster(t);
     const channels = ['restart-0', 'restart-1', 'restart-2'];
-    const subs: TestClient[] = [];
-    for (const node of [...nodes, ...nodes]) {
-      const c = await open(node);
-      const replies = await pipeline(
-        c,
-        channels.map((channel) => ({ action: 'subscribe', channel, id: `s-${channel}` })),
-      );
-      for (const r of replies.values()) assert.equal(r['ok'], true, JSON.stringify(r));
-      subs.push(c);
-    }
-    const plain: TestClient[] = [];
-    for (const node of nodes) {
-      const c = await open(node);
-      c.send({ action: 'subscribe', channel: BRIDGED });
-      plain.push(c);
-    }
+    const { subs, plain } = await subscribeBoth({ nodes, open }, channels);
     await eventually(
       () => redis.cli('PUBSUB', 'NUMSUB', `${PREFIX}p:{${BRIDGED}}`).trim().endsWith('\n2'),
       5000,

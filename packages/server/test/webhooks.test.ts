@@ -267,6 +267,48 @@ describe('webhook deliveries survive a node restart (Redis)', { skip }, () => {
   });
 });
 
+describe('a stopping node hands back what it read ahead (Redis)', { skip }, () => {
+  it('leaves the group holding nothing; the next node sends at once, not after a claim', async () => {
+    const redis = await startRedis();
+    const receiver = await Receiver.start();
+    const webhooks = [{ url: receiver.url, events: ['message.published'], channels: '*' }];
+    // One request at a time, hanging: the node holds one in flight and one read ahead.
+    const opts = { redis: redis.url, webhooks, ...FAST, webhookConcurrency: 1 };
+    const timeoutMs = 2000;
+    try {
+      receiver.status = 0;
+      const first = await startTestServer({ ...opts, webhookTimeoutMs: timeoutMs });
+      for (let i = 0; i < 3; i++) await publish(first, 'handback', { i });
+      await eventually(() => receiver.received.length >= 1, 5000, 'the first request in flight');
+      await first.close();
+      const stream = redis.cli('--scan', '--pattern', '*wh:{webhooks}:s:*').trim();
+      assert.notEqual(stream, '');
+      assert.equal(
+        redis.cli('XINFO', 'CONSUMERS', stream, 'switchboard-webhooks').trim(),
+        '',
+        'the stopped node still holds deliveries',
+      );
+      receiver.status = 200;
+      const attempts = receiver.received.length;
+      const second = await startTestServer({ ...opts, webhookTimeoutMs: timeoutMs });
+      try {
+        // A delivery left pending under the stopped node would wait 4 timeouts + 1 s (9 s) for
+        // the claim; handed back, it goes out within the retry delay.
+        await eventually(
+          () => new Set(receiver.received.slice(attempts).map((r) => r.body.id)).size === 3,
+          6000,
+          'three events well before a claim could take them',
+        );
+      } finally {
+        await second.close();
+      }
+    } finally {
+      await receiver.down();
+      await redis.stop();
+    }
+  });
+});
+
 describe('webhook deliveries of a node killed with -9 (Redis)', { skip }, () => {
   it('are taken over by another node: every event arrives', async () => {
     const redis = await startRedis();

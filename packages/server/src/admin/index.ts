@@ -14,6 +14,7 @@ import type { ChannelDirectory } from '../occupancy/directory.js';
 import { AdminCluster } from './cluster.js';
 import { SessionSigner, passwordCheck, passwordHashError } from './credentials.js';
 import { MemoryLockoutStore, RedisLockoutStore, type LockoutStore } from './lockout.js';
+import { ClientAddresses } from '../client-address.js';
 import { createAdminRoutes, type AdminChannelRow, type ChannelLister } from './routes.js';
 import { ErrorRing, NodeStats, type NodeOverview } from './stats.js';
 
@@ -153,6 +154,7 @@ export function createAdmin(p: AdminParts): Admin {
     maxBodyBytes: config.maxRequestBodyBytes,
     maxMessageBytes: config.maxMessageBytes,
     maxOutboundBytes: config.maxOutboundBytes,
+    clientAddress: new ClientAddresses(config.trustProxy),
   });
   return {
     routes,

@@ -16,6 +16,7 @@ import { parseRevocation, revocationJson, type Revocation } from '../auth/revoca
 import { ReplyError } from '../errors.js';
 import type { Sink } from '../hub.js';
 import type { Node } from '../node.js';
+import type { ClientAddresses } from '../client-address.js';
 import type { AdminCluster } from './cluster.js';
 import {
   COOKIE,
@@ -72,6 +73,8 @@ export interface AdminOptions {
   readonly maxMessageBytes: number;
   /** The tail's outbound limit, as for any SSE client. */
   readonly maxOutboundBytes: number;
+  /** Who sent a request (through trusted proxies): what the lockout counts per. */
+  readonly clientAddress: ClientAddresses;
 }
 
 type Principal =
@@ -185,7 +188,7 @@ export function createAdminRoutes(
     } else {
       const tail = TAIL_PATH.exec(path);
       if (tail !== null) {
-        await startTail(o, res, channelOf(tail[1] as string));
+        await startTail(o, req, res, channelOf(tail[1] as string));
         return true;
       }
       const m = CHANNEL_PATH.exec(path) as RegExpExecArray;
@@ -254,7 +257,7 @@ async function principal(
 }
 
 function refused(o: AdminOptions, req: IncomingMessage, reason: string): void {
-  const address = req.socket.remoteAddress;
+  const address = o.clientAddress.of(req);
   o.authLog?.refused(reason, { transport: 'http', address });
   o.errors.push({ code: ErrorCode.ADMIN_UNAUTHENTICATED, message: reason, address });
 }
@@ -265,7 +268,7 @@ async function login(o: AdminOptions, req: IncomingMessage, res: ServerResponse)
       ErrorCode.ADMIN_LOGIN_DISABLED,
       'password login is off: set adminPassword or adminPasswordHash, or use an admin API key',
     );
-  const address = req.socket.remoteAddress ?? 'unknown';
+  const address = o.clientAddress.of(req);
   const lockedOut = (ms: number): ReplyError => {
     const s = Math.ceil(ms / 1000);
     res.setHeader('retry-after', String(s));
@@ -462,11 +465,21 @@ async function revoke(o: AdminOptions, req: IncomingMessage, res: ServerResponse
 /**
  * `GET /v1/admin/tail/{channel}`: the channel's live messages as SSE, each as one `data:` line
  * `{channel, offset, epoch, id, data, name?, at}`, in offset order. The stream subscribes like
- * any client (one Hub sink) and is closed as too slow past maxOutboundBytes.
+ * any client (one Hub sink) and is closed as too slow past maxOutboundBytes. Every message and
+ * the `subscribed` event carry `id: <epoch>:<offset>`, so an EventSource that reconnects sends
+ * it back as Last-Event-ID and the tail resumes right after it (replayed from the channel's
+ * recovery window; `subscribed` says `recovered: false` when it could not be).
  */
-async function startTail(o: AdminOptions, res: ServerResponse, channel: string): Promise<void> {
+async function startTail(
+  o: AdminOptions,
+  req: IncomingMessage,
+  res: ServerResponse,
+  channel: string,
+): Promise<void> {
   const why = channelError(channel);
   if (why !== undefined) throw new ReplyError(ErrorCode.INVALID_CHANNEL, why);
+  const header = req.headers['last-event-id'];
+  const since = typeof header === 'string' && header !== '' ? tailPosition(header) : undefined;
   let open = true;
   const end = (code: number, reason: string): void => {
     if (!open) return;
@@ -481,12 +494,13 @@ async function startTail(o: AdminOptions, res: ServerResponse, channel: string):
       setTimeout(() => res.destroy(), 1000).unref();
     }
   };
+  const sendFrame = (frame: Buffer): void => {
+    const m = parseMessage(frame);
+    if (m !== undefined) write(`id: ${m.id}\ndata: ${m.line}\n\n`);
+  };
   const sink: Sink = {
     batched: false,
-    send(frame) {
-      const m = parseMessage(frame);
-      if (m !== undefined) write(`data: ${m}\n\n`);
-    },
+    send: sendFrame,
     close(code, reason) {
       end(code, reason);
     },
@@ -505,23 +519,40 @@ async function startTail(o: AdminOptions, res: ServerResponse, channel: string):
     if (subscribed) o.node.unsubscribe(sink, channel);
   });
   try {
-    const sub = await o.node.subscribe(sink, channel);
+    const sub = await o.node.subscribe(sink, channel, { since });
     subscribed = true;
     if (!open) {
       o.node.unsubscribe(sink, channel);
       return;
     }
+    const p = sub.position;
+    const recovered = sub.recovered === undefined ? {} : { recovered: sub.recovered };
+    // The id is where the stream stands after the replay: a reconnect before any message resumes
+    // from there. With a replay to come it has none, so a drop in the middle of the replay resumes
+    // after its last message read, not past the rest of it.
+    const id = sub.replay.length === 0 ? `id: ${p.epoch}:${p.offset}\n` : '';
     write(
-      `event: subscribed\ndata: ${JSON.stringify({ channel, offset: sub.position.offset, epoch: sub.position.epoch })}\n\n`,
+      `event: subscribed\n${id}data: ${JSON.stringify({ channel, offset: p.offset, epoch: p.epoch, ...recovered })}\n\n`,
     );
+    // Before anything live, in this same turn (the Hub holds live frames until it ends).
+    for (const frame of sub.replay) sendFrame(frame);
   } catch (err) {
     const e = err instanceof ReplyError ? err : undefined;
     end(e?.code ?? ErrorCode.INTERNAL, e?.message ?? 'could not subscribe');
   }
 }
 
-/** A message frame as the tail's JSON line; undefined for other frames (events). */
-function parseMessage(frame: Buffer): string | undefined {
+/** A tail event id, `<epoch>:<offset>`, as the position to resume after. */
+function tailPosition(id: string): { epoch: string; offset: number } {
+  const i = id.lastIndexOf(':');
+  const offset = i > 0 && /^\d{1,15}$/.test(id.slice(i + 1)) ? Number(id.slice(i + 1)) : NaN;
+  if (!Number.isSafeInteger(offset) || id.length > 200)
+    throw new ReplyError(ErrorCode.BAD_REQUEST, 'Last-Event-ID is not an id this tail sent');
+  return { epoch: id.slice(0, i), offset };
+}
+
+/** A message frame as the tail's JSON line and SSE id; undefined for other frames (events). */
+function parseMessage(frame: Buffer): { line: string; id: string } | undefined {
   let m: Record<string, unknown>;
   try {
     m = JSON.parse(frame.toString()) as Record<string, unknown>;
@@ -529,7 +560,7 @@ function parseMessage(frame: Buffer): string | undefined {
     return undefined;
   }
   if (!('message' in m) || typeof m['channel'] !== 'string') return undefined;
-  return JSON.stringify({
+  const line = JSON.stringify({
     channel: m['channel'],
     offset: m['offset'],
     epoch: m['epoch'],
@@ -538,6 +569,7 @@ function parseMessage(frame: Buffer): string | undefined {
     ...(m['name'] !== undefined && { name: m['name'] }),
     at: m['timestamp'],
   });
+  return { line, id: `${String(m['epoch'])}:${String(m['offset'])}` };
 }
 
 function channelOf(segment: string): string {

@@ -76,6 +76,8 @@ export class Webhooks {
   #timer: NodeJS.Timeout | undefined;
   #closed = false;
   readonly #sending = new Set<Promise<void>>();
+  /** Reads from the store under way: what they bring after close() began is handed back too. */
+  readonly #fetches = new Set<Promise<void>>();
   readonly #results: Counter<'result'> | undefined;
   readonly #dropped: Counter<'reason'> | undefined;
   readonly #latency: Histogram | undefined;
@@ -208,18 +210,29 @@ export class Webhooks {
     return out;
   }
 
-  /** Stops taking deliveries; waits (up to the request timeout) for the ones in flight. */
+  /**
+   * Stops taking deliveries; waits (up to the request timeout) for the ones in flight, then hands
+   * back what was read ahead and never sent, so this node leaves the store holding nothing and
+   * another node sends those at once instead of claiming them after `claimIdleMs`.
+   */
   async close(): Promise<void> {
     this.#closed = true;
     if (this.#timer !== undefined) clearInterval(this.#timer);
-    if (this.#sending.size > 0) {
+    const waiting = [...this.#sending, ...this.#fetches];
+    if (waiting.length > 0) {
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([
-        Promise.allSettled([...this.#sending]),
+        Promise.allSettled(waiting),
         new Promise((r) => (timer = setTimeout(r, this.#o.timeoutMs + 100))),
       ]);
       clearTimeout(timer);
     }
+    const unsent = this.#lanes.flatMap((l) => l.buffer.splice(0));
+    await Promise.allSettled(
+      // Due now and with its attempt count unchanged: it was never tried. What fails to go back
+      // stays pending under this node and is claimed by another after claimIdleMs.
+      unsent.map((t) => this.#o.store.retry(t, t.delivery, Date.now())),
+    );
     await this.#o.store.close();
   }
 
@@ -282,7 +295,7 @@ export class Webhooks {
     const room = this.#o.concurrency * 2 - lane.buffer.length - lane.inFlight;
     if (room <= 0 || lane.fetching) return;
     lane.fetching = true;
-    this.#o.store.take(lane.endpoint.id, room).then(
+    const reading = this.#o.store.take(lane.endpoint.id, room).then(
       (taken) => {
         lane.fetching = false;
         lane.buffer.push(...taken);
@@ -297,6 +310,8 @@ export class Webhooks {
           );
       },
     );
+    this.#fetches.add(reading);
+    void reading.finally(() => this.#fetches.delete(reading));
   }
 
   async #send(lane: Lane, t: Taken): Promise<void> {

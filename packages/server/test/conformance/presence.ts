@@ -6,7 +6,12 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import type { Cluster, Redis } from 'ioredis';
+import { presenceStream } from '@switchboard/protocol';
+import { createRedisKeys } from '../../src/broker/redis-keys.js';
+import type { RedisTarget } from '../../src/broker/redis-target.js';
 import { memberKey, type MemberOp, type PresenceStore } from '../../src/presence/presence.js';
+import { RedisPresenceStore } from '../../src/presence/redis.js';
 import { eventually } from '../helpers.js';
 
 export interface PresenceHarness {
@@ -14,6 +19,37 @@ export interface PresenceHarness {
   /** Calls `onFrame` with every event frame of `channel` from now on; resolves once listening. */
   events(channel: string, onFrame: (frame: string) => void): Promise<void>;
   close(): Promise<void>;
+}
+
+/**
+ * The harness of a RedisPresenceStore on `target` under `prefix`. Its scripts publish the events;
+ * `sub` reads them as the broker would: a plain subscriber (PUBLISH), or on Cluster a sharded
+ * one (SPUBLISH on the channel's slot). `sub` is disconnected on close.
+ */
+export function redisPresenceHarness(
+  target: string | RedisTarget,
+  prefix: string,
+  sub: Redis | Cluster,
+): PresenceHarness {
+  const store = new RedisPresenceStore(target, prefix);
+  const keys = createRedisKeys(prefix);
+  const sharded = typeof target !== 'string' && target.mode === 'cluster';
+  const listeners = new Map<string, (frame: string) => void>();
+  sub.on(sharded ? 'smessage' : 'message', (pubsub: string, payload: string) =>
+    listeners.get(pubsub)?.(payload),
+  );
+  return {
+    store,
+    events: async (channel, onFrame) => {
+      const pubsub = keys.pubsub(presenceStream(channel));
+      listeners.set(pubsub, onFrame);
+      await (sharded ? (sub as Cluster).ssubscribe(pubsub) : sub.subscribe(pubsub));
+    },
+    close: async () => {
+      sub.disconnect();
+      await store.close();
+    },
+  };
 }
 
 interface Event {

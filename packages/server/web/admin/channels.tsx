@@ -211,7 +211,14 @@ function Tail({ channel }: { channel: string }) {
       if (ready) add([m]);
       else early.push(m);
     };
-    source.addEventListener('subscribed', () => setState('live'));
+    // A reconnect sends the last message's `id:` back as Last-Event-ID and the tail resumes right
+    // after it; `recovered: false` means the channel's recovery window no longer reached back.
+    source.addEventListener('subscribed', (e: Event) => {
+      setState('live');
+      const d = JSON.parse((e as MessageEvent<string>).data) as { recovered?: boolean };
+      if (d.recovered === false)
+        setError('Reconnected after a gap: messages published meanwhile are not shown');
+    });
     source.addEventListener('close', (e: Event) => {
       const d = (e as MessageEvent<string>).data;
       try {
