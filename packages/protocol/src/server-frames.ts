@@ -287,6 +287,18 @@ export function encodePresenceEvent(
   );
 }
 
+const PRESENCE_ACTIONS: readonly PresenceAction[] = ['enter', 'update', 'leave'];
+
+/**
+ * The action of a presence event from encodePresenceEvent (or the Redis presence script, which
+ * writes the same bytes), read from where the encoder puts it: the first member.
+ */
+export function presenceEventAction(event: string): PresenceAction | undefined {
+  for (const action of PRESENCE_ACTIONS)
+    if (event.startsWith('{"action":"' + action + '"')) return action;
+  return undefined;
+}
+
 /** One member of a presence page. `idJson` from encodeMemberId. */
 export function encodePresenceMember(
   idJson: string,

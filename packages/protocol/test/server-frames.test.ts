@@ -36,6 +36,7 @@ import {
   frameKind,
   labelReply,
   parseFrames,
+  presenceEventAction,
   replyIdWithPrefix,
   splitBatch,
   toMessage,
@@ -339,6 +340,7 @@ describe('server frames: encode → decode round trip', () => {
           );
           const pres = parse(encodePresenceFrame(channel, 'e', [event]));
           assert.equal(frameKind(pres), 'presence');
+          assert.equal(presenceEventAction(event), action);
           assert.deepEqual(pres['presence'], [
             {
               action,

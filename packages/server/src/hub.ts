@@ -30,7 +30,7 @@ export interface Sink {
    */
   send(frame: Buffer, position?: StreamPosition): void;
   /** Queues several transport messages to leave in one socket write, when the sink can. */
-  sendMany?(frames: readonly Buffer[]): void;
+  sendMany?(frames: readonly Buffer[], positions?: readonly (StreamPosition | undefined)[]): void;
   /** Ends the subscriber's connection (the node could not keep its stream consistent). */
   close(code: number, reason: string): void;
 }
@@ -257,7 +257,7 @@ export class Hub {
               // A batch's position is its last message's, as the last line would say.
               sink.send(joined, positions[frames.length - 1]);
             } else if (sink.sendMany !== undefined) {
-              sink.sendMany(frames);
+              sink.sendMany(frames, positions);
             } else {
               for (let i = 0; i < frames.length; i++) sink.send(frames[i] as Buffer, positions[i]);
             }

@@ -1,4 +1,4 @@
-import { DisconnectCode, encodePublishedMessage } from '@switchboard/protocol';
+import { DisconnectCode, encodePublishedMessage, presenceEventAction } from '@switchboard/protocol';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import { createHttpHandler } from './api/http.js';
@@ -633,10 +633,8 @@ function createWebhooks(
 function presenceEventType(
   event: string,
 ): 'presence.enter' | 'presence.leave' | 'presence.update' | undefined {
-  if (event.startsWith('{"action":"enter"')) return 'presence.enter';
-  if (event.startsWith('{"action":"leave"')) return 'presence.leave';
-  if (event.startsWith('{"action":"update"')) return 'presence.update';
-  return undefined;
+  const action = presenceEventAction(event);
+  return action === undefined ? undefined : `presence.${action}`;
 }
 
 /** History retention per channel: its namespace's settings over the global ones. */

@@ -218,7 +218,7 @@ export class ChannelFanout implements Sink {
       const entries = since === undefined ? [...h.entries].reverse() : h.entries;
       const history: (Positioned & { d: Delivery })[] = [];
       for (const e of entries) {
-        const d = parseFrame(this.channel, e.frame);
+        const d = parseFrame(this.channel, e.frame, { offset: e.offset, epoch: top.epoch });
         if (d !== undefined) history.push({ offset: e.offset, frame: e.frame, d });
       }
       if (since !== undefined) {
@@ -305,8 +305,8 @@ export class ChannelFanout implements Sink {
     return this.#closed;
   }
 
-  send(frame: Buffer): void {
-    const d = parseFrame(this.channel, frame);
+  send(frame: Buffer, position?: StreamPosition): void {
+    const d = parseFrame(this.channel, frame, position ?? null);
     if (d === undefined) return;
     if (d.epoch !== undefined && d.offset !== undefined)
       this.#position = { epoch: d.epoch, offset: d.offset };
@@ -331,16 +331,16 @@ export class ChannelFanout implements Sink {
    * skip, get them as one MESSAGE carrying them all (one WebSocket message to write and to read,
    * like the native protocol's batching); the others message by message.
    */
-  sendMany(frames: readonly Buffer[]): void {
+  sendMany(frames: readonly Buffer[], positions?: readonly (StreamPosition | undefined)[]): void {
     const list: Delivery[] = [];
-    for (const f of frames) {
-      const d = parseFrame(this.channel, f);
+    for (let i = 0; i < frames.length; i++) {
+      const d = parseFrame(this.channel, frames[i] as Buffer, positions?.[i] ?? null);
       if (d !== undefined) list.push(d);
     }
     const first = list[0];
     const last = list[list.length - 1];
     if (list.length < 2 || first === undefined || last === undefined) {
-      for (const f of frames) this.send(f);
+      for (let i = 0; i < frames.length; i++) this.send(frames[i] as Buffer, positions?.[i]);
       return;
     }
     if (last.epoch !== undefined && last.offset !== undefined)
@@ -406,8 +406,17 @@ export class ChannelFanout implements Sink {
   }
 }
 
-/** A native message frame as a Delivery; undefined for a frame that is not a message. */
-export function parseFrame(channel: string, frame: Buffer): Delivery | undefined {
+/**
+ * A native message frame as a Delivery; undefined for a frame that is not a message. `position`
+ * is the message's stream position as data (the Hub and history carry it): null when it has none;
+ * undefined only where no position travels with the frame (REST history pages), which reads it
+ * from the frame's own fields.
+ */
+export function parseFrame(
+  channel: string,
+  frame: Buffer,
+  position?: StreamPosition | null,
+): Delivery | undefined {
   let m: unknown;
   try {
     m = JSON.parse(frame.toString());
@@ -423,7 +432,13 @@ export function parseFrame(channel: string, frame: Buffer): Delivery | undefined
     timestamp: typeof s['timestamp'] === 'number' ? s['timestamp'] : Date.now(),
     ...(typeof s['name'] === 'string' ? { name: s['name'] } : {}),
     ...(typeof s['ably'] === 'object' && s['ably'] !== null ? { ably: s['ably'] } : {}),
-    ...(typeof s['offset'] === 'number' ? { offset: s['offset'] } : {}),
-    ...(typeof s['epoch'] === 'string' ? { epoch: s['epoch'] } : {}),
+    ...(position === undefined
+      ? {
+          ...(typeof s['offset'] === 'number' ? { offset: s['offset'] } : {}),
+          ...(typeof s['epoch'] === 'string' ? { epoch: s['epoch'] } : {}),
+        }
+      : position === null
+        ? {}
+        : { offset: position.offset, epoch: position.epoch }),
   });
 }

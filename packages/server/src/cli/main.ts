@@ -3,7 +3,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { WebSocket } from 'ws';
 import { readFileSync } from 'node:fs';
 import { PROTOCOL_VERSION } from '@switchboard/protocol';
-import { channelError, DisconnectCode } from '@switchboard/protocol';
+import { channelError, DisconnectCode, encodeMessage } from '@switchboard/protocol';
 import {
   ConfigError,
   flagName,
@@ -402,15 +402,20 @@ async function subscribe(args: string[]): Promise<void> {
     sub
       .subscribe(
         (m) => {
-          const line = {
-            channel: m.channel,
-            ...(m.name !== undefined && { name: m.name }),
-            message: m.data,
-            id: m.id,
-            timestamp: m.timestamp,
-            ...(m.offset !== undefined && { offset: m.offset, epoch: m.epoch }),
-          };
-          process.stdout.write(JSON.stringify(line) + '\n');
+          // One line per message, in the push frame's own encoding (docs/protocol.md).
+          const line = encodeMessage(
+            {
+              channel: m.channel,
+              dataJson: JSON.stringify(m.data),
+              id: m.id,
+              timestamp: m.timestamp,
+              name: m.name,
+            },
+            m.offset !== undefined && m.epoch !== undefined
+              ? { offset: m.offset, epoch: m.epoch }
+              : undefined,
+          );
+          process.stdout.write(line + '\n');
         },
         rewind === undefined ? {} : { rewind },
       )
