@@ -535,7 +535,7 @@ async function startTail(
       `event: subscribed\n${id}data: ${JSON.stringify({ channel, offset: p.offset, epoch: p.epoch, ...recovered })}\n\n`,
     );
     // Before anything live, in this same turn (the Hub holds live frames until it ends).
-    for (const frame of sub.replay) sendFrame(frame);
+    for (const item of sub.replay) sendFrame(item.frame);
   } catch (err) {
     const e = err instanceof ReplyError ? err : undefined;
     end(e?.code ?? ErrorCode.INTERNAL, e?.message ?? 'could not subscribe');
