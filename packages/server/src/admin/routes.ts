@@ -14,6 +14,7 @@ import { AuthError, type Authenticator } from '../auth/auth.js';
 import type { AuthFailureLog } from '../auth/auth-log.js';
 import { parseRevocation, revocationJson, type Revocation } from '../auth/revocation.js';
 import { ReplyError } from '../errors.js';
+import type { StreamPosition } from '../broker/broker.js';
 import type { Sink } from '../hub.js';
 import type { Node } from '../node.js';
 import type { ClientAddresses } from '../client-address.js';
@@ -494,9 +495,13 @@ async function startTail(
       setTimeout(() => res.destroy(), 1000).unref();
     }
   };
-  const sendFrame = (frame: Buffer): void => {
-    const m = parseMessage(frame);
-    if (m !== undefined) write(`id: ${m.id}\ndata: ${m.line}\n\n`);
+  // The id comes from the position the Hub carries beside the frame (a frame whose message has
+  // none, a bridged one, gets no id, so a reconnect resumes after the last positioned one).
+  const sendFrame = (frame: Buffer, position?: StreamPosition): void => {
+    const line = tailLine(frame);
+    if (line === undefined) return;
+    const id = position === undefined ? '' : `id: ${position.epoch}:${position.offset}\n`;
+    write(`${id}data: ${line}\n\n`);
   };
   const sink: Sink = {
     batched: false,
@@ -535,7 +540,7 @@ async function startTail(
       `event: subscribed\n${id}data: ${JSON.stringify({ channel, offset: p.offset, epoch: p.epoch, ...recovered })}\n\n`,
     );
     // Before anything live, in this same turn (the Hub holds live frames until it ends).
-    for (const item of sub.replay) sendFrame(item.frame);
+    for (const { frame, position } of sub.replay) sendFrame(frame, position);
   } catch (err) {
     const e = err instanceof ReplyError ? err : undefined;
     end(e?.code ?? ErrorCode.INTERNAL, e?.message ?? 'could not subscribe');
@@ -551,8 +556,8 @@ function tailPosition(id: string): { epoch: string; offset: number } {
   return { epoch: id.slice(0, i), offset };
 }
 
-/** A message frame as the tail's JSON line and SSE id; undefined for other frames (events). */
-function parseMessage(frame: Buffer): { line: string; id: string } | undefined {
+/** A message frame as the tail's JSON line; undefined for other frames (events). */
+function tailLine(frame: Buffer): string | undefined {
   let m: Record<string, unknown>;
   try {
     m = JSON.parse(frame.toString()) as Record<string, unknown>;
@@ -569,7 +574,7 @@ function parseMessage(frame: Buffer): { line: string; id: string } | undefined {
     ...(m['name'] !== undefined && { name: m['name'] }),
     at: m['timestamp'],
   });
-  return { line, id: `${String(m['epoch'])}:${String(m['offset'])}` };
+  return line;
 }
 
 function channelOf(segment: string): string {
