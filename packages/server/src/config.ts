@@ -71,6 +71,7 @@ export interface Config {
   readonly redisSentinelName: string | undefined;
   readonly redisWaitReplicas: number;
   readonly redisWaitTimeoutMs: number;
+  readonly redisPublishBatch: number;
   readonly logLevel: LogLevel;
   readonly maxMessageBytes: number;
   readonly maxOutboundBytes: number;
@@ -149,6 +150,7 @@ export const defaults: Config = {
   redisSentinelName: undefined,
   redisWaitReplicas: -1,
   redisWaitTimeoutMs: 1000,
+  redisPublishBatch: 128,
   logLevel: 'info',
   maxMessageBytes: 64 * 1024,
   maxOutboundBytes: 1024 * 1024,
@@ -255,6 +257,12 @@ export const settings: Readonly<Record<keyof Config, Setting>> = {
     min: 1,
     max: 60_000,
     doc: 'how long a publish waits for redisWaitReplicas replicas',
+  },
+  redisPublishBatch: {
+    kind: 'int',
+    min: 1,
+    max: 4096,
+    doc: 'most publishes one Redis script call carries: the publishes of one event-loop turn to one master run as one call (docs/redis.md); 1 turns batching off',
   },
   logLevel: { kind: 'level', doc: `log level: ${LEVELS.join(', ')}` },
   maxMessageBytes: {

@@ -167,6 +167,7 @@ export async function startServer(
             seeds: config.redisCluster,
             prefix: config.redisPrefix,
             commandTimeoutMs: config.redisCommandTimeoutMs,
+            publishBatch: config.redisPublishBatch,
             logger,
           })
         : new RedisBroker({
@@ -177,6 +178,7 @@ export async function startServer(
             commandTimeoutMs: config.redisCommandTimeoutMs,
             ...(config.redisWaitReplicas >= 0 && { waitReplicas: config.redisWaitReplicas }),
             waitTimeoutMs: config.redisWaitTimeoutMs,
+            publishBatch: config.redisPublishBatch,
             logger,
           });
   const broker: Broker = new InstrumentedBroker(picked, (op, s) => metrics.brokerCommand(op, s));

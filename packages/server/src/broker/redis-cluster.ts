@@ -14,6 +14,13 @@ import { PublishError } from './publish-error.js';
 import { classify, deliver, parseHistory, quit, type ScriptCommands } from './redis.js';
 import { createRedisKeys, type RedisKeys } from './redis-keys.js';
 import { HISTORY_LUA, publishArgs, publishLua } from './redis-scripts.js';
+import {
+  batchEntry,
+  DEFAULT_PUBLISH_BATCH,
+  isNonLocalKey,
+  publishBatchLua,
+  PublishBatcher,
+} from './redis-batch.js';
 
 export interface RedisClusterBrokerOptions {
   /** `host:port` of some cluster nodes; the rest is discovered. */
@@ -24,6 +31,8 @@ export interface RedisClusterBrokerOptions {
   readonly metaTtlMs?: number;
   /** How often the slot map is re-read besides on MOVED and unsolicited sunsubscribe. */
   readonly topologyCheckMs?: number;
+  /** Most publishes one script call carries, per shard master (redis-batch.ts). */
+  readonly publishBatch?: number;
 }
 
 /** A subscriber connection to one shard master, and what it holds. */
@@ -64,12 +73,24 @@ export class RedisClusterBroker implements Broker {
   #timer: NodeJS.Timeout | undefined;
   #closing = false;
   readonly #probeKey: string;
+  /** The publishes of one turn as one script call per shard master (by the current slot map). */
+  readonly #batch: PublishBatcher;
 
   constructor(options: RedisClusterBrokerOptions) {
     this.#o = options;
     this.#keys = createRedisKeys(options.prefix);
     this.#metaTtlMs = options.metaTtlMs ?? 24 * 60 * 60 * 1000;
     this.#probeKey = this.#keys.probe(newEpoch());
+    this.#batch = new PublishBatcher({
+      limit: options.publishBatch ?? DEFAULT_PUBLISH_BATCH,
+      send: (_master, batch) => {
+        const argv: (string | number)[] = [newEpoch(), this.#metaTtlMs, ''];
+        for (const req of batch) argv.push(...batchEntry(this.#keys, req));
+        // Routed by the first message's meta key; the others live on the same master by the slot
+        // map this batch was grouped with (or fail alone with a non-local-key error).
+        return this.#requireCmd().sbPublishBatch(argv[3] as string, ...argv);
+      },
+    });
   }
 
   get ready(): boolean {
@@ -108,6 +129,7 @@ export class RedisClusterBroker implements Broker {
       },
     ) as Cluster & ScriptCommands;
     cmd.defineCommand('sbPublish', { numberOfKeys: 3, lua: publishLua('SPUBLISH') });
+    cmd.defineCommand('sbPublishBatch', { numberOfKeys: 1, lua: publishBatchLua('SPUBLISH') });
     cmd.defineCommand('sbHistory', { numberOfKeys: 2, lua: HISTORY_LUA });
     cmd.on('error', (err: Error) => log.warn({ err: err.message }, 'redis cluster error'));
     cmd.on('refresh', () => this.#reconcile());
@@ -169,8 +191,15 @@ export class RedisClusterBroker implements Broker {
   }
 
   async #publishNow(req: PublishRequest): Promise<PublishResult> {
-    const [offset, epoch, duplicate] = await this.#requireCmd()
-      .sbPublish(...publishArgs(this.#keys, req, this.#metaTtlMs))
+    const meta = this.#keys.meta(req.channel);
+    const [offset, epoch, duplicate] = await this.#batch
+      .publish(this.#masterOf(meta) ?? '', req)
+      .reply.catch((err: unknown) => {
+        // The slot map was stale (a failover, a migration): the message was not run, and alone
+        // it is routed by its own keys (following MOVED/ASK).
+        if (!isNonLocalKey(err)) throw err;
+        return this.#requireCmd().sbPublish(...publishArgs(this.#keys, req, this.#metaTtlMs));
+      })
       .catch((err: unknown) => {
         throw classify(err);
       });

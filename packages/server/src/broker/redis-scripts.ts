@@ -20,12 +20,10 @@ import type { RedisKeys } from './redis-keys.js';
  * The published payload is `<offset> <epoch> <assigned> <frame>` so subscribers read the position
  * without parsing JSON; `<assigned>` is Redis's clock when the offset was assigned, in microseconds
  * since the epoch (publish-to-deliver latency is measured from it).
- */
-export const PUBLISH_LUA = publishLua('PUBLISH');
-
-/**
- * The publish script fanning out with `command`: PUBLISH on one Redis, SPUBLISH on Cluster (the
- * pub/sub channel shares the channel's slot, so the script may publish to it from its shard).
+ * `command` is the fan-out: PUBLISH on one Redis, SPUBLISH on Cluster (the pub/sub channel shares
+ * the channel's slot, so the script may publish to it from its shard). The brokers publish in
+ * batches (redis-batch.ts, the same steps per message); this single-message form is what the
+ * Cluster broker retries a message with when its batch ran on a master not holding its slot.
  */
 export function publishLua(command: 'PUBLISH' | 'SPUBLISH'): string {
   return `

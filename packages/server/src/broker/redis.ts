@@ -21,7 +21,14 @@ import { PublishError } from './publish-error.js';
 import { redisGlobMatcher } from './redis-glob.js';
 import { createRedisKeys, type RedisKeys } from './redis-keys.js';
 import { connectRedis, type RedisTarget } from './redis-target.js';
-import { HISTORY_LUA, PUBLISH_LUA, publishArgs, type PublishArgs } from './redis-scripts.js';
+import { HISTORY_LUA, type PublishArgs } from './redis-scripts.js';
+import {
+  batchEntry,
+  DEFAULT_PUBLISH_BATCH,
+  publishBatchLua,
+  PublishBatcher,
+  type BatchReply,
+} from './redis-batch.js';
 
 export interface RedisBrokerOptions {
   /** redis://[user:password@]host:port[/db] */
@@ -47,10 +54,15 @@ export interface RedisBrokerOptions {
    */
   readonly waitReplicas?: number;
   readonly waitTimeoutMs?: number;
+  /** Most publishes one script call carries (redis-batch.ts); default DEFAULT_PUBLISH_BATCH. */
+  readonly publishBatch?: number;
 }
 
 export interface ScriptCommands {
+  /** The single-message script (Cluster: a message its batch's master does not hold). */
   sbPublish(...args: PublishArgs): Promise<[number, string, number]>;
+  /** publishBatchLua: KEYS[1] routes the call, then its ARGV (see redis-batch.ts). */
+  sbPublishBatch(key: string, ...argv: (string | number)[]): Promise<BatchReply>;
   sbHistoryBuffer(
     meta: string,
     stream: string,
@@ -70,7 +82,8 @@ const DIGIT_9 = 0x39;
 
 /**
  * Redis as fan-out and persistence. One command connection and one subscriber connection per node,
- * whatever the number of channels. Publish is one Lua script (see redis-scripts.ts).
+ * whatever the number of channels. The publishes of one event-loop turn are one Lua script call
+ * (redis-batch.ts), each message still stored and published as one atomic step.
  */
 export class RedisBroker implements Broker {
   readonly name = 'redis';
@@ -106,6 +119,8 @@ export class RedisBroker implements Broker {
   #sawReplica = false;
   /** When this link's master lost its replica in sync (a short WAIT or none online). */
   #replicaLostAt: number | undefined;
+  /** The publishes of one turn as one script call, grouped by lineage (one per call). */
+  readonly #batch: PublishBatcher;
 
   constructor(options: RedisBrokerOptions) {
     this.#options = options;
@@ -115,6 +130,14 @@ export class RedisBroker implements Broker {
     const matchers = (options.bridgePatterns ?? []).map(redisGlobMatcher);
     this.#bridgeCovers = (channel) => matchers.some((m) => m(channel));
     this.#waitReplicas = options.waitReplicas ?? (options.target?.mode === 'sentinel' ? 1 : 0);
+    this.#batch = new PublishBatcher({
+      limit: options.publishBatch ?? DEFAULT_PUBLISH_BATCH,
+      send: (lineage, batch) => {
+        const argv: (string | number)[] = [newEpoch(), this.#metaTtlMs, lineage];
+        for (const req of batch) argv.push(...batchEntry(this.#keys, req));
+        return this.#requireCmd().sbPublishBatch(argv[3] as string, ...argv);
+      },
+    });
   }
 
   /** Counts bridged messages and the bridge's loss windows on `metrics`. */
@@ -144,7 +167,7 @@ export class RedisBroker implements Broker {
       commandTimeout: this.#options.commandTimeoutMs ?? 5000,
       maxRetriesPerRequest: 1,
     }) as Redis & ScriptCommands;
-    cmd.defineCommand('sbPublish', { numberOfKeys: 3, lua: PUBLISH_LUA });
+    cmd.defineCommand('sbPublishBatch', { numberOfKeys: 1, lua: publishBatchLua('PUBLISH') });
     cmd.defineCommand('sbHistory', { numberOfKeys: 2, lua: HISTORY_LUA });
     // We resubscribe ourselves from #desired: it is the Node's view, which ioredis's own set is not.
     const sub = connectRedis(target, {
@@ -218,9 +241,12 @@ export class RedisBroker implements Broker {
         'not-stored',
         'the Redis master lost its replica in sync (a failover is likely under way): not stored',
       );
-    const stored = cmd.sbPublish(...publishArgs(this.#keys, req, this.#metaTtlMs, lineage));
-    // Sent right behind the script on the same connection: it covers this publish.
-    const replicated = this.#waitReplicas > 0 && online > 0 ? this.#waitTurn(cmd) : undefined;
+    const { reply: stored, sent } = this.#batch.publish(lineage, req);
+    // Sent behind the batch's script on the same connection: it covers this publish.
+    const replicated =
+      this.#waitReplicas > 0 && online > 0 ? sent.then(() => this.#waitTurn(cmd)) : undefined;
+    // A publish whose script failed never reads its WAIT: its failure must not go unhandled.
+    replicated?.catch(noop);
     const [offset, epoch, duplicate] = await stored.catch((err: unknown) => {
       throw classify(err);
     });

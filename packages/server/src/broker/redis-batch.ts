@@ -1,0 +1,240 @@
+import type { PublishRequest } from './broker.js';
+import type { RedisKeys } from './redis-keys.js';
+
+/**
+ * Publish batching for the Redis brokers (#10 point 4): the publishes of one event-loop turn that
+ * go to the same Redis master run as ONE script call (publishBatchLua), bounded to `limit`
+ * messages a call. Each message keeps its own outcome: the script runs every message under
+ * `pcall`, so a message that fails gets its own error reply and the others are stored as if
+ * published alone. Order inside a call is the order publish() was called, so a channel's offsets
+ * follow its publishers' order exactly as with one call per message.
+ */
+
+/** The default bound of one batch (messages per script call); SWITCHBOARD_REDIS_PUBLISH_BATCH. */
+export const DEFAULT_PUBLISH_BATCH = 128;
+
+/** Per-message ARGV entries of the batch script, after the ARGV_HEAD common ones. */
+const PER_MESSAGE = 8;
+const ARGV_HEAD = 3;
+
+/**
+ * The batch publish script fanning out with `command` (PUBLISH on one Redis, SPUBLISH on Cluster).
+ * KEYS[1]: the meta key of the batch's first message. It routes the call on Cluster; every key of
+ * the other messages is passed in ARGV and must live on the same master (a message whose keys do
+ * not gets its own "non local key" error and is retried alone, see isNonLocalKey).
+ * ARGV: epoch candidate, meta ttl ms, lineage ('' where not tracked), then per message: meta,
+ * stream, dedupe, pubsub channel, frame head, history size, history ttl ms, dedupe ms.
+ * Returns one entry per message, in order: {offset, epoch, duplicate (0|1)} or an error reply.
+ *
+ * What one call does once, not once per message (the reason it is cheaper than PUBLISH_LUA N
+ * times): TIME, and per channel the HMGET of epoch/lineage/offset, the offset write (one HSET of
+ * the last offset instead of HINCRBY per message) and the two PEXPIREs. Per message remain GET
+ * (idempotency), XADD, SET (idempotency) and (S)PUBLISH. A message whose XADD fails assigns no
+ * offset (PUBLISH_LUA would have skipped one). The deferred offset write cannot be refused: a
+ * script may keep writing under maxmemory once it wrote (Redis checks OOM at the first write only),
+ * and a channel's offset changes only after one of its messages was written.
+ */
+export function publishBatchLua(command: 'PUBLISH' | 'SPUBLISH'): string {
+  return `
+local epochNew, metaTtl, lineage = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local now = redis.call('TIME')
+local at = now[1] .. string.format('%06d', tonumber(now[2]))
+local chans, order, out = {}, {}, {}
+local function one(i)
+  local meta, stream, dedupe = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local size, dedupeMs = tonumber(ARGV[i + 5]), tonumber(ARGV[i + 7])
+  if dedupeMs > 0 then
+    local seen = redis.call('GET', dedupe)
+    if seen then
+      local sep = string.find(seen, ' ', 1, true)
+      return {tonumber(string.sub(seen, 1, sep - 1)), string.sub(seen, sep + 1), 1}
+    end
+  end
+  local c = chans[meta]
+  if not c then
+    local state = redis.call('HMGET', meta, 'e', 'r', 'o')
+    local epoch = state[1]
+    if not epoch then
+      epoch = epochNew
+      redis.call('HSET', meta, 'e', epoch)
+      -- a stream left from an earlier life of the channel must not be read with the new epoch
+      redis.call('DEL', stream)
+    elseif lineage ~= '' and state[2] and state[2] ~= lineage then
+      epoch = epochNew
+      redis.call('HSET', meta, 'e', epoch)
+    end
+    if lineage ~= '' and state[2] ~= lineage then redis.call('HSET', meta, 'r', lineage) end
+    local o = tonumber(state[3] or '0')
+    c = {epoch = epoch, o = o, o0 = o, stream = false, ttl = 0}
+    chans[meta] = c
+    order[#order + 1] = meta
+  end
+  local offset = c.o + 1
+  local frame = ARGV[i + 4] .. ',"offset":' .. offset .. ',"epoch":"' .. c.epoch .. '"}'
+  if size > 0 then
+    redis.call('XADD', stream, 'MAXLEN', '~', size, offset .. '-0', 'f', frame)
+    c.stream, c.ttl = stream, tonumber(ARGV[i + 6])
+  end
+  c.o = offset
+  if dedupeMs > 0 then
+    redis.call('SET', dedupe, offset .. ' ' .. c.epoch, 'PX', dedupeMs)
+  end
+  redis.call('${command}', ARGV[i + 3], offset .. ' ' .. c.epoch .. ' ' .. at .. ' ' .. frame)
+  return {offset, c.epoch, 0}
+end
+local n = (#ARGV - ${ARGV_HEAD}) / ${PER_MESSAGE}
+for k = 0, n - 1 do
+  local ok, r = pcall(one, ${ARGV_HEAD + 1} + k * ${PER_MESSAGE})
+  if ok then
+    out[k + 1] = r
+  elseif type(r) == 'table' and r.err then
+    out[k + 1] = r
+  else
+    out[k + 1] = redis.error_reply(tostring(r))
+  end
+end
+for _, meta in ipairs(order) do
+  local c = chans[meta]
+  if c.o ~= c.o0 then redis.call('HSET', meta, 'o', c.o) end
+  redis.call('PEXPIRE', meta, metaTtl)
+  if c.stream then redis.call('PEXPIRE', c.stream, c.ttl) end
+end
+return out
+`;
+}
+
+/** One message's script reply: offset, epoch, duplicate (0|1). */
+export type PublishReply = [offset: number, epoch: string, duplicate: number];
+
+/** The script reply: one entry per message, a reply or the Redis error that message got. */
+export type BatchReply = readonly (PublishReply | Error)[];
+
+/** The ARGV entries of one message in a batch (after the common head). */
+export function batchEntry(
+  keys: RedisKeys,
+  req: PublishRequest,
+): [string, string, string, string, string, number, number, number] {
+  return [
+    keys.meta(req.channel),
+    keys.stream(req.channel),
+    keys.dedupe(req.channel, req.id),
+    keys.pubsub(req.channel),
+    req.head,
+    req.history.size,
+    req.history.ttlMs,
+    req.dedupeMs,
+  ];
+}
+
+/** Whether a message's error says its keys are not on the master the batch ran on (Cluster). */
+export function isNonLocalKey(err: unknown): boolean {
+  return err instanceof Error && /non local key|not hash to the same slot/i.test(err.message);
+}
+
+/** A publish waiting in a batch. */
+interface Pending {
+  readonly req: PublishRequest;
+  readonly resolve: (reply: PublishReply) => void;
+  readonly reject: (err: unknown) => void;
+}
+
+/** The open batch of one group (one Redis master). */
+interface Batch {
+  readonly group: string;
+  readonly items: Pending[];
+  /** Resolves once the batch's script call was written to the connection. */
+  readonly sent: Promise<void>;
+  readonly markSent: () => void;
+}
+
+export interface PublishBatcherOptions {
+  /** At most this many messages per script call; a full batch is sent at once. */
+  readonly limit: number;
+  /**
+   * Runs the script for `batch` (all in `group`) and resolves with one entry per message, in
+   * order; it must write the command before it returns (ioredis does, when connected).
+   */
+  readonly send: (group: string, batch: readonly PublishRequest[]) => Promise<BatchReply>;
+}
+
+/** What publish() hands back: the message's reply, and when its script call left. */
+export interface Batched {
+  readonly reply: Promise<PublishReply>;
+  /** Resolves once the call carrying the message was written (a WAIT sent after it covers it). */
+  readonly sent: Promise<void>;
+}
+
+/**
+ * Gathers publishes per group until the end of the event-loop turn (setImmediate) or until a
+ * group holds `limit` messages, then runs one script call per batch.
+ */
+export class PublishBatcher {
+  readonly #o: PublishBatcherOptions;
+  readonly #open = new Map<string, Batch>();
+  #scheduled = false;
+
+  constructor(options: PublishBatcherOptions) {
+    if (!Number.isInteger(options.limit) || options.limit < 1)
+      throw new RangeError('The publish batch limit must be a positive integer');
+    this.#o = options;
+  }
+
+  publish(group: string, req: PublishRequest): Batched {
+    let batch = this.#open.get(group);
+    if (batch === undefined) {
+      let markSent = noop;
+      const sent = new Promise<void>((resolve) => (markSent = resolve));
+      batch = { group, items: [], sent, markSent };
+      this.#open.set(group, batch);
+    }
+    const open = batch;
+    const reply = new Promise<PublishReply>((resolve, reject) =>
+      open.items.push({ req, resolve, reject }),
+    );
+    if (open.items.length >= this.#o.limit) {
+      this.#open.delete(group);
+      this.#send(open);
+    } else if (!this.#scheduled) {
+      this.#scheduled = true;
+      setImmediate(() => this.#flush());
+    }
+    return { reply, sent: open.sent };
+  }
+
+  #flush(): void {
+    this.#scheduled = false;
+    const batches = [...this.#open.values()];
+    this.#open.clear();
+    for (const b of batches) this.#send(b);
+  }
+
+  #send(batch: Batch): void {
+    const items = batch.items;
+    let call: Promise<BatchReply>;
+    try {
+      call = this.#o.send(
+        batch.group,
+        items.map((p) => p.req),
+      );
+    } catch (err) {
+      call = Promise.reject(err);
+    }
+    batch.markSent();
+    call.then(
+      (replies) => {
+        for (let i = 0; i < items.length; i++) {
+          const p = items[i] as Pending;
+          const r = replies[i];
+          if (r instanceof Error) p.reject(r);
+          else if (r === undefined) p.reject(new Error('publish batch reply too short'));
+          else p.resolve(r);
+        }
+      },
+      (err: unknown) => {
+        for (const p of items) p.reject(err);
+      },
+    );
+  }
+}
+
+function noop(): void {}
