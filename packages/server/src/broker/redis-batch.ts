@@ -26,13 +26,13 @@ const ARGV_HEAD = 3;
  * stream, dedupe, pubsub channel, frame head, history size, history ttl ms, dedupe ms.
  * Returns one entry per message, in order: {offset, epoch, duplicate (0|1)} or an error reply.
  *
- * What one call does once, not once per message (the reason it is cheaper than PUBLISH_LUA N
- * times): TIME, and per channel the HMGET of epoch/lineage/offset, the offset write (one HSET of
- * the last offset instead of HINCRBY per message) and the two PEXPIREs. Per message remain GET
- * (idempotency), XADD, SET (idempotency) and (S)PUBLISH. A message whose XADD fails assigns no
- * offset (PUBLISH_LUA would have skipped one). The deferred offset write cannot be refused: a
- * script may keep writing under maxmemory once it wrote (Redis checks OOM at the first write only),
- * and a channel's offset changes only after one of its messages was written.
+ * The same steps per message as the single-message script (redis-scripts.ts publishLua), with
+ * fewer Redis calls: TIME once per call; per channel once per call the HMGET of epoch, lineage and
+ * offset, one HSET of offset (+ epoch, lineage) at the end instead of HINCRBY per message, and the
+ * two PEXPIREs; per message only SET NX GET (claims the idempotency key, or reads the stored
+ * position: one call instead of GET + SET), XADD and (S)PUBLISH. A message that fails after its
+ * claim releases it, and assigns no offset. The deferred meta write cannot be refused: Redis
+ * checks maxmemory at a script's first write only, and it runs only after a message was written.
  */
 export function publishBatchLua(command: 'PUBLISH' | 'SPUBLISH'): string {
   return `
@@ -40,45 +40,46 @@ local epochNew, metaTtl, lineage = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local now = redis.call('TIME')
 local at = now[1] .. string.format('%06d', tonumber(now[2]))
 local chans, order, out = {}, {}, {}
+local claimed = false
 local function one(i)
   local meta, stream, dedupe = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local size, dedupeMs = tonumber(ARGV[i + 5]), tonumber(ARGV[i + 7])
-  if dedupeMs > 0 then
-    local seen = redis.call('GET', dedupe)
-    if seen then
-      local sep = string.find(seen, ' ', 1, true)
-      return {tonumber(string.sub(seen, 1, sep - 1)), string.sub(seen, sep + 1), 1}
-    end
-  end
   local c = chans[meta]
   if not c then
     local state = redis.call('HMGET', meta, 'e', 'r', 'o')
-    local epoch = state[1]
-    if not epoch then
-      epoch = epochNew
-      redis.call('HSET', meta, 'e', epoch)
-      -- a stream left from an earlier life of the channel must not be read with the new epoch
-      redis.call('DEL', stream)
-    elseif lineage ~= '' and state[2] and state[2] ~= lineage then
-      epoch = epochNew
-      redis.call('HSET', meta, 'e', epoch)
-    end
-    if lineage ~= '' and state[2] ~= lineage then redis.call('HSET', meta, 'r', lineage) end
     local o = tonumber(state[3] or '0')
-    c = {epoch = epoch, o = o, o0 = o, stream = false, ttl = 0}
+    c = {epoch = state[1], o = o, o0 = o, fresh = false, stream = false, ttl = 0, dirty = false}
+    if not c.epoch then
+      c.epoch, c.fresh = epochNew, true
+    elseif lineage ~= '' and state[2] and state[2] ~= lineage then
+      c.epoch, c.dirty = epochNew, true
+    end
+    if lineage ~= '' and state[2] ~= lineage then c.dirty = true end
     chans[meta] = c
     order[#order + 1] = meta
   end
   local offset = c.o + 1
+  if dedupeMs > 0 then
+    -- claims the id for this offset, or reads the position it was stored at
+    local seen = redis.call('SET', dedupe, offset .. ' ' .. c.epoch, 'NX', 'GET', 'PX', dedupeMs)
+    if seen then
+      local sep = string.find(seen, ' ', 1, true)
+      return {tonumber(string.sub(seen, 1, sep - 1)), string.sub(seen, sep + 1), 1}
+    end
+    claimed = dedupe
+  end
+  if c.fresh then
+    -- a stream left from an earlier life of the channel must not be read with the new epoch
+    redis.call('DEL', stream)
+    c.fresh, c.dirty = false, true
+  end
   local frame = ARGV[i + 4] .. ',"offset":' .. offset .. ',"epoch":"' .. c.epoch .. '"}'
   if size > 0 then
     redis.call('XADD', stream, 'MAXLEN', '~', size, offset .. '-0', 'f', frame)
     c.stream, c.ttl = stream, tonumber(ARGV[i + 6])
   end
   c.o = offset
-  if dedupeMs > 0 then
-    redis.call('SET', dedupe, offset .. ' ' .. c.epoch, 'PX', dedupeMs)
-  end
+  claimed = false
   redis.call('${command}', ARGV[i + 3], offset .. ' ' .. c.epoch .. ' ' .. at .. ' ' .. frame)
   return {offset, c.epoch, 0}
 end
@@ -87,16 +88,23 @@ for k = 0, n - 1 do
   local ok, r = pcall(one, ${ARGV_HEAD + 1} + k * ${PER_MESSAGE})
   if ok then
     out[k + 1] = r
-  elseif type(r) == 'table' and r.err then
-    out[k + 1] = r
   else
-    out[k + 1] = redis.error_reply(tostring(r))
+    -- the id was claimed for a message that was not stored: a retry must not read it as stored
+    if claimed then redis.pcall('DEL', claimed) end
+    claimed = false
+    if type(r) == 'table' and r.err then out[k + 1] = r else out[k + 1] = redis.error_reply(tostring(r)) end
   end
 end
 for _, meta in ipairs(order) do
   local c = chans[meta]
-  if c.o ~= c.o0 then redis.call('HSET', meta, 'o', c.o) end
-  redis.call('PEXPIRE', meta, metaTtl)
+  if c.o ~= c.o0 or c.dirty then
+    if lineage ~= '' then
+      redis.call('HSET', meta, 'o', c.o, 'e', c.epoch, 'r', lineage)
+    else
+      redis.call('HSET', meta, 'o', c.o, 'e', c.epoch)
+    end
+    redis.call('PEXPIRE', meta, metaTtl)
+  end
   if c.stream then redis.call('PEXPIRE', c.stream, c.ttl) end
 end
 return out
