@@ -143,7 +143,7 @@ export function isNonLocalKey(err: unknown): boolean {
 interface Pending {
   readonly req: PublishRequest;
   readonly resolve: (reply: PublishReply) => void;
-  readonly reject: (err: unknown) => void;
+  readonly reject: (err: Error) => void;
 }
 
 /** The open batch of one group (one Redis master). */
@@ -225,7 +225,7 @@ export class PublishBatcher {
         items.map((p) => p.req),
       );
     } catch (err) {
-      call = Promise.reject(err);
+      call = Promise.reject(err instanceof Error ? err : new Error(String(err)));
     }
     batch.markSent();
     call.then(
@@ -239,7 +239,8 @@ export class PublishBatcher {
         }
       },
       (err: unknown) => {
-        for (const p of items) p.reject(err);
+        const e = err instanceof Error ? err : new Error(String(err));
+        for (const p of items) p.reject(e);
       },
     );
   }

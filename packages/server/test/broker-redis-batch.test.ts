@@ -1,0 +1,254 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { encodeMessageHead } from '@switchboard/protocol';
+import {
+  PublishError,
+  RedisBroker,
+  RedisClusterBroker,
+  createLogger,
+  type Broker,
+  type PublishRequest,
+  type PublishResult,
+} from '../src/index.js';
+import { requireBinary, startRedis, type RedisProcess } from './helpers.js';
+import { startRedisCluster, type RedisClusterKit } from './redis-kit.js';
+
+const HANDLER = { onPublication() {}, onResubscribed() {}, onControl() {} };
+
+function request(channel: string, id: string, dedupeMs = 60_000): PublishRequest {
+  return {
+    channel,
+    id,
+    head: encodeMessageHead({ channel, dataJson: JSON.stringify({ id }), id, timestamp: 1 }),
+    history: { size: 1000, ttlMs: 60_000 },
+    dedupeMs,
+  };
+}
+
+/** Script calls made so far on a redis-server (EVALSHA + EVAL, from INFO commandstats). */
+function scriptCalls(server: { cli(...args: string[]): string }): number {
+  const info = server.cli('INFO', 'commandstats');
+  let n = 0;
+  for (const m of info.matchAll(/^cmdstat_eval(?:sha)?:calls=(\d+)/gm)) n += Number(m[1]);
+  return n;
+}
+
+/**
+ * 1,000 publishes over 20 channels issued in one turn: every channel's offsets follow call order
+ * 1..50 with one epoch, and its history holds exactly those messages in that order.
+ */
+async function assertOrderAndOffsets(
+  broker: Broker,
+  prefix: string,
+  published: () => void,
+): Promise<void> {
+  const channels = Array.from({ length: 20 }, (_, i) => `${prefix}-${i}`);
+  const sent: { channel: string; id: string; result: Promise<PublishResult> }[] = [];
+  for (let i = 0; i < 1000; i++) {
+    const channel = channels[i % 20] as string;
+    const id = `${prefix}-m${i}`;
+    sent.push({ channel, id, result: broker.publish(request(channel, id)) });
+  }
+  const results = await Promise.all(sent.map((s) => s.result));
+  published();
+  for (const channel of channels) {
+    const mine = sent.flatMap((s, i) => (s.channel === channel ? [{ ...s, r: results[i] }] : []));
+    assert.deepEqual(
+      mine.map((m) => m.r?.offset),
+      Array.from({ length: 50 }, (_, i) => i + 1),
+      `${channel}: offsets in call order`,
+    );
+    assert.equal(new Set(mine.map((m) => m.r?.epoch)).size, 1, `${channel}: one epoch`);
+    assert.ok(mine.every((m) => m.r?.duplicate === false));
+    const history = await broker.history(channel, { limit: 100 });
+    assert.equal(history.position.offset, 50);
+    assert.equal(history.position.epoch, mine[0]?.r?.epoch);
+    assert.deepEqual(
+      history.entries.map((e) => [e.offset, (JSON.parse(e.frame.toString()) as { id: string }).id]),
+      mine.map((m, i) => [i + 1, m.id]),
+      `${channel}: history in offset order`,
+    );
+  }
+}
+
+const missing = requireBinary('redis-server');
+if (missing === false) {
+  describe('RedisBroker publish batching', () => {
+    let redis: RedisProcess;
+    let broker: RedisBroker;
+    before(async () => {
+      redis = await startRedis();
+      broker = new RedisBroker({ url: redis.url, prefix: 'b:', logger: createLogger('silent') });
+      await broker.start(HANDLER);
+    });
+    after(async () => {
+      await broker.close();
+      await redis.stop();
+    });
+
+    it('keeps per-channel order and offsets for 1,000 concurrent publishes in few script calls', async () => {
+      redis.cli('CONFIG', 'RESETSTAT');
+      let calls = 0;
+      await assertOrderAndOffsets(broker, 'order', () => (calls = scriptCalls(redis)));
+      // 1,000 publishes of one turn at the default bound of 128 → 8 calls (+1 when the script
+      // was not cached yet: EVALSHA's NOSCRIPT and its EVAL).
+      assert.ok(calls <= 10, `1,000 publishes took ${calls} script calls`);
+    });
+
+    it('answers a duplicate id inside one batch with the position of the first', async () => {
+      const [a, b, c] = await Promise.all([
+        broker.publish(request('dup', 'same')),
+        broker.publish(request('dup', 'other')),
+        broker.publish(request('dup', 'same')),
+      ]);
+      assert.deepEqual(a, { offset: 1, epoch: a.epoch, duplicate: false });
+      assert.deepEqual(b, { offset: 2, epoch: a.epoch, duplicate: false });
+      assert.deepEqual(c, { offset: 1, epoch: a.epoch, duplicate: true });
+      const history = await broker.history('dup', { limit: 10 });
+      assert.deepEqual(
+        history.entries.map((e) => e.offset),
+        [1, 2],
+      );
+      // And across batches, as before.
+      assert.deepEqual(await broker.publish(request('dup', 'other')), { ...b, duplicate: true });
+    });
+
+    it('fails one bad message alone, with its own error, and stores the rest of its batch', async () => {
+      // A channel whose stream key holds a string: its XADD fails with WRONGTYPE after the
+      // message claimed its idempotency key.
+      await broker.publish(request('bad', 'first'));
+      redis.cli('DEL', 'b:s:{bad}');
+      redis.cli('SET', 'b:s:{bad}', 'not a stream');
+      const outcomes = await Promise.allSettled([
+        broker.publish(request('good', 'g1')),
+        broker.publish(request('bad', 'b1')),
+        broker.publish(request('good', 'g2')),
+      ]);
+      assert.equal(outcomes[0]?.status, 'fulfilled');
+      assert.equal(outcomes[2]?.status, 'fulfilled');
+      const failed = outcomes[1];
+      assert.equal(failed?.status, 'rejected');
+      assert.ok(failed.reason instanceof PublishError);
+      assert.equal(failed.reason.outcome, 'not-stored');
+      assert.match(failed.reason.message, /WRONGTYPE/);
+      const good = outcomes.flatMap((o) => (o.status === 'fulfilled' ? [o.value.offset] : []));
+      assert.deepEqual(good, [1, 2]);
+      // The failed message assigned no offset and released its id: once the key is fixed, the
+      // retry with the same id is stored (not answered as a duplicate) at the next offset.
+      redis.cli('DEL', 'b:s:{bad}');
+      const retry = await broker.publish(request('bad', 'b1'));
+      assert.equal(retry.duplicate, false);
+      assert.equal(retry.offset, 2);
+    });
+
+    it('publishes with batching off (redisPublishBatch 1), one call per message', async () => {
+      const single = new RedisBroker({
+        url: redis.url,
+        prefix: 'one:',
+        publishBatch: 1,
+        logger: createLogger('silent'),
+      });
+      await single.start(HANDLER);
+      try {
+        redis.cli('CONFIG', 'RESETSTAT');
+        const results = await Promise.all(
+          Array.from({ length: 30 }, (_, i) => single.publish(request('solo', `s${i}`))),
+        );
+        assert.deepEqual(
+          results.map((r) => r.offset),
+          Array.from({ length: 30 }, (_, i) => i + 1),
+        );
+        assert.ok(scriptCalls(redis) >= 30);
+      } finally {
+        await single.close();
+      }
+    });
+
+    it('rejects a bad batch bound', () => {
+      assert.throws(
+        () =>
+          new RedisBroker({
+            url: redis.url,
+            prefix: 'x:',
+            publishBatch: 0,
+            logger: createLogger('silent'),
+          }),
+        /^RangeError: The publish batch limit must be a positive integer$/,
+      );
+    });
+  });
+
+  describe('RedisClusterBroker publish batching', () => {
+    let cluster: RedisClusterKit;
+    let broker: RedisClusterBroker;
+    before(async () => {
+      cluster = await startRedisCluster();
+      broker = new RedisClusterBroker({
+        seeds: cluster.seeds.slice(0, 2),
+        prefix: 'cb:',
+        logger: createLogger('silent'),
+        // The slot map is re-read only on MOVED: the migration below leaves it stale.
+        topologyCheckMs: 600_000,
+      });
+      await broker.start(HANDLER);
+    });
+    after(async () => {
+      await broker.close();
+      await cluster.stop();
+    });
+
+    it('batches per shard and keeps per-channel order and offsets across the 3 shards', async () => {
+      const shards = new Set(
+        Array.from({ length: 20 }, (_, i) => cluster.masterOf(cluster.slotOf(`cb:m:{cl-${i}}`))),
+      );
+      assert.equal(shards.size, 3, 'the 20 channels span the 3 shards');
+      for (const n of cluster.nodes) n.cli('CONFIG', 'RESETSTAT');
+      let calls = 0;
+      await assertOrderAndOffsets(
+        broker,
+        'cl',
+        () => (calls = cluster.nodes.reduce((n, node) => n + scriptCalls(node), 0)),
+      );
+      // One publish per channel in flight (Cluster order lanes): 50 rounds, a few calls each.
+      assert.ok(calls < 1000 / 3, `1,000 publishes took ${calls} script calls`);
+    });
+
+    it('retries alone a message whose slot moved under a batch grouped by a stale slot map', async () => {
+      // Two channels on one master; the slot of the first moves to another master.
+      const a = 'mv-a';
+      const slotA = cluster.slotOf(`cb:m:{${a}}`);
+      const from = cluster.masterOf(slotA);
+      let b = '';
+      for (let i = 0; b === ''; i++)
+        if (cluster.masterOf(cluster.slotOf(`cb:m:{mv-b${i}}`)) === from && i < 10_000)
+          b = `mv-b${i}`;
+      await Promise.all([broker.publish(request(a, 'a0')), broker.publish(request(b, 'b0'))]);
+      const to = cluster.nodes.find(
+        (n) => n.alive && n !== from && n.cli('ROLE').startsWith('master'),
+      );
+      assert.ok(to, 'another master');
+      cluster.migrateSlot(slotA, to);
+      // Grouped as one batch for `from` (stale map), routed by a's key: MOVED sends it to `to`,
+      // where b's keys are not local; b is retried alone.
+      const [ra, rb] = await Promise.all([
+        broker.publish(request(a, 'a1')),
+        broker.publish(request(b, 'b1')),
+      ]);
+      assert.equal(ra.offset, 2);
+      assert.equal(rb.offset, 2);
+      assert.equal(ra.duplicate || rb.duplicate, false);
+      const [ha, hb] = await Promise.all([
+        broker.history(a, { limit: 10 }),
+        broker.history(b, { limit: 10 }),
+      ]);
+      assert.deepEqual(
+        ha.entries.map((e) => e.offset),
+        [1, 2],
+      );
+      assert.deepEqual(
+        hb.entries.map((e) => e.offset),
+        [1, 2],
+      );
+    });
+  });
+}
