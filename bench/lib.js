@@ -316,7 +316,8 @@ const LOADGEN = fileURLToPath(new URL('./loadgen.js', import.meta.url));
 /**
  * Spawns one Switchboard node on a free port with Redis at `redisUrl` and the limits lifted that
  * would throttle a load generator (per-address connects, commands per second), tracked; resolves
- * once it is ready. `env`: more SWITCHBOARD_* settings; `core`: pinned there.
+ * once it is ready (`redisUrl` '' with SWITCHBOARD_REDIS_CLUSTER in `env`: Cluster). `env`: more
+ * SWITCHBOARD_* settings; `core`: pinned there.
  * @param {{ redisUrl: string, engine: string, env?: Record<string, string>, core?: number }} o
  */
 export async function startNode(o) {
@@ -329,7 +330,8 @@ export async function startNode(o) {
         ...process.env,
         SWITCHBOARD_PORT: String(port),
         SWITCHBOARD_HOST: '127.0.0.1',
-        SWITCHBOARD_REDIS: o.redisUrl,
+        // '' for Cluster (SWITCHBOARD_REDIS_CLUSTER in env): the two exclude each other.
+        ...(o.redisUrl !== '' && { SWITCHBOARD_REDIS: o.redisUrl }),
         SWITCHBOARD_ENGINE: o.engine,
         SWITCHBOARD_LOG_LEVEL: 'warn',
         SWITCHBOARD_MAX_CONNECTIONS_PER_IP_PER_SECOND: '1000000',
@@ -382,4 +384,73 @@ export function writeResult(name, result) {
   const file = join(dir, `${result.at.replace(/[:.]/g, '-')}-${name}.json`);
   writeFileSync(file, JSON.stringify(result, null, 2) + '\n');
   return file;
+}
+
+/**
+ * redis-cli against the server on `port`; returns stdout ('' when it fails).
+ * @param {number} port @param {string[]} args
+ */
+export function redisCli(port, ...args) {
+  const r = spawnSync('redis-cli', ['-p', String(port), ...args], { timeout: 10_000 });
+  return r.status === 0 ? r.stdout.toString() : '';
+}
+
+/**
+ * A throwaway Redis Cluster on free ports (nothing saved), tracked: `masters` masters with
+ * `replicas` replicas each, built with `redis-cli --cluster create`; resolves once every node
+ * reports cluster_state:ok. `core`: every redis-server pinned there.
+ * @param {{ masters?: number, replicas?: number, core?: number, nodeTimeoutMs?: number, dir: string }} o
+ */
+export async function startRedisCluster(o) {
+  const masters = o.masters ?? 3;
+  const replicas = o.replicas ?? 0;
+  /** @type {{ port: number, child: import('node:child_process').ChildProcess, pid: number }[]} */
+  const nodes = [];
+  for (let i = 0; i < masters * (1 + replicas); i++) {
+    const port = await freePort();
+    const args = ['redis-server', '--port', String(port), '--bind', '127.0.0.1'];
+    args.push('--save', '', '--appendonly', 'no', '--loglevel', 'warning', '--dir', o.dir);
+    args.push('--cluster-enabled', 'yes', '--cluster-port', String(await freePort()));
+    args.push('--cluster-config-file', join(o.dir, `nodes-${port}.conf`));
+    args.push('--cluster-node-timeout', String(o.nodeTimeoutMs ?? 1000));
+    const [cmd, argv] = pinned(o.core, args);
+    const child = track(spawn(cmd, argv, { stdio: 'ignore' }));
+    nodes.push({ port, child, pid: /** @type {number} */ (child.pid) });
+  }
+  for (const n of nodes)
+    for (let i = 0; redisCli(n.port, 'ping').trim() !== 'PONG'; i++) {
+      if (i > 200) throw new Error(`redis-server on ${n.port} did not start`);
+      await sleep(25);
+    }
+  const create = spawnSync(
+    'redis-cli',
+    [
+      '--cluster',
+      'create',
+      ...nodes.map((n) => `127.0.0.1:${n.port}`),
+      '--cluster-replicas',
+      String(replicas),
+      '--cluster-yes',
+    ],
+    { timeout: 60_000 },
+  );
+  if (create.status !== 0) throw new Error(`cluster create failed: ${create.stdout.toString()}`);
+  for (let i = 0; ; i++) {
+    if (nodes.every((n) => redisCli(n.port, 'cluster', 'info').includes('cluster_state:ok'))) break;
+    if (i > 400) throw new Error('cluster did not become ok');
+    await sleep(50);
+  }
+  return {
+    nodes,
+    seeds: nodes.map((n) => `127.0.0.1:${n.port}`),
+    /** Ports of the current masters. */
+    masters: () =>
+      nodes
+        .filter((n) => n.child.exitCode === null && n.child.signalCode === null)
+        .filter((n) => redisCli(n.port, 'role').startsWith('master'))
+        .map((n) => n.port),
+    stop: () => {
+      for (const n of nodes) n.child.kill('SIGKILL');
+    },
+  };
 }

@@ -1,0 +1,198 @@
+#!/usr/bin/env node
+/// <reference types="node" />
+/**
+ * End-to-end publish throughput (#10 point 4): one `switchboard serve` node on one redis-server,
+ * and on a 3-master Redis Cluster (`redis-cli --cluster create`, free ports), history on (the
+ * default namespace keeps 1,000 messages). A separate load-generator process
+ * (bench/publish-loadgen.js) publishes over WebSocket with acknowledgements: N connections × M in
+ * flight over 1,000 channels. Reports acknowledged publishes/s, p50/p99 ack latency, and the CPU
+ * of every process (node, loadgen, each redis-server) over the measured window, plus the machine's
+ * load and what other tenants used. Placement on 2 cores: the node alone on core 0, the loadgen
+ * and the redis-servers on core 1 (--no-pin: let the kernel place them).
+ *
+ *   node bench/publish-load.js [--mode single|cluster|both] [--connections 4] [--inflight 256]
+ *     [--channels 1000] [--seconds 10] [--batch N] [--message-ids] [--no-pin]
+ *
+ * `--batch` sets SWITCHBOARD_REDIS_PUBLISH_BATCH on the node (1: one script call per publish).
+ * Writes bench/results/<time>-publish-load.json and prints it. Every run is bounded by --timeout.
+ */
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import {
+  cpuMeter,
+  killTracked,
+  parseJson,
+  pinned,
+  redisCli,
+  startNode,
+  startRedis,
+  startRedisCluster,
+  stop,
+  track,
+  writeResult,
+} from './lib.js';
+
+const { values: o } = parseArgs({
+  options: {
+    mode: { type: 'string', default: 'both' },
+    connections: { type: 'string', default: '4' },
+    inflight: { type: 'string', default: '256' },
+    channels: { type: 'string', default: '1000' },
+    seconds: { type: 'string', default: '10' },
+    warmup: { type: 'string', default: '3' },
+    batch: { type: 'string' },
+    engine: { type: 'string', default: 'uws' },
+    'message-ids': { type: 'boolean', default: false },
+    'no-pin': { type: 'boolean', default: false },
+    timeout: { type: 'string', default: '180' },
+  },
+});
+const PIN = !o['no-pin'];
+const NODE_CORE = PIN ? 0 : undefined;
+const LOAD_CORE = PIN ? 1 : undefined;
+const LOADGEN = fileURLToPath(new URL('./publish-loadgen.js', import.meta.url));
+
+const deadline = setTimeout(
+  () => {
+    process.stderr.write(`publish-load: over ${o.timeout} s, giving up\n`);
+    killTracked('SIGKILL');
+    process.exit(1);
+  },
+  Number(o.timeout) * 1000,
+);
+deadline.unref();
+
+/**
+ * Runs the loadgen against `url`; CPU of `pids` is metered over its measured window.
+ * @param {string} url @param {Record<string, number>} pids @returns {Promise<object>}
+ */
+function drive(url, pids) {
+  const args = ['--url', url, '--connections', String(o.connections)];
+  args.push('--inflight', String(o.inflight), '--channels', String(o.channels));
+  args.push('--seconds', String(o.seconds), '--warmup', String(o.warmup));
+  if (o['message-ids']) args.push('--message-ids');
+  const [cmd, argv] = pinned(LOAD_CORE, [process.execPath, LOADGEN, ...args]);
+  const child = track(spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'inherit'] }));
+  return new Promise((resolve, reject) => {
+    /** @type {(() => Record<string, number | null>) | undefined} */
+    let meter;
+    /** @type {Record<string, number | null> | undefined} */
+    let cpu;
+    let load = loadavg();
+    let buf = '';
+    /** @type {unknown} */
+    let report;
+    child.stdout.on('data', (d) => {
+      buf += String(d);
+      for (let nl = buf.indexOf('\n'); nl !== -1; nl = buf.indexOf('\n')) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        const msg = /** @type {{ event?: string }} */ (parseJson(line));
+        if (msg.event === 'measuring') {
+          meter = cpuMeter({ ...pids, loadgen: /** @type {number} */ (child.pid) });
+          load = loadavg();
+        } else if (msg.event === 'measured') cpu = meter?.();
+        else report = msg;
+      }
+    });
+    child.on('exit', (code) => {
+      if (code !== 0 || report === undefined) reject(new Error(`loadgen exited ${code}`));
+      else
+        resolve({
+          .../** @type {object} */ (report),
+          cpuCores: cpu,
+          loadavg: load.map((x) => Math.round(x * 100) / 100),
+        });
+    });
+  });
+}
+
+/** Script calls and their Redis-side time per publish, from INFO commandstats. @param {number} port */
+function scriptStats(port) {
+  const info = redisCli(port, 'info', 'commandstats');
+  let calls = 0;
+  let usec = 0;
+  for (const m of info.matchAll(/^cmdstat_eval(?:sha)?:calls=(\d+),usec=(\d+)/gm)) {
+    calls += Number(m[1]);
+    usec += Number(m[2]);
+  }
+  const pub = /^cmdstat_(?:s)?publish:calls=(\d+)/m.exec(info);
+  const spub = /^cmdstat_spublish:calls=(\d+)/m.exec(info);
+  const messages = Number(pub?.[1] ?? 0) + Number(spub?.[1] ?? 0);
+  return {
+    scriptCalls: calls,
+    messages,
+    messagesPerCall: calls === 0 ? null : Math.round((messages / calls) * 10) / 10,
+    scriptUsecPerMessage: messages === 0 ? null : Math.round((usec / messages) * 100) / 100,
+  };
+}
+
+const env = {
+  SWITCHBOARD_MAX_SUBSCRIPTIONS_PER_CONNECTION: '100000',
+  ...(o.batch !== undefined && { SWITCHBOARD_REDIS_PUBLISH_BATCH: String(o.batch) }),
+};
+
+/** @type {Record<string, unknown>} */
+const result = {
+  at: new Date().toISOString(),
+  config: {
+    connections: Number(o.connections),
+    inflight: Number(o.inflight),
+    channels: Number(o.channels),
+    seconds: Number(o.seconds),
+    batch: o.batch === undefined ? 'default' : Number(o.batch),
+    messageIds: o['message-ids'],
+    engine: o.engine,
+    pinned: PIN ? 'node core 0; loadgen + redis core 1' : 'no',
+  },
+};
+const dir = mkdtempSync(join(tmpdir(), 'sb-publish-load-'));
+try {
+  if (o.mode !== 'cluster') {
+    const redis = await startRedis(LOAD_CORE);
+    const node = await startNode({
+      redisUrl: redis.url,
+      engine: String(o.engine),
+      env,
+      core: NODE_CORE,
+    });
+    const pid = Number(redisCli(redis.port, 'info', 'server').match(/process_id:(\d+)/)?.[1]);
+    redisCli(redis.port, 'config', 'resetstat');
+    const run = await drive(`ws://127.0.0.1:${node.port}/ws`, { node: node.pid, redis: pid });
+    result['single'] = { ...run, redis: scriptStats(redis.port) };
+    await stop(node.child);
+    redis.redis.disconnect();
+    redisCli(redis.port, 'shutdown', 'nosave');
+  }
+  if (o.mode !== 'single') {
+    const cluster = await startRedisCluster({ masters: 3, dir, core: LOAD_CORE });
+    const node = await startNode({
+      redisUrl: '',
+      engine: String(o.engine),
+      env: { ...env, SWITCHBOARD_REDIS_CLUSTER: cluster.seeds.join(',') },
+      core: NODE_CORE,
+    });
+    for (const n of cluster.nodes) redisCli(n.port, 'config', 'resetstat');
+    /** @type {Record<string, number>} */
+    const pids = { node: node.pid };
+    cluster.nodes.forEach((n, i) => (pids[`redis${i + 1}`] = n.pid));
+    const run = await drive(`ws://127.0.0.1:${node.port}/ws`, pids);
+    result['cluster3'] = { ...run, shards: cluster.nodes.map((n) => scriptStats(n.port)) };
+    await stop(node.child);
+    cluster.stop();
+  }
+} finally {
+  killTracked('SIGKILL');
+  rmSync(dir, { recursive: true, force: true });
+}
+const single = /** @type {{ ackedPerSec?: number } | undefined} */ (result['single']);
+const cl = /** @type {{ ackedPerSec?: number } | undefined} */ (result['cluster3']);
+if (single?.ackedPerSec && cl?.ackedPerSec)
+  result['clusterOverSingle'] = Math.round((cl.ackedPerSec / single.ackedPerSec) * 100) / 100;
+const file = writeResult('publish-load', /** @type {{ at: string }} */ (result));
+process.stdout.write(JSON.stringify(result, null, 2) + '\n' + `written to ${file}\n`);
+process.exit(0);
