@@ -7,6 +7,7 @@
  * is one process, and the redis-servers are others. Prints JSON; see docs/benchmarks.md.
  *
  *   node bench/publish.js [--seconds 5] [--inflight 2048] [--channels 1000] [--mode single|cluster|both]
+ *     [--batch N] (messages per script call at most; 1: one call per publish)
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync, mkdtempSync, rmSync } from 'node:fs';
@@ -23,11 +24,13 @@ const { values: o } = parseArgs({
     inflight: { type: 'string', default: '2048' },
     channels: { type: 'string', default: '1000' },
     mode: { type: 'string', default: 'both' },
+    batch: { type: 'string', default: '128' },
   },
 });
 const SECONDS = Number(o.seconds);
 const INFLIGHT = Number(o.inflight);
 const CHANNELS = Number(o.channels);
+const BATCH = Number(o.batch);
 
 /**
  * CPU seconds (user + system) a process has used, from /proc.
@@ -118,7 +121,13 @@ async function run(broker, pids) {
   };
 }
 
-const results = { seconds: SECONDS, inflight: INFLIGHT, channels: CHANNELS, history: 100 };
+const results = {
+  seconds: SECONDS,
+  inflight: INFLIGHT,
+  channels: CHANNELS,
+  history: 100,
+  batch: BATCH,
+};
 const dir = mkdtempSync(join(tmpdir(), 'sb-bench-'));
 const children = [];
 try {
@@ -129,6 +138,7 @@ try {
       new RedisBroker({
         url: `redis://127.0.0.1:${r.port}`,
         prefix: 'b:',
+        publishBatch: BATCH,
         logger: createLogger('warn'),
       }),
       [r.child.pid],
@@ -153,6 +163,7 @@ try {
       new RedisClusterBroker({
         seeds: nodes.map((n) => `127.0.0.1:${n.port}`),
         prefix: 'b:',
+        publishBatch: BATCH,
         logger: createLogger('warn'),
       }),
       nodes.map((n) => n.child.pid),
