@@ -120,7 +120,7 @@ function scriptStats(port) {
     calls += Number(m[1]);
     usec += Number(m[2]);
   }
-  const pub = /^cmdstat_(?:s)?publish:calls=(\d+)/m.exec(info);
+  const pub = /^cmdstat_publish:calls=(\d+)/m.exec(info);
   const spub = /^cmdstat_spublish:calls=(\d+)/m.exec(info);
   const messages = Number(pub?.[1] ?? 0) + Number(spub?.[1] ?? 0);
   return {
