@@ -101,12 +101,18 @@ function drive(url, pids) {
     });
     child.on('exit', (code) => {
       if (code !== 0 || report === undefined) reject(new Error(`loadgen exited ${code}`));
-      else
+      else {
+        const acked = /** @type {{ ackedPerSec?: number }} */ (report).ackedPerSec ?? 0;
+        const nodeCores = cpu?.['node'] ?? null;
         resolve({
           .../** @type {object} */ (report),
+          // The node's CPU per acknowledged publish: what one core would cap it at.
+          nodeCpuUsPerPublish:
+            nodeCores === null || acked === 0 ? null : Math.round((nodeCores * 1e6) / acked),
           cpuCores: cpu,
           loadavg: load.map((x) => Math.round(x * 100) / 100),
         });
+      }
     });
   });
 }
