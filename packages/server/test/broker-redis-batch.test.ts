@@ -10,6 +10,7 @@ import {
   type PublishRequest,
   type PublishResult,
 } from '../src/index.js';
+import { PublishBatcher, type BatchReply, type PublishReply } from '../src/broker/redis-batch.js';
 import { requireBinary, startRedis, type RedisProcess } from './helpers.js';
 import { startRedisCluster, type RedisClusterKit } from './redis-kit.js';
 
@@ -70,6 +71,80 @@ async function assertOrderAndOffsets(
     );
   }
 }
+
+describe('PublishBatcher', () => {
+  /** A batcher whose calls are recorded and answered by `answer` (offsets by call order). */
+  function recording(limit: number, answer?: (batch: readonly PublishRequest[]) => BatchReply) {
+    const calls: { group: string; ids: string[] }[] = [];
+    let offset = 0;
+    const batcher = new PublishBatcher({
+      limit,
+      send: (group, batch) => {
+        calls.push({ group, ids: batch.map((r) => r.id) });
+        return Promise.resolve(
+          answer?.(batch) ?? batch.map((): PublishReply => [++offset, 'e', 0]),
+        );
+      },
+    });
+    return { batcher, calls };
+  }
+
+  it('sends the publishes of one turn as one call per group, in call order', async () => {
+    const { batcher, calls } = recording(100);
+    const replies = [
+      batcher.publish('a', request('x', '1')),
+      batcher.publish('b', request('y', '2')),
+      batcher.publish('a', request('x', '3')),
+    ];
+    assert.equal(calls.length, 0, 'nothing sent before the end of the turn');
+    const got = await Promise.all(replies.map((r) => r.reply));
+    assert.deepEqual(calls, [
+      { group: 'a', ids: ['1', '3'] },
+      { group: 'b', ids: ['2'] },
+    ]);
+    assert.deepEqual(
+      got.map((r) => r[0]),
+      [1, 3, 2],
+    );
+  });
+
+  it('sends a batch at once when it reaches the limit, and says so by `sent`', async () => {
+    const { batcher, calls } = recording(2);
+    const first = batcher.publish('a', request('x', '1'));
+    const second = batcher.publish('a', request('x', '2'));
+    assert.deepEqual(calls, [{ group: 'a', ids: ['1', '2'] }], 'sent within the turn');
+    const third = batcher.publish('a', request('x', '3'));
+    let thirdSent = false;
+    void third.sent.then(() => (thirdSent = true));
+    await first.sent;
+    await second.sent;
+    assert.equal(thirdSent, false, 'the next batch waits for the end of the turn');
+    await third.sent;
+    assert.equal(calls.length, 2);
+    assert.deepEqual((await third.reply)[0], 3);
+  });
+
+  it('rejects each message with its own error entry, and all of a failed call', async () => {
+    const perMessage = recording(10, (batch) =>
+      batch.map((r, i): PublishReply | Error =>
+        r.id === 'bad' ? new Error('WRONGTYPE') : [i + 1, 'e', 0],
+      ),
+    );
+    const [ok, bad] = [
+      perMessage.batcher.publish('a', request('x', 'good')),
+      perMessage.batcher.publish('a', request('x', 'bad')),
+    ];
+    assert.deepEqual(await ok.reply, [1, 'e', 0]);
+    await assert.rejects(bad.reply, /WRONGTYPE/);
+
+    const failing = new PublishBatcher({
+      limit: 10,
+      send: () => Promise.reject(new Error('connection lost')),
+    });
+    const both = [failing.publish('a', request('x', '1')), failing.publish('a', request('y', '2'))];
+    for (const b of both) await assert.rejects(b.reply, /connection lost/);
+  });
+});
 
 const missing = requireBinary('redis-server');
 if (missing === false) {
