@@ -21,7 +21,14 @@ import { PublishError } from './publish-error.js';
 import { redisGlobMatcher } from './redis-glob.js';
 import { createRedisKeys, type RedisKeys } from './redis-keys.js';
 import { connectRedis, type RedisTarget } from './redis-target.js';
-import { HISTORY_LUA, PUBLISH_LUA, publishArgs, type PublishArgs } from './redis-scripts.js';
+import {
+  HISTORY_LUA,
+  PUBLISH_LUA,
+  fanoutLua,
+  publishArgs,
+  type PublishArgs,
+} from './redis-scripts.js';
+import { ReplicaGate, type HeldPayload } from './redis-wait.js';
 
 export interface RedisBrokerOptions {
   /** redis://[user:password@]host:port[/db] */
@@ -41,16 +48,18 @@ export interface RedisBrokerOptions {
   /** How long a channel's epoch and offset outlive its last publish. */
   readonly metaTtlMs?: number;
   /**
-   * Replicas a publish must have reached before it is acknowledged (`WAIT`, one per event-loop
-   * turn for all its publishes); fewer by `waitTimeoutMs` answers outcome unknown (118). Default
-   * 1 with Sentinel, 0 otherwise.
+   * Replicas a publish must have reached before it is acknowledged and fanned out (`WAIT`, one in
+   * flight for all publishes, redis-wait.ts); fewer by `waitTimeoutMs` answers outcome unknown
+   * (118) and the message goes out at the next confirming WAIT. Default 1 with Sentinel, 0 otherwise.
    */
   readonly waitReplicas?: number;
   readonly waitTimeoutMs?: number;
 }
 
 export interface ScriptCommands {
-  sbPublish(...args: PublishArgs): Promise<[number, string, number]>;
+  /** The 4th element: the payload to fan out, when the script was gated. */
+  sbPublish(...args: PublishArgs): Promise<[number, string, number, string?]>;
+  sbFanout(meta: string, stream: string, pubsub: string, payload: string, size: number): Promise<number>;
   sbHistoryBuffer(
     meta: string,
     stream: string,
@@ -91,10 +100,15 @@ export class RedisBroker implements Broker {
   #bridgeMetrics: BridgeMetrics | undefined;
   readonly #bridgeCovers: (channel: string) => boolean;
   readonly #waitReplicas: number;
-  /** The WAIT covering the publishes sent in this event-loop turn. */
-  #wait: Promise<number> | undefined;
-  /** Settles when the WAIT on the wire answered. */
-  #waitInFlight: Promise<void> | undefined;
+  /** Publish after WAIT (redis-wait.ts), when waitReplicas > 0. */
+  #gate: ReplicaGate | undefined;
+  /** Replicas in sync at the last read of the replication state on this link. */
+  #online = 0;
+  /**
+   * Sentinel mode: the current master's replication id, then those of the masters it descends
+   * from as this node saw them (master_replid2 after each promotion): the scripts' lineage.
+   */
+  #lineage: string[] = [];
   /** The current master's replication state, read per link and every second (#watchReplication). */
   #replication: Promise<Replication> | undefined;
   /** Bumped when the command link closes: a read from the old link is not kept. */
@@ -143,8 +157,12 @@ export class RedisBroker implements Broker {
       enableOfflineQueue: false,
       commandTimeout: this.#options.commandTimeoutMs ?? 5000,
       maxRetriesPerRequest: 1,
+      // A script or WAIT in flight when the link dropped fails (outcome unknown) instead of being
+      // sent again blindly to whichever master answers next.
+      autoResendUnfulfilledCommands: false,
     }) as Redis & ScriptCommands;
     cmd.defineCommand('sbPublish', { numberOfKeys: 3, lua: PUBLISH_LUA });
+    cmd.defineCommand('sbFanout', { numberOfKeys: 2, lua: fanoutLua('PUBLISH') });
     cmd.defineCommand('sbHistory', { numberOfKeys: 2, lua: HISTORY_LUA });
     // We resubscribe ourselves from #desired: it is the Node's view, which ioredis's own set is not.
     const sub = connectRedis(target, {
@@ -154,13 +172,17 @@ export class RedisBroker implements Broker {
     }) as Redis;
     this.#cmd = cmd;
     this.#sub = sub;
+    if (this.#waitReplicas > 0) this.#gate = this.#newGate(cmd);
     if (this.#tracksReplication()) {
       cmd.on('close', () => {
         this.#link++;
         this.#replication = undefined;
+        this.#online = 0;
         this.#sawReplica = false;
         this.#replicaLostAt = undefined;
+        this.#gate?.linkLost();
       });
+      cmd.on('ready', () => this.#gate?.kick());
       this.#replicationTimer = setInterval(() => this.#watchReplication(cmd), 1000);
       this.#replicationTimer.unref();
     }
@@ -208,7 +230,7 @@ export class RedisBroker implements Broker {
   async publish(req: PublishRequest): Promise<PublishResult> {
     const cmd = this.#requireCmd();
     const known = this.#replicationOf(cmd);
-    const { lineage, online } = 'then' in known ? await known : known;
+    const { lineage } = 'then' in known ? await known : known;
     const lostAt = this.#replicaLostAt;
     // A master that just lost its replica is most likely being failed over: what it stored now
     // would be discarded when it resyncs as a replica. Refused unsent until the switch (or, with
@@ -218,60 +240,67 @@ export class RedisBroker implements Broker {
         'not-stored',
         'the Redis master lost its replica in sync (a failover is likely under way): not stored',
       );
-    const stored = cmd.sbPublish(...publishArgs(this.#keys, req, this.#metaTtlMs, lineage));
-    // Sent right behind the script on the same connection: it covers this publish.
-    const replicated = this.#waitReplicas > 0 && online > 0 ? this.#waitTurn(cmd) : undefined;
+    const gate = this.#gate;
+    if (gate === undefined) {
+      const [offset, epoch, duplicate] = await cmd
+        .sbPublish(...publishArgs(this.#keys, req, this.#metaTtlMs, lineage))
+        .catch((err: unknown) => {
+          throw classify(err);
+        });
+      return { offset, epoch, duplicate: duplicate === 1 };
+    }
+    const args = publishArgs(this.#keys, req, this.#metaTtlMs, lineage, true);
+    const { stored, replicated } = gate.send(
+      () => cmd.sbPublish(...args),
+      (reply): HeldPayload | undefined =>
+        reply[3] === undefined
+          ? undefined
+          : {
+              pubsub: args[3],
+              payload: reply[3],
+              meta: args[0],
+              stream: args[1],
+              historySize: req.history.size,
+            },
+    );
     const [offset, epoch, duplicate] = await stored.catch((err: unknown) => {
       throw classify(err);
     });
-    if (replicated !== undefined) {
-      const acks = await replicated.catch((err: unknown) => {
-        throw new PublishError('unknown', `WAIT failed: ${errText(err)}`, { cause: err });
-      });
-      const needed = Math.min(this.#waitReplicas, online);
-      if (acks >= needed) this.#sawReplica = true;
-      else {
-        // Only a replica that confirmed on this link counts as lost: one still syncing to a
-        // freshly promoted master is not a failover of this one.
-        if (this.#sawReplica) this.#replicaLostAt ??= Date.now();
-        throw new PublishError(
-          'unknown',
-          `stored, but reached ${acks} of ${needed} replicas in time: a failover could lose it`,
-        );
-      }
-    }
+    await replicated;
     return { offset, epoch, duplicate: duplicate === 1 };
   }
 
-  /**
-   * The WAIT covering every script sent before it on the connection. One WAIT is in flight at a
-   * time and the publishes meanwhile share the next one, sent when it returns: a WAIT blocks the
-   * connection (up to waitTimeoutMs without a replica), so one per publish would pile up.
-   */
-  #waitTurn(cmd: Redis & ScriptCommands): Promise<number> {
-    if (this.#wait !== undefined) return this.#wait;
-    const send = (): Promise<number> => {
-      if (this.#wait === wait) this.#wait = undefined;
-      const sent = cmd.wait(this.#waitReplicas, this.#options.waitTimeoutMs ?? 1000);
-      const settled: Promise<void> = sent.then(noop, noop).then(() => {
-        if (this.#waitInFlight === settled) this.#waitInFlight = undefined;
-      });
-      this.#waitInFlight = settled;
-      return sent;
-    };
-    const inFlight = this.#waitInFlight;
-    const wait =
-      inFlight === undefined
-        ? new Promise<number>((resolve, reject) =>
-            setImmediate(() => {
-              send().then(resolve, reject);
-            }),
-          )
-        : inFlight.then(send);
-    // A publish whose script failed never reads its WAIT: its failure must not go unhandled.
-    wait.catch(noop);
-    this.#wait = wait;
-    return wait;
+  #newGate(cmd: Redis & ScriptCommands): ReplicaGate {
+    return new ReplicaGate(
+      {
+        wait: (replicas, timeoutMs) => cmd.wait(replicas, timeoutMs),
+        fanout: (h, verify) =>
+          verify
+            ? cmd.sbFanout(h.meta, h.stream, h.pubsub, h.payload, h.historySize)
+            : cmd.publish(h.pubsub, h.payload),
+        ready: () => cmd.status === 'ready',
+      },
+      {
+        timeoutMs: this.#options.waitTimeoutMs ?? 1000,
+        needed: () => {
+          if (this.#online > 0) return Math.min(this.#waitReplicas, this.#online);
+          // No replica in sync: a master acknowledges on its own (waiting could only time out,
+          // and no replica a failover could promote has less), unless it just lost the one it
+          // had, when it is most likely being failed over (see publish).
+          const lostAt = this.#replicaLostAt;
+          return lostAt !== undefined && Date.now() - lostAt < REPLICA_LOSS_GRACE_MS
+            ? this.#waitReplicas
+            : 0;
+        },
+        onWait: (acks, needed) => {
+          if (acks === undefined || needed === 0) return;
+          if (acks >= needed) this.#sawReplica = true;
+          // Only a replica that confirmed on this link counts as lost: one still syncing to a
+          // freshly promoted master is not a failover of this one.
+          else if (this.#sawReplica) this.#replicaLostAt ??= Date.now();
+        },
+      },
+    );
   }
 
   #tracksReplication(): boolean {
@@ -296,6 +325,8 @@ export class RedisBroker implements Broker {
       (info) => {
         const r = parseReplication(info, sentinel);
         if (link === this.#link) {
+          this.#online = r.online;
+          if (sentinel) this.#lineage = continueLineage(this.#lineage, r);
           if (r.online > 0) this.#replicaLostAt = undefined;
           else if (this.#sawReplica) this.#replicaLostAt ??= Date.now();
         }
@@ -309,7 +340,7 @@ export class RedisBroker implements Broker {
             );
           else log.info({ replicas: r.online }, 'redis replica in sync: publishes WAIT for it');
         }
-        return r;
+        return { ...r, lineage: link === this.#link ? this.#lineage.join(' ') : r.lineage };
       },
       (err: unknown) => {
         if (this.#replication === read) this.#replication = undefined;
@@ -356,6 +387,7 @@ export class RedisBroker implements Broker {
   async close(): Promise<void> {
     this.#closing = true;
     clearInterval(this.#replicationTimer);
+    this.#gate?.close();
     this.#desired.clear();
     await Promise.all([quit(this.#sub), quit(this.#cmd)]);
   }
@@ -470,23 +502,41 @@ function noop(): void {}
 const REPLICA_LOSS_GRACE_MS = 10_000;
 
 interface Replication {
-  /** master_replid in Sentinel mode, else '' (not tracked by the scripts). */
+  /**
+   * Sentinel mode: the lineage the scripts get (master_replid, then the ids of the masters it
+   * descends from, space-separated; see LINEAGE_LUA in redis-scripts.ts), else '' (not tracked).
+   */
   readonly lineage: string;
+  /** master_replid2: the replication id this master continued when it was promoted ('' none). */
+  readonly parent: string;
   /** Replicas in sync (state=online). */
   readonly online: number;
 }
 
-const UNTRACKED: Replication = { lineage: '', online: 0 };
+const UNTRACKED: Replication = { lineage: '', parent: '', online: 0 };
 
 /** The part of `INFO replication` the publish path uses. */
 export function parseReplication(info: string, withLineage: boolean): Replication {
   const lineage = withLineage ? (/^master_replid:(\w+)/m.exec(info)?.[1] ?? '') : '';
+  const parent = withLineage ? (/^master_replid2:(\w+)/m.exec(info)?.[1] ?? '') : '';
   const online = info.match(/^slave\d+:.*state=online/gm)?.length ?? 0;
-  return { lineage, online };
+  return { lineage, parent: /^0+$/.test(parent) ? '' : parent, online };
 }
 
-function errText(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
+/** Masters of a lineage kept: enough for a few failovers between two writes of a channel. */
+const LINEAGE_DEPTH = 8;
+
+/**
+ * The lineage after reading `r` (whose `lineage` is its master_replid alone): unchanged for the
+ * same master; extended when the master continues one of the lineage (a promoted replica names
+ * its old master's id as master_replid2); else it starts again from this master and its parent.
+ */
+export function continueLineage(known: readonly string[], r: Replication): string[] {
+  if (r.lineage === '') return [];
+  if (known[0] === r.lineage) return [...known];
+  if (r.parent !== '' && known.includes(r.parent))
+    return [r.lineage, ...known.slice(known.indexOf(r.parent), LINEAGE_DEPTH - 1)];
+  return r.parent === '' ? [r.lineage] : [r.lineage, r.parent];
 }
 
 /** The reply of HISTORY_LUA: `{offset, epoch, id1, frame1, ...}`. */
