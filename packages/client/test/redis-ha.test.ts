@@ -313,7 +313,10 @@ void test(
     figures.push(
       `kill -9: switched ${promotedAt - killedAt} ms after the kill, resubscribed ${Date.now() - promotedAt} ms later`,
     );
-    await tr.flowing('traffic after kill -9');
+    await tr.flowing('traffic after kill -9').catch((err: unknown) => {
+      for (const n of nodes) t.diagnostic(n.output().split('\n').slice(-30).join('\n'));
+      throw err;
+    });
     await tr.finish(t, 'Redis Sentinel failovers').catch((err: unknown) => {
       for (const n of nodes)
         t.diagnostic(

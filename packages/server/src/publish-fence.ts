@@ -3,10 +3,12 @@
  * with 108, 111 or 118 (not stored, too many in flight, outcome unknown), a later publish of the
  * same connection on that channel could be stored before the failed one is retried: on a failover
  * the publishes in flight fail on the old master while the next one already reaches the new one.
- * So the fence refuses (108, nothing stored) every publish on the channel that is not the oldest
- * failed one, until each failed one was sent again, oldest first. Refused publishes join the list,
- * so a client re-sending everything in its original order passes. A fence lapses FENCE_MS after
- * its last failure: a client that gives up on a message is not blocked for good.
+ * So the fence refuses (108, nothing stored) every publish on the channel that is not one of the
+ * failed ones, until each failed one was sent again, oldest first. Refused publishes join the list,
+ * so a client re-sending everything in its original order passes. A failed publish re-sent while
+ * older ones were not means the client gave those up (the SDK re-sends a channel's publishes in
+ * order, each only after the older ones): they leave the fence. A fence lapses FENCE_MS after the
+ * last failure the broker (or the in-flight limit) answered, its own refusals not counted.
  */
 
 /** How long a channel stays fenced after its last failed publish. */
@@ -50,19 +52,25 @@ export class PublishFence {
       this.#fences.delete(channel);
       return true;
     }
-    if (messageId !== oldest.id) return false;
-    fence.failed.shift();
-    fence.resent.set(oldest.id, oldest.seq);
+    const i = messageId === undefined ? -1 : fence.failed.findIndex((f) => f.id === messageId);
+    if (i < 0) return false;
+    // Those before it were given up: they leave the fence with it.
+    const removed = fence.failed.splice(0, i + 1);
+    for (const f of removed) fence.resent.delete(f.id);
+    const admitted = removed[i] as { seq: number; id: string };
+    fence.resent.set(admitted.id, admitted.seq);
     return true;
   }
 
   /**
    * The publish `messageId`, sent as this connection's `seq`-th publish, failed (108, 111 or 118).
-   * Without a message id it cannot be re-sent as itself, so it does not fence.
+   * Without a message id it cannot be re-sent as itself, so it does not fence. `refused`: the
+   * fence itself refused it (it joins the list but does not prolong the fence).
    */
-  failed(channel: string, messageId: string | undefined, seq: number): void {
+  failed(channel: string, messageId: string | undefined, seq: number, refused = false): void {
     if (messageId === undefined) return;
     let fence = this.#fences.get(channel);
+    if (fence === undefined && refused) return;
     if (fence === undefined) {
       if (this.#fences.size >= MAX_FENCED_CHANNELS) {
         const first = this.#fences.keys().next().value;
@@ -71,7 +79,7 @@ export class PublishFence {
       fence = { failed: [], resent: new Map(), until: 0 };
       this.#fences.set(channel, fence);
     }
-    fence.until = this.#now() + FENCE_MS;
+    if (!refused) fence.until = this.#now() + FENCE_MS;
     if (fence.failed.some((f) => f.id === messageId)) return;
     if (fence.failed.length >= MAX_FAILED_PER_CHANNEL) return;
     seq = fence.resent.get(messageId) ?? seq;

@@ -366,7 +366,7 @@ export class Session implements ConnectionHandler {
     // One publisher's order across a failover: see publish-fence.ts.
     const fence = (this.#fence ??= new PublishFence());
     if (!fence.admit(cmd.channel, cmd.messageId)) {
-      fence.failed(cmd.channel, cmd.messageId, seq);
+      fence.failed(cmd.channel, cmd.messageId, seq, true);
       this.#fail(
         cmd.id,
         new ReplyError(

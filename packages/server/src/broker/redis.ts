@@ -173,6 +173,9 @@ export class RedisBroker implements Broker {
     this.#cmd = cmd;
     this.#sub = sub;
     if (this.#waitReplicas > 0) this.#gate = this.#newGate(cmd);
+    // Without the resend, ioredis drops what was in flight on a lost link unanswered (until the
+    // command timeout): fail it now, as outcome unknown (it may have run).
+    cmd.on('close', () => failInFlight(cmd));
     if (this.#tracksReplication()) {
       cmd.on('close', () => {
         this.#link++;
@@ -599,6 +602,23 @@ export function classify(err: unknown): PublishError {
   if (e.name === 'ReplyError' || /isn't writeable|not connected|is closed\.?$/i.test(e.message))
     return new PublishError('not-stored', e.message, { cause: e });
   return new PublishError('unknown', e.message, { cause: e });
+}
+
+/**
+ * Rejects the commands `conn` sent and has no reply for. Called on 'close' (emitted a tick after
+ * the link dropped, before any reconnect): with autoResendUnfulfilledCommands off, ioredis would
+ * otherwise forget them and leave their promises to the command timeout.
+ */
+export function failInFlight(conn: Redis): void {
+  const flush = (conn as unknown as Partial<Flushable>).flushQueue;
+  if (typeof flush !== 'function') return;
+  flush.call(conn, new Error('the Redis link was lost with the command in flight'), {
+    offlineQueue: false,
+  });
+}
+
+interface Flushable {
+  flushQueue(err: Error, options: { offlineQueue: boolean; commandQueue?: boolean }): void;
 }
 
 export async function quit(conn: Redis | undefined): Promise<void> {
