@@ -114,9 +114,10 @@ async function traffic(cleanup: Cleanup, nodes: readonly NodeProcess[]): Promise
             (ch) => `${n}/${ch}:${oracle.missing(n, ch)}`,
           ),
         );
-        throw new Error(`${label}: ${summarize(r)}; missing ${missing.slice(0, 20).join(' ')}`, {
-          cause: err,
-        });
+        throw new Error(
+          `${label}: ${summarize(r)}; missing ${missing.slice(0, 20).join(' ')}\n${r.examples.slice(0, 20).join('\n')}`,
+          { cause: err },
+        );
       });
       const report = oracle.report();
       const line = `${label}: ${summarize(report)}`;

@@ -36,8 +36,11 @@ export interface GateLink {
 }
 
 export interface ReplicaGateOptions {
-  /** Replicas a WAIT must reach now (may change with the replication state). */
-  needed(): number;
+  /**
+   * Replicas a WAIT must reach now (may change with the replication state); a promise when it
+   * must be read first (on the same connection, before the WAIT).
+   */
+  needed(): number | Promise<number>;
   readonly timeoutMs: number;
   /** Most payloads held at once; publishes beyond it are refused unsent (108). */
   readonly maxHeld?: number;
@@ -146,6 +149,19 @@ export class ReplicaGate {
     setImmediate(() => this.#round());
   }
 
+  /**
+   * The gate's master is gone (failed over, or its slots moved): its held payloads go out through
+   * `fanout` with the entry check (the connection there routes them to the slot's new master,
+   * which PUBLISHes only what it holds), and what waits for a WAIT here is answered 118.
+   * Returns whether nothing is held any more (a payload not sent stays for the next call).
+   */
+  drain(): boolean {
+    this.#fail(this.#seq, new PublishError('unknown', 'the Redis master failed over before its replicas confirmed'));
+    this.#generation++;
+    this.#release(Number.POSITIVE_INFINITY);
+    return this.#held.length === 0 && this.#pending.size === 0;
+  }
+
   close(): void {
     this.#closed = true;
     clearTimeout(this.#retry);
@@ -168,12 +184,29 @@ export class ReplicaGate {
     if (this.#closed) return;
     const cover = this.#seq;
     const generation = this.#generation;
-    const needed = this.#o.needed();
     if (!this.#link.ready()) {
       this.#busy = false;
       this.#fail(cover, new PublishError('unknown', 'the Redis link was lost before WAIT'));
       return;
     }
+    const asked = this.#o.needed();
+    if (typeof asked === 'number') this.#wait(cover, generation, asked);
+    else
+      asked.then(
+        (needed) => this.#wait(cover, generation, needed),
+        (err: unknown) => {
+          this.#fail(
+            cover,
+            new PublishError('unknown', `replication state unknown: ${errText(err)}`, {
+              cause: err,
+            }),
+          );
+          this.#next(false);
+        },
+      );
+  }
+
+  #wait(cover: number, generation: number, needed: number): void {
     this.#link.wait(needed, this.#o.timeoutMs).then(
       (acks) => {
         this.#o.onWait?.(acks, needed);

@@ -102,6 +102,9 @@ export class RedisBroker implements Broker {
   readonly #waitReplicas: number;
   /** Publish after WAIT (redis-wait.ts), when waitReplicas > 0. */
   #gate: ReplicaGate | undefined;
+  /** Publishes held unsent while the master is away (#park), in arrival order. */
+  readonly #parked: Parked[] = [];
+  #parkTimer: NodeJS.Timeout | undefined;
   /** Replicas in sync at the last read of the replication state on this link. */
   #online = 0;
   /**
@@ -232,6 +235,8 @@ export class RedisBroker implements Broker {
 
   async publish(req: PublishRequest): Promise<PublishResult> {
     const cmd = this.#requireCmd();
+    if (this.#gate !== undefined && (this.#parked.length > 0 || !this.#writable(cmd)))
+      await this.#park(cmd);
     const known = this.#replicationOf(cmd);
     const { lineage } = 'then' in known ? await known : known;
     const lostAt = this.#replicaLostAt;
@@ -273,6 +278,58 @@ export class RedisBroker implements Broker {
     return { offset, epoch, duplicate: duplicate === 1 };
   }
 
+  /**
+   * Whether a publish can be sent now: the command link is up, and its master did not just lose
+   * its replica (then it is most likely being failed over).
+   */
+  #writable(cmd: Redis): boolean {
+    const lostAt = this.#replicaLostAt;
+    return (
+      cmd.status === 'ready' &&
+      (lostAt === undefined || Date.now() - lostAt >= REPLICA_LOSS_GRACE_MS)
+    );
+  }
+
+  /**
+   * Holds a publish, unsent, while the master is away or being failed over (with the gate on):
+   * in arrival order, and at most PARK_MS, after which it is refused as not stored. A Sentinel
+   * switch takes a few seconds; failing fast would make publishers exhaust their retries.
+   */
+  #park(cmd: Redis): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const parked: Parked = {
+        resolve,
+        reject,
+        timer: setTimeout(() => {
+          const i = this.#parked.indexOf(parked);
+          if (i >= 0) this.#parked.splice(i, 1);
+          reject(new PublishError('not-stored', 'the Redis master stayed unavailable: not stored'));
+        }, PARK_MS),
+      };
+      this.#parked.push(parked);
+      this.#parkTimer ??= setInterval(() => this.#unpark(cmd), PARK_POLL_MS);
+    });
+  }
+
+  #unpark(cmd: Redis): void {
+    if (this.#parked.length === 0 || this.#closing) {
+      clearInterval(this.#parkTimer);
+      this.#parkTimer = undefined;
+      if (this.#closing)
+        for (const p of this.#parked.splice(0)) {
+          clearTimeout(p.timer);
+          p.reject(new PublishError('not-stored', 'the broker closed: not stored'));
+        }
+      return;
+    }
+    if (!this.#writable(cmd)) return;
+    // In arrival order, in this turn: a publish arriving later queues behind them (publish()).
+    for (const p of this.#parked.splice(0)) {
+      clearTimeout(p.timer);
+      p.resolve();
+    }
+  }
+
   #newGate(cmd: Redis & ScriptCommands): ReplicaGate {
     return new ReplicaGate(
       {
@@ -287,13 +344,9 @@ export class RedisBroker implements Broker {
         timeoutMs: this.#options.waitTimeoutMs ?? 1000,
         needed: () => {
           if (this.#online > 0) return Math.min(this.#waitReplicas, this.#online);
-          // No replica in sync: a master acknowledges on its own (waiting could only time out,
-          // and no replica a failover could promote has less), unless it just lost the one it
-          // had, when it is most likely being failed over (see publish).
-          const lostAt = this.#replicaLostAt;
-          return lostAt !== undefined && Date.now() - lostAt < REPLICA_LOSS_GRACE_MS
-            ? this.#waitReplicas
-            : 0;
+          // Believed alone: asked again before each WAIT (a replica that just came online must
+          // be waited for at once, not at the next periodic read).
+          return this.#readReplication(cmd).then(() => this.#neededAlone());
         },
         onWait: (acks, needed) => {
           if (acks === undefined || needed === 0) return;
@@ -304,6 +357,19 @@ export class RedisBroker implements Broker {
         },
       },
     );
+  }
+
+  /**
+   * Replicas to wait for with none in sync now: a master acknowledges on its own (waiting could
+   * only time out, and no replica a failover could promote has less), unless it just lost the one
+   * it had, when it is most likely being failed over (see publish).
+   */
+  #neededAlone(): number {
+    if (this.#online > 0) return Math.min(this.#waitReplicas, this.#online);
+    const lostAt = this.#replicaLostAt;
+    return lostAt !== undefined && Date.now() - lostAt < REPLICA_LOSS_GRACE_MS
+      ? this.#waitReplicas
+      : 0;
   }
 
   #tracksReplication(): boolean {
@@ -391,6 +457,7 @@ export class RedisBroker implements Broker {
     this.#closing = true;
     clearInterval(this.#replicationTimer);
     this.#gate?.close();
+    this.#unpark(this.#requireCmd());
     this.#desired.clear();
     await Promise.all([quit(this.#sub), quit(this.#cmd)]);
   }
@@ -503,6 +570,16 @@ function noop(): void {}
 
 /** How long publishes are refused after the master lost its replica in sync (see publish). */
 const REPLICA_LOSS_GRACE_MS = 10_000;
+
+/** Longest a publish is held unsent for the master to come back (#park); below the SDK's 10 s. */
+const PARK_MS = 8000;
+const PARK_POLL_MS = 20;
+
+interface Parked {
+  resolve(): void;
+  reject(err: unknown): void;
+  readonly timer: NodeJS.Timeout;
+}
 
 interface Replication {
   /**
