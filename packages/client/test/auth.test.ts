@@ -150,6 +150,8 @@ describe('SDK auth', () => {
     const got: number[] = [];
     const closes: StateChange[] = [];
     c.connection.on('change', (ch) => closes.push(ch));
+    const seen = (): string =>
+      JSON.stringify(closes.map((ch) => [ch.previous, ch.current, ch.reason?.code]));
     await c.channels.get('room:expiry').subscribe((m) => got.push(m.data as number));
     let n = 0;
     await eventually(
@@ -158,11 +160,15 @@ describe('SDK auth', () => {
         return closes.some((ch) => ch.reason?.code === 3005) && c.connection.state === 'connected';
       },
       25_000,
-      'expiry and reconnect',
+      () => `expiry and reconnect; state ${c.connection.state}, changes ${seen()}`,
       100,
     );
     await publishRest(s.url, 'room:expiry', n++);
-    await eventually(() => got.length === n, 5000, 'every message after the reconnect');
+    await eventually(
+      () => got.length === n,
+      5000,
+      () => `every message after the reconnect: got ${got.length} of ${n}; changes ${seen()}`,
+    );
     assert.deepEqual(
       got,
       Array.from({ length: n }, (_, i) => i),

@@ -217,7 +217,8 @@ describe('SDK presence on 2 nodes + Redis', { skip: missing }, () => {
     await eventually(
       () => events.some((e) => e.data === 'cut' && e.action === 'leave'),
       GRACE_MS + TTL_MS + 5000,
-      'the gone client to leave',
+      () =>
+        `the gone client to leave; its events ${JSON.stringify(events.filter((e) => e.data === 'cut').map((e) => e.action))}, members ${JSON.stringify(events.filter((e) => e.action === 'enter').length)} entered`,
     );
     const goneMs = performance.now() - goneAt;
     assert.ok(

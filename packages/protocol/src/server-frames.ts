@@ -287,6 +287,23 @@ export function encodePresenceEvent(
   );
 }
 
+/**
+ * The presence frames as Lua expressions, for the Redis presence scripts that build and PUBLISH
+ * them inside Redis, in the same atomic step as the change they report. Each argument is a Lua
+ * expression (a variable name) holding the part as text: ids and data already JSON, numbers as
+ * Lua numbers. The bytes equal encodePresenceEvent's, encodePresenceMember's and
+ * encodePresenceFrame's; a server test evaluates both in Redis and compares them.
+ */
+export const presenceLua = {
+  event: (action: string, idJson: string, dataJson: string, ts: string, offset: string): string =>
+    `'{"action":"' .. ${action} .. '",' .. ${idJson} .. ',"data":' .. ${dataJson} .. ',"timestamp":' .. ${ts} .. ',"offset":' .. ${offset} .. '}'`,
+  member: (idJson: string, dataJson: string, ts: string, offset: string): string =>
+    `'{' .. ${idJson} .. ',"data":' .. ${dataJson} .. ',"timestamp":' .. ${ts} .. ',"offset":' .. ${offset} .. '}'`,
+  /** `channelJson`: the channel as JSON text; `events`: a Lua table of event texts. */
+  frame: (channelJson: string, epoch: string, events: string): string =>
+    `'{"channel":' .. ${channelJson} .. ',"epoch":"' .. ${epoch} .. '","presence":[' .. table.concat(${events}, ',') .. ']}'`,
+} as const;
+
 const PRESENCE_ACTIONS: readonly PresenceAction[] = ['enter', 'update', 'leave'];
 
 /**

@@ -26,9 +26,10 @@ export interface Sink {
    * Queues one transport message. Must not throw; a sink that cannot keep up closes itself.
    * `position`: the stream position of the (last) message `frame` carries, as the broker assigned
    * it, so a sink that tracks positions (SSE event ids, resume buffers) never reads them back out
-   * of the bytes; undefined for frames without one (events, bridged messages).
+   * of the bytes; undefined for frames without one (events, bridged messages). `channel`: the
+   * channel the frame's messages belong to, for the same reason.
    */
-  send(frame: Buffer, position?: StreamPosition): void;
+  send(frame: Buffer, position?: StreamPosition, channel?: string): void;
   /** Queues several transport messages to leave in one socket write, when the sink can. */
   sendMany?(frames: readonly Buffer[], positions?: readonly (StreamPosition | undefined)[]): void;
   /** Ends the subscriber's connection (the node could not keep its stream consistent). */
@@ -242,7 +243,7 @@ export class Hub {
           const frame = frames[0] as Buffer;
           const position = positions[0];
           for (const sink of set) {
-            sink.send(frame, position);
+            sink.send(frame, position, channel);
             const stats = sink.stats;
             if (stats !== undefined) {
               stats.messages++;
@@ -255,11 +256,12 @@ export class Hub {
             if (sink.batched) {
               joined ??= joinFrames(frames);
               // A batch's position is its last message's, as the last line would say.
-              sink.send(joined, positions[frames.length - 1]);
+              sink.send(joined, positions[frames.length - 1], channel);
             } else if (sink.sendMany !== undefined) {
               sink.sendMany(frames, positions);
             } else {
-              for (let i = 0; i < frames.length; i++) sink.send(frames[i] as Buffer, positions[i]);
+              for (let i = 0; i < frames.length; i++)
+                sink.send(frames[i] as Buffer, positions[i], channel);
             }
             const stats = sink.stats;
             if (stats !== undefined) {

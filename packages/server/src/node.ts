@@ -116,6 +116,8 @@ export interface HistoryPageQuery {
 
 export interface HistoryPage {
   readonly frames: readonly Buffer[];
+  /** The offset of each frame's message (its epoch is `position.epoch`), as data. */
+  readonly offsets: readonly number[];
   readonly position: StreamPosition;
   /** Cursor of the next page, or null when this is the last. */
   readonly next: string | null;
@@ -487,7 +489,12 @@ export class Node implements BrokerHandler {
       h.entries.length > count && last !== undefined
         ? encodeCursor(direction, last.offset, h.position.epoch)
         : null;
-    return { frames: entries.map((e) => e.frame), position: h.position, next };
+    return {
+      frames: entries.map((e) => e.frame),
+      offsets: entries.map((e) => e.offset),
+      position: h.position,
+      next,
+    };
   }
 
   onPublication(

@@ -289,6 +289,7 @@ export class Session implements ConnectionHandler {
   /** Unsubscribes on the node and ends an auto-entered membership. */
   #leave(channel: string): void {
     this.#node.unsubscribe(this.#conn, channel);
+    this.#conn.untracked?.(channel);
     if (this.#entered.get(channel)?.auto === true) {
       this.#entered.delete(channel);
       this.#node
@@ -458,6 +459,7 @@ export class Session implements ConnectionHandler {
         }
         if (sub.recovered !== undefined)
           this.#ctx.metrics.resumes.inc({ recovered: String(sub.recovered) });
+        this.#conn.tracked?.(channel, sub.position);
         // The reply goes first, then the replay, in this same turn: the Hub cannot interleave live frames.
         if (id !== undefined) {
           this.#send(
@@ -468,7 +470,7 @@ export class Session implements ConnectionHandler {
           );
         }
         for (const { frame, position } of sub.replay) {
-          this.#conn.send(frame, position);
+          this.#conn.send(frame, position, channel);
           this.#stats.bytes += frame.length;
         }
         this.#stats.messages += sub.replay.length;

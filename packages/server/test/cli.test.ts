@@ -18,6 +18,26 @@ function run(
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
+/**
+ * `run` without blocking this process: a test holding a live connection keeps answering the
+ * server's pings meanwhile (a blocked loop got it closed 1006 under a loaded machine).
+ */
+async function runAsync(
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, [CLI, ...args], {
+    env: { ...process.env, ...env },
+    timeout: 10_000,
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  const status = await new Promise<number | null>((resolve) => child.on('close', resolve));
+  return { status, stdout, stderr };
+}
+
 describe('switchboard CLI', () => {
   describe('usage errors exit 2 with a message naming the problem', () => {
     it('an unknown flag', () => {
@@ -239,8 +259,8 @@ describe('switchboard CLI', () => {
         103,
       );
       // publish needs the API key; revoke takes the token's jti and closes the live connection
-      assert.equal(run(['publish', 'chat:lobby', '1', '--url', node.url]).status, 1);
-      const pub = run([
+      assert.equal((await runAsync(['publish', 'chat:lobby', '1', '--url', node.url])).status, 1);
+      const pub = await runAsync([
         'publish',
         'chat:lobby',
         '1',
@@ -251,7 +271,7 @@ describe('switchboard CLI', () => {
       ]);
       assert.equal(pub.status, 0, pub.stderr);
       await c.until(() => c.messages('chat:lobby').length === 1);
-      const rv = run([
+      const rv = await runAsync([
         'revoke',
         '--jti',
         'cli-jti-1',

@@ -68,18 +68,23 @@ export async function freePort(): Promise<number> {
   return port;
 }
 
-/** Resolves when `check` returns true, polling every `everyMs`; rejects after `timeoutMs`. */
+/**
+ * Resolves when `check` returns true, polling every `everyMs`; rejects after `timeoutMs`. `what`
+ * may be a function, read at the timeout, to say what was seen instead.
+ */
 export async function eventually(
   check: () => boolean | Promise<boolean>,
   timeoutMs = 5000,
-  what = 'condition',
+  what: string | (() => string) = 'condition',
   everyMs = 20,
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     if (await check()) return;
     if (Date.now() > deadline)
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+      throw new Error(
+        `timed out after ${timeoutMs} ms waiting for ${typeof what === 'string' ? what : what()}`,
+      );
     await new Promise((r) => setTimeout(r, everyMs));
   }
 }

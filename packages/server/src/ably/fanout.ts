@@ -407,15 +407,15 @@ export class ChannelFanout implements Sink {
 }
 
 /**
- * A native message frame as a Delivery; undefined for a frame that is not a message. `position`
- * is the message's stream position as data (the Hub and history carry it): null when it has none;
- * undefined only where no position travels with the frame (REST history pages), which reads it
- * from the frame's own fields.
+ * A native message frame as a Delivery; undefined for a frame that is not a message. Decoded once
+ * per message per node (one AblyChannel per channel), then encoded the Ably way per format.
+ * `position` is the message's stream position as data (the Hub and history carry it), null when
+ * it has none (a bridged message): never read back out of the frame.
  */
 export function parseFrame(
   channel: string,
   frame: Buffer,
-  position?: StreamPosition | null,
+  position: StreamPosition | null,
 ): Delivery | undefined {
   let m: unknown;
   try {
@@ -432,13 +432,6 @@ export function parseFrame(
     timestamp: typeof s['timestamp'] === 'number' ? s['timestamp'] : Date.now(),
     ...(typeof s['name'] === 'string' ? { name: s['name'] } : {}),
     ...(typeof s['ably'] === 'object' && s['ably'] !== null ? { ably: s['ably'] } : {}),
-    ...(position === undefined
-      ? {
-          ...(typeof s['offset'] === 'number' ? { offset: s['offset'] } : {}),
-          ...(typeof s['epoch'] === 'string' ? { epoch: s['epoch'] } : {}),
-        }
-      : position === null
-        ? {}
-        : { offset: position.offset, epoch: position.epoch }),
+    ...(position === null ? {} : { offset: position.offset, epoch: position.epoch }),
   });
 }

@@ -258,8 +258,12 @@ export class AblyRest {
     });
     const format = wantsMsgpack(req) ? 'msgpack' : 'json';
     const items = [];
-    for (const frame of page.frames) {
-      const d = parseFrame(channel, frame);
+    for (let i = 0; i < page.frames.length; i++) {
+      const offset = page.offsets[i] as number;
+      const d = parseFrame(channel, page.frames[i] as Buffer, {
+        offset,
+        epoch: page.position.epoch,
+      });
       if (d !== undefined) items.push(d.message(format));
     }
     const dir = direction === 'forward' ? 'forwards' : 'backwards';

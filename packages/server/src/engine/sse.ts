@@ -34,6 +34,8 @@ export class SseConnection extends BaseConnection implements HeldConnection {
   readonly #forget: (conn: HeldConnection) => void;
   readonly #res: ServerResponse;
   readonly #state = new StreamState();
+  /** The state changed since the last id written. */
+  #dirty = false;
   #lastWrite = 0;
 
   constructor(host: HeldHost, id: string, res: ServerResponse) {
@@ -57,15 +59,29 @@ export class SseConnection extends BaseConnection implements HeldConnection {
     this.#push(`retry: ${RETRY_MS}\nevent: connected\ndata: ${info}\n\n`);
   }
 
-  protected write(frame: Buffer | string, position?: Position): void {
+  tracked(channel: string, position: Position | undefined): void {
+    if (this.#state.subscribed(channel, position)) this.#dirty = true;
+  }
+
+  untracked(channel: string): void {
+    if (this.#state.unsubscribed(channel)) this.#dirty = true;
+  }
+
+  protected write(frame: Buffer | string, position?: Position, channel?: string): void {
+    if (
+      channel !== undefined &&
+      typeof frame !== 'string' &&
+      this.#state.message(channel, position)
+    )
+      this.#dirty = true;
+    // The id goes with the next event after a change: a subscribe's reply or first replayed
+    // message, or the message that moved a position.
+    const id = this.#dirty ? `id: ${this.#state.encode()}\n` : '';
+    this.#dirty = false;
     if (typeof frame === 'string') {
-      const changed = this.#state.reply(frame) !== undefined;
-      this.#push(
-        changed ? `data: ${frame}\nid: ${this.#state.encode()}\n\n` : `data: ${frame}\n\n`,
-      );
+      this.#push(`data: ${frame}\n${id}\n`);
       return;
     }
-    const changed = this.#state.message(frame, position);
     const parts: Buffer[] = [];
     let start = 0;
     for (;;) {
@@ -74,7 +90,7 @@ export class SseConnection extends BaseConnection implements HeldConnection {
       if (nl === -1) break;
       start = nl + 1;
     }
-    if (changed) parts.push(Buffer.from(`id: ${this.#state.encode()}\n`));
+    if (id !== '') parts.push(Buffer.from(id));
     parts.push(NL);
     this.#push(Buffer.concat(parts));
   }
@@ -82,7 +98,6 @@ export class SseConnection extends BaseConnection implements HeldConnection {
   commands(commands: readonly InboundCommand[]): void {
     for (const c of commands) {
       if (this.closed) return;
-      if (c.decoded.ok) this.#state.command(c.decoded.command);
       this.handler?.onCommand?.(c);
     }
   }

@@ -8,89 +8,57 @@
  * yet). Offsets are digits and epochs base64url, so the first two commas split an entry; `;` is
  * not in the channel character set.
  */
-import type { Command, Position } from '@switchboard/protocol';
+import type { Position } from '@switchboard/protocol';
 
 /** Longest id written; a larger state is written as OVERFLOW_ID (Node rejects headers over 16 KiB). */
 export const MAX_EVENT_ID_LENGTH = 8000;
 /** The id of a state too large to write: a resume reports `recovered: false` for every channel. */
 export const OVERFLOW_ID = '!';
 
-const CHANNEL_PREFIX = '{"channel":"';
-const QUOTE = 0x22;
-
+/**
+ * Fed by the Session (`tracked`/`untracked`, see Connection) and by the positions the Hub carries
+ * beside message frames, never by reading frames: what is written is what the node assigned.
+ */
 export class StreamState {
   /** Subscribed channels → last position, undefined until one is known. */
   readonly #channels = new Map<string, Position | undefined>();
-  /** Subscribe commands awaiting their reply: JSON of the request id → channel. */
-  readonly #pending = new Map<string, string>();
 
   get size(): number {
     return this.#channels.size;
   }
 
-  /** Observes a command on its way to the session. */
-  command(cmd: Command): void {
-    if (cmd.action === 'unsubscribe') {
-      this.#channels.delete(cmd.channel);
-      for (const [key, ch] of this.#pending) if (ch === cmd.channel) this.#pending.delete(key);
-      return;
-    }
-    if (cmd.action !== 'subscribe') return;
-    // Without an id no reply comes back: the position is learnt from the first message.
-    if (cmd.id === undefined) {
-      if (!this.#channels.has(cmd.channel)) this.#channels.set(cmd.channel, undefined);
-    } else if (this.#pending.size < 1024) {
-      this.#pending.set(JSON.stringify(cmd.id), cmd.channel);
-    }
-  }
-
-  /**
-   * Observes a reply or error frame. Returns the channel it answers when it is the successful
-   * reply to a tracked subscribe (the state changed), else undefined.
-   */
-  reply(text: string): string | undefined {
-    // The server's own subscribes are answered with their channel in front (`{"channel":...`).
-    if (
-      this.#pending.size === 0 ||
-      !(text.startsWith('{"reply":') || text.startsWith('{"channel":'))
-    )
-      return undefined;
-    let frame: Record<string, unknown>;
-    try {
-      frame = JSON.parse(text) as Record<string, unknown>;
-    } catch {
-      return undefined;
-    }
-    const key = JSON.stringify(frame['reply']);
-    const channel = this.#pending.get(key);
-    if (channel === undefined) return undefined;
-    this.#pending.delete(key);
-    if (frame['ok'] !== true) return undefined;
-    const p = frame['position'] as { offset?: unknown; epoch?: unknown } | undefined;
-    const position =
-      typeof p?.offset === 'number' && typeof p.epoch === 'string' && p.epoch !== ''
-        ? { offset: p.offset, epoch: p.epoch }
-        : undefined;
+  /** A subscribe took effect at `position`. True when the state changed. */
+  subscribed(channel: string, position: Position | undefined): boolean {
     const previous = this.#channels.get(channel);
-    // A message may already have moved the channel past the reply's position.
-    if (position === undefined || previous === undefined || previous.epoch !== position.epoch)
-      this.#channels.set(channel, position ?? previous);
-    else if (previous.offset < position.offset) this.#channels.set(channel, position);
-    return channel;
-  }
-
-  /**
-   * Observes a message frame, or several of one channel joined by '\n', with the position of its
-   * (last) message as the Hub carried it (see Sink.send). True when a position changed.
-   */
-  message(frame: Buffer, p: Position | undefined): boolean {
-    const channel = channelOf(frame);
-    if (channel === undefined) return false;
-    if (p === undefined) {
-      if (this.#channels.has(channel)) return false;
-      this.#channels.set(channel, undefined);
+    if (!this.#channels.has(channel)) {
+      this.#channels.set(channel, position);
       return true;
     }
+    // A live message may already have moved the channel past the subscribe's position.
+    if (position === undefined) return false;
+    if (
+      previous !== undefined &&
+      previous.epoch === position.epoch &&
+      previous.offset >= position.offset
+    )
+      return false;
+    this.#channels.set(channel, position);
+    return true;
+  }
+
+  /** The channel was left. True when it was tracked. */
+  unsubscribed(channel: string): boolean {
+    return this.#channels.delete(channel);
+  }
+
+  /**
+   * A message frame of `channel` (or several joined by '\n') was written, with the position of its
+   * (last) message as the Hub carried it (see Sink.send). True when a position changed.
+   */
+  message(channel: string, p: Position | undefined): boolean {
+    // Unpositioned frames (bridged messages, events, occupancy and presence streams) move nothing:
+    // their channel, when it is one, was tracked by its subscribe.
+    if (p === undefined) return false;
     this.#channels.set(channel, { offset: p.offset, epoch: p.epoch });
     return true;
   }
@@ -127,13 +95,4 @@ export function decodeEventId(
     else return undefined;
   }
   return out;
-}
-
-/** The channel a message frame starts with (`{"channel":"name",...`). */
-function channelOf(frame: Buffer): string | undefined {
-  if (frame.toString('latin1', 0, CHANNEL_PREFIX.length) !== CHANNEL_PREFIX) return undefined;
-  // Channel names hold no quote or backslash, so the next quote ends the name.
-  const end = frame.indexOf(QUOTE, CHANNEL_PREFIX.length);
-  if (end === -1) return undefined;
-  return frame.toString('utf8', CHANNEL_PREFIX.length, end);
 }

@@ -43,6 +43,13 @@ export interface Connection extends Sink {
    * already received are still handled). Optional: transports without a stream to pause skip it.
    */
   pauseReading?(ms: number): void;
+  /**
+   * A subscribe took effect at `position` (undefined: none known yet), told before its reply and
+   * replay are sent; and a channel was left. For a transport that keeps positions itself (SSE
+   * event ids), which then never reads them back out of reply frames.
+   */
+  tracked?(channel: string, position: Position | undefined): void;
+  untracked?(channel: string): void;
 }
 
 /**
@@ -187,9 +194,9 @@ export abstract class BaseConnection implements Connection {
     return this.closed ? 0 : this.outbound.bytes;
   }
 
-  send(frame: Buffer, position?: Position): void {
+  send(frame: Buffer, position?: Position, channel?: string): void {
     if (!this.#writable()) return;
-    this.write(frame, position);
+    this.write(frame, position, channel);
     this.backlog();
   }
 
@@ -229,10 +236,10 @@ export abstract class BaseConnection implements Connection {
   }
 
   /**
-   * Writes one transport message (the bound is checked by the caller); `position`: that of its
-   * (last) message, as the Hub carried it, for transports that track positions (SSE).
+   * Writes one transport message (the bound is checked by the caller); `position` and `channel`:
+   * those of its (last) message, as the Hub carried them, for transports that track positions (SSE).
    */
-  protected abstract write(frame: Buffer | string, position?: Position): void;
+  protected abstract write(frame: Buffer | string, position?: Position, channel?: string): void;
 
   /** Several messages at once; one write where the transport can. */
   protected writeMany(frames: readonly Buffer[]): void {

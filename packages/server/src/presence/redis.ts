@@ -1,7 +1,7 @@
 import type { Cluster, Redis } from 'ioredis';
 import { connectRedis, type RedisTarget } from '../broker/redis-target.js';
 import { createRedisKeys, type RedisKeys } from '../broker/redis-keys.js';
-import { presenceStream } from '@switchboard/protocol';
+import { presenceLua, presenceStream } from '@switchboard/protocol';
 import type {
   ApplyResult,
   MemberOp,
@@ -23,7 +23,8 @@ type PublishCommand = 'PUBLISH' | 'SPUBLISH';
  * key → record), order (sorted set: key scored 0), offset (counter), events (pub/sub channel),
  * epoch (names the offset counter's life; kept and expired with it).
  * A record is `owner \n offset \n timestamp \n idJson \n dataJson` (JSON text holds no raw
- * newline). Expiry is by Redis's clock, so nodes' clocks do not matter; scripts that call TIME and
+ * newline); the frames' bytes come from the protocol package (presenceLua). Expiry is by Redis's
+ * clock, so nodes' clocks do not matter; scripts that call TIME and
  * then write must be replicated by effects (the default since Redis 5).
  */
 const commonLua = (publish: PublishCommand): string => `
@@ -52,8 +53,7 @@ local function parse(rec)
 end
 local function emit(action, idj, data, ts)
   offset = offset + 1
-  events[#events + 1] = '{"action":"' .. action .. '",' .. idj .. ',"data":' .. data ..
-    ',"timestamp":' .. ts .. ',"offset":' .. offset .. '}'
+  events[#events + 1] = ${presenceLua.event('action', 'idj', 'data', 'ts', 'offset')}
   return offset
 end
 local function prune()
@@ -73,7 +73,7 @@ local function finish()
   if #events == 0 then return end
   redis.call('SET', KEYS[4], offset, 'PX', 86400000)
   redis.call('PEXPIRE', KEYS[6], 86400000)
-  redis.call('${publish}', KEYS[5], '{"channel":' .. chj .. ',"epoch":"' .. epoch .. '","presence":[' .. table.concat(events, ',') .. ']}')
+  redis.call('${publish}', KEYS[5], ${presenceLua.frame('chj', 'epoch', 'events')})
 end
 `;
 
@@ -154,7 +154,7 @@ for i = 1, n do
   local rec = redis.call('HGET', KEYS[2], keys[i])
   if rec then
     local _, ofs, ts, idj, data = parse(rec)
-    out[#out + 1] = '{' .. idj .. ',"data":' .. data .. ',"timestamp":' .. ts .. ',"offset":' .. ofs .. '}'
+    out[#out + 1] = ${presenceLua.member('idj', 'data', 'ts', 'ofs')}
   end
 end
 if #keys > limit then out[2] = keys[n] end
