@@ -50,7 +50,8 @@ export interface RedisBrokerOptions {
   /**
    * Replicas a publish must have reached before it is acknowledged and fanned out (`WAIT`, one in
    * flight for all publishes, redis-wait.ts); fewer by `waitTimeoutMs` answers outcome unknown
-   * (118) and the message goes out at the next confirming WAIT. Default 1 with Sentinel, 0 otherwise.
+   * (118) and the message goes out at the next confirming WAIT. Default 1 with Sentinel, 0 otherwise
+   * (a RedisBroker on one Redis has no replica to wait for unless told).
    */
   readonly waitReplicas?: number;
   readonly waitTimeoutMs?: number;
