@@ -201,7 +201,8 @@ export class RedisClusterBroker implements Broker {
 
   async #publishNow(req: PublishRequest): Promise<PublishResult> {
     const cmd = this.#requireCmd();
-    const master = this.#waitReplicas > 0 ? this.#masterOf(this.#keys.meta(req.channel)) : undefined;
+    const master =
+      this.#waitReplicas > 0 ? this.#masterOf(this.#keys.meta(req.channel)) : undefined;
     if (master === undefined) {
       const [offset, epoch, duplicate] = await cmd
         .sbPublish(...publishArgs(this.#keys, req, this.#metaTtlMs))
@@ -239,8 +240,7 @@ export class RedisClusterBroker implements Broker {
     const existing = this.#gates.get(master);
     if (existing !== undefined) return existing;
     const cmd = this.#requireCmd();
-    const conn = (): Redis | undefined =>
-      cmd.nodes('master').find((n) => nodeKey(n) === master);
+    const conn = (): Redis | undefined => cmd.nodes('master').find((n) => nodeKey(n) === master);
     const gate = new ReplicaGate(
       {
         wait: (replicas, timeoutMs) => {

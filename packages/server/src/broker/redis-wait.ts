@@ -156,7 +156,10 @@ export class ReplicaGate {
    * Returns whether nothing is held any more (a payload not sent stays for the next call).
    */
   drain(): boolean {
-    this.#fail(this.#seq, new PublishError('unknown', 'the Redis master failed over before its replicas confirmed'));
+    this.#fail(
+      this.#seq,
+      new PublishError('unknown', 'the Redis master failed over before its replicas confirmed'),
+    );
     this.#generation++;
     this.#release(Number.POSITIVE_INFINITY);
     return this.#held.length === 0 && this.#pending.size === 0;
@@ -170,7 +173,8 @@ export class ReplicaGate {
   }
 
   #hold(p: HeldPayload, seq: number, generation: number): void {
-    const key = p.pubsub + '\n' + p.payload.slice(0, p.payload.indexOf(' ', p.payload.indexOf(' ') + 1));
+    const key =
+      p.pubsub + '\n' + p.payload.slice(0, p.payload.indexOf(' ', p.payload.indexOf(' ') + 1));
     // A retry whose first payload is still held: once is enough.
     if (this.#keys.has(key)) return;
     this.#keys.add(key);

@@ -60,7 +60,13 @@ export interface RedisBrokerOptions {
 export interface ScriptCommands {
   /** The 4th element: the payload to fan out, when the script was gated. */
   sbPublish(...args: PublishArgs): Promise<[number, string, number, string?]>;
-  sbFanout(meta: string, stream: string, pubsub: string, payload: string, size: number): Promise<number>;
+  sbFanout(
+    meta: string,
+    stream: string,
+    pubsub: string,
+    payload: string,
+    size: number,
+  ): Promise<number>;
   sbHistoryBuffer(
     meta: string,
     stream: string,
