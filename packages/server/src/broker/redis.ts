@@ -241,9 +241,21 @@ export class RedisBroker implements Broker {
   }
 
   async publish(req: PublishRequest): Promise<PublishResult> {
+    if (this.#gate === undefined) return this.#publish(req);
+    try {
+      return await this.#publish(req);
+    } catch (err) {
+      // Those of the channel still held unsent came after it: sent now they would be stored
+      // before its retry. They fail too, unsent, and the publisher re-sends them all in order.
+      this.#dropParked(req.channel);
+      throw err;
+    }
+  }
+
+  async #publish(req: PublishRequest): Promise<PublishResult> {
     const cmd = this.#requireCmd();
     if (this.#gate !== undefined && (this.#parked.length > 0 || !this.#writable(cmd)))
-      await this.#park(cmd);
+      await this.#park(cmd, req.channel);
     const known = this.#replicationOf(cmd);
     const { lineage } = 'then' in known ? await known : known;
     const lostAt = this.#replicaLostAt;
@@ -302,9 +314,10 @@ export class RedisBroker implements Broker {
    * in arrival order, and at most PARK_MS, after which it is refused as not stored. A Sentinel
    * switch takes a few seconds; failing fast would make publishers exhaust their retries.
    */
-  #park(cmd: Redis): Promise<void> {
+  #park(cmd: Redis, channel: string): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       const parked: Parked = {
+        channel,
         resolve,
         reject,
         timer: setTimeout(() => {
@@ -316,6 +329,21 @@ export class RedisBroker implements Broker {
       this.#parked.push(parked);
       this.#parkTimer ??= setInterval(() => this.#unpark(cmd), PARK_POLL_MS);
     });
+  }
+
+  #dropParked(channel: string): void {
+    for (let i = this.#parked.length - 1; i >= 0; i--) {
+      const p = this.#parked[i] as Parked;
+      if (p.channel !== channel) continue;
+      this.#parked.splice(i, 1);
+      clearTimeout(p.timer);
+      p.reject(
+        new PublishError(
+          'not-stored',
+          'an earlier publish on this channel failed; not sent, to keep the order',
+        ),
+      );
+    }
   }
 
   #unpark(cmd: Redis): void {
@@ -583,6 +611,7 @@ const PARK_MS = 8000;
 const PARK_POLL_MS = 20;
 
 interface Parked {
+  readonly channel: string;
   resolve(): void;
   reject(err: unknown): void;
   readonly timer: NodeJS.Timeout;
