@@ -227,7 +227,18 @@ void test(
     assert.ok(migrateMs <= 3000, figures.at(-1));
     await tr.flowing('traffic after the migration');
 
-    await tr.finish(t, 'Redis Cluster failovers');
+    await tr.finish(t, 'Redis Cluster failovers').catch((err: unknown) => {
+      for (const n of nodes)
+        t.diagnostic(
+          n
+            .output()
+            .split('\n')
+            .filter((l) => /"level":(40|50)|resubscrib/.test(l))
+            .slice(-40)
+            .join('\n'),
+        );
+      throw err;
+    });
     t.diagnostic(figures.join('; '));
     for (const n of nodes) assert.equal(n.child.exitCode, null, 'the nodes kept running');
   },
