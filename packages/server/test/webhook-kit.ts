@@ -24,6 +24,9 @@ export class Receiver {
   /** Status to answer; 0 = never answer (the request hangs until the client gives up). */
   status = 200;
   port = 0;
+  /** Requests open now (received, not yet answered or given up by the client), and the most seen. */
+  inFlight = 0;
+  maxInFlight = 0;
   #server: Server | undefined;
   readonly #sockets = new Set<Socket>();
 
@@ -40,6 +43,8 @@ export class Receiver {
   /** Starts listening (on the same port as before, after down()). */
   async up(): Promise<void> {
     const server = createServer((req, res) => {
+      this.maxInFlight = Math.max(this.maxInFlight, ++this.inFlight);
+      res.on('close', () => this.inFlight--);
       const chunks: Buffer[] = [];
       req.on('data', (c: Buffer) => chunks.push(c));
       req.on('end', () => {
