@@ -9,7 +9,6 @@
 import assert from 'node:assert/strict';
 import { test, type TestContext } from 'node:test';
 import {
-  SOAK,
   eventually,
   requireBinary,
   startNodeProcess,
@@ -114,9 +113,10 @@ async function traffic(cleanup: Cleanup, nodes: readonly NodeProcess[]): Promise
             (ch) => `${n}/${ch}:${oracle.missing(n, ch)}`,
           ),
         );
-        throw new Error(`${label}: ${summarize(r)}; missing ${missing.slice(0, 20).join(' ')}`, {
-          cause: err,
-        });
+        throw new Error(
+          `${label}: ${summarize(r)}; missing ${missing.slice(0, 20).join(' ')}\n${r.examples.slice(0, 20).join('\n')}`,
+          { cause: err },
+        );
       });
       const report = oracle.report();
       const line = `${label}: ${summarize(report)}`;
@@ -143,10 +143,10 @@ void test(
     skip,
     timeout: 180_000,
     // Per-publisher order across a shard failover: the SDK holds a channel's later publishes
-    // behind a retrying one (client.ts #pump); the broker fails those queued behind a failed one.
-    // Still seen under load (clean-clone run, 3 files in parallel): two publishes in flight on the
-    // old master failed and were retried after a later one was already stored on the new one.
-    todo: 'per-publisher order across a shard failover when several publishes are in flight (#10)',
+    // behind a retrying one (client.ts #pump), the broker fails those queued behind a failed one,
+    // and the session's publish fence (publish-fence.ts) refuses a later publish that reaches it
+    // after an earlier one failed, until that one is re-sent. Each shard master's publishes are
+    // fanned out after a WAIT (redis-wait.ts), so a kill -9 loses nothing a subscriber saw.
   },
   async (t) => {
     const cleanup = new Cleanup();
@@ -227,7 +227,18 @@ void test(
     assert.ok(migrateMs <= 3000, figures.at(-1));
     await tr.flowing('traffic after the migration');
 
-    await tr.finish(t, 'Redis Cluster failovers');
+    await tr.finish(t, 'Redis Cluster failovers').catch((err: unknown) => {
+      for (const n of nodes)
+        t.diagnostic(
+          n
+            .output()
+            .split('\n')
+            .filter((l) => /"level":(40|50)|resubscrib/.test(l))
+            .slice(-40)
+            .join('\n'),
+        );
+      throw err;
+    });
     t.diagnostic(figures.join('; '));
     for (const n of nodes) assert.equal(n.child.exitCode, null, 'the nodes kept running');
   },
@@ -244,15 +255,11 @@ function isMaster(n: KitProcess): boolean {
 void test(
   'Redis Sentinel: SENTINEL FAILOVER and kill -9 of the master under 100 msg/s over 50 channels through 2 nodes: every acknowledged message once, in order; no subscription left on the old master',
   {
-    // ~40 s and known failing: behind SWITCHBOARD_SOAK so the default run stays fast.
-    skip: skip || (SOAK ? false : 'Sentinel failover under traffic runs with SWITCHBOARD_SOAK=1'),
+    // ~25 s. docs/redis.md, "What each failover loses": publish after WAIT (redis-wait.ts), the
+    // epoch kept along the master lineage, publishes held unsent while the master is away, and
+    // the publish fence make it lose, repeat and reorder nothing, with no discontinuity.
+    skip,
     timeout: 180_000,
-    // Still failing (docs/redis.md, "What each failover loses"): WAIT, the refusal after a lost
-    // replica and the epoch per master lineage took it from hundreds of silently lost messages to a
-    // handful (runs of 2026-12-07: lost 0-12, duplicated 0-12 of ~11,000 deliveries, every channel
-    // told by a discontinuity). The fan-out runs in the script before the WAIT, so a subscriber can
-    // see a write a failover then discards.
-    todo: 'a few deliveries lost or duplicated around the Sentinel failovers',
   },
   async (t) => {
     const cleanup = new Cleanup();
@@ -313,7 +320,10 @@ void test(
     figures.push(
       `kill -9: switched ${promotedAt - killedAt} ms after the kill, resubscribed ${Date.now() - promotedAt} ms later`,
     );
-    await tr.flowing('traffic after kill -9');
+    await tr.flowing('traffic after kill -9').catch((err: unknown) => {
+      for (const n of nodes) t.diagnostic(n.output().split('\n').slice(-30).join('\n'));
+      throw err;
+    });
     await tr.finish(t, 'Redis Sentinel failovers').catch((err: unknown) => {
       for (const n of nodes)
         t.diagnostic(

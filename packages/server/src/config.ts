@@ -250,7 +250,7 @@ export const settings: Readonly<Record<keyof Config, Setting>> = {
     kind: 'int',
     min: -1,
     max: 16,
-    doc: 'replicas a publish must reach (WAIT) before it is acknowledged; fewer in time answers 118 (retry with the same id). -1: 1 with Sentinel, 0 otherwise',
+    doc: 'replicas a publish must reach (WAIT) before it is acknowledged and delivered; fewer in time answers 118 (it is still delivered once they confirm; retry with the same id). -1: 1 with Sentinel or Cluster, 0 otherwise',
   },
   redisWaitTimeoutMs: {
     kind: 'int',

@@ -167,6 +167,8 @@ export async function startServer(
             seeds: config.redisCluster,
             prefix: config.redisPrefix,
             commandTimeoutMs: config.redisCommandTimeoutMs,
+            ...(config.redisWaitReplicas >= 0 && { waitReplicas: config.redisWaitReplicas }),
+            waitTimeoutMs: config.redisWaitTimeoutMs,
             publishBatch: config.redisPublishBatch,
             logger,
           })

@@ -49,6 +49,7 @@ import type { Connection, ConnectionHandler, InboundCommand } from './engine/tra
 import { ReplyError, toReplyError } from './errors.js';
 import { NATIVE_DIALECT, type Metrics, type TransportStats } from './metrics.js';
 import type { Node } from './node.js';
+import { PublishFence } from './publish-fence.js';
 import {
   DEFAULT_MEMBERS_PAGE,
   decodePresenceCursor,
@@ -62,6 +63,13 @@ import { setLongTimeout, type LongTimer } from './timers.js';
 export const MAX_MALFORMED_IN_A_ROW = 100;
 /** Frames a client may send while its token is being verified. */
 const MAX_EARLY_FRAMES = 64;
+
+/** Publish failures after which the connection's later publishes on the channel are fenced. */
+const FENCED_CODES: ReadonlySet<number> = new Set([
+  ErrorCode.NOT_AVAILABLE,
+  ErrorCode.TOO_MANY_REQUESTS,
+  ErrorCode.OUTCOME_UNKNOWN,
+]);
 /** Window over which refusals for the command rate are counted towards a FLOODING close. */
 const FLOOD_WINDOW_MS = 10_000;
 
@@ -125,6 +133,10 @@ export class Session implements ConnectionHandler {
   readonly #channels = new Set<string>();
   #credentials: Credentials;
   #inFlight = 0;
+  /** Publishes received, numbering them for the fence. */
+  #publishSeq = 0;
+  /** Created on this connection's first publish. */
+  #fence: PublishFence | undefined;
   /** Malformed frames since the last valid one. */
   #malformed = 0;
   #closed = false;
@@ -351,7 +363,24 @@ export class Session implements ConnectionHandler {
 
   #publish(cmd: PublishCommand): void {
     if (!this.#allowed('publish', cmd.channel, cmd.id)) return;
-    if (!this.#admit(cmd.id)) return;
+    const seq = ++this.#publishSeq;
+    // One publisher's order across a failover: see publish-fence.ts.
+    const fence = (this.#fence ??= new PublishFence());
+    if (!fence.admit(cmd.channel, cmd.messageId)) {
+      fence.failed(cmd.channel, cmd.messageId, seq, true);
+      this.#fail(
+        cmd.id,
+        new ReplyError(
+          ErrorCode.NOT_AVAILABLE,
+          `an earlier publish on ${cmd.channel} failed: send it again first (not stored)`,
+        ),
+      );
+      return;
+    }
+    if (!this.#admit(cmd.id)) {
+      fence.failed(cmd.channel, cmd.messageId, seq);
+      return;
+    }
     const id = cmd.id;
     this.#node
       .publish(
@@ -384,7 +413,9 @@ export class Session implements ConnectionHandler {
         },
         (err: unknown) => {
           this.#inFlight--;
-          this.#fail(id, toReplyError(err));
+          const reply = toReplyError(err);
+          if (FENCED_CODES.has(reply.code)) fence.failed(cmd.channel, cmd.messageId, seq);
+          this.#fail(id, reply);
         },
       );
   }

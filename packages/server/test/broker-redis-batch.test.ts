@@ -264,6 +264,8 @@ if (missing === false) {
         logger: createLogger('silent'),
         // The slot map is re-read only on MOVED: the migration below leaves it stale.
         topologyCheckMs: 600_000,
+        // Batching applies to publishes not gated by WAIT (redis-wait.ts).
+        waitReplicas: 0,
       });
       await broker.start(HANDLER);
     });

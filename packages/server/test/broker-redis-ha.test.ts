@@ -73,7 +73,31 @@ if (requireBinary('redis-server') === false) {
       dedupeMs: 60_000,
     });
 
-    it('answers outcome unknown while the replica does not confirm, stores once on the retry, and starts a new epoch after a promotion', async () => {
+    it('starts a new epoch for a channel last written under a master outside the lineage', async () => {
+      const broker = new RedisBroker({
+        url: '',
+        target,
+        prefix: 'lin:',
+        logger: createLogger('silent'),
+      });
+      await broker.start({ onPublication() {}, onResubscribed() {}, onControl() {} });
+      try {
+        const first = await broker.publish(req('l', 'a'));
+        // As if the channel had last been written under an unrelated master.
+        const master = new Redis({ port: kit.currentMaster().port, lazyConnect: true });
+        await master.connect();
+        await master.hset('lin:m:{l}', 'r', 'f'.repeat(40));
+        master.disconnect();
+        const next = await broker.publish(req('l', 'b'));
+        assert.notEqual(next.epoch, first.epoch, 'a new epoch');
+        assert.equal(next.offset, 2, 'offsets carry on');
+      } finally {
+        await broker.close();
+      }
+    });
+
+    it('answers outcome unknown while the replica does not confirm yet fans the message out, in order, once it does; stores once on the retry; keeps the epoch across a promotion', async () => {
+      const seen: number[] = [];
       const broker = new RedisBroker({
         url: '',
         target,
@@ -81,24 +105,43 @@ if (requireBinary('redis-server') === false) {
         waitTimeoutMs: 300,
         logger: createLogger('silent'),
       });
-      await broker.start({ onPublication() {}, onResubscribed() {}, onControl() {} });
+      await broker.start({
+        onPublication(channel, _frame, offset) {
+          if (channel === 'w' && offset !== undefined) seen.push(offset);
+        },
+        onResubscribed() {},
+        onControl() {},
+      });
       try {
+        await broker.subscribe('w');
         const first = await broker.publish(req('w', 'a'));
         assert.equal(first.offset, 1);
+        await eventually(() => seen.includes(1), 2000, 'the first message delivered');
         const replica = kit.currentMaster() === kit.master ? kit.replica : kit.master;
         // SIGSTOP: the replica stays "online" for the master, but no longer acknowledges.
         process.kill(replica.pid, 'SIGSTOP');
         let refused: unknown;
+        let stopped = true;
         try {
-          await broker.publish(req('w', 'b'));
-        } catch (err) {
-          refused = err;
-        } finally {
+          try {
+            await broker.publish(req('w', 'b'));
+          } catch (err) {
+            refused = err;
+          }
+          assert.ok(refused instanceof PublishError, String(refused));
+          assert.equal(refused.outcome, 'unknown', refused.message);
+          // Stored but not replicated: no subscriber may see it yet (a failover could discard it).
+          await new Promise((r) => setTimeout(r, 500));
+          assert.deepEqual(seen, [1], 'not fanned out before a replica holds it');
           process.kill(replica.pid, 'SIGCONT');
+          stopped = false;
+          // Held, not dropped: it goes out at the next confirming WAIT, without any retry.
+          await eventually(() => seen.includes(2), 5000, 'the held message delivered');
+          assert.deepEqual(seen, [1, 2]);
+        } finally {
+          if (stopped) process.kill(replica.pid, 'SIGCONT');
         }
-        assert.ok(refused instanceof PublishError, String(refused));
-        assert.equal(refused.outcome, 'unknown', refused.message);
-        // Refused unsent (not-stored) until the master is seen with its replica again (≤ 1 s).
+        // The retry (same id) is stored once and gets the original position back.
         let retried: Awaited<ReturnType<RedisBroker['publish']>> | undefined;
         await eventually(
           async () => {
@@ -113,6 +156,14 @@ if (requireBinary('redis-server') === false) {
           100,
         );
         assert.deepEqual(retried, { offset: 2, epoch: first.epoch, duplicate: true });
+        const third = await broker.publish(req('w', 'c'));
+        assert.equal(third.offset, 3);
+        await eventually(() => seen.includes(3), 2000, 'the third message delivered');
+        // A retry fans the stored entry out again (subscribers drop an offset they have): never
+        // anything out of order.
+        assert.deepEqual([...new Set(seen)], [1, 2, 3]);
+        for (let i = 1; i < seen.length; i++)
+          assert.ok((seen[i] as number) >= (seen[i - 1] as number), `in order: ${seen.join(',')}`);
 
         const old = kit.currentMaster();
         (kit.sentinels[0] as (typeof kit.sentinels)[number]).cli('SENTINEL', 'FAILOVER', kit.name);
@@ -120,7 +171,7 @@ if (requireBinary('redis-server') === false) {
         let after: Awaited<ReturnType<RedisBroker['publish']>> | undefined;
         await eventually(
           async () => {
-            after = await broker.publish(req('w', 'c')).catch(() => undefined);
+            after = await broker.publish(req('w', 'd')).catch(() => undefined);
             return after !== undefined;
           },
           15_000,
@@ -128,11 +179,16 @@ if (requireBinary('redis-server') === false) {
           100,
         );
         assert.ok(after);
-        assert.notEqual(after.epoch, first.epoch, 'a new epoch under the new master');
-        assert.equal(after.offset, 3, 'offsets carry on');
+        // The promoted replica continues the old master's stream (master_replid2): same epoch.
+        assert.equal(after.epoch, first.epoch, 'the epoch carries on across the promotion');
+        assert.equal(after.offset, 4, 'offsets carry on');
         const history = await broker.history('w', { limit: 10 });
         assert.equal(history.position.epoch, after.epoch);
-        assert.equal(history.entries.length, 3, 'the stored history is kept');
+        assert.deepEqual(
+          history.entries.map((e) => e.offset),
+          [1, 2, 3, 4],
+          'the stored history is kept',
+        );
       } finally {
         await broker.close();
       }

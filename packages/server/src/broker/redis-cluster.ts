@@ -11,9 +11,17 @@ import type {
 } from './broker.js';
 import { newEpoch } from './epoch.js';
 import { PublishError } from './publish-error.js';
-import { classify, deliver, parseHistory, quit, type ScriptCommands } from './redis.js';
+import {
+  classify,
+  deliver,
+  failInFlight,
+  parseHistory,
+  quit,
+  type ScriptCommands,
+} from './redis.js';
 import { createRedisKeys, type RedisKeys } from './redis-keys.js';
-import { HISTORY_LUA, publishArgs, publishLua } from './redis-scripts.js';
+import { HISTORY_LUA, fanoutLua, publishArgs, publishLua } from './redis-scripts.js';
+import { ReplicaGate } from './redis-wait.js';
 import {
   batchEntry,
   DEFAULT_PUBLISH_BATCH,
@@ -31,7 +39,17 @@ export interface RedisClusterBrokerOptions {
   readonly metaTtlMs?: number;
   /** How often the slot map is re-read besides on MOVED and unsolicited sunsubscribe. */
   readonly topologyCheckMs?: number;
-  /** Most publishes one script call carries, per shard master (redis-batch.ts). */
+  /**
+   * Replicas of its shard a publish must have reached before it is acknowledged and fanned out
+   * (WAIT on the shard master's connection, redis-wait.ts), capped at the replicas the slot map
+   * lists for the shard. Default 1; 0 fans out from the script at once.
+   */
+  readonly waitReplicas?: number;
+  readonly waitTimeoutMs?: number;
+  /**
+   * Most publishes one script call carries, per shard master (redis-batch.ts). Applies with
+   * waitReplicas 0; publishes gated by WAIT go one by one.
+   */
   readonly publishBatch?: number;
 }
 
@@ -70,20 +88,26 @@ export class RedisClusterBroker implements Broker {
   readonly #placed = new Set<string>();
   #repairs = new Set<string>();
   readonly #lanes = new Map<string, Promise<PublishResult>>();
-  #timer: NodeJS.Timeout | undefined;
-  #closing = false;
-  readonly #probeKey: string;
+  readonly #waitReplicas: number;
+  /** Ungated publishes of one turn as one script call per shard master (by the current slot map). */
+  readonly #batch: PublishBatcher;
   /** A debounced refresh + reconcile is pending (#reconcileSoon), and whether to run another. */
   #reconciling = false;
   #reconcileAgain = false;
-  /** The publishes of one turn as one script call per shard master (by the current slot map). */
-  readonly #batch: PublishBatcher;
+  /** Publish after WAIT, one gate per shard master (`host:port`). */
+  readonly #gates = new Map<string, ReplicaGate>();
+  /** Replicas the slot map lists per master, read at each reconcile. */
+  #replicas = new Map<string, number>();
+  #timer: NodeJS.Timeout | undefined;
+  #closing = false;
+  readonly #probeKey: string;
 
   constructor(options: RedisClusterBrokerOptions) {
     this.#o = options;
     this.#keys = createRedisKeys(options.prefix);
     this.#metaTtlMs = options.metaTtlMs ?? 24 * 60 * 60 * 1000;
     this.#probeKey = this.#keys.probe(newEpoch());
+    this.#waitReplicas = options.waitReplicas ?? 1;
     this.#batch = new PublishBatcher({
       limit: options.publishBatch ?? DEFAULT_PUBLISH_BATCH,
       send: (_master, batch) => {
@@ -128,12 +152,22 @@ export class RedisClusterBroker implements Broker {
           connectionName: 'switchboard',
           commandTimeout: this.#o.commandTimeoutMs ?? 5000,
           maxRetriesPerRequest: 1,
+          // As RedisBroker: what was in flight on a lost link fails (118), it is not re-sent.
+          autoResendUnfulfilledCommands: false,
         },
       },
     ) as Cluster & ScriptCommands;
     cmd.defineCommand('sbPublish', { numberOfKeys: 3, lua: publishLua('SPUBLISH') });
     cmd.defineCommand('sbPublishBatch', { numberOfKeys: 1, lua: publishBatchLua('SPUBLISH') });
     cmd.defineCommand('sbHistory', { numberOfKeys: 2, lua: HISTORY_LUA });
+    cmd.defineCommand('sbFanout', { numberOfKeys: 2, lua: fanoutLua('SPUBLISH') });
+    cmd.on('+node', (node: Redis) => {
+      node.on('close', () => {
+        failInFlight(node);
+        this.#gates.get(nodeKey(node))?.linkLost();
+      });
+      node.on('ready', () => this.#gates.get(nodeKey(node))?.kick());
+    });
     cmd.on('error', (err: Error) => log.warn({ err: err.message }, 'redis cluster error'));
     cmd.on('refresh', () => this.#reconcile());
     cmd.on('+node', () => this.#reconcile());
@@ -194,19 +228,75 @@ export class RedisClusterBroker implements Broker {
   }
 
   async #publishNow(req: PublishRequest): Promise<PublishResult> {
-    const meta = this.#keys.meta(req.channel);
-    const [offset, epoch, duplicate] = await this.#batch
-      .publish(this.#masterOf(meta) ?? '', req)
-      .reply.catch((err: unknown) => {
-        // The slot map was stale (a failover, a migration): the message was not run, and alone
-        // it is routed by its own keys (following MOVED/ASK).
-        if (!isNonLocalKey(err)) throw err;
-        return this.#requireCmd().sbPublish(...publishArgs(this.#keys, req, this.#metaTtlMs));
-      })
-      .catch((err: unknown) => {
-        throw classify(err);
-      });
+    const cmd = this.#requireCmd();
+    const master =
+      this.#waitReplicas > 0 ? this.#masterOf(this.#keys.meta(req.channel)) : undefined;
+    if (master === undefined) {
+      const meta = this.#keys.meta(req.channel);
+      const [offset, epoch, duplicate] = await this.#batch
+        .publish(this.#masterOf(meta) ?? '', req)
+        .reply.catch((err: unknown) => {
+          // The slot map was stale (a failover, a migration): the message was not run, and alone
+          // it is routed by its own keys (following MOVED/ASK).
+          if (!isNonLocalKey(err)) throw err;
+          return cmd.sbPublish(...publishArgs(this.#keys, req, this.#metaTtlMs));
+        })
+        .catch((err: unknown) => {
+          throw classify(err);
+        });
+      return { offset, epoch, duplicate: duplicate === 1 };
+    }
+    const args = publishArgs(this.#keys, req, this.#metaTtlMs, '', true);
+    const { stored, replicated } = this.#gateOf(master).send(
+      () => cmd.sbPublish(...args),
+      (reply) =>
+        reply[3] === undefined
+          ? undefined
+          : {
+              pubsub: args[3],
+              payload: reply[3],
+              meta: args[0],
+              stream: args[1],
+              historySize: req.history.size,
+            },
+    );
+    const [offset, epoch, duplicate] = await stored.catch((err: unknown) => {
+      throw classify(err);
+    });
+    await replicated;
     return { offset, epoch, duplicate: duplicate === 1 };
+  }
+
+  /**
+   * The gate of a shard master. Its WAIT goes on the connection the cluster client sends that
+   * master's commands on, so it covers the scripts sent there before it.
+   */
+  #gateOf(master: string): ReplicaGate {
+    const existing = this.#gates.get(master);
+    if (existing !== undefined) return existing;
+    const cmd = this.#requireCmd();
+    const conn = (): Redis | undefined => cmd.nodes('master').find((n) => nodeKey(n) === master);
+    const gate = new ReplicaGate(
+      {
+        wait: (replicas, timeoutMs) => {
+          const c = conn();
+          return c === undefined
+            ? Promise.reject(new Error(`no connection to ${master}`))
+            : c.wait(replicas, timeoutMs);
+        },
+        fanout: (h, verify) =>
+          verify
+            ? cmd.sbFanout(h.meta, h.stream, h.pubsub, h.payload, h.historySize)
+            : cmd.spublish(h.pubsub, h.payload),
+        ready: () => conn()?.status === 'ready',
+      },
+      {
+        timeoutMs: this.#o.waitTimeoutMs ?? 1000,
+        needed: () => Math.min(this.#waitReplicas, this.#replicas.get(master) ?? 0),
+      },
+    );
+    this.#gates.set(master, gate);
+    return gate;
   }
 
   async probe(): Promise<void> {
@@ -253,6 +343,7 @@ export class RedisClusterBroker implements Broker {
   async close(): Promise<void> {
     this.#closing = true;
     clearInterval(this.#timer);
+    for (const gate of this.#gates.values()) gate.close();
     this.#desired.clear();
     await Promise.all([...[...this.#links.values()].map((l) => quit(l.conn))]);
     this.#links.clear();
@@ -371,6 +462,12 @@ export class RedisClusterBroker implements Broker {
       );
     }
     const masters = new Set(this.#cmd.slots.map((s) => s[0]));
+    const replicas = new Map<string, number>();
+    for (const s of this.#cmd.slots) if (s[0] !== undefined) replicas.set(s[0], s.length - 1);
+    this.#replicas = replicas;
+    // A gate whose master is no longer one: what it holds goes to the slots' new masters.
+    for (const [key, gate] of this.#gates)
+      if (!masters.has(key) && gate.drain()) this.#gates.delete(key);
     for (const [key, link] of this.#links) {
       if (masters.has(key) || link.held.size > 0) continue;
       this.#links.delete(key);
@@ -438,6 +535,11 @@ function tagOf(name: string): string {
 }
 
 function noop(): void {}
+
+/** `host:port` of a cluster node connection, as the slot map names it. */
+function nodeKey(node: Redis): string {
+  return `${node.options.host ?? ''}:${node.options.port ?? ''}`;
+}
 
 /** How long #reconcileSoon waits for the rest of a burst of unsolicited sunsubscribes. */
 const RECONCILE_DEBOUNCE_MS = 50;

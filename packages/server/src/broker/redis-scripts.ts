@@ -8,46 +8,106 @@ import type { RedisKeys } from './redis-keys.js';
  */
 
 /**
+ * The channel's epoch, created with `candidate` for a channel without one (its stream, left from an
+ * earlier life, is dropped), and renewed when the channel was last written under a master that is
+ * not in `lineage`: '<replid> <ancestor replid> ...', the current master's replication id and those
+ * of the masters it descends from (master_replid2 after a promotion, as the node saw them; '' where
+ * not tracked). A promoted replica continues its master's stream: what subscribers saw was
+ * replicated before it was fanned out (redis-wait.ts), so its offsets carry on in the same epoch.
+ * A channel written under an unrelated master (a restart without persistence, a replica that had
+ * to resync from scratch) may have lost a tail its subscribers saw, and the offsets would be handed
+ * out again: a new epoch, so a resume across it says "not recovered" instead of skipping.
+ * Returns the epoch and whether it was created.
+ */
+const LINEAGE_LUA = `
+local function channelEpoch(meta, stream, candidate, lineage)
+  local state = redis.call('HMGET', meta, 'e', 'r')
+  local epoch, was = state[1], state[2]
+  local current = lineage
+  local sp = string.find(lineage, ' ', 1, true)
+  if sp then current = string.sub(lineage, 1, sp - 1) end
+  local created = false
+  if not epoch then
+    epoch, created = candidate, true
+    redis.call('HSET', meta, 'e', epoch)
+    -- a stream left from an earlier life of the channel must not be read with the new epoch
+    redis.call('DEL', stream)
+  elseif current ~= '' and was and was ~= current
+    and not string.find(' ' .. lineage .. ' ', ' ' .. was .. ' ', 1, true) then
+    epoch = candidate
+    redis.call('HSET', meta, 'e', epoch)
+  end
+  if current ~= '' and was ~= current then redis.call('HSET', meta, 'r', current) end
+  return epoch, created
+end`;
+
+/**
+ * Fan-out of a payload the gate held (redis-wait.ts) after the command link changed: PUBLISHed
+ * only when the channel's stream still holds that very entry (same epoch, same frame), for the
+ * master it was stored on may have been failed over without it. KEYS: meta, stream. ARGV: pubsub
+ * channel, payload (`<offset> <epoch> <assigned> <frame>`), history size. Returns 1 when published.
+ */
+export function fanoutLua(command: 'PUBLISH' | 'SPUBLISH'): string {
+  return `
+local meta, stream, p = KEYS[1], KEYS[2], ARGV[2]
+local a = string.find(p, ' ', 1, true)
+local b = string.find(p, ' ', a + 1, true)
+local c = string.find(p, ' ', b + 1, true)
+local offset, epoch = string.sub(p, 1, a - 1), string.sub(p, a + 1, b - 1)
+if redis.call('HGET', meta, 'e') ~= epoch then return 0 end
+if tonumber(ARGV[3]) > 0 then
+  local found = redis.call('XRANGE', stream, offset .. '-0', offset .. '-0')
+  if not found[1] or found[1][2][2] ~= string.sub(p, c + 1) then return 0 end
+elseif tonumber(redis.call('HGET', meta, 'o') or '0') < tonumber(offset) then
+  return 0
+end
+redis.call('${command}', ARGV[1], p)
+return 1
+`;
+}
+
+/**
  * Publish: idempotency check, epoch, offset, history append, expiry and fan-out as one atomic step.
  * KEYS: meta, stream, dedupe.
  * ARGV: pubsub channel, frame head, history size, history ttl ms, dedupe ms, epoch candidate, meta ttl ms,
- * lineage (the master's replication id, or '' where not tracked).
- * Returns {offset, epoch, duplicate (0|1)}.
- * A channel last written under another lineage (a replica was promoted since: Sentinel failover)
- * may have lost the tail its subscribers saw, and the new master would hand those offsets out
- * again: it gets a new epoch, so a resume across the switch says "not recovered" instead of
- * skipping. Offsets and stored history carry on.
+ * lineage (see LINEAGE_LUA; '' where not tracked), gated ('1': do not fan out, return the payload).
+ * Returns {offset, epoch, duplicate (0|1)}, and when gated the payload to fan out as a 4th element
+ * (for a duplicate: the stored entry's, or '' when history no longer holds it).
+ * Gated (redis-wait.ts): the payload is PUBLISHed by the node once a WAIT confirmed that the
+ * replicas hold the write, so no subscriber sees a message a failover can still discard.
  * The published payload is `<offset> <epoch> <assigned> <frame>` so subscribers read the position
  * without parsing JSON; `<assigned>` is Redis's clock when the offset was assigned, in microseconds
  * since the epoch (publish-to-deliver latency is measured from it).
- * `command` is the fan-out: PUBLISH on one Redis, SPUBLISH on Cluster (the pub/sub channel shares
- * the channel's slot, so the script may publish to it from its shard). The brokers publish in
- * batches (redis-batch.ts, the same steps per message); this single-message form is what the
- * Cluster broker retries a message with when its batch ran on a master not holding its slot.
+ */
+export const PUBLISH_LUA = publishLua('PUBLISH');
+
+/**
+ * The publish script fanning out with `command`: PUBLISH on one Redis, SPUBLISH on Cluster (the
+ * pub/sub channel shares the channel's slot, so the script may publish to it from its shard).
  */
 export function publishLua(command: 'PUBLISH' | 'SPUBLISH'): string {
-  return `
+  return `${LINEAGE_LUA}
 local meta, stream, dedupe = KEYS[1], KEYS[2], KEYS[3]
 local size, ttl, dedupeMs, metaTtl = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[7])
+local gated = ARGV[9] == '1'
 if dedupeMs > 0 then
   local seen = redis.call('GET', dedupe)
   if seen then
     local sep = string.find(seen, ' ', 1, true)
-    return {tonumber(string.sub(seen, 1, sep - 1)), string.sub(seen, sep + 1), 1}
+    local o, e = tonumber(string.sub(seen, 1, sep - 1)), string.sub(seen, sep + 1)
+    if not gated then return {o, e, 1} end
+    -- A retry of a publish answered 118: fan the stored entry out again (subscribers drop an
+    -- offset they already have), as its first fan-out may never have happened.
+    local payload = ''
+    local found = redis.call('XRANGE', stream, o .. '-0', o .. '-0')
+    if found[1] and redis.call('HGET', meta, 'e') == e then
+      local now = redis.call('TIME')
+      payload = o .. ' ' .. e .. ' ' .. now[1] .. string.format('%06d', tonumber(now[2])) .. ' ' .. found[1][2][2]
+    end
+    return {o, e, 1, payload}
   end
 end
-local state = redis.call('HMGET', meta, 'e', 'r')
-local epoch, lineage = state[1], ARGV[8]
-if not epoch then
-  epoch = ARGV[6]
-  redis.call('HSET', meta, 'e', epoch)
-  -- a stream left from an earlier life of the channel must not be read with the new epoch
-  redis.call('DEL', stream)
-elseif lineage ~= '' and state[2] and state[2] ~= lineage then
-  epoch = ARGV[6]
-  redis.call('HSET', meta, 'e', epoch)
-end
-if lineage ~= '' and state[2] ~= lineage then redis.call('HSET', meta, 'r', lineage) end
+local epoch = channelEpoch(meta, stream, ARGV[6], ARGV[8])
 local offset = redis.call('HINCRBY', meta, 'o', 1)
 redis.call('PEXPIRE', meta, metaTtl)
 local frame = ARGV[2] .. ',"offset":' .. offset .. ',"epoch":"' .. epoch .. '"}'
@@ -59,7 +119,9 @@ if dedupeMs > 0 then
   redis.call('SET', dedupe, offset .. ' ' .. epoch, 'PX', dedupeMs)
 end
 local now = redis.call('TIME')
-redis.call('${command}', ARGV[1], offset .. ' ' .. epoch .. ' ' .. now[1] .. string.format('%06d', tonumber(now[2])) .. ' ' .. frame)
+local payload = offset .. ' ' .. epoch .. ' ' .. now[1] .. string.format('%06d', tonumber(now[2])) .. ' ' .. frame
+if gated then return {offset, epoch, 0, payload} end
+redis.call('${command}', ARGV[1], payload)
 return {offset, epoch, 0}
 `;
 }
@@ -70,21 +132,14 @@ return {offset, epoch, 0}
  * until offset (-1 for none), lineage (as for publish: a resume across a promotion reads a new epoch).
  * Returns {offset, epoch, id1, frame1, id2, frame2, ...}.
  */
-export const HISTORY_LUA = `
+export const HISTORY_LUA = `${LINEAGE_LUA}
 local meta, stream = KEYS[1], KEYS[2]
 local since, limit, reverse = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3] == '1'
-local state = redis.call('HMGET', meta, 'e', 'r')
-local epoch, lineage = state[1], ARGV[7] or ''
-if not epoch then
-  epoch = ARGV[4]
-  redis.call('HSET', meta, 'e', epoch, 'o', 0)
+local epoch, created = channelEpoch(meta, stream, ARGV[4], ARGV[7] or '')
+if created then
+  redis.call('HSET', meta, 'o', 0)
   redis.call('PEXPIRE', meta, tonumber(ARGV[5]))
-  redis.call('DEL', stream)
-elseif lineage ~= '' and state[2] and state[2] ~= lineage then
-  epoch = ARGV[4]
-  redis.call('HSET', meta, 'e', epoch)
 end
-if lineage ~= '' and state[2] ~= lineage then redis.call('HSET', meta, 'r', lineage) end
 local top = tonumber(redis.call('HGET', meta, 'o') or '0')
 local out = {top, epoch}
 if limit <= 0 then return out end
@@ -121,6 +176,7 @@ export type PublishArgs = [
   epoch: string,
   metaTtlMs: number,
   lineage: string,
+  gated: '0' | '1',
 ];
 
 export function publishArgs(
@@ -128,6 +184,7 @@ export function publishArgs(
   req: PublishRequest,
   metaTtlMs: number,
   lineage = '',
+  gated = false,
 ): PublishArgs {
   return [
     keys.meta(req.channel),
@@ -141,5 +198,6 @@ export function publishArgs(
     newEpoch(),
     metaTtlMs,
     lineage,
+    gated ? '1' : '0',
   ];
 }

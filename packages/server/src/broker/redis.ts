@@ -21,7 +21,14 @@ import { PublishError } from './publish-error.js';
 import { redisGlobMatcher } from './redis-glob.js';
 import { createRedisKeys, type RedisKeys } from './redis-keys.js';
 import { connectRedis, type RedisTarget } from './redis-target.js';
-import { HISTORY_LUA, type PublishArgs } from './redis-scripts.js';
+import {
+  HISTORY_LUA,
+  PUBLISH_LUA,
+  fanoutLua,
+  publishArgs,
+  type PublishArgs,
+} from './redis-scripts.js';
+import { ReplicaGate, type HeldPayload } from './redis-wait.js';
 import {
   batchEntry,
   DEFAULT_PUBLISH_BATCH,
@@ -48,21 +55,32 @@ export interface RedisBrokerOptions {
   /** How long a channel's epoch and offset outlive its last publish. */
   readonly metaTtlMs?: number;
   /**
-   * Replicas a publish must have reached before it is acknowledged (`WAIT`, one per event-loop
-   * turn for all its publishes); fewer by `waitTimeoutMs` answers outcome unknown (118). Default
-   * 1 with Sentinel, 0 otherwise.
+   * Replicas a publish must have reached before it is acknowledged and fanned out (`WAIT`, one in
+   * flight for all publishes, redis-wait.ts); fewer by `waitTimeoutMs` answers outcome unknown
+   * (118) and the message goes out at the next confirming WAIT. Default 1 with Sentinel, 0 otherwise
+   * (a RedisBroker on one Redis has no replica to wait for unless told).
    */
   readonly waitReplicas?: number;
   readonly waitTimeoutMs?: number;
-  /** Most publishes one script call carries (redis-batch.ts); default DEFAULT_PUBLISH_BATCH. */
+  /**
+   * Most publishes one script call carries (redis-batch.ts); default DEFAULT_PUBLISH_BATCH. Applies
+   * to publishes not gated by WAIT (waitReplicas 0, lineage not tracked); gated ones go one by one.
+   */
   readonly publishBatch?: number;
 }
 
 export interface ScriptCommands {
-  /** The single-message script (Cluster: a message its batch's master does not hold). */
-  sbPublish(...args: PublishArgs): Promise<[number, string, number]>;
+  /** The 4th element: the payload to fan out, when the script was gated. */
+  sbPublish(...args: PublishArgs): Promise<[number, string, number, string?]>;
   /** publishBatchLua: KEYS[1] routes the call, then its ARGV (see redis-batch.ts). */
   sbPublishBatch(key: string, ...argv: (string | number)[]): Promise<BatchReply>;
+  sbFanout(
+    meta: string,
+    stream: string,
+    pubsub: string,
+    payload: string,
+    size: number,
+  ): Promise<number>;
   sbHistoryBuffer(
     meta: string,
     stream: string,
@@ -82,8 +100,7 @@ const DIGIT_9 = 0x39;
 
 /**
  * Redis as fan-out and persistence. One command connection and one subscriber connection per node,
- * whatever the number of channels. The publishes of one event-loop turn are one Lua script call
- * (redis-batch.ts), each message still stored and published as one atomic step.
+ * whatever the number of channels. Publish is one Lua script (see redis-scripts.ts).
  */
 export class RedisBroker implements Broker {
   readonly name = 'redis';
@@ -104,10 +121,20 @@ export class RedisBroker implements Broker {
   #bridgeMetrics: BridgeMetrics | undefined;
   readonly #bridgeCovers: (channel: string) => boolean;
   readonly #waitReplicas: number;
-  /** The WAIT covering the publishes sent in this event-loop turn. */
-  #wait: Promise<number> | undefined;
-  /** Settles when the WAIT on the wire answered. */
-  #waitInFlight: Promise<void> | undefined;
+  /** Ungated publishes of one turn as one script call (redis-batch.ts). */
+  readonly #batch: PublishBatcher;
+  /** Publish after WAIT (redis-wait.ts), when waitReplicas > 0. */
+  #gate: ReplicaGate | undefined;
+  /** Publishes held unsent while the master is away (#park), in arrival order. */
+  readonly #parked: Parked[] = [];
+  #parkTimer: NodeJS.Timeout | undefined;
+  /** Replicas in sync at the last read of the replication state on this link. */
+  #online = 0;
+  /**
+   * Sentinel mode: the current master's replication id, then those of the masters it descends
+   * from as this node saw them (master_replid2 after each promotion): the scripts' lineage.
+   */
+  #lineage: string[] = [];
   /** The current master's replication state, read per link and every second (#watchReplication). */
   #replication: Promise<Replication> | undefined;
   /** Bumped when the command link closes: a read from the old link is not kept. */
@@ -119,8 +146,6 @@ export class RedisBroker implements Broker {
   #sawReplica = false;
   /** When this link's master lost its replica in sync (a short WAIT or none online). */
   #replicaLostAt: number | undefined;
-  /** The publishes of one turn as one script call, grouped by lineage (one per call). */
-  readonly #batch: PublishBatcher;
 
   constructor(options: RedisBrokerOptions) {
     this.#options = options;
@@ -132,8 +157,8 @@ export class RedisBroker implements Broker {
     this.#waitReplicas = options.waitReplicas ?? (options.target?.mode === 'sentinel' ? 1 : 0);
     this.#batch = new PublishBatcher({
       limit: options.publishBatch ?? DEFAULT_PUBLISH_BATCH,
-      send: (lineage, batch) => {
-        const argv: (string | number)[] = [newEpoch(), this.#metaTtlMs, lineage];
+      send: (_group, batch) => {
+        const argv: (string | number)[] = [newEpoch(), this.#metaTtlMs, ''];
         for (const req of batch) argv.push(...batchEntry(this.#keys, req));
         return this.#requireCmd().sbPublishBatch(argv[3] as string, ...argv);
       },
@@ -166,8 +191,13 @@ export class RedisBroker implements Broker {
       enableOfflineQueue: false,
       commandTimeout: this.#options.commandTimeoutMs ?? 5000,
       maxRetriesPerRequest: 1,
+      // A script or WAIT in flight when the link dropped fails (outcome unknown) instead of being
+      // sent again blindly to whichever master answers next.
+      autoResendUnfulfilledCommands: false,
     }) as Redis & ScriptCommands;
+    cmd.defineCommand('sbPublish', { numberOfKeys: 3, lua: PUBLISH_LUA });
     cmd.defineCommand('sbPublishBatch', { numberOfKeys: 1, lua: publishBatchLua('PUBLISH') });
+    cmd.defineCommand('sbFanout', { numberOfKeys: 2, lua: fanoutLua('PUBLISH') });
     cmd.defineCommand('sbHistory', { numberOfKeys: 2, lua: HISTORY_LUA });
     // We resubscribe ourselves from #desired: it is the Node's view, which ioredis's own set is not.
     const sub = connectRedis(target, {
@@ -177,13 +207,20 @@ export class RedisBroker implements Broker {
     }) as Redis;
     this.#cmd = cmd;
     this.#sub = sub;
+    if (this.#waitReplicas > 0) this.#gate = this.#newGate(cmd);
+    // Without the resend, ioredis drops what was in flight on a lost link unanswered (until the
+    // command timeout): fail it now, as outcome unknown (it may have run).
+    cmd.on('close', () => failInFlight(cmd));
     if (this.#tracksReplication()) {
       cmd.on('close', () => {
         this.#link++;
         this.#replication = undefined;
+        this.#online = 0;
         this.#sawReplica = false;
         this.#replicaLostAt = undefined;
+        this.#gate?.linkLost();
       });
+      cmd.on('ready', () => this.#gate?.kick());
       this.#replicationTimer = setInterval(() => this.#watchReplication(cmd), 1000);
       this.#replicationTimer.unref();
     }
@@ -229,9 +266,23 @@ export class RedisBroker implements Broker {
   }
 
   async publish(req: PublishRequest): Promise<PublishResult> {
+    if (this.#gate === undefined) return this.#publish(req);
+    try {
+      return await this.#publish(req);
+    } catch (err) {
+      // Those of the channel still held unsent came after it: sent now they would be stored
+      // before its retry. They fail too, unsent, and the publisher re-sends them all in order.
+      this.#dropParked(req.channel);
+      throw err;
+    }
+  }
+
+  async #publish(req: PublishRequest): Promise<PublishResult> {
     const cmd = this.#requireCmd();
+    if (this.#gate !== undefined && (this.#parked.length > 0 || !this.#writable(cmd)))
+      await this.#park(cmd, req.channel);
     const known = this.#replicationOf(cmd);
-    const { lineage, online } = 'then' in known ? await known : known;
+    const { lineage } = 'then' in known ? await known : known;
     const lostAt = this.#replicaLostAt;
     // A master that just lost its replica is most likely being failed over: what it stored now
     // would be discarded when it resyncs as a replica. Refused unsent until the switch (or, with
@@ -241,63 +292,148 @@ export class RedisBroker implements Broker {
         'not-stored',
         'the Redis master lost its replica in sync (a failover is likely under way): not stored',
       );
-    const { reply: stored, sent } = this.#batch.publish(lineage, req);
-    // Sent behind the batch's script on the same connection: it covers this publish.
-    const replicated =
-      this.#waitReplicas > 0 && online > 0 ? sent.then(() => this.#waitTurn(cmd)) : undefined;
-    // A publish whose script failed never reads its WAIT: its failure must not go unhandled.
-    replicated?.catch(noop);
+    const gate = this.#gate;
+    if (gate === undefined) {
+      // Batched where no lineage is tracked (the batch script knows no lineage: Sentinel mode
+      // publishes one by one, through LINEAGE_LUA).
+      const [offset, epoch, duplicate] = await (
+        lineage === ''
+          ? this.#batch.publish('', req).reply
+          : cmd.sbPublish(...publishArgs(this.#keys, req, this.#metaTtlMs, lineage))
+      ).catch((err: unknown) => {
+        throw classify(err);
+      });
+      return { offset, epoch, duplicate: duplicate === 1 };
+    }
+    const args = publishArgs(this.#keys, req, this.#metaTtlMs, lineage, true);
+    const { stored, replicated } = gate.send(
+      () => cmd.sbPublish(...args),
+      (reply): HeldPayload | undefined =>
+        reply[3] === undefined
+          ? undefined
+          : {
+              pubsub: args[3],
+              payload: reply[3],
+              meta: args[0],
+              stream: args[1],
+              historySize: req.history.size,
+            },
+    );
     const [offset, epoch, duplicate] = await stored.catch((err: unknown) => {
       throw classify(err);
     });
-    if (replicated !== undefined) {
-      const acks = await replicated.catch((err: unknown) => {
-        throw new PublishError('unknown', `WAIT failed: ${errText(err)}`, { cause: err });
-      });
-      const needed = Math.min(this.#waitReplicas, online);
-      if (acks >= needed) this.#sawReplica = true;
-      else {
-        // Only a replica that confirmed on this link counts as lost: one still syncing to a
-        // freshly promoted master is not a failover of this one.
-        if (this.#sawReplica) this.#replicaLostAt ??= Date.now();
-        throw new PublishError(
-          'unknown',
-          `stored, but reached ${acks} of ${needed} replicas in time: a failover could lose it`,
-        );
-      }
-    }
+    await replicated;
     return { offset, epoch, duplicate: duplicate === 1 };
   }
 
   /**
-   * The WAIT covering every script sent before it on the connection. One WAIT is in flight at a
-   * time and the publishes meanwhile share the next one, sent when it returns: a WAIT blocks the
-   * connection (up to waitTimeoutMs without a replica), so one per publish would pile up.
+   * Whether a publish can be sent now: the command link is up, and its master did not just lose
+   * its replica (then it is most likely being failed over).
    */
-  #waitTurn(cmd: Redis & ScriptCommands): Promise<number> {
-    if (this.#wait !== undefined) return this.#wait;
-    const send = (): Promise<number> => {
-      if (this.#wait === wait) this.#wait = undefined;
-      const sent = cmd.wait(this.#waitReplicas, this.#options.waitTimeoutMs ?? 1000);
-      const settled: Promise<void> = sent.then(noop, noop).then(() => {
-        if (this.#waitInFlight === settled) this.#waitInFlight = undefined;
-      });
-      this.#waitInFlight = settled;
-      return sent;
-    };
-    const inFlight = this.#waitInFlight;
-    const wait =
-      inFlight === undefined
-        ? new Promise<number>((resolve, reject) =>
-            setImmediate(() => {
-              send().then(resolve, reject);
-            }),
-          )
-        : inFlight.then(send);
-    // A publish whose script failed never reads its WAIT: its failure must not go unhandled.
-    wait.catch(noop);
-    this.#wait = wait;
-    return wait;
+  #writable(cmd: Redis): boolean {
+    const lostAt = this.#replicaLostAt;
+    return (
+      cmd.status === 'ready' &&
+      (lostAt === undefined || Date.now() - lostAt >= REPLICA_LOSS_GRACE_MS)
+    );
+  }
+
+  /**
+   * Holds a publish, unsent, while the master is away or being failed over (with the gate on):
+   * in arrival order, and at most PARK_MS, after which it is refused as not stored. A Sentinel
+   * switch takes a few seconds; failing fast would make publishers exhaust their retries.
+   */
+  #park(cmd: Redis, channel: string): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const parked: Parked = {
+        channel,
+        resolve,
+        reject,
+        timer: setTimeout(() => {
+          const i = this.#parked.indexOf(parked);
+          if (i >= 0) this.#parked.splice(i, 1);
+          reject(new PublishError('not-stored', 'the Redis master stayed unavailable: not stored'));
+        }, PARK_MS),
+      };
+      this.#parked.push(parked);
+      this.#parkTimer ??= setInterval(() => this.#unpark(cmd), PARK_POLL_MS);
+    });
+  }
+
+  #dropParked(channel: string): void {
+    for (let i = this.#parked.length - 1; i >= 0; i--) {
+      const p = this.#parked[i] as Parked;
+      if (p.channel !== channel) continue;
+      this.#parked.splice(i, 1);
+      clearTimeout(p.timer);
+      p.reject(
+        new PublishError(
+          'not-stored',
+          'an earlier publish on this channel failed; not sent, to keep the order',
+        ),
+      );
+    }
+  }
+
+  #unpark(cmd: Redis): void {
+    if (this.#parked.length === 0 || this.#closing) {
+      clearInterval(this.#parkTimer);
+      this.#parkTimer = undefined;
+      if (this.#closing)
+        for (const p of this.#parked.splice(0)) {
+          clearTimeout(p.timer);
+          p.reject(new PublishError('not-stored', 'the broker closed: not stored'));
+        }
+      return;
+    }
+    if (!this.#writable(cmd)) return;
+    // In arrival order, in this turn: a publish arriving later queues behind them (publish()).
+    for (const p of this.#parked.splice(0)) {
+      clearTimeout(p.timer);
+      p.resolve();
+    }
+  }
+
+  #newGate(cmd: Redis & ScriptCommands): ReplicaGate {
+    return new ReplicaGate(
+      {
+        wait: (replicas, timeoutMs) => cmd.wait(replicas, timeoutMs),
+        fanout: (h, verify) =>
+          verify
+            ? cmd.sbFanout(h.meta, h.stream, h.pubsub, h.payload, h.historySize)
+            : cmd.publish(h.pubsub, h.payload),
+        ready: () => cmd.status === 'ready',
+      },
+      {
+        timeoutMs: this.#options.waitTimeoutMs ?? 1000,
+        needed: () => {
+          if (this.#online > 0) return Math.min(this.#waitReplicas, this.#online);
+          // Believed alone: asked again before each WAIT (a replica that just came online must
+          // be waited for at once, not at the next periodic read).
+          return this.#readReplication(cmd).then(() => this.#neededAlone());
+        },
+        onWait: (acks, needed) => {
+          if (acks === undefined || needed === 0) return;
+          if (acks >= needed) this.#sawReplica = true;
+          // Only a replica that confirmed on this link counts as lost: one still syncing to a
+          // freshly promoted master is not a failover of this one.
+          else if (this.#sawReplica) this.#replicaLostAt ??= Date.now();
+        },
+      },
+    );
+  }
+
+  /**
+   * Replicas to wait for with none in sync now: a master acknowledges on its own (waiting could
+   * only time out, and no replica a failover could promote has less), unless it just lost the one
+   * it had, when it is most likely being failed over (see publish).
+   */
+  #neededAlone(): number {
+    if (this.#online > 0) return Math.min(this.#waitReplicas, this.#online);
+    const lostAt = this.#replicaLostAt;
+    return lostAt !== undefined && Date.now() - lostAt < REPLICA_LOSS_GRACE_MS
+      ? this.#waitReplicas
+      : 0;
   }
 
   #tracksReplication(): boolean {
@@ -322,6 +458,8 @@ export class RedisBroker implements Broker {
       (info) => {
         const r = parseReplication(info, sentinel);
         if (link === this.#link) {
+          this.#online = r.online;
+          if (sentinel) this.#lineage = continueLineage(this.#lineage, r);
           if (r.online > 0) this.#replicaLostAt = undefined;
           else if (this.#sawReplica) this.#replicaLostAt ??= Date.now();
         }
@@ -335,7 +473,7 @@ export class RedisBroker implements Broker {
             );
           else log.info({ replicas: r.online }, 'redis replica in sync: publishes WAIT for it');
         }
-        return r;
+        return { ...r, lineage: link === this.#link ? this.#lineage.join(' ') : r.lineage };
       },
       (err: unknown) => {
         if (this.#replication === read) this.#replication = undefined;
@@ -382,6 +520,8 @@ export class RedisBroker implements Broker {
   async close(): Promise<void> {
     this.#closing = true;
     clearInterval(this.#replicationTimer);
+    this.#gate?.close();
+    this.#unpark(this.#requireCmd());
     this.#desired.clear();
     await Promise.all([quit(this.#sub), quit(this.#cmd)]);
   }
@@ -495,24 +635,53 @@ function noop(): void {}
 /** How long publishes are refused after the master lost its replica in sync (see publish). */
 const REPLICA_LOSS_GRACE_MS = 10_000;
 
+/** Longest a publish is held unsent for the master to come back (#park); below the SDK's 10 s. */
+const PARK_MS = 8000;
+const PARK_POLL_MS = 20;
+
+interface Parked {
+  readonly channel: string;
+  resolve(): void;
+  reject(err: unknown): void;
+  readonly timer: NodeJS.Timeout;
+}
+
 interface Replication {
-  /** master_replid in Sentinel mode, else '' (not tracked by the scripts). */
+  /**
+   * Sentinel mode: the lineage the scripts get (master_replid, then the ids of the masters it
+   * descends from, space-separated; see LINEAGE_LUA in redis-scripts.ts), else '' (not tracked).
+   */
   readonly lineage: string;
+  /** master_replid2: the replication id this master continued when it was promoted ('' none). */
+  readonly parent: string;
   /** Replicas in sync (state=online). */
   readonly online: number;
 }
 
-const UNTRACKED: Replication = { lineage: '', online: 0 };
+const UNTRACKED: Replication = { lineage: '', parent: '', online: 0 };
 
 /** The part of `INFO replication` the publish path uses. */
 export function parseReplication(info: string, withLineage: boolean): Replication {
   const lineage = withLineage ? (/^master_replid:(\w+)/m.exec(info)?.[1] ?? '') : '';
+  const parent = withLineage ? (/^master_replid2:(\w+)/m.exec(info)?.[1] ?? '') : '';
   const online = info.match(/^slave\d+:.*state=online/gm)?.length ?? 0;
-  return { lineage, online };
+  return { lineage, parent: /^0+$/.test(parent) ? '' : parent, online };
 }
 
-function errText(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
+/** Masters of a lineage kept: enough for a few failovers between two writes of a channel. */
+const LINEAGE_DEPTH = 8;
+
+/**
+ * The lineage after reading `r` (whose `lineage` is its master_replid alone): unchanged for the
+ * same master; extended when the master continues one of the lineage (a promoted replica names
+ * its old master's id as master_replid2); else it starts again from this master and its parent.
+ */
+export function continueLineage(known: readonly string[], r: Replication): string[] {
+  if (r.lineage === '') return [];
+  if (known[0] === r.lineage) return [...known];
+  if (r.parent !== '' && known.includes(r.parent))
+    return [r.lineage, ...known.slice(known.indexOf(r.parent), LINEAGE_DEPTH - 1)];
+  return r.parent === '' ? [r.lineage] : [r.lineage, r.parent];
 }
 
 /** The reply of HISTORY_LUA: `{offset, epoch, id1, frame1, ...}`. */
@@ -575,6 +744,23 @@ export function classify(err: unknown): PublishError {
   if (e.name === 'ReplyError' || /isn't writeable|not connected|is closed\.?$/i.test(e.message))
     return new PublishError('not-stored', e.message, { cause: e });
   return new PublishError('unknown', e.message, { cause: e });
+}
+
+/**
+ * Rejects the commands `conn` sent and has no reply for. Called on 'close' (emitted a tick after
+ * the link dropped, before any reconnect): with autoResendUnfulfilledCommands off, ioredis would
+ * otherwise forget them and leave their promises to the command timeout.
+ */
+export function failInFlight(conn: Redis): void {
+  const flush = (conn as unknown as Partial<Flushable>).flushQueue;
+  if (typeof flush !== 'function') return;
+  flush.call(conn, new Error('the Redis link was lost with the command in flight'), {
+    offlineQueue: false,
+  });
+}
+
+interface Flushable {
+  flushQueue(err: Error, options: { offlineQueue: boolean; commandQueue?: boolean }): void;
 }
 
 export async function quit(conn: Redis | undefined): Promise<void> {
