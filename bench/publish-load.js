@@ -179,7 +179,12 @@ try {
     const node = await startNode({
       redisUrl: '',
       engine: String(o.engine),
-      env: { ...env, SWITCHBOARD_REDIS_CLUSTER: cluster.seeds.join(',') },
+      // No replicas here, and WAIT-gated publishes are not batched (docs/redis.md): WAIT off.
+      env: {
+        ...env,
+        SWITCHBOARD_REDIS_CLUSTER: cluster.seeds.join(','),
+        SWITCHBOARD_REDIS_WAIT_REPLICAS: '0',
+      },
       core: NODE_CORE,
     });
     for (const n of cluster.nodes) redisCli(n.port, 'config', 'resetstat');
