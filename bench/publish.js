@@ -163,6 +163,8 @@ try {
       new RedisClusterBroker({
         seeds: nodes.map((n) => `127.0.0.1:${n.port}`),
         prefix: 'b:',
+        // No replicas, and WAIT-gated publishes are not batched (docs/redis.md).
+        waitReplicas: 0,
         publishBatch: BATCH,
         logger: createLogger('warn'),
       }),
