@@ -247,7 +247,9 @@ export async function startSentinelKit(name = 'sbmaster'): Promise<SentinelKit> 
   const started: KitProcess[] = [];
   try {
     const mp = await freePort();
-    const master = await launch(mp, ['--port', String(mp), ...COMMON]);
+    // Each in its own --dir: a replica's full sync writes dump.rdb there even with --save ''
+    // (it was landing in the package directory).
+    const master = await launch(mp, ['--port', String(mp), '--dir', dir, ...COMMON]);
     started.push(master);
     const rp = await freePort();
     const replica = await launch(rp, [
@@ -256,6 +258,10 @@ export async function startSentinelKit(name = 'sbmaster'): Promise<SentinelKit> 
       '--replicaof',
       '127.0.0.1',
       String(mp),
+      '--dir',
+      dir,
+      '--dbfilename',
+      `dump-${rp}.rdb`,
       ...COMMON,
     ]);
     started.push(replica);
