@@ -607,6 +607,15 @@ export function encodePositionSuffix(offset: number, epoch: string): string {
   return ',"offset":' + offset + ',"epoch":"' + epoch + '"}';
 }
 
+/**
+ * encodePositionSuffix as a Lua expression, for the Redis publish scripts that close the frame
+ * where the offset is assigned. `offset` and `epoch` are Lua expressions (variable names). A
+ * server test evaluates it in Redis and compares the bytes.
+ */
+export function positionSuffixLua(offset: string, epoch: string): string {
+  return `',"offset":' .. ${offset} .. ',"epoch":"' .. ${epoch} .. '"}'`;
+}
+
 /** A whole message push: the head closed with its position, or unpositioned without one. */
 export function encodeMessage(m: MessageHeadFields, position?: Position): string {
   const head = encodeMessageHead(m);

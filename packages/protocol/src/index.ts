@@ -27,6 +27,7 @@ export {
   encodeMessageHead,
   encodeMessage,
   encodePositionSuffix,
+  positionSuffixLua,
   closeMessageFrame,
   closeMessageFrameUnpositioned,
   encodeDiscontinuityEvent,

@@ -1,3 +1,4 @@
+import { positionSuffixLua } from '@switchboard/protocol';
 import type { PublishRequest } from './broker.js';
 import type { RedisKeys } from './redis-keys.js';
 
@@ -73,7 +74,7 @@ local function one(i)
     redis.call('DEL', stream)
     c.fresh, c.dirty = false, true
   end
-  local frame = ARGV[i + 4] .. ',"offset":' .. offset .. ',"epoch":"' .. c.epoch .. '"}'
+  local frame = ARGV[i + 4] .. ${positionSuffixLua('offset', 'c.epoch')}
   if size > 0 then
     redis.call('XADD', stream, 'MAXLEN', '~', size, offset .. '-0', 'f', frame)
     c.stream, c.ttl = stream, tonumber(ARGV[i + 6])

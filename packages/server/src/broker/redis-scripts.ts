@@ -1,3 +1,4 @@
+import { positionSuffixLua } from '@switchboard/protocol';
 import type { PublishRequest } from './broker.js';
 import { newEpoch } from './epoch.js';
 import type { RedisKeys } from './redis-keys.js';
@@ -110,7 +111,7 @@ end
 local epoch = channelEpoch(meta, stream, ARGV[6], ARGV[8])
 local offset = redis.call('HINCRBY', meta, 'o', 1)
 redis.call('PEXPIRE', meta, metaTtl)
-local frame = ARGV[2] .. ',"offset":' .. offset .. ',"epoch":"' .. epoch .. '"}'
+local frame = ARGV[2] .. ${positionSuffixLua('offset', 'epoch')}
 if size > 0 then
   redis.call('XADD', stream, 'MAXLEN', '~', size, offset .. '-0', 'f', frame)
   redis.call('PEXPIRE', stream, ttl)
