@@ -749,7 +749,9 @@ export function classify(err: unknown): PublishError {
 /**
  * Rejects the commands `conn` sent and has no reply for. Called on 'close' (emitted a tick after
  * the link dropped, before any reconnect): with autoResendUnfulfilledCommands off, ioredis would
- * otherwise forget them and leave their promises to the command timeout.
+ * otherwise forget them and leave their promises to the command timeout (ioredis 5.11 drops its
+ * stash of them on reconnect unsettled: redis/ioredis#2193, fixed upstream by #2194). flushQueue
+ * is ioredis's own, unexported; without it we fall back to that timeout.
  */
 export function failInFlight(conn: Redis): void {
   const flush = (conn as unknown as Partial<Flushable>).flushQueue;
