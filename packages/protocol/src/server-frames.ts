@@ -9,6 +9,7 @@
 
 import { ErrorCode } from './codes.js';
 import { encodeError, encodeReply, type Position, type RequestId } from './frames.js';
+import type { Message } from './decode-server.js';
 
 /**
  * JSON text to embed as is: a string, or a value whose toString() is that text (a Node Buffer of
@@ -392,6 +393,22 @@ export function encodeAdminHistoryBody(
     encodePosition(position) +
     '}'
   );
+}
+
+/**
+ * One line of the admin tail (`GET /admin/api/channels/:c/tail`, an SSE `data` line): a message as
+ * the admin page shows it, with the position the Hub carried beside its frame (none: bridged).
+ */
+export function encodeAdminTailLine(m: Message, position: Position | undefined): string {
+  return JSON.stringify({
+    channel: m.channel,
+    offset: position?.offset,
+    epoch: position?.epoch,
+    id: m.id,
+    data: m.data,
+    ...(m.name !== undefined && { name: m.name }),
+    at: m.timestamp,
+  });
 }
 
 /** Admin `GET /admin/api/channels/:c/presence`: one page of members and whether more exist. */

@@ -5,6 +5,7 @@ import {
   BINARY_REFUSED_FRAME,
   ErrorCode,
   encodeAdminHistoryBody,
+  encodeAdminTailLine,
   encodeAdminPresenceBody,
   encodeBatch,
   encodeEnterReply,
@@ -159,6 +160,17 @@ describe('server frames: exact bytes', () => {
     [
       encodeAdminHistoryBody('c', ['{}'], position),
       '{"channel":"c","messages":[{}],"position":{"offset":7,"epoch":"e1"}}',
+    ],
+    [
+      encodeAdminTailLine(
+        { id: 'i', channel: 'c', data: { x: 1 }, timestamp: 3, name: 'n' },
+        position,
+      ),
+      '{"channel":"c","offset":7,"epoch":"e1","id":"i","data":{"x":1},"name":"n","at":3}',
+    ],
+    [
+      encodeAdminTailLine({ id: 'i', channel: 'c', data: 1, timestamp: 3 }, undefined),
+      '{"channel":"c","id":"i","data":1,"at":3}',
     ],
     [
       encodeAdminPresenceBody('c', [], 4, true),

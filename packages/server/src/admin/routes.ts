@@ -4,8 +4,11 @@ import {
   DisconnectCode,
   encodeAdminHistoryBody,
   encodeAdminPresenceBody,
+  encodeAdminTailLine,
   ErrorCode,
   MAX_PAGE,
+  parseFrames,
+  toMessage,
 } from '@switchboard/protocol';
 import type { Logger } from 'pino';
 import { position, readJson, sendJson, toInput } from '../api/http.js';
@@ -498,7 +501,7 @@ async function startTail(
   // The id comes from the position the Hub carries beside the frame (a frame whose message has
   // none, a bridged one, gets no id, so a reconnect resumes after the last positioned one).
   const sendFrame = (frame: Buffer, position?: StreamPosition): void => {
-    const line = tailLine(frame);
+    const line = tailLine(frame, position);
     if (line === undefined) return;
     const id = position === undefined ? '' : `id: ${position.epoch}:${position.offset}\n`;
     write(`${id}data: ${line}\n\n`);
@@ -557,24 +560,10 @@ function tailPosition(id: string): { epoch: string; offset: number } {
 }
 
 /** A message frame as the tail's JSON line; undefined for other frames (events). */
-function tailLine(frame: Buffer): string | undefined {
-  let m: Record<string, unknown>;
-  try {
-    m = JSON.parse(frame.toString()) as Record<string, unknown>;
-  } catch {
-    return undefined;
-  }
-  if (!('message' in m) || typeof m['channel'] !== 'string') return undefined;
-  const line = JSON.stringify({
-    channel: m['channel'],
-    offset: m['offset'],
-    epoch: m['epoch'],
-    id: m['id'],
-    data: m['message'],
-    ...(m['name'] !== undefined && { name: m['name'] }),
-    at: m['timestamp'],
-  });
-  return line;
+function tailLine(frame: Buffer, position: StreamPosition | undefined): string | undefined {
+  const [f] = parseFrames(frame.toString());
+  const m = f === undefined ? undefined : toMessage(f);
+  return m === undefined ? undefined : encodeAdminTailLine(m, position);
 }
 
 function channelOf(segment: string): string {
