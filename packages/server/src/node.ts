@@ -150,8 +150,6 @@ export class Node implements BrokerHandler {
   readonly #hub: Hub;
   readonly #log: Logger;
   readonly #metrics: Metrics;
-  /** messagesIn's child per source: prom-client's labels() hashes its labels on every call. */
-  readonly #messagesIn = new Map<string, { inc(): void }>();
   readonly #historyFor: (channel: string) => HistoryOptions;
   readonly #dedupeMs: number;
   readonly #recoveryMax: number;
@@ -384,15 +382,6 @@ export class Node implements BrokerHandler {
     this.#release(sink, channel);
   }
 
-  #countIn(source: string): void {
-    let counter = this.#messagesIn.get(source);
-    if (counter === undefined) {
-      counter = this.#metrics.messagesIn.labels(source);
-      this.#messagesIn.set(source, counter);
-    }
-    counter.inc();
-  }
-
   /**
    * Publishes one message. Resolves after the broker stored it; rejects with NOT_AVAILABLE when it
    * could not, and then the message was not acknowledged.
@@ -424,7 +413,7 @@ export class Node implements BrokerHandler {
           this.#onWrite(true, timestamp);
           const published = { ...result, id };
           if (!result.duplicate) {
-            this.#countIn(source);
+            this.#metrics.messagesIn.inc({ source });
             this.#directory?.published(input.channel, input.publisher ?? source);
             this.#onPublished?.(input, published, timestamp);
           }
