@@ -322,7 +322,9 @@ const LOADGEN = fileURLToPath(new URL('./loadgen.js', import.meta.url));
  */
 export async function startNode(o) {
   const port = await freePort();
-  const [cmd, args] = pinned(o.core, [process.execPath, SERVER_CLI, 'serve']);
+  // e.g. BENCH_NODE_FLAGS='--cpu-prof --cpu-prof-dir=/tmp/prof': node refuses --cpu-prof in NODE_OPTIONS.
+  const flags = (process.env['BENCH_NODE_FLAGS'] ?? '').split(' ').filter((f) => f !== '');
+  const [cmd, args] = pinned(o.core, [process.execPath, ...flags, SERVER_CLI, 'serve']);
   const child = track(
     spawn(cmd, args, {
       stdio: ['ignore', 'ignore', 'inherit'],

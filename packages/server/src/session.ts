@@ -132,6 +132,9 @@ export class Session implements ConnectionHandler {
   /** Channels subscribed or being subscribed. */
   readonly #channels = new Set<string>();
   #credentials: Credentials;
+  /** #publisherId's answer, for #publisherCreds. */
+  #publisher: string | undefined;
+  #publisherCreds: Credentials | undefined;
   #inFlight = 0;
   /** Publishes received, numbering them for the fence. */
   #publishSeq = 0;
@@ -389,11 +392,7 @@ export class Session implements ConnectionHandler {
           dataJson: cmd.dataJson,
           name: cmd.name,
           id: cmd.messageId,
-          // The owner id, not the presence connection id: that one is fixed on first use.
-          publisher:
-            this.#credentials.userId !== ''
-              ? 'u:' + this.#credentials.userId
-              : 'c:' + this.#ownerId(),
+          publisher: this.#publisherId(),
         },
         this.#conn.transport,
       )
@@ -494,6 +493,20 @@ export class Session implements ConnectionHandler {
 
   #connId(): string {
     return (this.#connectionId ??= randomBytes(12).toString('base64url'));
+  }
+
+  /**
+   * Who publishes, for occupancy: the user, or this connection's owner id (not the presence
+   * connection id: that one is fixed on first use). Built once per credentials, not per publish:
+   * a string made anew each time is hashed anew in every map it is looked up in.
+   */
+  #publisherId(): string {
+    const creds = this.#credentials;
+    if (this.#publisher === undefined || this.#publisherCreds !== creds) {
+      this.#publisherCreds = creds;
+      this.#publisher = creds.userId !== '' ? 'u:' + creds.userId : 'c:' + this.#ownerId();
+    }
+    return this.#publisher;
   }
 
   #ownerId(): string {

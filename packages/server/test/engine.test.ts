@@ -125,6 +125,46 @@ describe(`native topics (${ENGINE} engine)`, () => {
   });
 });
 
+describe(`corked writes (${ENGINE} engine)`, () => {
+  it('a resuming subscribe gets its reply, then its replay, then live frames, while publishes stream in', async () => {
+    const server = await startTestServer();
+    try {
+      const publisher = await TestClient.open(server.wsUrl);
+      let last: Record<string, unknown> = {};
+      for (let i = 1; i <= 20; i++)
+        last = await publisher.request({ action: 'publish', channel: 'corked', data: i, id: i });
+      const since = { offset: 5, epoch: last['epoch'] };
+      // Publishes keep arriving while the subscribes' replies, replays and live frames go out.
+      for (let i = 21; i <= 300; i++)
+        publisher.send({ action: 'publish', channel: 'corked', data: i, id: i });
+      const subscribers = await Promise.all([
+        TestClient.open(server.wsUrl),
+        TestClient.open(server.wsUrl, [BATCH_SUBPROTOCOL]),
+      ]);
+      for (const c of subscribers)
+        c.send({ action: 'subscribe', channel: 'corked', since, id: 's' });
+      await publisher.until((fs) => fs.some((f) => f['reply'] === 300));
+      for (const c of subscribers) {
+        await c.until(() => c.messages('corked').some((m) => m['offset'] === 300));
+        const reply = c.frames.findIndex((f) => f['reply'] === 's');
+        const first = c.frames.findIndex(
+          (f) => f['channel'] === 'corked' && f['message'] !== undefined,
+        );
+        assert.equal(c.frames[reply]?.['recovered'], true);
+        assert.ok(reply < first, 'the reply precedes every message');
+        assert.deepEqual(
+          c.messages('corked').map((m) => m['offset']),
+          Array.from({ length: 295 }, (_, i) => i + 6),
+        );
+        c.close();
+      }
+      publisher.close();
+    } finally {
+      await server.close();
+    }
+  });
+});
+
 describe(`HTTP body framing (${ENGINE} engine)`, () => {
   // Two lengths, a length that is not a number, or a length beside chunked encoding: never read
   // as a body. Refused with 400 where the request reaches JavaScript; uWS v20.30's own parser

@@ -118,12 +118,13 @@ export type PublishReply = [offset: number, epoch: string, duplicate: number];
 /** The script reply: one entry per message, a reply or the Redis error that message got. */
 export type BatchReply = readonly (PublishReply | Error)[];
 
-/** The ARGV entries of one message in a batch (after the common head). */
-export function batchEntry(
+/** Appends the ARGV entries of one message in a batch (after the common head) to `argv`. */
+export function pushBatchEntry(
+  argv: (string | number)[],
   keys: RedisKeys,
   req: PublishRequest,
-): [string, string, string, string, string, number, number, number] {
-  return [
+): void {
+  argv.push(
     keys.meta(req.channel),
     keys.stream(req.channel),
     keys.dedupe(req.channel, req.id),
@@ -132,7 +133,7 @@ export function batchEntry(
     req.history.size,
     req.history.ttlMs,
     req.dedupeMs,
-  ];
+  );
 }
 
 /** Whether a message's error says its keys are not on the master the batch ran on (Cluster). */

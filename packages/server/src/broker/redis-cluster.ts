@@ -23,7 +23,7 @@ import { createRedisKeys, type RedisKeys } from './redis-keys.js';
 import { HISTORY_LUA, fanoutLua, publishArgs, publishLua } from './redis-scripts.js';
 import { ReplicaGate } from './redis-wait.js';
 import {
-  batchEntry,
+  pushBatchEntry,
   DEFAULT_PUBLISH_BATCH,
   isNonLocalKey,
   publishBatchLua,
@@ -112,7 +112,7 @@ export class RedisClusterBroker implements Broker {
       limit: options.publishBatch ?? DEFAULT_PUBLISH_BATCH,
       send: (_master, batch) => {
         const argv: (string | number)[] = [newEpoch(), this.#metaTtlMs, ''];
-        for (const req of batch) argv.push(...batchEntry(this.#keys, req));
+        for (const req of batch) pushBatchEntry(argv, this.#keys, req);
         // Routed by the first message's meta key; the others live on the same master by the slot
         // map this batch was grouped with (or fail alone with a non-local-key error).
         return this.#requireCmd().sbPublishBatch(argv[3] as string, ...argv);

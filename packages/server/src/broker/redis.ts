@@ -30,11 +30,12 @@ import {
 } from './redis-scripts.js';
 import { ReplicaGate, type HeldPayload } from './redis-wait.js';
 import {
-  batchEntry,
   DEFAULT_PUBLISH_BATCH,
   publishBatchLua,
   PublishBatcher,
+  pushBatchEntry,
   type BatchReply,
+  type PublishReply,
 } from './redis-batch.js';
 
 export interface RedisBrokerOptions {
@@ -159,7 +160,7 @@ export class RedisBroker implements Broker {
       limit: options.publishBatch ?? DEFAULT_PUBLISH_BATCH,
       send: (_group, batch) => {
         const argv: (string | number)[] = [newEpoch(), this.#metaTtlMs, ''];
-        for (const req of batch) argv.push(...batchEntry(this.#keys, req));
+        for (const req of batch) pushBatchEntry(argv, this.#keys, req);
         return this.#requireCmd().sbPublishBatch(argv[3] as string, ...argv);
       },
     });
@@ -265,7 +266,15 @@ export class RedisBroker implements Broker {
     return this.#requireSub().unsubscribe(this.#keys.pubsub(channel)).then(noop);
   }
 
-  async publish(req: PublishRequest): Promise<PublishResult> {
+  publish(req: PublishRequest): Promise<PublishResult> {
+    // No WAIT and no lineage (the default on one Redis): nothing to await before the batcher, so
+    // no async hops per publish. Decided by configuration, so every publish takes the same path.
+    if (this.#gate === undefined && this.#cmd !== undefined && !this.#tracksReplication())
+      return this.#batch.publish('', req).reply.then(toPublishResult, rejectClassified);
+    return this.#publishGated(req);
+  }
+
+  async #publishGated(req: PublishRequest): Promise<PublishResult> {
     if (this.#gate === undefined) return this.#publish(req);
     try {
       return await this.#publish(req);
@@ -779,4 +788,12 @@ const bridgePrefix = 'b-' + newEpoch() + '-';
 /** Ids for bridged messages: unique per node, no randomness per message. */
 function bridgeId(): string {
   return bridgePrefix + (++bridgeSeq).toString(36);
+}
+
+function toPublishResult([offset, epoch, duplicate]: PublishReply): PublishResult {
+  return { offset, epoch, duplicate: duplicate === 1 };
+}
+
+function rejectClassified(err: unknown): never {
+  throw classify(err);
 }

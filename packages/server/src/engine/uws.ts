@@ -94,21 +94,44 @@ class UwsConnection extends BaseConnection implements TopicSink, Beating {
   handledThisTurn = 0;
   busy = false;
 
+  /** Text frames written but not handed to uWS yet (see UwsEngine.corked); in order. */
+  #pending: (Buffer | string)[] = [];
+  #pendingBytes = 0;
+
   constructor(engine: UwsEngine, ws: WebSocket<UserData>, batched: boolean) {
     super(engine);
     this.engine = engine;
     this.ws = ws;
     this.batched = batched;
     this.#prefix = batched ? BATCHED : PLAIN;
-    this.outbound = new OutboundQueue(() => (this.gone ? 0 : ws.getBufferedAmount()));
+    this.outbound = new OutboundQueue(() =>
+      this.gone ? 0 : ws.getBufferedAmount() + this.#pendingBytes,
+    );
   }
 
   protected write(frame: Buffer | string): void {
-    this.ws.send(frame, false);
+    if (this.#pending.length === 0) this.engine.corked(this);
+    this.#pending.push(frame);
+    this.#pendingBytes += frame.length;
+    if (this.#pendingBytes >= CORK_MAX_BYTES) this.flush();
+  }
+
+  /** Hands the pending frames to uWS in one corked write (one syscall, not one per frame). */
+  flush(): void {
+    const pending = this.#pending;
+    if (pending.length === 0) return;
+    this.#pending = [];
+    this.#pendingBytes = 0;
+    if (this.gone) return;
+    if (pending.length === 1) this.ws.send(pending[0] as Buffer | string, false);
+    else this.ws.cork(() => sendAll(this.ws, pending));
   }
 
   sendBinary(frame: Buffer): void {
-    this.writeGuarded(() => this.ws.send(frame, true));
+    this.writeGuarded(() => {
+      this.flush();
+      this.ws.send(frame, true);
+    });
   }
 
   join(channel: string): void {
@@ -129,6 +152,8 @@ class UwsConnection extends BaseConnection implements TopicSink, Beating {
   }
 
   protected end(code: number, reason: string): void {
+    // What was written before the close goes out before it.
+    this.flush();
     // end() runs uWS's close handler at once, inside our caller's stack (see the handler).
     this.ws.end(code, reason);
   }
@@ -147,6 +172,16 @@ class UwsConnection extends BaseConnection implements TopicSink, Beating {
     this.ws.close();
   }
 }
+
+function sendAll(ws: WebSocket<UserData>, frames: readonly (Buffer | string)[]): void {
+  for (const frame of frames) ws.send(frame, false);
+}
+
+/**
+ * Pending bytes of one connection past which its frames are handed to uWS at once, without
+ * waiting for the turn's flush: a big reply is not held back, and the backlog stays uWS's.
+ */
+const CORK_MAX_BYTES = 64 * 1024;
 
 /** Frames of one connection handled per turn of the event loop. */
 const FRAMES_PER_TURN = 16;
@@ -199,6 +234,9 @@ export class UwsEngine implements TopicPublisher, TopicBroadcaster, TransportHos
   readonly #backlogged = new Set<UwsConnection>();
   /** Bytes every subscriber of a topic may have gained since the last sweep. */
   #publishedSinceSweep = 0;
+  /** Connections with frames written in this turn and not handed to uWS yet. */
+  #corked: UwsConnection[] = [];
+  #flushScheduled = false;
 
   constructor(uws: UwsModule, options: UwsEngineOptions) {
     this.#uws = uws;
@@ -289,11 +327,40 @@ export class UwsEngine implements TopicPublisher, TopicBroadcaster, TransportHos
     this.#options.onDisconnect?.(code);
   }
 
+  /**
+   * `conn` has its first pending frame of the turn. uWS writes each send outside its own callbacks
+   * at once (one syscall per reply: replies resolve in promise callbacks), so a connection's frames
+   * of one turn are held and handed over corked, in one write, at the end of the turn (a
+   * setImmediate) or before anything else could reach a socket: every topic publish flushes every
+   * connection first, and a close flushes its own. So no live frame of a topic can overtake a reply
+   * or replay written before it (a subscribe's reply and replay still precede the channel's frames).
+   */
+  corked(conn: UwsConnection): void {
+    this.#corked.push(conn);
+    if (this.#flushScheduled) return;
+    this.#flushScheduled = true;
+    setImmediate(this.#flushTurn);
+  }
+
+  readonly #flushTurn = (): void => {
+    this.#flushScheduled = false;
+    this.#flush();
+  };
+
+  #flush(): void {
+    if (this.#corked.length === 0) return;
+    const corked = this.#corked;
+    this.#corked = [];
+    for (const conn of corked) conn.flush();
+  }
+
   publishTopic(topic: string, frame: Buffer | string, binary: boolean): void {
+    this.#flush();
     this.#app.publish(topic, frame, binary);
   }
 
   publish(channel: string, frames: readonly Buffer[]): void {
+    this.#flush();
     const rounds = Math.ceil(this.#connections.size / BACKLOG_CHECKS) || 1;
     const budget = BURST_MARGIN / 2 / rounds;
     // A turn's frames may be megabytes (a batch POST): published in slices, sweeping between.
