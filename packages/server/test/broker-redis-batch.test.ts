@@ -11,6 +11,7 @@ import {
   type PublishResult,
 } from '../src/index.js';
 import { PublishBatcher, type BatchReply, type PublishReply } from '../src/broker/redis-batch.js';
+import { ReplicaGate, type HeldPayload } from '../src/broker/redis-wait.js';
 import { eventually, requireBinary, startRedis, type RedisProcess } from './helpers.js';
 import { startRedisCluster, type RedisClusterKit } from './redis-kit.js';
 
@@ -170,6 +171,58 @@ describe('PublishBatcher', () => {
     });
     const both = [failing.publish('a', request('x', '1')), failing.publish('a', request('y', '2'))];
     for (const b of both) await assert.rejects(b.reply, /connection lost/);
+  });
+});
+
+describe('ReplicaGate#sendMany', () => {
+  const held = (n: number): HeldPayload => ({
+    pubsub: 'p',
+    payload: `${n} e 1 {}`,
+    meta: 'm',
+    stream: 's',
+    historySize: 10,
+  });
+
+  it('holds a batch as one send, fans its payloads out in order after the WAIT, and bounds by messages', async () => {
+    const out: string[] = [];
+    let release: (acks: number) => void = () => {};
+    const gate = new ReplicaGate(
+      {
+        wait: () => new Promise<number>((resolve) => (release = resolve)),
+        fanout: (h) => {
+          out.push(h.payload);
+          return Promise.resolve(1);
+        },
+        ready: () => true,
+      },
+      { needed: () => 1, timeoutMs: 100, maxHeld: 4 },
+    );
+    assert.equal(gate.room, 4);
+    const { stored, replicated } = gate.sendMany(
+      3,
+      () => Promise.resolve([1, 2, 3]),
+      (offsets) => offsets.map(held),
+    );
+    assert.equal(gate.room, 1, 'the batch counts as 3 messages');
+    assert.throws(
+      () =>
+        gate.sendMany(
+          2,
+          () => Promise.resolve([]),
+          () => [],
+        ),
+      (err: unknown) => err instanceof PublishError && err.outcome === 'not-stored',
+    );
+    await stored;
+    assert.equal(gate.held, 3);
+    // The WAIT is sent in the turn after the send.
+    await new Promise((r) => setImmediate(r));
+    assert.deepEqual(out, [], 'nothing out before the WAIT confirmed');
+    release(1);
+    await replicated;
+    assert.deepEqual(out, ['1 e 1 {}', '2 e 1 {}', '3 e 1 {}']);
+    assert.equal(gate.room, 4);
+    gate.close();
   });
 });
 
