@@ -8,6 +8,9 @@
  *
  *   node bench/publish.js [--seconds 5] [--inflight 2048] [--channels 1000] [--mode single|cluster|both]
  *     [--batch N] (messages per script call at most; 1: one call per publish)
+ *     [--replica] (one replica per master and WAIT 1, redisWaitReplicas 1: the gated path of
+ *     publish after WAIT, redis-wait.ts; without it waitReplicas is 0)
+ * Reports script calls per acknowledged publish (EVALSHA + EVAL on the masters, INFO commandstats).
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync, mkdtempSync, rmSync } from 'node:fs';
@@ -25,12 +28,30 @@ const { values: o } = parseArgs({
     channels: { type: 'string', default: '1000' },
     mode: { type: 'string', default: 'both' },
     batch: { type: 'string', default: '128' },
+    replica: { type: 'boolean', default: false },
   },
 });
 const SECONDS = Number(o.seconds);
 const INFLIGHT = Number(o.inflight);
 const CHANNELS = Number(o.channels);
 const BATCH = Number(o.batch);
+const REPLICA = o.replica === true;
+
+/**
+ * Script calls a redis-server has run (EVALSHA + EVAL).
+ * @param {number} port
+ */
+function scriptCalls(port) {
+  const info = spawnSync('redis-cli', [
+    '-p',
+    String(port),
+    'info',
+    'commandstats',
+  ]).stdout.toString();
+  let n = 0;
+  for (const m of info.matchAll(/^cmdstat_eval(?:sha)?:calls=(\d+)/gm)) n += Number(m[1]);
+  return n;
+}
 
 /**
  * CPU seconds (user + system) a process has used, from /proc.
@@ -45,9 +66,11 @@ function cpuOf(pid) {
  * @param {string} dir
  * @param {boolean} cluster
  */
-async function redisServer(dir, cluster) {
+async function redisServer(dir, cluster, replicaOf = 0) {
   const port = await freePort();
   const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'];
+  args.push('--dir', dir, '--dbfilename', `dump-${port}.rdb`);
+  if (replicaOf > 0) args.push('--replicaof', '127.0.0.1', String(replicaOf));
   if (cluster)
     args.push(
       '--cluster-enabled',
@@ -71,10 +94,30 @@ async function redisServer(dir, cluster) {
 }
 
 /**
+ * Waits until the master on `port` has `n` replicas online.
+ * @param {number} port
+ * @param {number} n
+ */
+async function replicaInSync(port, n) {
+  for (let i = 0; i < 400; i++) {
+    const info = spawnSync('redis-cli', [
+      '-p',
+      String(port),
+      'info',
+      'replication',
+    ]).stdout.toString();
+    if ((info.match(/^slave\d+:.*state=online/gm)?.length ?? 0) >= n) return;
+    await sleep(50);
+  }
+  throw new Error(`no replica in sync on ${port}`);
+}
+
+/**
  * @param {import('@switchboard/server').Broker} broker
  * @param {number[]} pids
+ * @param {number[]} masters ports whose script calls are counted
  */
-async function run(broker, pids) {
+async function run(broker, pids, masters) {
   await broker.start({ onPublication() {}, onResubscribed() {}, onControl() {} });
   const channels = Array.from({ length: CHANNELS }, (_, i) => `bench-${i}`);
   let acked = 0;
@@ -103,12 +146,14 @@ async function run(broker, pids) {
   await sleep(1000); // warm-up, not measured
   const a0 = acked;
   const c0 = pids.map(cpuOf);
+  const s0 = masters.reduce((n, p) => n + scriptCalls(p), 0);
   const self0 = process.cpuUsage();
   const t0 = performance.now();
   await sleep(SECONDS * 1000);
   const dt = (performance.now() - t0) / 1000;
   const a1 = acked;
   const c1 = pids.map(cpuOf);
+  const s1 = masters.reduce((n, p) => n + scriptCalls(p), 0);
   const self = process.cpuUsage(self0);
   stop = true;
   await Promise.all(workers);
@@ -116,6 +161,7 @@ async function run(broker, pids) {
   return {
     ackedPerSecond: Math.round((a1 - a0) / dt),
     failed,
+    scriptCallsPerPublish: Number(((s1 - s0) / Math.max(1, a1 - a0)).toFixed(3)),
     redisCpuPerShard: c1.map((c, i) => Number(((c - c0[i]) / dt).toFixed(2))),
     publisherCpu: Number(((self.user + self.system) / 1e6 / dt).toFixed(2)),
   };
@@ -127,6 +173,7 @@ const results = {
   channels: CHANNELS,
   history: 100,
   batch: BATCH,
+  replica: REPLICA,
 };
 const dir = mkdtempSync(join(tmpdir(), 'sb-bench-'));
 const children = [];
@@ -134,23 +181,36 @@ try {
   if (o.mode !== 'cluster') {
     const r = await redisServer(dir, false);
     children.push(r.child);
+    if (REPLICA) {
+      const rep = await redisServer(dir, false, r.port);
+      children.push(rep.child);
+      await replicaInSync(r.port, 1);
+    }
     results.single = await run(
       new RedisBroker({
         url: `redis://127.0.0.1:${r.port}`,
         prefix: 'b:',
         publishBatch: BATCH,
+        waitReplicas: REPLICA ? 1 : 0,
         logger: createLogger('warn'),
       }),
       [r.child.pid],
+      [r.port],
     );
   }
   if (o.mode !== 'single') {
     const nodes = [];
-    for (let i = 0; i < 3; i++) nodes.push(await redisServer(dir, true));
+    for (let i = 0; i < (REPLICA ? 6 : 3); i++) nodes.push(await redisServer(dir, true));
     children.push(...nodes.map((n) => n.child));
     const create = spawnSync(
       'redis-cli',
-      ['--cluster', 'create', ...nodes.map((n) => `127.0.0.1:${n.port}`), '--cluster-yes'],
+      [
+        '--cluster',
+        'create',
+        ...nodes.map((n) => `127.0.0.1:${n.port}`),
+        ...(REPLICA ? ['--cluster-replicas', '1'] : []),
+        '--cluster-yes',
+      ],
       { timeout: 30_000 },
     );
     if (create.status !== 0) throw new Error(`cluster create failed: ${create.stdout.toString()}`);
@@ -159,16 +219,22 @@ try {
       if (info.stdout?.toString().includes('cluster_state:ok')) break;
       await sleep(50);
     }
+    const masters = nodes.filter((n) =>
+      spawnSync('redis-cli', ['-p', String(n.port), 'role'])
+        .stdout.toString()
+        .startsWith('master'),
+    );
+    if (REPLICA) for (const m of masters) await replicaInSync(m.port, 1);
     results.cluster3 = await run(
       new RedisClusterBroker({
         seeds: nodes.map((n) => `127.0.0.1:${n.port}`),
         prefix: 'b:',
-        // No replicas, and WAIT-gated publishes are not batched (docs/redis.md).
-        waitReplicas: 0,
+        waitReplicas: REPLICA ? 1 : 0,
         publishBatch: BATCH,
         logger: createLogger('warn'),
       }),
-      nodes.map((n) => n.child.pid),
+      masters.map((n) => n.child.pid),
+      masters.map((n) => n.port),
     );
   }
 } finally {

@@ -11,7 +11,8 @@ import {
   type PublishResult,
 } from '../src/index.js';
 import { PublishBatcher, type BatchReply, type PublishReply } from '../src/broker/redis-batch.js';
-import { requireBinary, startRedis, type RedisProcess } from './helpers.js';
+import { ReplicaGate, type HeldPayload } from '../src/broker/redis-wait.js';
+import { eventually, requireBinary, startRedis, type RedisProcess } from './helpers.js';
 import { startRedisCluster, type RedisClusterKit } from './redis-kit.js';
 
 const HANDLER = { onPublication() {}, onResubscribed() {}, onControl() {} };
@@ -32,6 +33,33 @@ function scriptCalls(server: { cli(...args: string[]): string }): number {
   let n = 0;
   for (const m of info.matchAll(/^cmdstat_eval(?:sha)?:calls=(\d+)/gm)) n += Number(m[1]);
   return n;
+}
+
+/** WAIT calls made so far on a redis-server. */
+function waitCalls(server: { cli(...args: string[]): string }): number {
+  return Number(/^cmdstat_wait:calls=(\d+)/m.exec(server.cli('INFO', 'commandstats'))?.[1] ?? 0);
+}
+
+/** A handler recording the offsets delivered per channel. */
+function recorder(): {
+  handler: Omit<typeof HANDLER, 'onPublication'> & {
+    onPublication(channel: string, frame: Uint8Array, offset?: number): void;
+  };
+  seen: Map<string, number[]>;
+} {
+  const seen = new Map<string, number[]>();
+  return {
+    seen,
+    handler: {
+      ...HANDLER,
+      onPublication(channel: string, _frame: Uint8Array, offset?: number) {
+        if (offset === undefined) return;
+        const list = seen.get(channel) ?? [];
+        list.push(offset);
+        seen.set(channel, list);
+      },
+    },
+  };
 }
 
 /**
@@ -146,6 +174,58 @@ describe('PublishBatcher', () => {
   });
 });
 
+describe('ReplicaGate#sendMany', () => {
+  const held = (n: number): HeldPayload => ({
+    pubsub: 'p',
+    payload: `${n} e 1 {}`,
+    meta: 'm',
+    stream: 's',
+    historySize: 10,
+  });
+
+  it('holds a batch as one send, fans its payloads out in order after the WAIT, and bounds by messages', async () => {
+    const out: string[] = [];
+    let release: (acks: number) => void = () => {};
+    const gate = new ReplicaGate(
+      {
+        wait: () => new Promise<number>((resolve) => (release = resolve)),
+        fanout: (h) => {
+          out.push(h.payload);
+          return Promise.resolve(1);
+        },
+        ready: () => true,
+      },
+      { needed: () => 1, timeoutMs: 100, maxHeld: 4 },
+    );
+    assert.equal(gate.room, 4);
+    const { stored, replicated } = gate.sendMany(
+      3,
+      () => Promise.resolve([1, 2, 3]),
+      (offsets) => offsets.map(held),
+    );
+    assert.equal(gate.room, 1, 'the batch counts as 3 messages');
+    assert.throws(
+      () =>
+        gate.sendMany(
+          2,
+          () => Promise.resolve([]),
+          () => [],
+        ),
+      (err: unknown) => err instanceof PublishError && err.outcome === 'not-stored',
+    );
+    await stored;
+    assert.equal(gate.held, 3);
+    // The WAIT is sent in the turn after the send.
+    await new Promise((r) => setImmediate(r));
+    assert.deepEqual(out, [], 'nothing out before the WAIT confirmed');
+    release(1);
+    await replicated;
+    assert.deepEqual(out, ['1 e 1 {}', '2 e 1 {}', '3 e 1 {}']);
+    assert.equal(gate.room, 4);
+    gate.close();
+  });
+});
+
 const missing = requireBinary('redis-server');
 if (missing === false) {
   describe('RedisBroker publish batching', () => {
@@ -253,6 +333,153 @@ if (missing === false) {
     });
   });
 
+  describe('RedisBroker gated publish batching (a replica, WAIT 1)', () => {
+    let master: RedisProcess;
+    let replica: RedisProcess;
+    let broker: RedisBroker;
+    const { handler, seen } = recorder();
+    before(async () => {
+      master = await startRedis();
+      replica = await startRedis();
+      replica.cli('REPLICAOF', '127.0.0.1', String(master.port));
+      await eventually(
+        () => /^slave0:.*state=online/m.test(master.cli('INFO', 'replication')),
+        10_000,
+        'the replica to sync',
+      );
+      broker = new RedisBroker({
+        url: master.url,
+        prefix: 'g:',
+        waitReplicas: 1,
+        waitTimeoutMs: 300,
+        logger: createLogger('silent'),
+      });
+      await broker.start(handler);
+    });
+    after(async () => {
+      process.kill(replica.pid, 'SIGCONT');
+      await broker.close();
+      await Promise.all([replica.stop(), master.stop()]);
+    });
+
+    it('keeps per-channel order and offsets for 1,000 concurrent publishes in few script calls, fanned out after WAIT in order', async () => {
+      for (let i = 0; i < 20; i++) await broker.subscribe(`gorder-${i}`);
+      master.cli('CONFIG', 'RESETSTAT');
+      let calls = 0;
+      let waits = 0;
+      await assertOrderAndOffsets(broker, 'gorder', () => {
+        calls = scriptCalls(master);
+        waits = waitCalls(master);
+      });
+      assert.ok(calls <= 10, `1,000 gated publishes took ${calls} script calls`);
+      assert.ok(waits >= 1 && waits <= 10, `1,000 gated publishes took ${waits} WAITs`);
+      await eventually(
+        () =>
+          Array.from({ length: 20 }, (_, i) => seen.get(`gorder-${i}`)?.length === 50).every(
+            Boolean,
+          ),
+        5000,
+        'every message delivered',
+      );
+      for (let i = 0; i < 20; i++)
+        assert.deepEqual(
+          seen.get(`gorder-${i}`),
+          Array.from({ length: 50 }, (_, k) => k + 1),
+          `gorder-${i}: delivered once each, in offset order`,
+        );
+    });
+
+    it('answers 118 while the replica is stopped, fans the batch out in order once it confirms, and a retry is a duplicate', async () => {
+      await broker.subscribe('gstop');
+      await broker.publish(request('gstop', 'first'));
+      await eventually(() => seen.get('gstop')?.length === 1, 2000, 'the first delivered');
+      // SIGSTOP: the replica stays "online" for the master, but no longer acknowledges.
+      process.kill(replica.pid, 'SIGSTOP');
+      let stopped = true;
+      try {
+        const outcomes = await Promise.allSettled(
+          Array.from({ length: 10 }, (_, i) => broker.publish(request('gstop', `s${i}`))),
+        );
+        for (const o of outcomes) {
+          assert.equal(o.status, 'rejected');
+          assert.ok(o.reason instanceof PublishError, String(o.reason));
+          assert.equal(o.reason.outcome, 'unknown', o.reason.message);
+        }
+        await new Promise((r) => setTimeout(r, 400));
+        assert.deepEqual(seen.get('gstop'), [1], 'not fanned out before a replica holds it');
+        process.kill(replica.pid, 'SIGCONT');
+        stopped = false;
+        // Held, not dropped: they go out at the next confirming WAIT, in order, without a retry.
+        await eventually(() => seen.get('gstop')?.length === 11, 5000, 'the held batch delivered');
+        assert.deepEqual(
+          seen.get('gstop'),
+          Array.from({ length: 11 }, (_, k) => k + 1),
+        );
+      } finally {
+        if (stopped) process.kill(replica.pid, 'SIGCONT');
+      }
+      // The retries (same ids, one batch) are stored once: the original positions come back.
+      let retried: PublishResult[] | undefined;
+      await eventually(
+        async () => {
+          retried = await Promise.all(
+            Array.from({ length: 10 }, (_, i) => broker.publish(request('gstop', `s${i}`))),
+          ).catch((err: unknown) => {
+            assert.ok(err instanceof PublishError && err.outcome === 'not-stored', String(err));
+            return undefined;
+          });
+          return retried !== undefined;
+        },
+        15_000,
+        'the retries to be acknowledged',
+        100,
+      );
+      assert.deepEqual(
+        retried?.map((r) => [r.offset, r.duplicate]),
+        Array.from({ length: 10 }, (_, k) => [k + 2, true]),
+      );
+      // A retry fans the stored entries out again (subscribers drop an offset they have): each
+      // offset first arrives right after the one before it, and nothing new was stored.
+      const after = await broker.publish(request('gstop', 'next'));
+      assert.equal(after.offset, 12);
+      await eventually(() => seen.get('gstop')?.includes(12) === true, 2000, 'the next delivered');
+      const got = seen.get('gstop') ?? [];
+      let top = 0;
+      for (const o of got) {
+        if (o <= top) continue;
+        assert.equal(o, top + 1, `in order: ${got.join(',')}`);
+        top = o;
+      }
+      assert.equal(top, 12);
+    });
+
+    it('fails one bad message of a gated batch alone and fans out the rest', async () => {
+      await broker.subscribe('ggood');
+      await broker.publish(request('gbad', 'first'));
+      master.cli('DEL', 'g:s:{gbad}');
+      master.cli('SET', 'g:s:{gbad}', 'not a stream');
+      const outcomes = await Promise.allSettled([
+        broker.publish(request('ggood', 'g1')),
+        broker.publish(request('gbad', 'b1')),
+        broker.publish(request('ggood', 'g2')),
+      ]);
+      const failed = outcomes[1];
+      assert.equal(failed?.status, 'rejected');
+      assert.ok(failed.reason instanceof PublishError);
+      assert.equal(failed.reason.outcome, 'not-stored');
+      assert.match(failed.reason.message, /WRONGTYPE/);
+      assert.deepEqual(
+        outcomes.flatMap((o) => (o.status === 'fulfilled' ? [o.value.offset] : [])),
+        [1, 2],
+      );
+      await eventually(() => seen.get('ggood')?.length === 2, 2000, 'the good ones delivered');
+      assert.deepEqual(seen.get('ggood'), [1, 2]);
+      master.cli('DEL', 'g:s:{gbad}');
+      const retry = await broker.publish(request('gbad', 'b1'));
+      assert.deepEqual([retry.offset, retry.duplicate], [2, false]);
+    });
+  });
+
   describe('RedisClusterBroker publish batching', () => {
     let cluster: RedisClusterKit;
     let broker: RedisClusterBroker;
@@ -288,6 +515,40 @@ if (missing === false) {
       );
       // One publish per channel in flight (Cluster order lanes): 50 rounds, a few calls each.
       assert.ok(calls < 1000 / 3, `1,000 publishes took ${calls} script calls`);
+    });
+
+    it('batches gated publishes (WAIT 1, the default) per shard, in order, fanned out after WAIT', async () => {
+      const { handler, seen } = recorder();
+      const gated = new RedisClusterBroker({
+        seeds: cluster.seeds.slice(0, 2),
+        prefix: 'cg:',
+        logger: createLogger('silent'),
+      });
+      await gated.start(handler);
+      try {
+        for (let i = 0; i < 20; i++) await gated.subscribe(`cg-${i}`);
+        for (const n of cluster.nodes) n.cli('CONFIG', 'RESETSTAT');
+        let calls = 0;
+        await assertOrderAndOffsets(
+          gated,
+          'cg',
+          () => (calls = cluster.nodes.reduce((n, node) => n + scriptCalls(node), 0)),
+        );
+        assert.ok(calls < 1000 / 3, `1,000 gated publishes took ${calls} script calls`);
+        await eventually(
+          () =>
+            Array.from({ length: 20 }, (_, i) => seen.get(`cg-${i}`)?.length === 50).every(Boolean),
+          5000,
+          'every message delivered',
+        );
+        for (let i = 0; i < 20; i++)
+          assert.deepEqual(
+            seen.get(`cg-${i}`),
+            Array.from({ length: 50 }, (_, k) => k + 1),
+          );
+      } finally {
+        await gated.close();
+      }
     });
 
     it('retries alone a message whose slot moved under a batch grouped by a stale slot map', async () => {

@@ -16,16 +16,19 @@ export const DEFAULT_PUBLISH_BATCH = 128;
 
 /** Per-message ARGV entries of the batch script, after the ARGV_HEAD common ones. */
 const PER_MESSAGE = 8;
-const ARGV_HEAD = 3;
+const ARGV_HEAD = 4;
 
 /**
  * The batch publish script fanning out with `command` (PUBLISH on one Redis, SPUBLISH on Cluster).
  * KEYS[1]: the meta key of the batch's first message. It routes the call on Cluster; every key of
  * the other messages is passed in ARGV and must live on the same master (a message whose keys do
  * not gets its own "non local key" error and is retried alone, see isNonLocalKey).
- * ARGV: epoch candidate, meta ttl ms, lineage ('' where not tracked), then per message: meta,
+ * ARGV: epoch candidate, meta ttl ms, lineage (as for publishLua: '<replid> <ancestor replid> ...',
+ * '' where not tracked), gated ('1': do not fan out, return the payloads), then per message: meta,
  * stream, dedupe, pubsub channel, frame head, history size, history ttl ms, dedupe ms.
- * Returns one entry per message, in order: {offset, epoch, duplicate (0|1)} or an error reply.
+ * Returns one entry per message, in order: {offset, epoch, duplicate (0|1)} or an error reply;
+ * gated, with the payload to fan out as a 4th element (for a duplicate: the stored entry's, or ''
+ * when history no longer holds it), exactly as publishLua's gated reply.
  *
  * The same steps per message as the single-message script (redis-scripts.ts publishLua), with
  * fewer Redis calls: TIME once per call; per channel once per call the HMGET of epoch, lineage and
@@ -34,10 +37,15 @@ const ARGV_HEAD = 3;
  * position: one call instead of GET + SET), XADD and (S)PUBLISH. A message that fails after its
  * claim releases it, and assigns no offset. The deferred meta write cannot be refused: Redis
  * checks maxmemory at a script's first write only, and it runs only after a message was written.
+ * The channel's epoch is decided as LINEAGE_LUA does, at its first message stored in the call; a
+ * channel whose messages are all duplicates keeps its meta untouched, as with publishLua.
  */
 export function publishBatchLua(command: 'PUBLISH' | 'SPUBLISH'): string {
   return `
-local epochNew, metaTtl, lineage = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local epochNew, metaTtl, lineage, gated = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4] == '1'
+local current = lineage
+local sp = string.find(lineage, ' ', 1, true)
+if sp then current = string.sub(lineage, 1, sp - 1) end
 local now = redis.call('TIME')
 local at = now[1] .. string.format('%06d', tonumber(now[2]))
 local chans, order, out = {}, {}, {}
@@ -49,13 +57,14 @@ local function one(i)
   if not c then
     local state = redis.call('HMGET', meta, 'e', 'r', 'o')
     local o = tonumber(state[3] or '0')
-    c = {epoch = state[1], o = o, o0 = o, fresh = false, stream = false, ttl = 0, dirty = false}
+    -- stored: the epoch the meta hash holds now (what a duplicate's entry is checked against)
+    c = {stored = state[1], epoch = state[1], o = o, fresh = false, stream = false, ttl = 0, touched = false}
     if not c.epoch then
       c.epoch, c.fresh = epochNew, true
-    elseif lineage ~= '' and state[2] and state[2] ~= lineage then
-      c.epoch, c.dirty = epochNew, true
+    elseif current ~= '' and state[2] and state[2] ~= current
+      and not string.find(' ' .. lineage .. ' ', ' ' .. state[2] .. ' ', 1, true) then
+      c.epoch = epochNew
     end
-    if lineage ~= '' and state[2] ~= lineage then c.dirty = true end
     chans[meta] = c
     order[#order + 1] = meta
   end
@@ -65,23 +74,34 @@ local function one(i)
     local seen = redis.call('SET', dedupe, offset .. ' ' .. c.epoch, 'NX', 'GET', 'PX', dedupeMs)
     if seen then
       local sep = string.find(seen, ' ', 1, true)
-      return {tonumber(string.sub(seen, 1, sep - 1)), string.sub(seen, sep + 1), 1}
+      local so, se = tonumber(string.sub(seen, 1, sep - 1)), string.sub(seen, sep + 1)
+      if not gated then return {so, se, 1} end
+      -- A retry of a publish answered 118: fan the stored entry out again (subscribers drop an
+      -- offset they already have), as its first fan-out may never have happened.
+      local payload = ''
+      if c.stored == se then
+        local found = redis.call('XRANGE', stream, so .. '-0', so .. '-0')
+        if found[1] then payload = so .. ' ' .. se .. ' ' .. at .. ' ' .. found[1][2][2] end
+      end
+      return {so, se, 1, payload}
     end
     claimed = dedupe
   end
   if c.fresh then
     -- a stream left from an earlier life of the channel must not be read with the new epoch
     redis.call('DEL', stream)
-    c.fresh, c.dirty = false, true
+    c.fresh = false
   end
   local frame = ARGV[i + 4] .. ${positionSuffixLua('offset', 'c.epoch')}
   if size > 0 then
     redis.call('XADD', stream, 'MAXLEN', '~', size, offset .. '-0', 'f', frame)
     c.stream, c.ttl = stream, tonumber(ARGV[i + 6])
   end
-  c.o = offset
+  c.o, c.stored, c.touched = offset, c.epoch, true
   claimed = false
-  redis.call('${command}', ARGV[i + 3], offset .. ' ' .. c.epoch .. ' ' .. at .. ' ' .. frame)
+  local payload = offset .. ' ' .. c.epoch .. ' ' .. at .. ' ' .. frame
+  if gated then return {offset, c.epoch, 0, payload} end
+  redis.call('${command}', ARGV[i + 3], payload)
   return {offset, c.epoch, 0}
 end
 local n = (#ARGV - ${ARGV_HEAD}) / ${PER_MESSAGE}
@@ -98,9 +118,9 @@ for k = 0, n - 1 do
 end
 for _, meta in ipairs(order) do
   local c = chans[meta]
-  if c.o ~= c.o0 or c.dirty then
-    if lineage ~= '' then
-      redis.call('HSET', meta, 'o', c.o, 'e', c.epoch, 'r', lineage)
+  if c.touched then
+    if current ~= '' then
+      redis.call('HSET', meta, 'o', c.o, 'e', c.epoch, 'r', current)
     else
       redis.call('HSET', meta, 'o', c.o, 'e', c.epoch)
     end
@@ -112,18 +132,33 @@ return out
 `;
 }
 
-/** One message's script reply: offset, epoch, duplicate (0|1). */
-export type PublishReply = [offset: number, epoch: string, duplicate: number];
+/** One message's script reply: offset, epoch, duplicate (0|1); gated, the payload to fan out. */
+export type PublishReply = [offset: number, epoch: string, duplicate: number, payload?: string];
 
 /** The script reply: one entry per message, a reply or the Redis error that message got. */
 export type BatchReply = readonly (PublishReply | Error)[];
 
-/** Appends the ARGV entries of one message in a batch (after the common head) to `argv`. */
-export function pushBatchEntry(
-  argv: (string | number)[],
+/**
+ * The arguments of one batch call: the routing key (the first message's meta key), then ARGV.
+ * `lineage` as for publishLua ('' where not tracked); `gated`: store without fanning out, the
+ * replies carry the payloads (redis-wait.ts). One array per call, filled in place.
+ */
+export function batchArgs(
   keys: RedisKeys,
-  req: PublishRequest,
-): void {
+  batch: readonly PublishRequest[],
+  epoch: string,
+  metaTtlMs: number,
+  lineage: string,
+  gated: boolean,
+): [string, ...(string | number)[]] {
+  const args: (string | number)[] = ['', epoch, metaTtlMs, lineage, gated ? '1' : '0'];
+  for (const req of batch) pushBatchEntry(args, keys, req);
+  args[0] = args[1 + ARGV_HEAD] as string;
+  return args as [string, ...(string | number)[]];
+}
+
+/** Appends the ARGV entries of one message in a batch (after the common head) to `argv`. */
+function pushBatchEntry(argv: (string | number)[], keys: RedisKeys, req: PublishRequest): void {
   argv.push(
     keys.meta(req.channel),
     keys.stream(req.channel),
@@ -142,34 +177,38 @@ export function isNonLocalKey(err: unknown): boolean {
 }
 
 /** A publish waiting in a batch. */
-interface Pending {
+interface Pending<R> {
   readonly req: PublishRequest;
-  readonly resolve: (reply: PublishReply) => void;
+  readonly resolve: (reply: R) => void;
   readonly reject: (err: Error) => void;
 }
 
 /** The open batch of one group (one Redis master). */
-interface Batch {
+interface Batch<R> {
   readonly group: string;
-  readonly items: Pending[];
+  readonly items: Pending<R>[];
   /** Resolves once the batch's script call was written to the connection. */
   readonly sent: Promise<void>;
   readonly markSent: () => void;
 }
 
-export interface PublishBatcherOptions {
+export interface PublishBatcherOptions<R = PublishReply> {
   /** At most this many messages per script call; a full batch is sent at once. */
   readonly limit: number;
   /**
    * Runs the script for `batch` (all in `group`) and resolves with one entry per message, in
-   * order; it must write the command before it returns (ioredis does, when connected).
+   * order (a reply, or the error of that message); it must write the command before it returns
+   * (ioredis does, when connected).
    */
-  readonly send: (group: string, batch: readonly PublishRequest[]) => Promise<BatchReply>;
+  readonly send: (
+    group: string,
+    batch: readonly PublishRequest[],
+  ) => Promise<readonly (R | Error)[]>;
 }
 
 /** What publish() hands back: the message's reply, and when its script call left. */
-export interface Batched {
-  readonly reply: Promise<PublishReply>;
+export interface Batched<R = PublishReply> {
+  readonly reply: Promise<R>;
   /** Resolves once the call carrying the message was written (a WAIT sent after it covers it). */
   readonly sent: Promise<void>;
 }
@@ -178,18 +217,18 @@ export interface Batched {
  * Gathers publishes per group until the end of the event-loop turn (setImmediate) or until a
  * group holds `limit` messages, then runs one script call per batch.
  */
-export class PublishBatcher {
-  readonly #o: PublishBatcherOptions;
-  readonly #open = new Map<string, Batch>();
+export class PublishBatcher<R = PublishReply> {
+  readonly #o: PublishBatcherOptions<R>;
+  readonly #open = new Map<string, Batch<R>>();
   #scheduled = false;
 
-  constructor(options: PublishBatcherOptions) {
+  constructor(options: PublishBatcherOptions<R>) {
     if (!Number.isInteger(options.limit) || options.limit < 1)
       throw new RangeError('The publish batch limit must be a positive integer');
     this.#o = options;
   }
 
-  publish(group: string, req: PublishRequest): Batched {
+  publish(group: string, req: PublishRequest): Batched<R> {
     let batch = this.#open.get(group);
     if (batch === undefined) {
       let markSent = noop;
@@ -198,9 +237,7 @@ export class PublishBatcher {
       this.#open.set(group, batch);
     }
     const open = batch;
-    const reply = new Promise<PublishReply>((resolve, reject) =>
-      open.items.push({ req, resolve, reject }),
-    );
+    const reply = new Promise<R>((resolve, reject) => open.items.push({ req, resolve, reject }));
     if (open.items.length >= this.#o.limit) {
       this.#open.delete(group);
       this.#send(open);
@@ -218,9 +255,9 @@ export class PublishBatcher {
     for (const b of batches) this.#send(b);
   }
 
-  #send(batch: Batch): void {
+  #send(batch: Batch<R>): void {
     const items = batch.items;
-    let call: Promise<BatchReply>;
+    let call: Promise<readonly (R | Error)[]>;
     try {
       call = this.#o.send(
         batch.group,
@@ -233,7 +270,7 @@ export class PublishBatcher {
     call.then(
       (replies) => {
         for (let i = 0; i < items.length; i++) {
-          const p = items[i] as Pending;
+          const p = items[i] as Pending<R>;
           const r = replies[i];
           if (r instanceof Error) p.reject(r);
           else if (r === undefined) p.reject(new Error('publish batch reply too short'));

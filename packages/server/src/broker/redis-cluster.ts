@@ -15,15 +15,18 @@ import {
   classify,
   deliver,
   failInFlight,
+  heldOf,
   parseHistory,
   quit,
+  sendGated,
+  type Gated,
   type ScriptCommands,
 } from './redis.js';
 import { createRedisKeys, type RedisKeys } from './redis-keys.js';
 import { HISTORY_LUA, fanoutLua, publishArgs, publishLua } from './redis-scripts.js';
 import { ReplicaGate } from './redis-wait.js';
 import {
-  pushBatchEntry,
+  batchArgs,
   DEFAULT_PUBLISH_BATCH,
   isNonLocalKey,
   publishBatchLua,
@@ -47,8 +50,8 @@ export interface RedisClusterBrokerOptions {
   readonly waitReplicas?: number;
   readonly waitTimeoutMs?: number;
   /**
-   * Most publishes one script call carries, per shard master (redis-batch.ts). Applies with
-   * waitReplicas 0; publishes gated by WAIT go one by one.
+   * Most publishes one script call carries, per shard master (redis-batch.ts), gated by WAIT or
+   * not (a gated batch's payloads go to the master's gate in order).
    */
   readonly publishBatch?: number;
 }
@@ -91,6 +94,8 @@ export class RedisClusterBroker implements Broker {
   readonly #waitReplicas: number;
   /** Ungated publishes of one turn as one script call per shard master (by the current slot map). */
   readonly #batch: PublishBatcher;
+  /** The same for gated publishes, handed to the master's gate (redis-wait.ts). */
+  readonly #gated: PublishBatcher<Gated>;
   /** A debounced refresh + reconcile is pending (#reconcileSoon), and whether to run another. */
   #reconciling = false;
   #reconcileAgain = false;
@@ -108,14 +113,25 @@ export class RedisClusterBroker implements Broker {
     this.#metaTtlMs = options.metaTtlMs ?? 24 * 60 * 60 * 1000;
     this.#probeKey = this.#keys.probe(newEpoch());
     this.#waitReplicas = options.waitReplicas ?? 1;
+    const limit = options.publishBatch ?? DEFAULT_PUBLISH_BATCH;
+    // Routed by the first message's meta key; the others live on the same master by the slot map
+    // the batch was grouped with (or fail alone with a non-local-key error).
     this.#batch = new PublishBatcher({
-      limit: options.publishBatch ?? DEFAULT_PUBLISH_BATCH,
-      send: (_master, batch) => {
-        const argv: (string | number)[] = [newEpoch(), this.#metaTtlMs, ''];
-        for (const req of batch) pushBatchEntry(argv, this.#keys, req);
-        // Routed by the first message's meta key; the others live on the same master by the slot
-        // map this batch was grouped with (or fail alone with a non-local-key error).
-        return this.#requireCmd().sbPublishBatch(argv[3] as string, ...argv);
+      limit,
+      send: (_master, batch) =>
+        this.#requireCmd().sbPublishBatch(
+          ...batchArgs(this.#keys, batch, newEpoch(), this.#metaTtlMs, '', false),
+        ),
+    });
+    this.#gated = new PublishBatcher<Gated>({
+      limit,
+      send: (master, batch) => {
+        const cmd = this.#requireCmd();
+        return sendGated(this.#gateOf(master), this.#keys, batch, (taken) =>
+          cmd.sbPublishBatch(
+            ...batchArgs(this.#keys, taken, newEpoch(), this.#metaTtlMs, '', true),
+          ),
+        );
       },
     });
   }
@@ -246,25 +262,36 @@ export class RedisClusterBroker implements Broker {
         });
       return { offset, epoch, duplicate: duplicate === 1 };
     }
-    const args = publishArgs(this.#keys, req, this.#metaTtlMs, '', true);
-    const { stored, replicated } = this.#gateOf(master).send(
-      () => cmd.sbPublish(...args),
-      (reply) =>
-        reply[3] === undefined
-          ? undefined
-          : {
-              pubsub: args[3],
-              payload: reply[3],
-              meta: args[0],
-              stream: args[1],
-              historySize: req.history.size,
-            },
-    );
-    const [offset, epoch, duplicate] = await stored.catch((err: unknown) => {
-      throw classify(err);
-    });
+    const { reply, replicated } = await this.#gated
+      .publish(master, req)
+      .reply.catch((err: unknown) => {
+        if (!isNonLocalKey(err)) throw err;
+        return this.#gatedAlone(req);
+      })
+      .catch((err: unknown) => {
+        throw classify(err);
+      });
     await replicated;
+    const [offset, epoch, duplicate] = reply;
     return { offset, epoch, duplicate: duplicate === 1 };
+  }
+
+  /**
+   * A gated message retried alone (its batch ran on a master its keys are not on): routed by its
+   * own keys, through the gate of its slot's master by the slot map now.
+   */
+  async #gatedAlone(req: PublishRequest): Promise<Gated> {
+    const cmd = this.#requireCmd();
+    await this.#refresh();
+    const master = this.#masterOf(this.#keys.meta(req.channel));
+    if (master === undefined)
+      throw new PublishError('not-stored', `no master known for channel ${req.channel}`);
+    const { stored, replicated } = this.#gateOf(master).send(
+      () => cmd.sbPublish(...publishArgs(this.#keys, req, this.#metaTtlMs, '', true)),
+      (reply) => (reply[3] === undefined ? undefined : heldOf(this.#keys, req, reply[3])),
+    );
+    const reply = await stored;
+    return { reply, replicated };
   }
 
   /**

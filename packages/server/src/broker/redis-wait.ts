@@ -76,6 +76,8 @@ export class ReplicaGate {
    * script's reply comes before the WAIT's behind it, but ioredis may hand it over later.
    */
   readonly #pending = new Map<number, Promise<void>>();
+  /** Publishes those scripts carry. */
+  #inFlight = 0;
   #seq = 0;
   #waiters: Waiter[] = [];
   /** A WAIT is in flight or about to be sent. */
@@ -95,6 +97,11 @@ export class ReplicaGate {
     return this.#held.length;
   }
 
+  /** Publishes the gate takes now before refusing (maxHeld less those held or in flight). */
+  get room(): number {
+    return Math.max(0, this.#max - this.#held.length - this.#inFlight);
+  }
+
   /**
    * Sends one publish script through the gate: `send` must put it on the connection at once.
    * `payloadOf` reads the payload to hold from its reply. `stored` settles with the script's reply;
@@ -104,22 +111,39 @@ export class ReplicaGate {
     send: () => Promise<R>,
     payloadOf: (reply: R) => HeldPayload | undefined,
   ): { stored: Promise<R>; replicated: Promise<void> } {
-    if (this.#held.length + this.#pending.size >= this.#max)
+    return this.sendMany(1, send, (reply) => [payloadOf(reply)]);
+  }
+
+  /**
+   * Sends one script carrying `count` publishes (a batch, redis-batch.ts) through the gate, as
+   * send() does one: `payloadsOf` reads the payloads to hold from its reply, in storage order
+   * (undefined for a message that failed or has none). They share the script's place in the
+   * order and one `replicated`. Refused unsent (108) when fewer than `count` fit (see room).
+   */
+  sendMany<R>(
+    count: number,
+    send: () => Promise<R>,
+    payloadsOf: (reply: R) => readonly (HeldPayload | undefined)[],
+  ): { stored: Promise<R>; replicated: Promise<void> } {
+    if (this.room < count)
       throw new PublishError(
         'not-stored',
         `${this.#max} stored messages wait for their replicas already: not stored`,
       );
     const seq = ++this.#seq;
     const generation = this.#generation;
+    this.#inFlight += count;
     const stored = send();
     const handled = stored.then(
       (reply) => {
         this.#pending.delete(seq);
-        const p = payloadOf(reply);
-        if (p !== undefined && p.payload !== '') this.#hold(p, seq, generation);
+        this.#inFlight -= count;
+        for (const p of payloadsOf(reply))
+          if (p !== undefined && p.payload !== '') this.#hold(p, seq, generation);
       },
       () => {
         this.#pending.delete(seq);
+        this.#inFlight -= count;
       },
     );
     this.#pending.set(seq, handled);

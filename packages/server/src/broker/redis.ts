@@ -21,19 +21,13 @@ import { PublishError } from './publish-error.js';
 import { redisGlobMatcher } from './redis-glob.js';
 import { createRedisKeys, type RedisKeys } from './redis-keys.js';
 import { connectRedis, type RedisTarget } from './redis-target.js';
-import {
-  HISTORY_LUA,
-  PUBLISH_LUA,
-  fanoutLua,
-  publishArgs,
-  type PublishArgs,
-} from './redis-scripts.js';
+import { HISTORY_LUA, PUBLISH_LUA, fanoutLua, type PublishArgs } from './redis-scripts.js';
 import { ReplicaGate, type HeldPayload } from './redis-wait.js';
 import {
+  batchArgs,
   DEFAULT_PUBLISH_BATCH,
   publishBatchLua,
   PublishBatcher,
-  pushBatchEntry,
   type BatchReply,
   type PublishReply,
 } from './redis-batch.js';
@@ -64,8 +58,8 @@ export interface RedisBrokerOptions {
   readonly waitReplicas?: number;
   readonly waitTimeoutMs?: number;
   /**
-   * Most publishes one script call carries (redis-batch.ts); default DEFAULT_PUBLISH_BATCH. Applies
-   * to publishes not gated by WAIT (waitReplicas 0, lineage not tracked); gated ones go one by one.
+   * Most publishes one script call carries (redis-batch.ts); default DEFAULT_PUBLISH_BATCH. Gated
+   * publishes (waitReplicas > 0) are batched too, their payloads handed to the gate in order.
    */
   readonly publishBatch?: number;
 }
@@ -122,8 +116,10 @@ export class RedisBroker implements Broker {
   #bridgeMetrics: BridgeMetrics | undefined;
   readonly #bridgeCovers: (channel: string) => boolean;
   readonly #waitReplicas: number;
-  /** Ungated publishes of one turn as one script call (redis-batch.ts). */
+  /** The publishes of one turn as one script call per lineage (redis-batch.ts). */
   readonly #batch: PublishBatcher;
+  /** The same, gated: each script's payloads go to the gate (redis-wait.ts). */
+  readonly #gated: PublishBatcher<Gated>;
   /** Publish after WAIT (redis-wait.ts), when waitReplicas > 0. */
   #gate: ReplicaGate | undefined;
   /** Publishes held unsent while the master is away (#park), in arrival order. */
@@ -156,12 +152,25 @@ export class RedisBroker implements Broker {
     const matchers = (options.bridgePatterns ?? []).map(redisGlobMatcher);
     this.#bridgeCovers = (channel) => matchers.some((m) => m(channel));
     this.#waitReplicas = options.waitReplicas ?? (options.target?.mode === 'sentinel' ? 1 : 0);
+    const limit = options.publishBatch ?? DEFAULT_PUBLISH_BATCH;
+    // Grouped by lineage: a batch carries one (publishes of one turn almost always share it).
     this.#batch = new PublishBatcher({
-      limit: options.publishBatch ?? DEFAULT_PUBLISH_BATCH,
-      send: (_group, batch) => {
-        const argv: (string | number)[] = [newEpoch(), this.#metaTtlMs, ''];
-        for (const req of batch) pushBatchEntry(argv, this.#keys, req);
-        return this.#requireCmd().sbPublishBatch(argv[3] as string, ...argv);
+      limit,
+      send: (lineage, batch) =>
+        this.#requireCmd().sbPublishBatch(
+          ...batchArgs(this.#keys, batch, newEpoch(), this.#metaTtlMs, lineage, false),
+        ),
+    });
+    this.#gated = new PublishBatcher<Gated>({
+      limit,
+      send: (lineage, batch) => {
+        const cmd = this.#requireCmd();
+        const gate = this.#gate as ReplicaGate;
+        return sendGated(gate, this.#keys, batch, (taken) =>
+          cmd.sbPublishBatch(
+            ...batchArgs(this.#keys, taken, newEpoch(), this.#metaTtlMs, lineage, true),
+          ),
+        );
       },
     });
   }
@@ -301,37 +310,21 @@ export class RedisBroker implements Broker {
         'not-stored',
         'the Redis master lost its replica in sync (a failover is likely under way): not stored',
       );
-    const gate = this.#gate;
-    if (gate === undefined) {
-      // Batched where no lineage is tracked (the batch script knows no lineage: Sentinel mode
-      // publishes one by one, through LINEAGE_LUA).
-      const [offset, epoch, duplicate] = await (
-        lineage === ''
-          ? this.#batch.publish('', req).reply
-          : cmd.sbPublish(...publishArgs(this.#keys, req, this.#metaTtlMs, lineage))
-      ).catch((err: unknown) => {
-        throw classify(err);
-      });
+    if (this.#gate === undefined) {
+      const [offset, epoch, duplicate] = await this.#batch
+        .publish(lineage, req)
+        .reply.catch((err: unknown) => {
+          throw classify(err);
+        });
       return { offset, epoch, duplicate: duplicate === 1 };
     }
-    const args = publishArgs(this.#keys, req, this.#metaTtlMs, lineage, true);
-    const { stored, replicated } = gate.send(
-      () => cmd.sbPublish(...args),
-      (reply): HeldPayload | undefined =>
-        reply[3] === undefined
-          ? undefined
-          : {
-              pubsub: args[3],
-              payload: reply[3],
-              meta: args[0],
-              stream: args[1],
-              historySize: req.history.size,
-            },
-    );
-    const [offset, epoch, duplicate] = await stored.catch((err: unknown) => {
-      throw classify(err);
-    });
+    const { reply, replicated } = await this.#gated
+      .publish(lineage, req)
+      .reply.catch((err: unknown) => {
+        throw classify(err);
+      });
     await replicated;
+    const [offset, epoch, duplicate] = reply;
     return { offset, epoch, duplicate: duplicate === 1 };
   }
 
@@ -742,6 +735,60 @@ export function deliver(
   handler.onPublication(channel, payload.subarray(start), offset, epoch, assignedAt);
 }
 
+/** A gated publish stored: its reply, and when a WAIT confirmed it (redis-wait.ts). */
+export interface Gated {
+  readonly reply: PublishReply;
+  readonly replicated: Promise<void>;
+}
+
+/**
+ * Runs one gated batch script through `gate` (`call` sends `taken`, the first messages of `batch`
+ * the gate has room for): each stored message's payload is held in storage order; the
+ * replies, one per message of `batch`, carry the script's `replicated`. Messages beyond the room
+ * are refused unsent (108), as a single gated publish would be.
+ */
+export function sendGated(
+  gate: ReplicaGate,
+  keys: RedisKeys,
+  batch: readonly PublishRequest[],
+  call: (taken: readonly PublishRequest[]) => Promise<BatchReply>,
+): Promise<readonly (Gated | Error)[]> {
+  const taken = Math.min(batch.length, gate.room);
+  const refused = (): PublishError =>
+    new PublishError('not-stored', 'too many stored messages wait for their replicas: not stored');
+  if (taken === 0) return Promise.resolve(batch.map(refused));
+  const first = batch.slice(0, taken);
+  const { stored, replicated } = gate.sendMany(
+    taken,
+    () => call(first),
+    (replies) =>
+      replies.map((r, i) => {
+        const req = batch[i];
+        if (r instanceof Error || req === undefined || r[3] === undefined) return undefined;
+        return heldOf(keys, req, r[3]);
+      }),
+  );
+  return stored.then((replies) =>
+    batch.map((_, i): Gated | Error => {
+      if (i >= taken) return refused();
+      const r = replies[i];
+      if (r === undefined) return new Error('publish batch reply too short');
+      return r instanceof Error ? r : { reply: r, replicated };
+    }),
+  );
+}
+
+/** What the gate holds of a stored message. */
+export function heldOf(keys: RedisKeys, req: PublishRequest, payload: string): HeldPayload {
+  return {
+    pubsub: keys.pubsub(req.channel),
+    payload,
+    meta: keys.meta(req.channel),
+    stream: keys.stream(req.channel),
+    historySize: req.history.size,
+  };
+}
+
 /**
  * The outcome of a failed publish script: a Redis error reply (OOM, BUSY, NOSCRIPT...) means it
  * wrote nothing (its first write is the one refused), a command that never left (offline queue
@@ -749,6 +796,7 @@ export function deliver(
  * lost while the command was in flight) means it may have run.
  */
 export function classify(err: unknown): PublishError {
+  if (err instanceof PublishError) return err;
   const e = err instanceof Error ? err : new Error(String(err));
   if (e.name === 'ReplyError' || /isn't writeable|not connected|is closed\.?$/i.test(e.message))
     return new PublishError('not-stored', e.message, { cause: e });
