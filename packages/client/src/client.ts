@@ -103,6 +103,11 @@ interface Outgoing {
   sent: boolean;
   /** Waiting out a retry pause: the channel's later publishes are held behind it. */
   backoff: boolean;
+  /**
+   * Its retry pause is over, but an earlier publish of its channel is still unanswered: sent once
+   * that one is answered (it may fail too, and must then be stored first). Holds the channel.
+   */
+  due: boolean;
   /** Sends refused so far (retries). */
   attempt: number;
   /** One of its sends was answered 118: it may be stored, whatever a later refusal says. */
@@ -332,6 +337,7 @@ export class Switchboard {
       clearTimeout(entry.timer);
       entry.sent = false;
       entry.backoff = false;
+      entry.due = false;
     }
     this.#stalled.clear();
     for (const hooks of this.#hooks.values()) hooks.down();
@@ -387,6 +393,7 @@ export class Switchboard {
         channel,
         sent: false,
         backoff: false,
+        due: false,
         attempt: 0,
         maybeStored: false,
         settle: (result) => {
@@ -405,18 +412,39 @@ export class Switchboard {
   }
 
   /**
-   * Sends the channel's unsent publishes in call order, up to the first one in a retry pause.
-   * A retried publish is thus never stored after a later one of the same channel from this
-   * client (the Cluster broker fails the publishes queued behind a failed one unsent, so they
-   * come back here and queue behind it again).
+   * Sends the channel's unsent publishes in call order, up to the first one in a retry pause, or
+   * the first retry with an earlier publish of the channel still unanswered. A retried publish is
+   * thus never stored after a later one of the same channel from this client (the Cluster broker
+   * fails the publishes queued behind a failed one unsent, so they come back here and queue
+   * behind it again). Nor before an earlier one still in flight: that one may be refused too
+   * (its refusal may already be on the way), and must then be stored first; the server cannot
+   * tell (its publish fence takes the later one's re-send for the earlier one given up).
    */
   #pump(channel: string): void {
     if (this.#send === undefined) return;
+    let inFlight = false;
     for (const entry of this.#outbox) {
       if (entry.channel !== channel) continue;
       if (entry.backoff) return;
-      if (!entry.sent) this.#transmit(entry);
+      if (entry.sent) {
+        inFlight = true;
+        continue;
+      }
+      if (entry.due) {
+        if (inFlight) return;
+        entry.due = false;
+        this.#unstall(channel);
+      }
+      this.#transmit(entry);
+      inFlight = true;
     }
+  }
+
+  /** One publish of `channel` no longer holds the channel's later ones. */
+  #unstall(channel: string): void {
+    const left = (this.#stalled.get(channel) ?? 1) - 1;
+    if (left > 0) this.#stalled.set(channel, left);
+    else this.#stalled.delete(channel);
   }
 
   #transmit(entry: Outgoing): void {
@@ -457,18 +485,22 @@ export class Switchboard {
         this.#stalled.set(channel, (this.#stalled.get(channel) ?? 0) + 1);
         entry.timer = setTimeout(() => {
           entry.backoff = false;
-          const left = (this.#stalled.get(channel) ?? 1) - 1;
-          if (left > 0) this.#stalled.set(channel, left);
-          else this.#stalled.delete(channel);
+          // Still holds the channel until sent (#pump): it may have to wait for an earlier one.
+          entry.due = true;
           this.#pump(channel);
         }, this.#retryDelay(attempt));
         return;
       }
       entry.settle(err ?? frame);
+      // A retry of the channel may have waited for this answer.
+      if (entry.channel !== undefined && this.#stalled.has(entry.channel))
+        this.#pump(entry.channel);
     });
     entry.timer = setTimeout(() => {
       this.#replies.delete(entry.id);
       entry.settle(new TimeoutError(this.#requestTimeoutMs));
+      if (entry.channel !== undefined && this.#stalled.has(entry.channel))
+        this.#pump(entry.channel);
     }, this.#requestTimeoutMs);
     this.#send?.(entry.text);
   }

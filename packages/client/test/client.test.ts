@@ -27,6 +27,29 @@ async function until(check: () => boolean, what = 'condition', timeoutMs = 2000)
   }
 }
 
+/**
+ * Answers the publishes sent from the `from`-th on as stored, each once it was sent, until `n`
+ * were; returns them as `channel:data` in send order.
+ */
+async function answerEach(socket: FakeSocket, from: number, n: number): Promise<string[]> {
+  for (let i = from; i < from + n; i++) {
+    await until(() => socket.commands('publish').length > i, `publish ${i + 1}`);
+    const f = socket.commands('publish')[i] as Frame;
+    socket.push({
+      reply: f['id'],
+      ok: true,
+      messageId: f['messageId'],
+      offset: i,
+      epoch: 'E1',
+      duplicate: false,
+    });
+  }
+  return socket
+    .commands('publish')
+    .slice(from)
+    .map((f) => `${String(f['channel'])}:${JSON.stringify(f['data'])}`);
+}
+
 function setup(options: Partial<SwitchboardOptions> = {}): {
   client: Switchboard;
   sockets: FakeSocket[];
@@ -476,28 +499,39 @@ describe('Switchboard (scripted socket)', () => {
       ctx.socket().push({ reply: sentB['id'], error: 'not stored', code: ErrorCode.NOT_AVAILABLE });
       const c = ch.publish('n', 'c');
       const other = ctx.client.channels.get('d').publish('n', 'd');
-      await until(() => ctx.socket().commands('publish').length === 6, 'the retries and c');
-      const order = ctx
-        .socket()
-        .commands('publish')
-        .slice(2)
-        .map((f) => `${String(f['channel'])}:${JSON.stringify(f['data'])}`);
+      // Each retry goes out once the one before it was answered (see the next test).
+      const order = await answerEach(ctx.socket(), 2, 4);
       // d is not held by c's channel; a, b, c go out again in call order whatever the pauses drew.
       assert.deepEqual(
         order.filter((x) => x.startsWith('c:')),
         ['c:"a"', 'c:"b"', 'c:"c"'],
       );
       assert.equal(order.indexOf('d:"d"'), 0, 'another channel is not held');
-      for (const f of ctx.socket().commands('publish').slice(2))
-        ctx.socket().push({
-          reply: f['id'],
-          ok: true,
-          messageId: f['messageId'],
-          offset: 1,
-          epoch: 'E1',
-          duplicate: false,
-        });
       await Promise.all([a, b, c, other]);
+      ctx.client.close();
+    });
+
+    it('re-sends a refused publish only after the earlier ones of its channel were answered', async () => {
+      // a is still in flight when b, sent after it, is refused: a retry of b sent now could be
+      // stored before a, should a fail too (its refusal may already be on the way back, and the
+      // server's fence then takes b's re-send for a given up).
+      const ctx = setup({ publishRetries: 3 });
+      ctx.socket().open();
+      const ch = ctx.client.channels.get('c');
+      const a = ch.publish('n', 'a');
+      const b = ch.publish('n', 'b');
+      const [sentA, sentB] = ctx.socket().commands('publish') as [Frame, Frame];
+      ctx.socket().push({ reply: sentB['id'], error: 'not stored', code: ErrorCode.NOT_AVAILABLE });
+      const c = ch.publish('n', 'c');
+      await tick(30); // b's retry pause (at most 4 ms here) is long over
+      assert.equal(
+        ctx.socket().commands('publish').length,
+        2,
+        'b is not sent again while a is in flight',
+      );
+      ctx.socket().push({ reply: sentA['id'], error: 'unknown', code: ErrorCode.OUTCOME_UNKNOWN });
+      assert.deepEqual(await answerEach(ctx.socket(), 2, 3), ['c:"a"', 'c:"b"', 'c:"c"']);
+      await Promise.all([a, b, c]);
       ctx.client.close();
     });
 
