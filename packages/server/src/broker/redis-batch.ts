@@ -1,6 +1,7 @@
 import { positionSuffixLua } from '@switchboard/protocol';
 import type { PublishRequest } from './broker.js';
 import type { RedisKeys } from './redis-keys.js';
+import { pushMessageArgs } from './redis-scripts.js';
 
 /**
  * Publish batching for the Redis brokers (#10 point 4): the publishes of one event-loop turn that
@@ -152,23 +153,9 @@ export function batchArgs(
   gated: boolean,
 ): [string, ...(string | number)[]] {
   const args: (string | number)[] = ['', epoch, metaTtlMs, lineage, gated ? '1' : '0'];
-  for (const req of batch) pushBatchEntry(args, keys, req);
+  for (const req of batch) pushMessageArgs(args, keys, req);
   args[0] = args[1 + ARGV_HEAD] as string;
   return args as [string, ...(string | number)[]];
-}
-
-/** Appends the ARGV entries of one message in a batch (after the common head) to `argv`. */
-function pushBatchEntry(argv: (string | number)[], keys: RedisKeys, req: PublishRequest): void {
-  argv.push(
-    keys.meta(req.channel),
-    keys.stream(req.channel),
-    keys.dedupe(req.channel, req.id),
-    keys.pubsub(req.channel),
-    req.head,
-    req.history.size,
-    req.history.ttlMs,
-    req.dedupeMs,
-  );
 }
 
 /** Whether a message's error says its keys are not on the master the batch ran on (Cluster). */

@@ -79,10 +79,7 @@ return 1
  * The published payload is `<offset> <epoch> <assigned> <frame>` so subscribers read the position
  * without parsing JSON; `<assigned>` is Redis's clock when the offset was assigned, in microseconds
  * since the epoch (publish-to-deliver latency is measured from it).
- */
-export const PUBLISH_LUA = publishLua('PUBLISH');
-
-/**
+ *
  * The publish script fanning out with `command`: PUBLISH on one Redis, SPUBLISH on Cluster (the
  * pub/sub channel shares the channel's slot, so the script may publish to it from its shard).
  */
@@ -187,7 +184,22 @@ export function publishArgs(
   lineage = '',
   gated = false,
 ): PublishArgs {
-  return [
+  const args: (string | number)[] = [];
+  pushMessageArgs(args, keys, req);
+  args.push(newEpoch(), metaTtlMs, lineage, gated ? '1' : '0');
+  return args as unknown as PublishArgs;
+}
+
+/**
+ * Appends one message's keys and arguments, in the order both publish scripts read them (the
+ * single-message script's first 8, each message's entry in a batch call), to `argv`.
+ */
+export function pushMessageArgs(
+  argv: (string | number)[],
+  keys: RedisKeys,
+  req: PublishRequest,
+): void {
+  argv.push(
     keys.meta(req.channel),
     keys.stream(req.channel),
     keys.dedupe(req.channel, req.id),
@@ -196,9 +208,5 @@ export function publishArgs(
     req.history.size,
     req.history.ttlMs,
     req.dedupeMs,
-    newEpoch(),
-    metaTtlMs,
-    lineage,
-    gated ? '1' : '0',
-  ];
+  );
 }

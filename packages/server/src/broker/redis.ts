@@ -21,7 +21,7 @@ import { PublishError } from './publish-error.js';
 import { redisGlobMatcher } from './redis-glob.js';
 import { createRedisKeys, type RedisKeys } from './redis-keys.js';
 import { connectRedis, type RedisTarget } from './redis-target.js';
-import { HISTORY_LUA, PUBLISH_LUA, fanoutLua, type PublishArgs } from './redis-scripts.js';
+import { HISTORY_LUA, fanoutLua, type PublishArgs } from './redis-scripts.js';
 import { ReplicaGate, type HeldPayload } from './redis-wait.js';
 import {
   batchArgs,
@@ -65,7 +65,10 @@ export interface RedisBrokerOptions {
 }
 
 export interface ScriptCommands {
-  /** The 4th element: the payload to fan out, when the script was gated. */
+  /**
+   * The single-message script (Cluster: a message retried alone); the 4th element: the payload to
+   * fan out, when the script was gated. RedisBroker sends every publish through sbPublishBatch.
+   */
   sbPublish(...args: PublishArgs): Promise<[number, string, number, string?]>;
   /** publishBatchLua: KEYS[1] routes the call, then its ARGV (see redis-batch.ts). */
   sbPublishBatch(key: string, ...argv: (string | number)[]): Promise<BatchReply>;
@@ -205,7 +208,6 @@ export class RedisBroker implements Broker {
       // sent again blindly to whichever master answers next.
       autoResendUnfulfilledCommands: false,
     }) as Redis & ScriptCommands;
-    cmd.defineCommand('sbPublish', { numberOfKeys: 3, lua: PUBLISH_LUA });
     cmd.defineCommand('sbPublishBatch', { numberOfKeys: 1, lua: publishBatchLua('PUBLISH') });
     cmd.defineCommand('sbFanout', { numberOfKeys: 2, lua: fanoutLua('PUBLISH') });
     cmd.defineCommand('sbHistory', { numberOfKeys: 2, lua: HISTORY_LUA });
