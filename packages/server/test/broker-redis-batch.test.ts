@@ -405,6 +405,7 @@ if (missing === false) {
           assert.ok(o.reason instanceof PublishError, String(o.reason));
           assert.equal(o.reason.outcome, 'unknown', o.reason.message);
         }
+        // Not a settle: a window in which a fan-out before the replica confirmed would show.
         await new Promise((r) => setTimeout(r, 400));
         assert.deepEqual(seen.get('gstop'), [1], 'not fanned out before a replica holds it');
         process.kill(replica.pid, 'SIGCONT');
