@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import {
   DisconnectCode,
   ErrorCode,
@@ -167,6 +167,13 @@ export class Node implements BrokerHandler {
   readonly #onWrite: (ok: boolean, startedAt: number, error?: string) => void;
   readonly #onPublished: NodeOptions['onPublished'];
   readonly #directory: ChannelDirectory | undefined;
+  /**
+   * Server-assigned message ids: this process's random prefix and a counter. Unique across nodes
+   * and restarts like a UUID (96 random bits), without a UUID's cost per publish (~1 µs of CSPRNG
+   * and formatting, measured at ~3 % of a node's publish path).
+   */
+  readonly #idPrefix = randomBytes(12).toString('base64url') + '-';
+  #idSeq = 0;
   #closed = false;
 
   constructor(options: NodeOptions) {
@@ -387,7 +394,7 @@ export class Node implements BrokerHandler {
    * could not, and then the message was not acknowledged.
    */
   publish(input: PublishInput, source: string): Promise<Published> {
-    const id = input.id ?? randomUUID();
+    const id = input.id ?? this.#idPrefix + (++this.#idSeq).toString(36);
     const timestamp = Date.now();
     const started = seconds();
     const head = encodeMessageHead({
@@ -409,11 +416,11 @@ export class Node implements BrokerHandler {
       })
       .then(
         (result) => {
-          this.#metrics.publishAck.observe(seconds() - started);
+          this.#metrics.publishAcked(seconds() - started);
           this.#onWrite(true, timestamp);
           const published = { ...result, id };
           if (!result.duplicate) {
-            this.#metrics.messagesIn.inc({ source });
+            this.#metrics.published(source);
             this.#directory?.published(input.channel, input.publisher ?? source);
             this.#onPublished?.(input, published, timestamp);
           }
