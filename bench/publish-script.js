@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 /// <reference types="node" />
 /**
- * Cost of the publish scripts inside Redis (#10 point 4): the single-message script and the batch
- * script at several batch sizes, called directly (pipelined, 200 calls in flight) on a private
+ * Cost of the publish script inside Redis (#10 point 4) at several batch sizes (1: one script
+ * call per message, as with `redisPublishBatch 1`), called directly (pipelined, 200 calls in flight) on a private
  * redis-server (pinned to core 1; this process on core 0), 1,000 channels, history 1,000, with
  * idempotency keys. Per run: Redis time per message from INFO commandstats (EVALSHA + EVAL usec
  * over messages; includes preemption on a loaded machine, so `uptime` load is recorded), the
@@ -13,9 +13,8 @@
 import { parseArgs } from 'node:util';
 import { loadavg } from 'node:os';
 // The built modules (npm run bench:publish-script builds them first).
-import { publishBatchLua } from '../packages/server/dist/broker/redis-batch.js';
+import { publishBatchLua, runBatch } from '../packages/server/dist/broker/redis-batch.js';
 import { createRedisKeys } from '../packages/server/dist/broker/redis-keys.js';
-import { publishLua } from '../packages/server/dist/broker/redis-scripts.js';
 import { cpuSeconds, killTracked, redisCli, round, startRedis, writeResult } from './lib.js';
 
 const { values: o } = parseArgs({
@@ -34,8 +33,9 @@ const r =
   /** @type {import('ioredis').Redis & Record<string, (...a: unknown[]) => Promise<unknown>>} */ (
     redis
   );
-r.defineCommand('one', { numberOfKeys: 3, lua: publishLua('PUBLISH') });
-r.defineCommand('batch', { numberOfKeys: 1, lua: publishBatchLua('PUBLISH') });
+r.defineCommand('sbPublishBatch', { numberOfKeys: 1, lua: publishBatchLua('PUBLISH') });
+/** Every channel's namespace options: one object, as the node's resolver hands out. */
+const HISTORY = { size: 1000, ttlMs: 60_000 };
 
 let seq = 0;
 /** @param {number} c */
@@ -52,43 +52,23 @@ function stat(info, cmd) {
   return m === null ? { calls: 0, usec: 0 } : { calls: Number(m[1]), usec: Number(m[2]) };
 }
 
-/** @param {number} size 0: the single-message script */
+/** @param {number} size messages per script call */
 async function run(size) {
   await r.flushall();
   await r.config('RESETSTAT');
-  const calls = Math.ceil(MESSAGES / Math.max(size, 1));
+  const calls = Math.ceil(MESSAGES / size);
   let c = 0;
   const cpu0 = cpuSeconds(pid) ?? 0;
   const t0 = performance.now();
   for (let k = 0; k < calls; k += 200) {
     const inFlight = [];
     for (let j = 0; j < 200 && k + j < calls; j++) {
-      if (size === 0) {
+      const batch = [];
+      for (let i = 0; i < size; i++) {
         const m = message(c++ % CHANNELS);
-        inFlight.push(
-          r['one']?.(
-            keys.meta(m.channel),
-            keys.stream(m.channel),
-            keys.dedupe(m.channel, m.id),
-            keys.pubsub(m.channel),
-            m.head,
-            1000,
-            60_000,
-            120_000,
-            `e${seq}`,
-            86_400_000,
-            '',
-          ),
-        );
-      } else {
-        const argv = [`e${seq}`, 86_400_000, ''];
-        for (let i = 0; i < size; i++) {
-          const m = message(c++ % CHANNELS);
-          argv.push(keys.meta(m.channel), keys.stream(m.channel), keys.dedupe(m.channel, m.id));
-          argv.push(keys.pubsub(m.channel), m.head, 1000, 60_000, 120_000);
-        }
-        inFlight.push(r['batch']?.(argv[3], ...argv));
+        batch.push({ ...m, history: HISTORY, dedupeMs: 120_000 });
       }
+      inFlight.push(runBatch(/** @type {any} */ (r), keys, batch, 86_400_000, '', false));
     }
     await Promise.all(inFlight);
   }
@@ -115,7 +95,7 @@ async function run(size) {
     if (s.calls > 0) inside[cmd] = round(s.calls / messages, 2);
   }
   return {
-    batch: size === 0 ? 'single-message script' : size,
+    batch: size,
     messages,
     scriptUsecPerMessage: round(usec / messages, 2),
     redisCpuUsecPerMessage: round((cpu * 1e6) / messages, 2),
@@ -127,7 +107,7 @@ async function run(size) {
 
 const runs = [];
 try {
-  for (const size of [0, ...String(o.sizes).split(',').map(Number)]) runs.push(await run(size));
+  for (const size of String(o.sizes).split(',').map(Number)) runs.push(await run(size));
 } finally {
   redis.disconnect();
   killTracked('SIGKILL');

@@ -10,7 +10,12 @@ import {
   type PublishRequest,
   type PublishResult,
 } from '../src/index.js';
-import { PublishBatcher, type BatchReply, type PublishReply } from '../src/broker/redis-batch.js';
+import {
+  decodeBatchReply,
+  PublishBatcher,
+  type BatchReply,
+  type PublishReply,
+} from '../src/broker/redis-batch.js';
 import { ReplicaGate, type HeldPayload } from '../src/broker/redis-wait.js';
 import { eventually, requireBinary, startRedis, type RedisProcess } from './helpers.js';
 import { startRedisCluster, type RedisClusterKit } from './redis-kit.js';
@@ -100,6 +105,35 @@ async function assertOrderAndOffsets(
   }
 }
 
+function reply(offset: number): PublishReply {
+  return { offset, epoch: 'e', duplicate: false };
+}
+
+describe('decodeBatchReply', () => {
+  it('reads epochs given once, duplicates as negative offsets, errors in place, payloads when gated', () => {
+    const oom = new Error('OOM command not allowed');
+    assert.deepEqual(decodeBatchReply(['e1', 1, 2, -1, oom, 'e2', 7, 'e1', 3], 6, false), [
+      { offset: 1, epoch: 'e1', duplicate: false },
+      { offset: 2, epoch: 'e1', duplicate: false },
+      { offset: 1, epoch: 'e1', duplicate: true },
+      oom,
+      { offset: 7, epoch: 'e2', duplicate: false },
+      { offset: 3, epoch: 'e1', duplicate: false },
+    ]);
+    assert.deepEqual(decodeBatchReply(['e', 4, '4 e 1 {}', oom, -2, ''], 3, true), [
+      { offset: 4, epoch: 'e', duplicate: false, payload: '4 e 1 {}' },
+      oom,
+      { offset: 2, epoch: 'e', duplicate: true, payload: '' },
+    ]);
+  });
+
+  it('answers the messages a short reply left out with an error each', () => {
+    const [first, second] = decodeBatchReply(['e', 1], 2, false);
+    assert.deepEqual(first, { offset: 1, epoch: 'e', duplicate: false });
+    assert.ok(second instanceof Error && /too short/.test(second.message), 'an error');
+  });
+});
+
 describe('PublishBatcher', () => {
   /** A batcher whose calls are recorded and answered by `answer` (offsets by call order). */
   function recording(limit: number, answer?: (batch: readonly PublishRequest[]) => BatchReply) {
@@ -109,9 +143,7 @@ describe('PublishBatcher', () => {
       limit,
       send: (group, batch) => {
         calls.push({ group, ids: batch.map((r) => r.id) });
-        return Promise.resolve(
-          answer?.(batch) ?? batch.map((): PublishReply => [++offset, 'e', 0]),
-        );
+        return Promise.resolve(answer?.(batch) ?? batch.map((): PublishReply => reply(++offset)));
       },
     });
     return { batcher, calls };
@@ -131,7 +163,7 @@ describe('PublishBatcher', () => {
       { group: 'b', ids: ['2'] },
     ]);
     assert.deepEqual(
-      got.map((r) => r[0]),
+      got.map((r) => r.offset),
       [1, 3, 2],
     );
   });
@@ -149,20 +181,20 @@ describe('PublishBatcher', () => {
     assert.equal(thirdSent, false, 'the next batch waits for the end of the turn');
     await third.sent;
     assert.equal(calls.length, 2);
-    assert.deepEqual((await third.reply)[0], 3);
+    assert.equal((await third.reply).offset, 3);
   });
 
   it('rejects each message with its own error entry, and all of a failed call', async () => {
     const perMessage = recording(10, (batch) =>
       batch.map((r, i): PublishReply | Error =>
-        r.id === 'bad' ? new Error('WRONGTYPE') : [i + 1, 'e', 0],
+        r.id === 'bad' ? new Error('WRONGTYPE') : reply(i + 1),
       ),
     );
     const [ok, bad] = [
       perMessage.batcher.publish('a', request('x', 'good')),
       perMessage.batcher.publish('a', request('x', 'bad')),
     ];
-    assert.deepEqual(await ok.reply, [1, 'e', 0]);
+    assert.deepEqual(await ok.reply, reply(1));
     await assert.rejects(bad.reply, /WRONGTYPE/);
 
     const failing = new PublishBatcher({

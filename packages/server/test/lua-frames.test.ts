@@ -15,6 +15,7 @@ import {
   positionSuffixLua,
   presenceLua,
 } from '@switchboard/protocol';
+import { channelKeysLua, createRedisKeys } from '../src/broker/redis-keys.js';
 import { requireBinary, startRedis, type RedisProcess } from './helpers.js';
 
 const skip = requireBinary('redis-server');
@@ -65,5 +66,22 @@ return { events[1], ${presenceLua.member('idj', 'data', 'ts', 'offset')}, ${pres
       encodePresenceMember(id, data, ts, 42),
       encodePresenceFrame('room:ü', 'e1f', [event, event]),
     ]);
+  });
+  it("the batch publish script's key names are createRedisKeys' names", async () => {
+    const lua = `local P, ch, id = ARGV[1], ARGV[2], ARGV[3]
+return {${channelKeysLua.meta('P', 'ch')}, ${channelKeysLua.stream('P', 'ch')}, ${channelKeysLua.pubsub('P', 'ch')}, ${channelKeysLua.dedupe('P', 'ch', 'id')}}`;
+    for (const [prefix, channel, id] of [
+      ['sb:', 'room:1', 'm-1'],
+      ['', 'a/b=c,d~e@f.g_h-', 'x'],
+      ['deploy{x}:', 'Z', 'id with spaces'],
+    ] as const) {
+      const keys = createRedisKeys(prefix);
+      assert.deepEqual(await r.eval(lua, 0, prefix, channel, id), [
+        keys.meta(channel),
+        keys.stream(channel),
+        keys.pubsub(channel),
+        keys.dedupe(channel, id),
+      ]);
+    }
   });
 });

@@ -23,14 +23,16 @@ import {
   type ScriptCommands,
 } from './redis.js';
 import { createRedisKeys, type RedisKeys } from './redis-keys.js';
-import { HISTORY_LUA, fanoutLua, publishArgs, publishLua } from './redis-scripts.js';
+import { HISTORY_LUA, fanoutLua } from './redis-scripts.js';
 import { ReplicaGate } from './redis-wait.js';
 import {
-  batchArgs,
   DEFAULT_PUBLISH_BATCH,
   isNonLocalKey,
   publishBatchLua,
   PublishBatcher,
+  runBatch,
+  type BatchReply,
+  type PublishReply,
 } from './redis-batch.js';
 
 export interface RedisClusterBrokerOptions {
@@ -119,18 +121,14 @@ export class RedisClusterBroker implements Broker {
     this.#batch = new PublishBatcher({
       limit,
       send: (_master, batch) =>
-        this.#requireCmd().sbPublishBatch(
-          ...batchArgs(this.#keys, batch, newEpoch(), this.#metaTtlMs, '', false),
-        ),
+        runBatch(this.#requireCmd(), this.#keys, batch, this.#metaTtlMs, '', false),
     });
     this.#gated = new PublishBatcher<Gated>({
       limit,
       send: (master, batch) => {
         const cmd = this.#requireCmd();
         return sendGated(this.#gateOf(master), this.#keys, batch, (taken) =>
-          cmd.sbPublishBatch(
-            ...batchArgs(this.#keys, taken, newEpoch(), this.#metaTtlMs, '', true),
-          ),
+          runBatch(cmd, this.#keys, taken, this.#metaTtlMs, '', true),
         );
       },
     });
@@ -173,7 +171,6 @@ export class RedisClusterBroker implements Broker {
         },
       },
     ) as Cluster & ScriptCommands;
-    cmd.defineCommand('sbPublish', { numberOfKeys: 3, lua: publishLua('SPUBLISH') });
     cmd.defineCommand('sbPublishBatch', { numberOfKeys: 1, lua: publishBatchLua('SPUBLISH') });
     cmd.defineCommand('sbHistory', { numberOfKeys: 2, lua: HISTORY_LUA });
     cmd.defineCommand('sbFanout', { numberOfKeys: 2, lua: fanoutLua('SPUBLISH') });
@@ -249,18 +246,17 @@ export class RedisClusterBroker implements Broker {
       this.#waitReplicas > 0 ? this.#masterOf(this.#keys.meta(req.channel)) : undefined;
     if (master === undefined) {
       const meta = this.#keys.meta(req.channel);
-      const [offset, epoch, duplicate] = await this.#batch
+      return this.#batch
         .publish(this.#masterOf(meta) ?? '', req)
         .reply.catch((err: unknown) => {
           // The slot map was stale (a failover, a migration): the message was not run, and alone
-          // it is routed by its own keys (following MOVED/ASK).
+          // (a batch of one, routed by its own meta key) it follows MOVED/ASK.
           if (!isNonLocalKey(err)) throw err;
-          return cmd.sbPublish(...publishArgs(this.#keys, req, this.#metaTtlMs));
+          return runBatch(cmd, this.#keys, [req], this.#metaTtlMs, '', false).then(only);
         })
         .catch((err: unknown) => {
           throw classify(err);
         });
-      return { offset, epoch, duplicate: duplicate === 1 };
     }
     const { reply, replicated } = await this.#gated
       .publish(master, req)
@@ -272,8 +268,7 @@ export class RedisClusterBroker implements Broker {
         throw classify(err);
       });
     await replicated;
-    const [offset, epoch, duplicate] = reply;
-    return { offset, epoch, duplicate: duplicate === 1 };
+    return { offset: reply.offset, epoch: reply.epoch, duplicate: reply.duplicate };
   }
 
   /**
@@ -287,8 +282,8 @@ export class RedisClusterBroker implements Broker {
     if (master === undefined)
       throw new PublishError('not-stored', `no master known for channel ${req.channel}`);
     const { stored, replicated } = this.#gateOf(master).send(
-      () => cmd.sbPublish(...publishArgs(this.#keys, req, this.#metaTtlMs, '', true)),
-      (reply) => (reply[3] === undefined ? undefined : heldOf(this.#keys, req, reply[3])),
+      () => runBatch(cmd, this.#keys, [req], this.#metaTtlMs, '', true).then(only),
+      (reply) => (reply.payload === undefined ? undefined : heldOf(this.#keys, req, reply.payload)),
     );
     const reply = await stored;
     return { reply, replicated };
@@ -570,3 +565,11 @@ function nodeKey(node: Redis): string {
 
 /** How long #reconcileSoon waits for the rest of a burst of unsolicited sunsubscribes. */
 const RECONCILE_DEBOUNCE_MS = 50;
+
+/** The reply of a batch of one: the message's reply, or its error thrown. */
+function only(replies: BatchReply): PublishReply {
+  const r = replies[0];
+  if (r === undefined) throw new Error('publish batch reply too short');
+  if (r instanceof Error) throw r;
+  return r;
+}

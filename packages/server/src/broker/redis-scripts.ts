@@ -1,10 +1,5 @@
-import { positionSuffixLua } from '@switchboard/protocol';
-import type { PublishRequest } from './broker.js';
-import { newEpoch } from './epoch.js';
-import type { RedisKeys } from './redis-keys.js';
-
 /**
- * Lua scripts run by RedisBroker. Kept as TypeScript strings rather than .lua files so the compiled
+ * Lua scripts run by the Redis brokers (the publish script: redis-batch.ts). Kept as TypeScript strings rather than .lua files so the compiled
  * package needs no copy step and cannot ship without them.
  */
 
@@ -68,63 +63,6 @@ return 1
 }
 
 /**
- * Publish: idempotency check, epoch, offset, history append, expiry and fan-out as one atomic step.
- * KEYS: meta, stream, dedupe.
- * ARGV: pubsub channel, frame head, history size, history ttl ms, dedupe ms, epoch candidate, meta ttl ms,
- * lineage (see LINEAGE_LUA; '' where not tracked), gated ('1': do not fan out, return the payload).
- * Returns {offset, epoch, duplicate (0|1)}, and when gated the payload to fan out as a 4th element
- * (for a duplicate: the stored entry's, or '' when history no longer holds it).
- * Gated (redis-wait.ts): the payload is PUBLISHed by the node once a WAIT confirmed that the
- * replicas hold the write, so no subscriber sees a message a failover can still discard.
- * The published payload is `<offset> <epoch> <assigned> <frame>` so subscribers read the position
- * without parsing JSON; `<assigned>` is Redis's clock when the offset was assigned, in microseconds
- * since the epoch (publish-to-deliver latency is measured from it).
- *
- * The publish script fanning out with `command`: PUBLISH on one Redis, SPUBLISH on Cluster (the
- * pub/sub channel shares the channel's slot, so the script may publish to it from its shard).
- */
-export function publishLua(command: 'PUBLISH' | 'SPUBLISH'): string {
-  return `${LINEAGE_LUA}
-local meta, stream, dedupe = KEYS[1], KEYS[2], KEYS[3]
-local size, ttl, dedupeMs, metaTtl = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[7])
-local gated = ARGV[9] == '1'
-if dedupeMs > 0 then
-  local seen = redis.call('GET', dedupe)
-  if seen then
-    local sep = string.find(seen, ' ', 1, true)
-    local o, e = tonumber(string.sub(seen, 1, sep - 1)), string.sub(seen, sep + 1)
-    if not gated then return {o, e, 1} end
-    -- A retry of a publish answered 118: fan the stored entry out again (subscribers drop an
-    -- offset they already have), as its first fan-out may never have happened.
-    local payload = ''
-    local found = redis.call('XRANGE', stream, o .. '-0', o .. '-0')
-    if found[1] and redis.call('HGET', meta, 'e') == e then
-      local now = redis.call('TIME')
-      payload = o .. ' ' .. e .. ' ' .. now[1] .. string.format('%06d', tonumber(now[2])) .. ' ' .. found[1][2][2]
-    end
-    return {o, e, 1, payload}
-  end
-end
-local epoch = channelEpoch(meta, stream, ARGV[6], ARGV[8])
-local offset = redis.call('HINCRBY', meta, 'o', 1)
-redis.call('PEXPIRE', meta, metaTtl)
-local frame = ARGV[2] .. ${positionSuffixLua('offset', 'epoch')}
-if size > 0 then
-  redis.call('XADD', stream, 'MAXLEN', '~', size, offset .. '-0', 'f', frame)
-  redis.call('PEXPIRE', stream, ttl)
-end
-if dedupeMs > 0 then
-  redis.call('SET', dedupe, offset .. ' ' .. epoch, 'PX', dedupeMs)
-end
-local now = redis.call('TIME')
-local payload = offset .. ' ' .. epoch .. ' ' .. now[1] .. string.format('%06d', tonumber(now[2])) .. ' ' .. frame
-if gated then return {offset, epoch, 0, payload} end
-redis.call('${command}', ARGV[1], payload)
-return {offset, epoch, 0}
-`;
-}
-
-/**
  * History: the current position and a range of entries, read atomically.
  * KEYS: meta, stream. ARGV: since offset (-1 for none), limit, reverse (0|1), epoch candidate, meta ttl ms,
  * until offset (-1 for none), lineage (as for publish: a resume across a promotion reads a new epoch).
@@ -160,53 +98,3 @@ for _, e in ipairs(entries) do
 end
 return out
 `;
-
-/** The arguments of the publish script (KEYS then ARGV), shared by the single and Cluster brokers. */
-export type PublishArgs = [
-  meta: string,
-  stream: string,
-  dedupe: string,
-  pubsub: string,
-  head: string,
-  size: number,
-  ttlMs: number,
-  dedupeMs: number,
-  epoch: string,
-  metaTtlMs: number,
-  lineage: string,
-  gated: '0' | '1',
-];
-
-export function publishArgs(
-  keys: RedisKeys,
-  req: PublishRequest,
-  metaTtlMs: number,
-  lineage = '',
-  gated = false,
-): PublishArgs {
-  const args: (string | number)[] = [];
-  pushMessageArgs(args, keys, req);
-  args.push(newEpoch(), metaTtlMs, lineage, gated ? '1' : '0');
-  return args as unknown as PublishArgs;
-}
-
-/**
- * Appends one message's keys and arguments, in the order both publish scripts read them (the
- * single-message script's first 8, each message's entry in a batch call), to `argv`.
- */
-export function pushMessageArgs(
-  argv: (string | number)[],
-  keys: RedisKeys,
-  req: PublishRequest,
-): void {
-  argv.push(
-    keys.meta(req.channel),
-    keys.stream(req.channel),
-    keys.dedupe(req.channel, req.id),
-    keys.pubsub(req.channel),
-    req.head,
-    req.history.size,
-    req.history.ttlMs,
-    req.dedupeMs,
-  );
-}

@@ -21,13 +21,14 @@ import { PublishError } from './publish-error.js';
 import { redisGlobMatcher } from './redis-glob.js';
 import { createRedisKeys, type RedisKeys } from './redis-keys.js';
 import { connectRedis, type RedisTarget } from './redis-target.js';
-import { HISTORY_LUA, fanoutLua, type PublishArgs } from './redis-scripts.js';
+import { HISTORY_LUA, fanoutLua } from './redis-scripts.js';
 import { ReplicaGate, type HeldPayload } from './redis-wait.js';
 import {
-  batchArgs,
   DEFAULT_PUBLISH_BATCH,
   publishBatchLua,
   PublishBatcher,
+  runBatch,
+  type BatchCommand,
   type BatchReply,
   type PublishReply,
 } from './redis-batch.js';
@@ -64,14 +65,7 @@ export interface RedisBrokerOptions {
   readonly publishBatch?: number;
 }
 
-export interface ScriptCommands {
-  /**
-   * The single-message script (Cluster: a message retried alone); the 4th element: the payload to
-   * fan out, when the script was gated. RedisBroker sends every publish through sbPublishBatch.
-   */
-  sbPublish(...args: PublishArgs): Promise<[number, string, number, string?]>;
-  /** publishBatchLua: KEYS[1] routes the call, then its ARGV (see redis-batch.ts). */
-  sbPublishBatch(key: string, ...argv: (string | number)[]): Promise<BatchReply>;
+export interface ScriptCommands extends BatchCommand {
   sbFanout(
     meta: string,
     stream: string,
@@ -160,9 +154,7 @@ export class RedisBroker implements Broker {
     this.#batch = new PublishBatcher({
       limit,
       send: (lineage, batch) =>
-        this.#requireCmd().sbPublishBatch(
-          ...batchArgs(this.#keys, batch, newEpoch(), this.#metaTtlMs, lineage, false),
-        ),
+        runBatch(this.#requireCmd(), this.#keys, batch, this.#metaTtlMs, lineage, false),
     });
     this.#gated = new PublishBatcher<Gated>({
       limit,
@@ -170,9 +162,7 @@ export class RedisBroker implements Broker {
         const cmd = this.#requireCmd();
         const gate = this.#gate as ReplicaGate;
         return sendGated(gate, this.#keys, batch, (taken) =>
-          cmd.sbPublishBatch(
-            ...batchArgs(this.#keys, taken, newEpoch(), this.#metaTtlMs, lineage, true),
-          ),
+          runBatch(cmd, this.#keys, taken, this.#metaTtlMs, lineage, true),
         );
       },
     });
@@ -281,7 +271,7 @@ export class RedisBroker implements Broker {
     // No WAIT and no lineage (the default on one Redis): nothing to await before the batcher, so
     // no async hops per publish. Decided by configuration, so every publish takes the same path.
     if (this.#gate === undefined && this.#cmd !== undefined && !this.#tracksReplication())
-      return this.#batch.publish('', req).reply.then(toPublishResult, rejectClassified);
+      return this.#batch.publish('', req).reply.catch(rejectClassified);
     return this.#publishGated(req);
   }
 
@@ -312,22 +302,15 @@ export class RedisBroker implements Broker {
         'not-stored',
         'the Redis master lost its replica in sync (a failover is likely under way): not stored',
       );
-    if (this.#gate === undefined) {
-      const [offset, epoch, duplicate] = await this.#batch
-        .publish(lineage, req)
-        .reply.catch((err: unknown) => {
-          throw classify(err);
-        });
-      return { offset, epoch, duplicate: duplicate === 1 };
-    }
+    if (this.#gate === undefined)
+      return this.#batch.publish(lineage, req).reply.catch(rejectClassified);
     const { reply, replicated } = await this.#gated
       .publish(lineage, req)
       .reply.catch((err: unknown) => {
         throw classify(err);
       });
     await replicated;
-    const [offset, epoch, duplicate] = reply;
-    return { offset, epoch, duplicate: duplicate === 1 };
+    return { offset: reply.offset, epoch: reply.epoch, duplicate: reply.duplicate };
   }
 
   /**
@@ -766,8 +749,8 @@ export function sendGated(
     (replies) =>
       replies.map((r, i) => {
         const req = batch[i];
-        if (r instanceof Error || req === undefined || r[3] === undefined) return undefined;
-        return heldOf(keys, req, r[3]);
+        if (r instanceof Error || req === undefined || r.payload === undefined) return undefined;
+        return heldOf(keys, req, r.payload);
       }),
   );
   return stored.then((replies) =>
@@ -838,10 +821,6 @@ const bridgePrefix = 'b-' + newEpoch() + '-';
 /** Ids for bridged messages: unique per node, no randomness per message. */
 function bridgeId(): string {
   return bridgePrefix + (++bridgeSeq).toString(36);
-}
-
-function toPublishResult([offset, epoch, duplicate]: PublishReply): PublishResult {
-  return { offset, epoch, duplicate: duplicate === 1 };
 }
 
 function rejectClassified(err: unknown): never {
