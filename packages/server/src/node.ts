@@ -418,7 +418,12 @@ export class Node implements BrokerHandler {
         (result) => {
           this.#metrics.publishAcked(seconds() - started);
           this.#onWrite(true, timestamp);
-          const published = { ...result, id };
+          const published = {
+            offset: result.offset,
+            epoch: result.epoch,
+            duplicate: result.duplicate,
+            id,
+          };
           if (!result.duplicate) {
             this.#metrics.published(source);
             this.#directory?.published(input.channel, input.publisher ?? source);
