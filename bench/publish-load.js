@@ -11,9 +11,12 @@
  * and the redis-servers on core 1 (--no-pin: let the kernel place them).
  *
  *   node bench/publish-load.js [--mode single|cluster|both] [--connections 4] [--inflight 256]
- *     [--channels 1000] [--seconds 10] [--batch N] [--message-ids] [--no-pin]
+ *     [--channels 1000] [--seconds 10] [--batch N] [--message-ids] [--no-pin] [--replica]
  *
  * `--batch` sets SWITCHBOARD_REDIS_PUBLISH_BATCH on the node (1: one script call per publish).
+ * `--replica` (single mode only): the redis-server gets one replica and the node waits for it
+ * (SWITCHBOARD_REDIS_WAIT_REPLICAS=1): every publish is gated (redis-wait.ts), and the report adds
+ * WAIT calls per publish and how the held payloads went out (gatedStats).
  * Writes bench/results/<time>-publish-load.json and prints it. Every run is bounded by --timeout.
  */
 import { spawn } from 'node:child_process';
@@ -48,6 +51,7 @@ const { values: o } = parseArgs({
     engine: { type: 'string', default: 'uws' },
     'message-ids': { type: 'boolean', default: false },
     'no-pin': { type: 'boolean', default: false },
+    replica: { type: 'boolean', default: false },
     timeout: { type: 'string', default: '180' },
   },
 });
@@ -137,6 +141,66 @@ function scriptStats(port) {
   };
 }
 
+/**
+ * Top-level commands (what the node sent, not what scripts called) by kind, from a sample: the
+ * SLOWLOG (threshold 0, so it logs every top-level command, never one a script calls) keeps the
+ * last `SAMPLE` of them. INFO commandstats cannot tell these apart: it counts a PUBLISH a script
+ * makes as a PUBLISH, and both scripts as EVALSHA. The fan-out script is told from the publish
+ * script by its SHA (the built packages/server/dist, absent before fanoutManyLua existed).
+ * @param {number} port @param {number} published messages published (PUBLISH calls, any caller)
+ */
+async function gatedStats(port, published) {
+  const info = redisCli(port, 'info', 'commandstats');
+  const calls = (/** @type {string} */ name) =>
+    Number(new RegExp(`^cmdstat_${name}:calls=(\\d+)`, 'm').exec(info)?.[1] ?? 0);
+  const scripts = calls('evalsha') + calls('eval');
+  const waits = calls('wait');
+  const lines = redisCli(port, '--no-raw', 'slowlog', 'get', String(SAMPLE)).split('\n');
+  /** @type {string | undefined} */
+  let fanoutSha;
+  try {
+    const mod = /** @type {{ fanoutManyLua?: (command: string) => string }} */ (
+      await import('../packages/server/dist/broker/redis-scripts.js')
+    );
+    const { createHash } = await import('node:crypto');
+    if (typeof mod.fanoutManyLua === 'function')
+      fanoutSha = createHash('sha1').update(mod.fanoutManyLua('PUBLISH')).digest('hex');
+  } catch {
+    // no build: the sample is not split by script
+  }
+  const kinds = { publish: 0, wait: 0, fanoutScript: 0, otherScript: 0, other: 0 };
+  // `--no-raw` prints an entry's arguments as `   4) 1) "evalsha"` then `      2) "<sha>"`.
+  for (let i = 0; i < lines.length; i++) {
+    const m = /^\s+4\) 1\) "([a-zA-Z]+)"$/.exec(lines[i] ?? '');
+    if (m === null) continue;
+    const cmd = String(m[1]).toLowerCase();
+    if (cmd === 'publish') kinds.publish++;
+    else if (cmd === 'wait') kinds.wait++;
+    else if (cmd === 'evalsha' || cmd === 'eval') {
+      const sha = /"([0-9a-f]{40})"/.exec(lines[i + 1] ?? '')?.[1];
+      if (fanoutSha !== undefined && sha === fanoutSha) kinds.fanoutScript++;
+      else kinds.otherScript++;
+    } else kinds.other++;
+  }
+  const perPublish = (/** @type {number} */ n) =>
+    published === 0 ? null : Math.round((n / published) * 1000) / 1000;
+  const sampledScripts = kinds.fanoutScript + kinds.otherScript;
+  const fanoutShare = sampledScripts === 0 ? 0 : kinds.fanoutScript / sampledScripts;
+  return {
+    published,
+    scriptCallsPerPublish: perPublish(scripts),
+    waitCallsPerPublish: perPublish(waits),
+    // From the sample's proportions, scaled by the exact counts of commandstats.
+    fanoutScriptCallsPerMessage: perPublish(scripts * fanoutShare),
+    publishScriptCallsPerPublish: perPublish(scripts * (1 - fanoutShare)),
+    topLevelPublishPerMessage:
+      kinds.wait === 0 ? null : perPublish((waits * kinds.publish) / kinds.wait),
+    sample: kinds,
+  };
+}
+// redis-cli output of SLOWLOG GET stays under spawnSync's 1 MiB buffer (an EVALSHA entry shows 32 arguments).
+const SAMPLE = 500;
+
 const env = {
   SWITCHBOARD_MAX_SUBSCRIPTIONS_PER_CONNECTION: '100000',
   ...(o.batch !== undefined && { SWITCHBOARD_REDIS_PUBLISH_BATCH: String(o.batch) }),
@@ -152,6 +216,7 @@ const result = {
     seconds: Number(o.seconds),
     batch: o.batch === undefined ? 'default' : Number(o.batch),
     messageIds: o['message-ids'],
+    replica: o.replica,
     engine: o.engine,
     pinned: PIN ? 'node core 0; loadgen + redis core 1' : 'no',
   },
@@ -160,21 +225,49 @@ const dir = mkdtempSync(join(tmpdir(), 'sb-publish-load-'));
 try {
   if (o.mode !== 'cluster') {
     const redis = await startRedis(LOAD_CORE);
+    const replica = o.replica ? await startRedis(LOAD_CORE) : undefined;
+    if (replica !== undefined) {
+      redisCli(replica.port, 'replicaof', '127.0.0.1', String(redis.port));
+      for (
+        let i = 0;
+        !/^slave0:.*state=online/m.test(redisCli(redis.port, 'info', 'replication'));
+        i++
+      ) {
+        if (i > 200) throw new Error('the replica did not sync');
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      redisCli(redis.port, 'config', 'set', 'slowlog-log-slower-than', '0');
+      redisCli(redis.port, 'config', 'set', 'slowlog-max-len', String(SAMPLE));
+    }
     const node = await startNode({
       redisUrl: redis.url,
       engine: String(o.engine),
-      env,
+      env: { ...env, ...(replica !== undefined && { SWITCHBOARD_REDIS_WAIT_REPLICAS: '1' }) },
       core: NODE_CORE,
     });
-    const pid = Number(redisCli(redis.port, 'info', 'server').match(/process_id:(\d+)/)?.[1]);
+    const pidOf = (/** @type {number} */ port) =>
+      Number(redisCli(port, 'info', 'server').match(/process_id:(\d+)/)?.[1]);
+    /** @type {Record<string, number>} */
+    const pids = { node: node.pid, redis: pidOf(redis.port) };
+    if (replica !== undefined) pids['replica'] = pidOf(replica.port);
     redisCli(redis.port, 'config', 'resetstat');
-    const run = await drive(`ws://127.0.0.1:${node.port}/ws`, { node: node.pid, redis: pid });
-    result['single'] = { ...run, redis: scriptStats(redis.port) };
+    const run = await drive(`ws://127.0.0.1:${node.port}/ws`, pids);
+    const stats = scriptStats(redis.port);
+    /** @type {Record<string, unknown>} */
+    const single = { ...run, redis: stats };
+    // Over warm-up and window alike (resetstat before both): per message fanned out (each
+    // published message is PUBLISHed once, by the node or by a script).
+    if (replica !== undefined) single['gated'] = await gatedStats(redis.port, stats.messages);
+    result['single'] = single;
     await stop(node.child);
     redis.redis.disconnect();
     redisCli(redis.port, 'shutdown', 'nosave');
+    if (replica !== undefined) {
+      replica.redis.disconnect();
+      redisCli(replica.port, 'shutdown', 'nosave');
+    }
   }
-  if (o.mode !== 'single') {
+  if (o.mode !== 'single' && !o.replica) {
     const cluster = await startRedisCluster({ masters: 3, dir, core: LOAD_CORE });
     const node = await startNode({
       redisUrl: '',
