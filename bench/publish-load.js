@@ -177,8 +177,14 @@ async function gatedStats(port, published) {
     if (cmd === 'publish') kinds.publish++;
     else if (cmd === 'wait') kinds.wait++;
     else if (cmd === 'evalsha' || cmd === 'eval') {
-      const sha = /"([0-9a-f]{40})"/.exec(lines[i + 1] ?? '')?.[1];
-      if (fanoutSha !== undefined && sha === fanoutSha) kinds.fanoutScript++;
+      const next = lines[i + 1] ?? '';
+      const sha = /"([0-9a-f]{40})"/.exec(next)?.[1];
+      // An EVAL (ioredis loading it on a connection) shows the script's first line.
+      if (
+        (fanoutSha !== undefined && sha === fanoutSha) ||
+        next.includes('"-- switchboard fanoutManyLua')
+      )
+        kinds.fanoutScript++;
       else kinds.otherScript++;
     } else kinds.other++;
   }

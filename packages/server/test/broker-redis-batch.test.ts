@@ -11,9 +11,14 @@ import {
   type PublishResult,
 } from '../src/index.js';
 import { PublishBatcher, type BatchReply, type PublishReply } from '../src/broker/redis-batch.js';
-import { ReplicaGate, type HeldPayload } from '../src/broker/redis-wait.js';
+import { FANOUT_BATCH, ReplicaGate, type HeldPayload } from '../src/broker/redis-wait.js';
 import { eventually, requireBinary, startRedis, type RedisProcess } from './helpers.js';
-import { startRedisCluster, type RedisClusterKit } from './redis-kit.js';
+import {
+  logEveryCommand,
+  startRedisCluster,
+  topLevelCommands,
+  type RedisClusterKit,
+} from './redis-kit.js';
 
 const HANDLER = { onPublication() {}, onResubscribed() {}, onControl() {} };
 
@@ -185,13 +190,15 @@ describe('ReplicaGate#sendMany', () => {
 
   it('holds a batch as one send, fans its payloads out in order after the WAIT, and bounds by messages', async () => {
     const out: string[] = [];
+    let fanouts = 0;
     let release: (acks: number) => void = () => {};
     const gate = new ReplicaGate(
       {
         wait: () => new Promise<number>((resolve) => (release = resolve)),
-        fanout: (h) => {
-          out.push(h.payload);
-          return Promise.resolve(1);
+        fanout: (held) => {
+          fanouts++;
+          out.push(...held.map((h) => h.payload));
+          return Promise.resolve([]);
         },
         ready: () => true,
       },
@@ -221,7 +228,59 @@ describe('ReplicaGate#sendMany', () => {
     release(1);
     await replicated;
     assert.deepEqual(out, ['1 e 1 {}', '2 e 1 {}', '3 e 1 {}']);
+    assert.equal(fanouts, 1, 'what one WAIT released goes out in one fan-out call');
     assert.equal(gate.room, 4);
+    gate.close();
+  });
+
+  it('fans out what one WAIT released in calls of FANOUT_BATCH at most, in order; what a call did not send is held again and checked at the next WAIT', async () => {
+    const calls: { payloads: number[]; verify: boolean }[] = [];
+    let acks: ((n: number) => void)[] = [];
+    // The first call leaves its last two payloads unsent (their link dropped).
+    const gate = new ReplicaGate(
+      {
+        wait: () => new Promise<number>((resolve) => acks.push(resolve)),
+        fanout: (held, verify) => {
+          calls.push({ payloads: held.map((h) => Number(h.payload.split(' ')[0])), verify });
+          return Promise.resolve(calls.length === 1 ? held.slice(-2) : []);
+        },
+        ready: () => true,
+      },
+      { needed: () => 1, timeoutMs: 100, maxHeld: 1000 },
+    );
+    const n = FANOUT_BATCH * 2 + 10;
+    const offsets = Array.from({ length: n }, (_, i) => i + 1);
+    const first = gate.sendMany(
+      n,
+      () => Promise.resolve(offsets),
+      (o) => o.map(held),
+    );
+    await first.stored;
+    await eventually(() => acks.length === 1, 2000, 'the WAIT');
+    acks[0]?.(1);
+    await first.replicated;
+    assert.deepEqual(
+      calls.map((c) => [c.payloads.length, c.verify]),
+      [
+        [FANOUT_BATCH, false],
+        [FANOUT_BATCH, false],
+        [10, false],
+      ],
+    );
+    assert.deepEqual(
+      calls.flatMap((c) => c.payloads),
+      offsets,
+      'in storage order',
+    );
+    await eventually(() => gate.held === 2, 2000, 'the unsent two held again');
+    // The link is back ('ready' kicks the gate): the next WAIT sends them with the entry check.
+    acks = [];
+    gate.kick();
+    await eventually(() => acks.length === 1, 2000, 'the next WAIT');
+    acks[0]?.(1);
+    await eventually(() => calls.length === 4, 2000, 'their fan-out');
+    assert.deepEqual(calls[3], { payloads: [FANOUT_BATCH - 1, FANOUT_BATCH], verify: true });
+    assert.equal(gate.held, 0);
     gate.close();
   });
 });
@@ -365,13 +424,13 @@ if (missing === false) {
     it('keeps per-channel order and offsets for 1,000 concurrent publishes in few script calls, fanned out after WAIT in order', async () => {
       for (let i = 0; i < 20; i++) await broker.subscribe(`gorder-${i}`);
       master.cli('CONFIG', 'RESETSTAT');
-      let calls = 0;
+      logEveryCommand((...args) => master.cli(...args));
+      let scripts = 0;
       let waits = 0;
       await assertOrderAndOffsets(broker, 'gorder', () => {
-        calls = scriptCalls(master);
+        scripts = scriptCalls(master);
         waits = waitCalls(master);
       });
-      assert.ok(calls <= 10, `1,000 gated publishes took ${calls} script calls`);
       assert.ok(waits >= 1 && waits <= 10, `1,000 gated publishes took ${waits} WAITs`);
       await eventually(
         () =>
@@ -387,6 +446,9 @@ if (missing === false) {
           Array.from({ length: 50 }, (_, k) => k + 1),
           `gorder-${i}: delivered once each, in offset order`,
         );
+      // Less the fan-out script's calls (what the WAITs released; all sent before the last ack).
+      const calls = scripts - (await topLevelCommands(master.port)).fanoutMany;
+      assert.ok(calls <= 10, `1,000 gated publishes took ${calls} publish script calls`);
     });
 
     it('answers 118 while the replica is stopped, fans the batch out in order once it confirms, and a retry is a duplicate', async () => {

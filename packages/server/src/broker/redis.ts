@@ -21,8 +21,14 @@ import { PublishError } from './publish-error.js';
 import { redisGlobMatcher } from './redis-glob.js';
 import { createRedisKeys, type RedisKeys } from './redis-keys.js';
 import { connectRedis, type RedisTarget } from './redis-target.js';
-import { HISTORY_LUA, fanoutLua, type PublishArgs } from './redis-scripts.js';
-import { ReplicaGate, type HeldPayload } from './redis-wait.js';
+import {
+  HISTORY_LUA,
+  fanoutLua,
+  fanoutManyArgs,
+  fanoutManyLua,
+  type PublishArgs,
+} from './redis-scripts.js';
+import { ReplicaGate, fanoutHeld, type HeldPayload } from './redis-wait.js';
 import {
   batchArgs,
   DEFAULT_PUBLISH_BATCH,
@@ -79,6 +85,8 @@ export interface ScriptCommands {
     payload: string,
     size: number,
   ): Promise<number>;
+  /** fanoutManyLua: numkeys, KEYS, ARGV as fanoutManyArgs builds them. */
+  sbFanoutMany(...args: (string | number)[]): Promise<number>;
   sbHistoryBuffer(
     meta: string,
     stream: string,
@@ -210,6 +218,7 @@ export class RedisBroker implements Broker {
     }) as Redis & ScriptCommands;
     cmd.defineCommand('sbPublishBatch', { numberOfKeys: 1, lua: publishBatchLua('PUBLISH') });
     cmd.defineCommand('sbFanout', { numberOfKeys: 2, lua: fanoutLua('PUBLISH') });
+    cmd.defineCommand('sbFanoutMany', { lua: fanoutManyLua('PUBLISH') });
     cmd.defineCommand('sbHistory', { numberOfKeys: 2, lua: HISTORY_LUA });
     // We resubscribe ourselves from #desired: it is the Node's view, which ioredis's own set is not.
     const sub = connectRedis(target, {
@@ -402,10 +411,15 @@ export class RedisBroker implements Broker {
     return new ReplicaGate(
       {
         wait: (replicas, timeoutMs) => cmd.wait(replicas, timeoutMs),
-        fanout: (h, verify) =>
-          verify
-            ? cmd.sbFanout(h.meta, h.stream, h.pubsub, h.payload, h.historySize)
-            : cmd.publish(h.pubsub, h.payload),
+        fanout: (held, verify) =>
+          fanoutHeld(
+            held,
+            (many) => cmd.sbFanoutMany(...fanoutManyArgs(many, verify)),
+            (h) =>
+              verify
+                ? cmd.sbFanout(h.meta, h.stream, h.pubsub, h.payload, h.historySize)
+                : cmd.publish(h.pubsub, h.payload),
+          ),
         ready: () => cmd.status === 'ready',
       },
       {
