@@ -142,20 +142,23 @@ function scriptStats(port) {
 }
 
 /**
- * Top-level commands (what the node sent, not what scripts called) by kind, from a sample: the
- * SLOWLOG (threshold 0, so it logs every top-level command, never one a script calls) keeps the
- * last `SAMPLE` of them. INFO commandstats cannot tell these apart: it counts a PUBLISH a script
- * makes as a PUBLISH, and both scripts as EVALSHA. The fan-out script is told from the publish
- * script by its SHA (the built packages/server/dist, absent before fanoutManyLua existed).
- * @param {number} port @param {number} published messages published (PUBLISH calls, any caller)
+ * WAIT calls per publish, and how the held payloads went out: per message, fan-out script calls
+ * and top-level PUBLISHes (those the node sent, not those a script called). INFO commandstats
+ * counts are exact but cannot tell these apart (a PUBLISH a script makes is a PUBLISH there, and
+ * both scripts are EVALSHA), so they are split by the proportions in the last `SAMPLE` SLOWLOG
+ * entries (threshold 0: every command; a script's own commands show the client `?:0`; a blocking
+ * WAIT is not logged). The fan-out script is told from the publish script by its SHA (from the
+ * built packages/server/dist; absent before fanoutManyLua existed) or, for the EVAL that loads
+ * it, its first line. `conn`: a client of that redis-server.
+ * @param {number} port @param {import('ioredis').Redis} conn
+ * @param {number} published messages published (PUBLISH calls, any caller)
  */
-async function gatedStats(port, published) {
+async function gatedStats(port, conn, published) {
   const info = redisCli(port, 'info', 'commandstats');
   const calls = (/** @type {string} */ name) =>
     Number(new RegExp(`^cmdstat_${name}:calls=(\\d+)`, 'm').exec(info)?.[1] ?? 0);
   const scripts = calls('evalsha') + calls('eval');
   const waits = calls('wait');
-  const lines = redisCli(port, '--no-raw', 'slowlog', 'get', String(SAMPLE)).split('\n');
   /** @type {string | undefined} */
   let fanoutSha;
   try {
@@ -168,44 +171,38 @@ async function gatedStats(port, published) {
   } catch {
     // no build: the sample is not split by script
   }
-  const kinds = { publish: 0, wait: 0, fanoutScript: 0, otherScript: 0, other: 0 };
-  // `--no-raw` prints an entry's arguments as `   4) 1) "evalsha"` then `      2) "<sha>"`.
-  for (let i = 0; i < lines.length; i++) {
-    const m = /^\s+4\) 1\) "([a-zA-Z]+)"$/.exec(lines[i] ?? '');
-    if (m === null) continue;
-    const cmd = String(m[1]).toLowerCase();
+  const log = /** @type {[unknown, unknown, unknown, string[], string][]} */ (
+    await conn.call('slowlog', 'get', String(SAMPLE))
+  );
+  const kinds = { publish: 0, fanoutScript: 0, otherScript: 0, other: 0, byScripts: 0 };
+  for (const [, , , args, client] of log) {
+    if (client === '?:0') {
+      kinds.byScripts++;
+      continue;
+    }
+    const cmd = String(args[0]).toLowerCase();
+    const arg = String(args[1]);
     if (cmd === 'publish') kinds.publish++;
-    else if (cmd === 'wait') kinds.wait++;
     else if (cmd === 'evalsha' || cmd === 'eval') {
-      const next = lines[i + 1] ?? '';
-      const sha = /"([0-9a-f]{40})"/.exec(next)?.[1];
-      // An EVAL (ioredis loading it on a connection) shows the script's first line.
-      if (
-        (fanoutSha !== undefined && sha === fanoutSha) ||
-        next.includes('"-- switchboard fanoutManyLua')
-      )
-        kinds.fanoutScript++;
+      if (arg === fanoutSha || arg.startsWith('-- switchboard fanoutManyLua')) kinds.fanoutScript++;
       else kinds.otherScript++;
     } else kinds.other++;
   }
-  const perPublish = (/** @type {number} */ n) =>
+  const perMessage = (/** @type {number} */ n) =>
     published === 0 ? null : Math.round((n / published) * 1000) / 1000;
   const sampledScripts = kinds.fanoutScript + kinds.otherScript;
-  const fanoutShare = sampledScripts === 0 ? 0 : kinds.fanoutScript / sampledScripts;
+  const share = (/** @type {number} */ n) => (sampledScripts === 0 ? 0 : n / sampledScripts);
   return {
     published,
-    scriptCallsPerPublish: perPublish(scripts),
-    waitCallsPerPublish: perPublish(waits),
-    // From the sample's proportions, scaled by the exact counts of commandstats.
-    fanoutScriptCallsPerMessage: perPublish(scripts * fanoutShare),
-    publishScriptCallsPerPublish: perPublish(scripts * (1 - fanoutShare)),
-    topLevelPublishPerMessage:
-      kinds.wait === 0 ? null : perPublish((waits * kinds.publish) / kinds.wait),
+    scriptCallsPerPublish: perMessage(scripts),
+    waitCallsPerPublish: perMessage(waits),
+    publishScriptCallsPerPublish: perMessage(scripts * share(kinds.otherScript)),
+    fanoutScriptCallsPerMessage: perMessage(scripts * share(kinds.fanoutScript)),
+    topLevelPublishPerMessage: perMessage(scripts * share(kinds.publish)),
     sample: kinds,
   };
 }
-// redis-cli output of SLOWLOG GET stays under spawnSync's 1 MiB buffer (an EVALSHA entry shows 32 arguments).
-const SAMPLE = 500;
+const SAMPLE = 20_000;
 
 const env = {
   SWITCHBOARD_MAX_SUBSCRIPTIONS_PER_CONNECTION: '100000',
@@ -263,7 +260,8 @@ try {
     const single = { ...run, redis: stats };
     // Over warm-up and window alike (resetstat before both): per message fanned out (each
     // published message is PUBLISHed once, by the node or by a script).
-    if (replica !== undefined) single['gated'] = await gatedStats(redis.port, stats.messages);
+    if (replica !== undefined)
+      single['gated'] = await gatedStats(redis.port, redis.redis, stats.messages);
     result['single'] = single;
     await stop(node.child);
     redis.redis.disconnect();

@@ -342,14 +342,15 @@ export function logEveryCommand(cli: (...args: string[]) => string): void {
 }
 
 /**
- * The top-level commands a redis-server ran since logEveryCommand, by kind. The SLOWLOG never holds
- * a command a script called, which INFO commandstats counts with the rest (a PUBLISH that
- * fanoutManyLua makes is a PUBLISH there). `fanoutMany`: calls of that script (EVALSHA of its SHA,
- * or the EVAL that loads it); `scripts`: every script call.
+ * The top-level commands a redis-server ran since logEveryCommand, by kind: those a client sent,
+ * not those a script called (INFO commandstats counts both alike: a PUBLISH that fanoutManyLua
+ * makes is a PUBLISH there; the SLOWLOG names the client of a script's commands `?:0`). The SLOWLOG
+ * does not log a blocking command such as WAIT. `fanoutMany`: calls of that script (EVALSHA of its
+ * SHA, or the EVAL that loads it); `scripts`: every script call.
  */
 export async function topLevelCommands(
   port: number,
-): Promise<{ publish: number; wait: number; fanoutMany: number; scripts: number }> {
+): Promise<{ publish: number; fanoutMany: number; scripts: number }> {
   const sha = createHash('sha1').update(fanoutManyLua('PUBLISH')).digest('hex');
   const conn = new Redis({ port, host: '127.0.0.1', lazyConnect: true });
   try {
@@ -359,12 +360,13 @@ export async function topLevelCommands(
       unknown,
       unknown,
       string[],
+      string,
     ][];
-    const out = { publish: 0, wait: 0, fanoutMany: 0, scripts: 0 };
-    for (const [, , , args] of log) {
+    const out = { publish: 0, fanoutMany: 0, scripts: 0 };
+    for (const [, , , args, client] of log) {
+      if (client === '?:0') continue;
       const cmd = (args[0] ?? '').toLowerCase();
       if (cmd === 'publish') out.publish++;
-      else if (cmd === 'wait') out.wait++;
       else if (cmd === 'evalsha' || cmd === 'eval') {
         out.scripts++;
         const script = args[1] ?? '';
