@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { encodeMessageHead } from '@switchboard/protocol';
+import { Redis } from 'ioredis';
 import {
   PublishError,
   RedisBroker,
@@ -11,7 +12,13 @@ import {
   type PublishResult,
 } from '../src/index.js';
 import { PublishBatcher, type BatchReply, type PublishReply } from '../src/broker/redis-batch.js';
-import { FANOUT_BATCH, ReplicaGate, type HeldPayload } from '../src/broker/redis-wait.js';
+import { fanoutLua, fanoutManyArgs, fanoutManyLua } from '../src/broker/redis-scripts.js';
+import {
+  FANOUT_BATCH,
+  ReplicaGate,
+  fanoutHeld,
+  type HeldPayload,
+} from '../src/broker/redis-wait.js';
 import { eventually, requireBinary, startRedis, type RedisProcess } from './helpers.js';
 import {
   logEveryCommand,
@@ -285,6 +292,62 @@ describe('ReplicaGate#sendMany', () => {
   });
 });
 
+describe('fanoutHeld', () => {
+  const held = (n: number): HeldPayload => ({
+    pubsub: 'p',
+    payload: `${n} e 1 {}`,
+    meta: 'm',
+    stream: 's',
+    historySize: 10,
+  });
+  const replyError = (message: string): Error =>
+    Object.assign(new Error(message), { name: 'ReplyError' });
+
+  it('sends many in one call; when Redis refuses it, payload by payload, returning those not sent in order', async () => {
+    const payloads = [1, 2, 3, 4].map(held);
+    const one: string[] = [];
+    assert.deepEqual(
+      await fanoutHeld(
+        payloads,
+        () => Promise.resolve(4),
+        () => Promise.reject(new Error('not used')),
+      ),
+      [],
+    );
+    const unsent = await fanoutHeld(
+      payloads,
+      () => Promise.reject(replyError('ERR Script attempted to access a non local key')),
+      (h) => {
+        one.push(h.payload);
+        return h.payload.startsWith('2') || h.payload.startsWith('4')
+          ? Promise.reject(replyError('WRONGTYPE'))
+          : Promise.resolve(1);
+      },
+    );
+    assert.deepEqual(
+      one,
+      payloads.map((h) => h.payload),
+    );
+    assert.deepEqual(unsent, [payloads[1], payloads[3]]);
+  });
+
+  it('rejects, sending nothing alone, when the call failed with its link', async () => {
+    let alone = 0;
+    await assert.rejects(
+      fanoutHeld(
+        [1, 2].map(held),
+        () => Promise.reject(new Error('the Redis link was lost with the command in flight')),
+        () => {
+          alone++;
+          return Promise.resolve(1);
+        },
+      ),
+      /link was lost/,
+    );
+    assert.equal(alone, 0);
+  });
+});
+
 const missing = requireBinary('redis-server');
 if (missing === false) {
   describe('RedisBroker publish batching', () => {
@@ -375,6 +438,64 @@ if (missing === false) {
         assert.ok(scriptCalls(redis) >= 30);
       } finally {
         await single.close();
+      }
+    });
+
+    it('fans many held payloads out in one call, in order, with the entry check of fanoutLua', async () => {
+      type Fanouts = {
+        one(
+          meta: string,
+          stream: string,
+          pubsub: string,
+          payload: string,
+          size: number,
+        ): Promise<number>;
+        many(...args: (string | number)[]): Promise<number>;
+      };
+      const conn = new Redis({ port: redis.port, host: '127.0.0.1' }) as Redis & Fanouts;
+      conn.defineCommand('one', { numberOfKeys: 2, lua: fanoutLua('PUBLISH') });
+      conn.defineCommand('many', { lua: fanoutManyLua('PUBLISH') });
+      const sub = new Redis({ port: redis.port, host: '127.0.0.1' });
+      const got: string[] = [];
+      sub.on('message', (_channel: string, payload: string) => got.push(payload));
+      try {
+        await sub.subscribe('fm:p');
+        await conn.hset('fm:m', 'e', 'E', 'o', 3);
+        await conn.xadd('fm:s', '1-0', 'f', 'frame1');
+        await conn.xadd('fm:s', '2-0', 'f', 'frame2');
+        const h = (payload: string, historySize: number): HeldPayload => ({
+          pubsub: 'fm:p',
+          payload,
+          meta: 'fm:m',
+          stream: 'fm:s',
+          historySize,
+        });
+        const held = [
+          h('1 E 100 frame1', 10), // its entry: published
+          h('2 E 100 other', 10), // another frame at that offset: not
+          h('2 X 100 frame2', 10), // another epoch: not
+          h('3 E 100 f3', 0), // no history, offset reached: published
+          h('4 E 100 f4', 0), // no history, offset not reached: not
+        ];
+        const alone = [];
+        for (const p of held)
+          alone.push(await conn.one(p.meta, p.stream, p.pubsub, p.payload, p.historySize));
+        assert.deepEqual(alone, [1, 0, 0, 1, 0]);
+        await eventually(() => got.length === 2, 2000, 'the checked ones, one by one');
+        got.length = 0;
+        assert.equal(await conn.many(...fanoutManyArgs(held, true)), 2);
+        await eventually(() => got.length === 2, 2000, 'the checked ones, in one call');
+        assert.deepEqual(got, ['1 E 100 frame1', '3 E 100 f3'], 'the same ones, in order');
+        got.length = 0;
+        assert.equal(await conn.many(...fanoutManyArgs(held, false)), 5);
+        await eventually(() => got.length === 5, 2000, 'all, unchecked');
+        assert.deepEqual(
+          got,
+          held.map((p) => p.payload),
+        );
+      } finally {
+        sub.disconnect();
+        conn.disconnect();
       }
     });
 
