@@ -11,9 +11,12 @@
  * and the redis-servers on core 1 (--no-pin: let the kernel place them).
  *
  *   node bench/publish-load.js [--mode single|cluster|both] [--connections 4] [--inflight 256]
- *     [--channels 1000] [--seconds 10] [--batch N] [--message-ids] [--no-pin]
+ *     [--channels 1000] [--seconds 10] [--batch N] [--message-ids] [--no-pin] [--replica]
  *
  * `--batch` sets SWITCHBOARD_REDIS_PUBLISH_BATCH on the node (1: one script call per publish).
+ * `--replica` (single mode only): the redis-server gets one replica and the node waits for it
+ * (SWITCHBOARD_REDIS_WAIT_REPLICAS=1): every publish is gated (redis-wait.ts), and the report adds
+ * WAIT calls per publish and how the held payloads went out (gatedStats).
  * Writes bench/results/<time>-publish-load.json and prints it. Every run is bounded by --timeout.
  */
 import { spawn } from 'node:child_process';
@@ -48,6 +51,7 @@ const { values: o } = parseArgs({
     engine: { type: 'string', default: 'uws' },
     'message-ids': { type: 'boolean', default: false },
     'no-pin': { type: 'boolean', default: false },
+    replica: { type: 'boolean', default: false },
     timeout: { type: 'string', default: '180' },
   },
 });
@@ -137,6 +141,70 @@ function scriptStats(port) {
   };
 }
 
+/**
+ * WAIT calls per publish, and how the held payloads went out: per message, fan-out script calls
+ * and top-level PUBLISHes (those the node sent, not those a script called). INFO commandstats
+ * counts are exact but cannot tell these apart (a PUBLISH a script makes is a PUBLISH there, and
+ * both scripts are EVALSHA), so they are counted in the SLOWLOG, which keeps every command of the
+ * run (threshold 0, up to `SLOWLOG_LEN`; a script's own commands show the client `?:0`; a blocking
+ * WAIT is not logged). The fan-out script is told from the publish script by its SHA (from the
+ * built packages/server/dist; absent before fanoutManyLua existed) or, for the EVAL that loads
+ * it, its first line. `conn`: a client of that redis-server.
+ * @param {number} port @param {import('ioredis').Redis} conn
+ * @param {number} published messages published (PUBLISH calls, any caller)
+ */
+async function gatedStats(port, conn, published) {
+  const info = redisCli(port, 'info', 'commandstats');
+  const calls = (/** @type {string} */ name) =>
+    Number(new RegExp(`^cmdstat_${name}:calls=(\\d+)`, 'm').exec(info)?.[1] ?? 0);
+  const scripts = calls('evalsha') + calls('eval');
+  const waits = calls('wait');
+  /** @type {string | undefined} */
+  let fanoutSha;
+  try {
+    const mod = /** @type {{ fanoutManyLua?: (command: string) => string }} */ (
+      await import('../packages/server/dist/broker/redis-scripts.js')
+    );
+    const { createHash } = await import('node:crypto');
+    if (typeof mod.fanoutManyLua === 'function')
+      fanoutSha = createHash('sha1').update(mod.fanoutManyLua('PUBLISH')).digest('hex');
+  } catch {
+    // no build: the script calls are not split
+  }
+  const log = /** @type {[unknown, unknown, unknown, string[], string][]} */ (
+    await conn.call('slowlog', 'get', '-1')
+  );
+  const kinds = { publish: 0, fanoutScript: 0, otherScript: 0, other: 0, byScripts: 0 };
+  for (const [, , , args, client] of log) {
+    if (client === '?:0') {
+      kinds.byScripts++;
+      continue;
+    }
+    const cmd = String(args[0]).toLowerCase();
+    const arg = String(args[1]);
+    if (cmd === 'publish') kinds.publish++;
+    else if (cmd === 'evalsha' || cmd === 'eval') {
+      if (arg === fanoutSha || arg.startsWith('-- switchboard fanoutManyLua')) kinds.fanoutScript++;
+      else kinds.otherScript++;
+    } else kinds.other++;
+  }
+  const perMessage = (/** @type {number} */ n) =>
+    published === 0 ? null : Math.round((n / published) * 10_000) / 10_000;
+  return {
+    published,
+    scriptCallsPerPublish: perMessage(scripts),
+    waitCallsPerPublish: perMessage(waits),
+    publishScriptCallsPerPublish: perMessage(kinds.otherScript),
+    fanoutScriptCallsPerMessage: perMessage(kinds.fanoutScript),
+    topLevelPublishPerMessage: perMessage(kinds.publish),
+    slowlogFull: log.length >= SLOWLOG_LEN,
+    slowlog: kinds,
+  };
+}
+// Every command of a run at ~10,000 publishes/s (about 1.1 per publish: the scripts' own PUBLISHes,
+// the node's calls); when the log is full, the split is that of the run's last SLOWLOG_LEN.
+const SLOWLOG_LEN = 1_000_000;
+
 const env = {
   SWITCHBOARD_MAX_SUBSCRIPTIONS_PER_CONNECTION: '100000',
   ...(o.batch !== undefined && { SWITCHBOARD_REDIS_PUBLISH_BATCH: String(o.batch) }),
@@ -152,6 +220,7 @@ const result = {
     seconds: Number(o.seconds),
     batch: o.batch === undefined ? 'default' : Number(o.batch),
     messageIds: o['message-ids'],
+    replica: o.replica,
     engine: o.engine,
     pinned: PIN ? 'node core 0; loadgen + redis core 1' : 'no',
   },
@@ -160,21 +229,51 @@ const dir = mkdtempSync(join(tmpdir(), 'sb-publish-load-'));
 try {
   if (o.mode !== 'cluster') {
     const redis = await startRedis(LOAD_CORE);
+    const replica = o.replica ? await startRedis(LOAD_CORE) : undefined;
+    if (replica !== undefined) {
+      redisCli(replica.port, 'replicaof', '127.0.0.1', String(redis.port));
+      for (
+        let i = 0;
+        !/^slave0:.*state=online/m.test(redisCli(redis.port, 'info', 'replication'));
+        i++
+      ) {
+        if (i > 200) throw new Error('the replica did not sync');
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      redisCli(redis.port, 'config', 'set', 'slowlog-log-slower-than', '0');
+      redisCli(redis.port, 'config', 'set', 'slowlog-max-len', String(SLOWLOG_LEN));
+    }
     const node = await startNode({
       redisUrl: redis.url,
       engine: String(o.engine),
-      env,
+      env: { ...env, ...(replica !== undefined && { SWITCHBOARD_REDIS_WAIT_REPLICAS: '1' }) },
       core: NODE_CORE,
     });
-    const pid = Number(redisCli(redis.port, 'info', 'server').match(/process_id:(\d+)/)?.[1]);
+    const pidOf = (/** @type {number} */ port) =>
+      Number(redisCli(port, 'info', 'server').match(/process_id:(\d+)/)?.[1]);
+    /** @type {Record<string, number>} */
+    const pids = { node: node.pid, redis: pidOf(redis.port) };
+    if (replica !== undefined) pids['replica'] = pidOf(replica.port);
     redisCli(redis.port, 'config', 'resetstat');
-    const run = await drive(`ws://127.0.0.1:${node.port}/ws`, { node: node.pid, redis: pid });
-    result['single'] = { ...run, redis: scriptStats(redis.port) };
+    redisCli(redis.port, 'slowlog', 'reset');
+    const run = await drive(`ws://127.0.0.1:${node.port}/ws`, pids);
+    const stats = scriptStats(redis.port);
+    /** @type {Record<string, unknown>} */
+    const single = { ...run, redis: stats };
+    // Over warm-up and window alike (resetstat before both): per message fanned out (each
+    // published message is PUBLISHed once, by the node or by a script).
+    if (replica !== undefined)
+      single['gated'] = await gatedStats(redis.port, redis.redis, stats.messages);
+    result['single'] = single;
     await stop(node.child);
     redis.redis.disconnect();
     redisCli(redis.port, 'shutdown', 'nosave');
+    if (replica !== undefined) {
+      replica.redis.disconnect();
+      redisCli(replica.port, 'shutdown', 'nosave');
+    }
   }
-  if (o.mode !== 'single') {
+  if (o.mode !== 'single' && !o.replica) {
     const cluster = await startRedisCluster({ masters: 3, dir, core: LOAD_CORE });
     const node = await startNode({
       redisUrl: '',

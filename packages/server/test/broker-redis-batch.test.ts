@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { encodeMessageHead } from '@switchboard/protocol';
+import { Redis } from 'ioredis';
 import {
   PublishError,
   RedisBroker,
@@ -16,9 +17,20 @@ import {
   type BatchReply,
   type PublishReply,
 } from '../src/broker/redis-batch.js';
-import { ReplicaGate, type HeldPayload } from '../src/broker/redis-wait.js';
+import { fanoutLua, fanoutManyArgs, fanoutManyLua } from '../src/broker/redis-scripts.js';
+import {
+  FANOUT_BATCH,
+  ReplicaGate,
+  fanoutHeld,
+  type HeldPayload,
+} from '../src/broker/redis-wait.js';
 import { eventually, requireBinary, startRedis, type RedisProcess } from './helpers.js';
-import { startRedisCluster, type RedisClusterKit } from './redis-kit.js';
+import {
+  logEveryCommand,
+  startRedisCluster,
+  topLevelCommands,
+  type RedisClusterKit,
+} from './redis-kit.js';
 
 const HANDLER = { onPublication() {}, onResubscribed() {}, onControl() {} };
 
@@ -217,13 +229,15 @@ describe('ReplicaGate#sendMany', () => {
 
   it('holds a batch as one send, fans its payloads out in order after the WAIT, and bounds by messages', async () => {
     const out: string[] = [];
+    let fanouts = 0;
     let release: (acks: number) => void = () => {};
     const gate = new ReplicaGate(
       {
         wait: () => new Promise<number>((resolve) => (release = resolve)),
-        fanout: (h) => {
-          out.push(h.payload);
-          return Promise.resolve(1);
+        fanout: (held) => {
+          fanouts++;
+          out.push(...held.map((h) => h.payload));
+          return Promise.resolve([]);
         },
         ready: () => true,
       },
@@ -253,8 +267,116 @@ describe('ReplicaGate#sendMany', () => {
     release(1);
     await replicated;
     assert.deepEqual(out, ['1 e 1 {}', '2 e 1 {}', '3 e 1 {}']);
+    assert.equal(fanouts, 1, 'what one WAIT released goes out in one fan-out call');
     assert.equal(gate.room, 4);
     gate.close();
+  });
+
+  it('fans out what one WAIT released in calls of FANOUT_BATCH at most, in order; what a call did not send is held again and checked at the next WAIT', async () => {
+    const calls: { payloads: number[]; verify: boolean }[] = [];
+    let acks: ((n: number) => void)[] = [];
+    // The first call leaves its last two payloads unsent (their link dropped).
+    const gate = new ReplicaGate(
+      {
+        wait: () => new Promise<number>((resolve) => acks.push(resolve)),
+        fanout: (held, verify) => {
+          calls.push({ payloads: held.map((h) => Number(h.payload.split(' ')[0])), verify });
+          return Promise.resolve(calls.length === 1 ? held.slice(-2) : []);
+        },
+        ready: () => true,
+      },
+      { needed: () => 1, timeoutMs: 100, maxHeld: 1000 },
+    );
+    const n = FANOUT_BATCH * 2 + 10;
+    const offsets = Array.from({ length: n }, (_, i) => i + 1);
+    const first = gate.sendMany(
+      n,
+      () => Promise.resolve(offsets),
+      (o) => o.map(held),
+    );
+    await first.stored;
+    await eventually(() => acks.length === 1, 2000, 'the WAIT');
+    acks[0]?.(1);
+    await first.replicated;
+    assert.deepEqual(
+      calls.map((c) => [c.payloads.length, c.verify]),
+      [
+        [FANOUT_BATCH, false],
+        [FANOUT_BATCH, false],
+        [10, false],
+      ],
+    );
+    assert.deepEqual(
+      calls.flatMap((c) => c.payloads),
+      offsets,
+      'in storage order',
+    );
+    await eventually(() => gate.held === 2, 2000, 'the unsent two held again');
+    // The link is back ('ready' kicks the gate): the next WAIT sends them with the entry check.
+    acks = [];
+    gate.kick();
+    await eventually(() => acks.length === 1, 2000, 'the next WAIT');
+    acks[0]?.(1);
+    await eventually(() => calls.length === 4, 2000, 'their fan-out');
+    assert.deepEqual(calls[3], { payloads: [FANOUT_BATCH - 1, FANOUT_BATCH], verify: true });
+    assert.equal(gate.held, 0);
+    gate.close();
+  });
+});
+
+describe('fanoutHeld', () => {
+  const held = (n: number): HeldPayload => ({
+    pubsub: 'p',
+    payload: `${n} e 1 {}`,
+    meta: 'm',
+    stream: 's',
+    historySize: 10,
+  });
+  const replyError = (message: string): Error =>
+    Object.assign(new Error(message), { name: 'ReplyError' });
+
+  it('sends many in one call; when Redis refuses it, payload by payload, returning those not sent in order', async () => {
+    const payloads = [1, 2, 3, 4].map(held);
+    const one: string[] = [];
+    assert.deepEqual(
+      await fanoutHeld(
+        payloads,
+        () => Promise.resolve(4),
+        () => Promise.reject(new Error('not used')),
+      ),
+      [],
+    );
+    const unsent = await fanoutHeld(
+      payloads,
+      () => Promise.reject(replyError('ERR Script attempted to access a non local key')),
+      (h) => {
+        one.push(h.payload);
+        return h.payload.startsWith('2') || h.payload.startsWith('4')
+          ? Promise.reject(replyError('WRONGTYPE'))
+          : Promise.resolve(1);
+      },
+    );
+    assert.deepEqual(
+      one,
+      payloads.map((h) => h.payload),
+    );
+    assert.deepEqual(unsent, [payloads[1], payloads[3]]);
+  });
+
+  it('rejects, sending nothing alone, when the call failed with its link', async () => {
+    let alone = 0;
+    await assert.rejects(
+      fanoutHeld(
+        [1, 2].map(held),
+        () => Promise.reject(new Error('the Redis link was lost with the command in flight')),
+        () => {
+          alone++;
+          return Promise.resolve(1);
+        },
+      ),
+      /link was lost/,
+    );
+    assert.equal(alone, 0);
   });
 });
 
@@ -351,6 +473,64 @@ if (missing === false) {
       }
     });
 
+    it('fans many held payloads out in one call, in order, with the entry check of fanoutLua', async () => {
+      type Fanouts = {
+        one(
+          meta: string,
+          stream: string,
+          pubsub: string,
+          payload: string,
+          size: number,
+        ): Promise<number>;
+        many(...args: (string | number)[]): Promise<number>;
+      };
+      const conn = new Redis({ port: redis.port, host: '127.0.0.1' }) as Redis & Fanouts;
+      conn.defineCommand('one', { numberOfKeys: 2, lua: fanoutLua('PUBLISH') });
+      conn.defineCommand('many', { lua: fanoutManyLua('PUBLISH') });
+      const sub = new Redis({ port: redis.port, host: '127.0.0.1' });
+      const got: string[] = [];
+      sub.on('message', (_channel: string, payload: string) => got.push(payload));
+      try {
+        await sub.subscribe('fm:p');
+        await conn.hset('fm:m', 'e', 'E', 'o', 3);
+        await conn.xadd('fm:s', '1-0', 'f', 'frame1');
+        await conn.xadd('fm:s', '2-0', 'f', 'frame2');
+        const h = (payload: string, historySize: number): HeldPayload => ({
+          pubsub: 'fm:p',
+          payload,
+          meta: 'fm:m',
+          stream: 'fm:s',
+          historySize,
+        });
+        const held = [
+          h('1 E 100 frame1', 10), // its entry: published
+          h('2 E 100 other', 10), // another frame at that offset: not
+          h('2 X 100 frame2', 10), // another epoch: not
+          h('3 E 100 f3', 0), // no history, offset reached: published
+          h('4 E 100 f4', 0), // no history, offset not reached: not
+        ];
+        const alone = [];
+        for (const p of held)
+          alone.push(await conn.one(p.meta, p.stream, p.pubsub, p.payload, p.historySize));
+        assert.deepEqual(alone, [1, 0, 0, 1, 0]);
+        await eventually(() => got.length === 2, 2000, 'the checked ones, one by one');
+        got.length = 0;
+        assert.equal(await conn.many(...fanoutManyArgs(held, true)), 2);
+        await eventually(() => got.length === 2, 2000, 'the checked ones, in one call');
+        assert.deepEqual(got, ['1 E 100 frame1', '3 E 100 f3'], 'the same ones, in order');
+        got.length = 0;
+        assert.equal(await conn.many(...fanoutManyArgs(held, false)), 5);
+        await eventually(() => got.length === 5, 2000, 'all, unchecked');
+        assert.deepEqual(
+          got,
+          held.map((p) => p.payload),
+        );
+      } finally {
+        sub.disconnect();
+        conn.disconnect();
+      }
+    });
+
     it('rejects a bad batch bound', () => {
       assert.throws(
         () =>
@@ -397,13 +577,13 @@ if (missing === false) {
     it('keeps per-channel order and offsets for 1,000 concurrent publishes in few script calls, fanned out after WAIT in order', async () => {
       for (let i = 0; i < 20; i++) await broker.subscribe(`gorder-${i}`);
       master.cli('CONFIG', 'RESETSTAT');
-      let calls = 0;
+      logEveryCommand((...args) => master.cli(...args));
+      let scripts = 0;
       let waits = 0;
       await assertOrderAndOffsets(broker, 'gorder', () => {
-        calls = scriptCalls(master);
+        scripts = scriptCalls(master);
         waits = waitCalls(master);
       });
-      assert.ok(calls <= 10, `1,000 gated publishes took ${calls} script calls`);
       assert.ok(waits >= 1 && waits <= 10, `1,000 gated publishes took ${waits} WAITs`);
       await eventually(
         () =>
@@ -419,6 +599,9 @@ if (missing === false) {
           Array.from({ length: 50 }, (_, k) => k + 1),
           `gorder-${i}: delivered once each, in offset order`,
         );
+      // Less the fan-out script's calls (what the WAITs released; all sent before the last ack).
+      const calls = scripts - (await topLevelCommands(master.port)).fanoutMany;
+      assert.ok(calls <= 10, `1,000 gated publishes took ${calls} publish script calls`);
     });
 
     it('answers 118 while the replica is stopped, fans the batch out in order once it confirms, and a retry is a duplicate', async () => {

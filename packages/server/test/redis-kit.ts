@@ -4,10 +4,13 @@
  * Every process is started here on free loopback ports and stopped by pid; nothing is mocked.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Redis } from 'ioredis';
+import { fanoutManyLua } from '../src/broker/redis-scripts.js';
 import { eventually, freePort } from './helpers.js';
 
 /** One redis-server (or sentinel) process. */
@@ -325,5 +328,53 @@ export async function startSentinelKit(name = 'sbmaster'): Promise<SentinelKit> 
     await Promise.all(started.map((p) => p.stop(true)));
     rmSync(dir, { recursive: true, force: true });
     throw err;
+  }
+}
+
+/**
+ * Makes a redis-server log every top-level command in its SLOWLOG (threshold 0), emptied now,
+ * for topLevelCommands. `cli` runs redis-cli against it.
+ */
+export function logEveryCommand(cli: (...args: string[]) => string): void {
+  cli('CONFIG', 'SET', 'slowlog-log-slower-than', '0');
+  cli('CONFIG', 'SET', 'slowlog-max-len', '100000');
+  cli('SLOWLOG', 'RESET');
+}
+
+/**
+ * The top-level commands a redis-server ran since logEveryCommand, by kind: those a client sent,
+ * not those a script called (INFO commandstats counts both alike: a PUBLISH that fanoutManyLua
+ * makes is a PUBLISH there; the SLOWLOG names the client of a script's commands `?:0`). The SLOWLOG
+ * does not log a blocking command such as WAIT. `fanoutMany`: calls of that script (EVALSHA of its
+ * SHA, or the EVAL that loads it); `scripts`: every script call.
+ */
+export async function topLevelCommands(
+  port: number,
+): Promise<{ publish: number; fanoutMany: number; scripts: number }> {
+  const sha = createHash('sha1').update(fanoutManyLua('PUBLISH')).digest('hex');
+  const conn = new Redis({ port, host: '127.0.0.1', lazyConnect: true });
+  try {
+    await conn.connect();
+    const log = (await conn.call('SLOWLOG', 'GET', '-1')) as [
+      unknown,
+      unknown,
+      unknown,
+      string[],
+      string,
+    ][];
+    const out = { publish: 0, fanoutMany: 0, scripts: 0 };
+    for (const [, , , args, client] of log) {
+      if (client === '?:0') continue;
+      const cmd = (args[0] ?? '').toLowerCase();
+      if (cmd === 'publish') out.publish++;
+      else if (cmd === 'evalsha' || cmd === 'eval') {
+        out.scripts++;
+        const script = args[1] ?? '';
+        if (script === sha || script.startsWith('-- switchboard fanoutManyLua')) out.fanoutMany++;
+      }
+    }
+    return out;
+  } finally {
+    conn.disconnect();
   }
 }

@@ -23,8 +23,8 @@ import {
   type ScriptCommands,
 } from './redis.js';
 import { createRedisKeys, type RedisKeys } from './redis-keys.js';
-import { HISTORY_LUA, fanoutLua } from './redis-scripts.js';
-import { ReplicaGate } from './redis-wait.js';
+import { HISTORY_LUA, fanoutLua, fanoutManyArgs, fanoutManyLua } from './redis-scripts.js';
+import { ReplicaGate, fanoutHeld, type HeldPayload } from './redis-wait.js';
 import {
   DEFAULT_PUBLISH_BATCH,
   isNonLocalKey,
@@ -174,6 +174,7 @@ export class RedisClusterBroker implements Broker {
     cmd.defineCommand('sbPublishBatch', { numberOfKeys: 1, lua: publishBatchLua('SPUBLISH') });
     cmd.defineCommand('sbHistory', { numberOfKeys: 2, lua: HISTORY_LUA });
     cmd.defineCommand('sbFanout', { numberOfKeys: 2, lua: fanoutLua('SPUBLISH') });
+    cmd.defineCommand('sbFanoutMany', { lua: fanoutManyLua('SPUBLISH') });
     cmd.on('+node', (node: Redis) => {
       node.on('close', () => {
         failInFlight(node);
@@ -306,10 +307,7 @@ export class RedisClusterBroker implements Broker {
             ? Promise.reject(new Error(`no connection to ${master}`))
             : c.wait(replicas, timeoutMs);
         },
-        fanout: (h, verify) =>
-          verify
-            ? cmd.sbFanout(h.meta, h.stream, h.pubsub, h.payload, h.historySize)
-            : cmd.spublish(h.pubsub, h.payload),
+        fanout: (held, verify) => this.#fanout(held, verify),
         ready: () => conn()?.status === 'ready',
       },
       {
@@ -319,6 +317,37 @@ export class RedisClusterBroker implements Broker {
     );
     this.#gates.set(master, gate);
     return gate;
+  }
+
+  /**
+   * What one WAIT of a gate released: one fan-out call per slot (a script's keys and shard
+   * channels must share one), in order within it; a call refused (the slot moved since) is sent
+   * payload by payload, each routed by its own keys (fanoutHeld). Resolves with those not sent.
+   */
+  async #fanout(held: readonly HeldPayload[], verify: boolean): Promise<readonly HeldPayload[]> {
+    const cmd = this.#requireCmd();
+    const bySlot = new Map<number, HeldPayload[]>();
+    for (const h of held) {
+      const slot = calculateSlot(h.meta);
+      const group = bySlot.get(slot);
+      if (group === undefined) bySlot.set(slot, [h]);
+      else group.push(h);
+    }
+    const unsent = await Promise.all(
+      [...bySlot.values()].map((group) =>
+        fanoutHeld(
+          group,
+          (many) => cmd.sbFanoutMany(...fanoutManyArgs(many, verify)),
+          (h) =>
+            verify
+              ? cmd.sbFanout(h.meta, h.stream, h.pubsub, h.payload, h.historySize)
+              : cmd.spublish(h.pubsub, h.payload),
+        ).catch(() => group),
+      ),
+    );
+    if (unsent.every((u) => u.length === 0)) return [];
+    const lost = new Set(unsent.flat());
+    return held.filter((h) => lost.has(h));
   }
 
   async probe(): Promise<void> {

@@ -1,6 +1,9 @@
+import type { HeldPayload } from './redis-wait.js';
+
 /**
- * Lua scripts run by the Redis brokers (the publish script: redis-batch.ts). Kept as TypeScript strings rather than .lua files so the compiled
- * package needs no copy step and cannot ship without them.
+ * Lua scripts run by the Redis brokers (the publish script: redis-batch.ts). Kept as TypeScript
+ * strings rather than .lua files so the compiled package needs no copy step and cannot ship
+ * without them.
  */
 
 /**
@@ -38,28 +41,80 @@ local function channelEpoch(meta, stream, candidate, lineage)
 end`;
 
 /**
+ * Whether the master still holds the entry of a payload the gate held (redis-wait.ts): the
+ * channel's epoch is the payload's, and its stream holds that very entry (same offset, same
+ * frame), or, without history (size 0), its offset was reached. The master the payload was stored
+ * on may have been failed over without it.
+ */
+const STILL_HELD_LUA = `
+local function stillHeld(meta, stream, p, size)
+  local a = string.find(p, ' ', 1, true)
+  local b = string.find(p, ' ', a + 1, true)
+  local c = string.find(p, ' ', b + 1, true)
+  local offset, epoch = string.sub(p, 1, a - 1), string.sub(p, a + 1, b - 1)
+  if redis.call('HGET', meta, 'e') ~= epoch then return false end
+  if size > 0 then
+    local found = redis.call('XRANGE', stream, offset .. '-0', offset .. '-0')
+    return found[1] ~= nil and found[1][2][2] == string.sub(p, c + 1)
+  end
+  return tonumber(redis.call('HGET', meta, 'o') or '0') >= tonumber(offset)
+end`;
+
+/**
  * Fan-out of a payload the gate held (redis-wait.ts) after the command link changed: PUBLISHed
- * only when the channel's stream still holds that very entry (same epoch, same frame), for the
- * master it was stored on may have been failed over without it. KEYS: meta, stream. ARGV: pubsub
+ * only when the master still holds its entry (STILL_HELD_LUA). KEYS: meta, stream. ARGV: pubsub
  * channel, payload (`<offset> <epoch> <assigned> <frame>`), history size. Returns 1 when published.
  */
 export function fanoutLua(command: 'PUBLISH' | 'SPUBLISH'): string {
-  return `
-local meta, stream, p = KEYS[1], KEYS[2], ARGV[2]
-local a = string.find(p, ' ', 1, true)
-local b = string.find(p, ' ', a + 1, true)
-local c = string.find(p, ' ', b + 1, true)
-local offset, epoch = string.sub(p, 1, a - 1), string.sub(p, a + 1, b - 1)
-if redis.call('HGET', meta, 'e') ~= epoch then return 0 end
-if tonumber(ARGV[3]) > 0 then
-  local found = redis.call('XRANGE', stream, offset .. '-0', offset .. '-0')
-  if not found[1] or found[1][2][2] ~= string.sub(p, c + 1) then return 0 end
-elseif tonumber(redis.call('HGET', meta, 'o') or '0') < tonumber(offset) then
-  return 0
-end
-redis.call('${command}', ARGV[1], p)
+  return `${STILL_HELD_LUA}
+if not stillHeld(KEYS[1], KEYS[2], ARGV[2], tonumber(ARGV[3])) then return 0 end
+redis.call('${command}', ARGV[1], ARGV[2])
 return 1
 `;
+}
+
+/**
+ * Fan-out of many held payloads in one call (what one WAIT released, redis-wait.ts), in argument
+ * order. ARGV[1] '0': each is PUBLISHed; KEYS[1] only routes the call (Cluster: every payload's
+ * pub/sub name must be on its slot); then ARGV pubsub, payload per payload. ARGV[1] '1': each only
+ * when the master still holds its entry, as fanoutLua; KEYS meta, stream and ARGV pubsub, payload,
+ * history size per payload. Returns how many were published. Built by fanoutManyArgs.
+ */
+export function fanoutManyLua(command: 'PUBLISH' | 'SPUBLISH'): string {
+  // The first line names it where Redis shows a script's text (SLOWLOG, MONITOR of an EVAL).
+  return `-- switchboard fanoutManyLua
+${STILL_HELD_LUA}
+local n = 0
+if ARGV[1] ~= '1' then
+  for i = 2, #ARGV, 2 do
+    redis.call('${command}', ARGV[i], ARGV[i + 1])
+    n = n + 1
+  end
+  return n
+end
+for i = 1, #KEYS / 2 do
+  local j = 3 * i - 1
+  if stillHeld(KEYS[2 * i - 1], KEYS[2 * i], ARGV[j + 1], tonumber(ARGV[j + 2])) then
+    redis.call('${command}', ARGV[j], ARGV[j + 1])
+    n = n + 1
+  end
+end
+return n
+`;
+}
+
+/** The arguments of fanoutManyLua (numkeys, KEYS, ARGV) for `held`, at least one payload. */
+export function fanoutManyArgs(held: readonly HeldPayload[], verify: boolean): (string | number)[] {
+  if (!verify) {
+    const args: (string | number)[] = [1, (held[0] as HeldPayload).meta, '0'];
+    for (const h of held) args.push(h.pubsub, h.payload);
+    return args;
+  }
+  const args: (string | number)[] = [held.length * 2];
+  for (const h of held) args.push(h.meta, h.stream);
+  args.push('1');
+  for (const h of held) args.push(h.pubsub, h.payload, h.historySize);
+  return args;
 }
 
 /**

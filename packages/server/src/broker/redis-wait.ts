@@ -6,7 +6,8 @@ import { PublishError } from './publish-error.js';
  * be handed to another message. Under a gate the publish script stores (XADD, offset, idempotency
  * key) but does not fan out: its payload waits here, and is PUBLISHed, in storage order, only once
  * a WAIT sent after it confirmed that enough replicas hold it. One WAIT is in flight at a time (a
- * WAIT blocks the connection) and covers every script sent before it.
+ * WAIT blocks the connection) and covers every script sent before it; what it releases goes out
+ * in one fan-out script call per FANOUT_BATCH payloads (fanoutManyLua), not one PUBLISH each.
  *
  * A short WAIT (fewer replicas by the timeout) answers the publishes it covers "outcome unknown"
  * (118) but keeps their payloads: they are stored and go out at the next confirming WAIT, which
@@ -29,8 +30,13 @@ export interface HeldPayload {
 export interface GateLink {
   /** WAIT numreplicas timeout on the connection the scripts went to. */
   wait(replicas: number, timeoutMs: number): Promise<number>;
-  /** PUBLISH (`verify` false) or fanoutLua (`verify` true) of a held payload, on that connection. */
-  fanout(held: HeldPayload, verify: boolean): Promise<unknown>;
+  /**
+   * Fans out `held` (at most FANOUT_BATCH, in storage order) on that connection, in that order:
+   * PUBLISHes each (`verify` false) or each whose entry the master still holds (`verify` true,
+   * fanoutLua), in as few calls as it can (fanoutHeld). Resolves with those not sent; a rejection
+   * counts as none sent. What was not sent is held again and checked against the next master.
+   */
+  fanout(held: readonly HeldPayload[], verify: boolean): Promise<readonly HeldPayload[]>;
   /** Whether the connection can take commands now (else the gate waits for kick()). */
   ready(): boolean;
 }
@@ -291,12 +297,25 @@ export class ReplicaGate {
     if (n === 0) return;
     const out = held.slice(0, n);
     this.#held = held.slice(n);
-    for (const h of out) {
-      this.#keys.delete(h.key);
-      this.#link.fanout(h, h.link !== this.#generation).then(noop, () => {
-        // Not sent (the link dropped): held again, checked against the next master.
-        this.#hold(h, h.seq, -1);
-      });
+    for (const h of out) this.#keys.delete(h.key);
+    // Runs of one kind (checked or not), FANOUT_BATCH at most, sent in order in this turn.
+    for (let i = 0; i < out.length;) {
+      const verify = (out[i] as Held).link !== this.#generation;
+      let j = i + 1;
+      while (
+        j < out.length &&
+        j - i < FANOUT_BATCH &&
+        ((out[j] as Held).link !== this.#generation) === verify
+      )
+        j++;
+      const run = out.slice(i, j);
+      i = j;
+      // Not sent (the link dropped): held again, checked against the next master.
+      const again = (unsent: readonly HeldPayload[]): void => {
+        const lost = new Set(unsent);
+        for (const h of run) if (lost.has(h)) this.#hold(h, h.seq, -1);
+      };
+      this.#link.fanout(run, verify).then(again, () => again(run));
     }
   }
 
@@ -312,6 +331,40 @@ export class ReplicaGate {
     for (const w of done) w.reject(err);
   }
 }
+
+/** Most payloads one GateLink#fanout call carries. */
+export const FANOUT_BATCH = 256;
+
+/**
+ * A GateLink#fanout on one connection (one Cluster slot): `many` sends all of `held` in one call
+ * (fanoutManyLua), `one` a single payload (PUBLISH or fanoutLua). When Redis refused the call
+ * (a reply error: keys not local to the master it reached, a broken stream key), it is retried
+ * payload by payload, so a bad payload holds back only itself; those the call published before
+ * the error go out twice (subscribers drop an offset they already have). A lost link (any other
+ * error) rejects: none counts as sent. Resolves with the payloads not sent, in order.
+ */
+export async function fanoutHeld(
+  held: readonly HeldPayload[],
+  many: (held: readonly HeldPayload[]) => Promise<unknown>,
+  one: (held: HeldPayload) => Promise<unknown>,
+): Promise<readonly HeldPayload[]> {
+  if (held.length === 1) {
+    await one(held[0] as HeldPayload);
+    return NONE;
+  }
+  try {
+    await many(held);
+    return NONE;
+  } catch (err) {
+    if (!(err instanceof Error && err.name === 'ReplyError')) throw err;
+  }
+  const sent = await Promise.all(held.map((h) => one(h).then(yes, no)));
+  return held.filter((_, i) => !sent[i]);
+}
+
+const NONE: readonly HeldPayload[] = [];
+const yes = (): boolean => true;
+const no = (): boolean => false;
 
 /** Pause between WAITs while only held payloads wait (a short WAIT already took its timeout). */
 const RETRY_MS = 50;

@@ -21,8 +21,8 @@ import { PublishError } from './publish-error.js';
 import { redisGlobMatcher } from './redis-glob.js';
 import { createRedisKeys, type RedisKeys } from './redis-keys.js';
 import { connectRedis, type RedisTarget } from './redis-target.js';
-import { HISTORY_LUA, fanoutLua } from './redis-scripts.js';
-import { ReplicaGate, type HeldPayload } from './redis-wait.js';
+import { HISTORY_LUA, fanoutLua, fanoutManyArgs, fanoutManyLua } from './redis-scripts.js';
+import { ReplicaGate, fanoutHeld, type HeldPayload } from './redis-wait.js';
 import {
   DEFAULT_PUBLISH_BATCH,
   publishBatchLua,
@@ -73,6 +73,8 @@ export interface ScriptCommands extends BatchCommand {
     payload: string,
     size: number,
   ): Promise<number>;
+  /** fanoutManyLua: numkeys, KEYS, ARGV as fanoutManyArgs builds them. */
+  sbFanoutMany(...args: (string | number)[]): Promise<number>;
   sbHistoryBuffer(
     meta: string,
     stream: string,
@@ -200,6 +202,7 @@ export class RedisBroker implements Broker {
     }) as Redis & ScriptCommands;
     cmd.defineCommand('sbPublishBatch', { numberOfKeys: 1, lua: publishBatchLua('PUBLISH') });
     cmd.defineCommand('sbFanout', { numberOfKeys: 2, lua: fanoutLua('PUBLISH') });
+    cmd.defineCommand('sbFanoutMany', { lua: fanoutManyLua('PUBLISH') });
     cmd.defineCommand('sbHistory', { numberOfKeys: 2, lua: HISTORY_LUA });
     // We resubscribe ourselves from #desired: it is the Node's view, which ioredis's own set is not.
     const sub = connectRedis(target, {
@@ -385,10 +388,15 @@ export class RedisBroker implements Broker {
     return new ReplicaGate(
       {
         wait: (replicas, timeoutMs) => cmd.wait(replicas, timeoutMs),
-        fanout: (h, verify) =>
-          verify
-            ? cmd.sbFanout(h.meta, h.stream, h.pubsub, h.payload, h.historySize)
-            : cmd.publish(h.pubsub, h.payload),
+        fanout: (held, verify) =>
+          fanoutHeld(
+            held,
+            (many) => cmd.sbFanoutMany(...fanoutManyArgs(many, verify)),
+            (h) =>
+              verify
+                ? cmd.sbFanout(h.meta, h.stream, h.pubsub, h.payload, h.historySize)
+                : cmd.publish(h.pubsub, h.payload),
+          ),
         ready: () => cmd.status === 'ready',
       },
       {
