@@ -364,7 +364,8 @@ function shape(f: Frame | undefined): unknown {
   return JSON.parse(JSON.stringify(f ?? null), (key, value: unknown) => {
     if (key === 'epoch' && typeof value === 'string') return 'E';
     if (key === 'timestamp' && typeof value === 'number') return 'T';
-    if ((key === 'messageId' || key === 'id') && typeof value === 'string' && value.length > 20)
+    // Server-assigned message ids: a 16-character random prefix per process, '-', a counter.
+    if ((key === 'messageId' || key === 'id') && typeof value === 'string' && value.length > 16)
       return 'M';
     return value;
   }) as unknown;
