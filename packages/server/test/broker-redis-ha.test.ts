@@ -133,11 +133,19 @@ if (requireBinary('redis-server') === false) {
           // Stored but not replicated: no subscriber may see it yet (a failover could discard it).
           await new Promise((r) => setTimeout(r, 500));
           assert.deepEqual(seen, [1], 'not fanned out before a replica holds it');
+          // Nor read: a history page or a resume must not hand it out before a replica holds it.
+          await assert.rejects(broker.history('w', { limit: 10 }), /did not confirm/);
           process.kill(replica.pid, 'SIGCONT');
           stopped = false;
           // Held, not dropped: it goes out at the next confirming WAIT, without any retry.
           await eventually(() => seen.includes(2), 5000, 'the held message delivered');
           assert.deepEqual(seen, [1, 2]);
+          const read = await broker.history('w', { limit: 10 });
+          assert.deepEqual(
+            read.entries.map((e) => e.offset),
+            [1, 2],
+            'read once the replica confirms',
+          );
         } finally {
           if (stopped) process.kill(replica.pid, 'SIGCONT');
         }

@@ -20,6 +20,7 @@ import {
   quit,
   sendGated,
   type Gated,
+  confirmedRead,
   type ScriptCommands,
 } from './redis.js';
 import { createRedisKeys, type RedisKeys } from './redis-keys.js';
@@ -378,17 +379,28 @@ export class RedisClusterBroker implements Broker {
 
   async history(channel: string, query: HistoryQuery): Promise<HistoryResult> {
     const keys = this.#keys;
-    const reply = await this.#requireCmd().sbHistoryBuffer(
-      keys.meta(channel),
-      keys.stream(channel),
-      query.sinceOffset ?? -1,
-      query.limit,
-      query.reverse === true ? 1 : 0,
-      newEpoch(),
-      this.#metaTtlMs,
-      query.untilOffset ?? -1,
+    const cmd = this.#requireCmd();
+    const meta = keys.meta(channel);
+    const read = (gated: '0' | '1') =>
+      cmd.sbHistoryBuffer(
+        meta,
+        keys.stream(channel),
+        query.sinceOffset ?? -1,
+        query.limit,
+        query.reverse === true ? 1 : 0,
+        newEpoch(),
+        this.#metaTtlMs,
+        query.untilOffset ?? -1,
+        '',
+        gated,
+      );
+    // Confirmed by the gate of the slot's master (its WAIT goes on the connection the read does).
+    const master = this.#waitReplicas > 0 ? this.#masterOf(meta) : undefined;
+    return parseHistory(
+      master === undefined
+        ? await read('0')
+        : await confirmedRead(this.#gateOf(master), () => read('1')),
     );
-    return parseHistory(reply);
   }
 
   async close(): Promise<void> {

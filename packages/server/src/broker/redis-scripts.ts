@@ -120,7 +120,8 @@ export function fanoutManyArgs(held: readonly HeldPayload[], verify: boolean): (
 /**
  * History: the current position and a range of entries, read atomically.
  * KEYS: meta, stream. ARGV: since offset (-1 for none), limit, reverse (0|1), epoch candidate, meta ttl ms,
- * until offset (-1 for none), lineage (as for publish: a resume across a promotion reads a new epoch).
+ * until offset (-1 for none), lineage (as for publish: a resume across a promotion reads a new epoch),
+ * gated ('1': the node confirms the read with a WAIT before using it, see confirmedRead).
  * Returns {offset, epoch, id1, frame1, id2, frame2, ...}.
  */
 export const HISTORY_LUA = `${LINEAGE_LUA}
@@ -130,6 +131,13 @@ local epoch, created = channelEpoch(meta, stream, ARGV[4], ARGV[7] or '')
 if created then
   redis.call('HSET', meta, 'o', 0)
   redis.call('PEXPIRE', meta, tonumber(ARGV[5]))
+end
+if ARGV[8] == '1' then
+  -- Gated (redis-wait.ts): a write, value unchanged, so this call's replication offset is the
+  -- master's now and the WAIT the node sends after it covers every entry read here, whoever
+  -- wrote it (WAIT counts a client's own last write only).
+  local ttl = redis.call('PTTL', meta)
+  if ttl > 0 then redis.call('PEXPIRE', meta, ttl) end
 end
 local top = tonumber(redis.call('HGET', meta, 'o') or '0')
 local out = {top, epoch}

@@ -84,7 +84,8 @@ export interface ScriptCommands extends BatchCommand {
     epoch: string,
     metaTtlMs: number,
     until: number,
-    lineage?: string,
+    lineage: string,
+    gated: '0' | '1',
   ): Promise<Buffer[] | (number | Buffer)[]>;
 }
 
@@ -498,18 +499,23 @@ export class RedisBroker implements Broker {
     const cmd = this.#requireCmd();
     const known = this.#replicationOf(cmd);
     const { lineage } = 'then' in known ? await known : known;
-    const reply = await cmd.sbHistoryBuffer(
-      keys.meta(channel),
-      keys.stream(channel),
-      query.sinceOffset ?? -1,
-      query.limit,
-      query.reverse === true ? 1 : 0,
-      newEpoch(),
-      this.#metaTtlMs,
-      query.untilOffset ?? -1,
-      lineage,
+    const gate = this.#gate;
+    const read = (gated: '0' | '1') =>
+      cmd.sbHistoryBuffer(
+        keys.meta(channel),
+        keys.stream(channel),
+        query.sinceOffset ?? -1,
+        query.limit,
+        query.reverse === true ? 1 : 0,
+        newEpoch(),
+        this.#metaTtlMs,
+        query.untilOffset ?? -1,
+        lineage,
+        gated,
+      );
+    return parseHistory(
+      gate === undefined ? await read('0') : await confirmedRead(gate, () => read('1')),
     );
-    return parseHistory(reply);
   }
 
   async close(): Promise<void> {
@@ -769,6 +775,27 @@ export function sendGated(
       return r instanceof Error ? r : { reply: r, replicated };
     }),
   );
+}
+
+/**
+ * A read whose reply is handed over only once a WAIT after it confirmed (the script makes a
+ * value-preserving write so the WAIT covers what it read): otherwise a resume could hand a
+ * subscriber an entry, or a position, that a failover then discards and the new master gives to
+ * another message at the same offset. A short WAIT fails the read (the caller answers 108, the
+ * client retries); with no replica in sync WAIT asks for none, as for publishes.
+ */
+export async function confirmedRead<R>(gate: ReplicaGate, read: () => Promise<R>): Promise<R> {
+  const { stored, replicated } = gate.send(read, () => undefined);
+  const reply = await stored;
+  try {
+    await replicated;
+  } catch (err) {
+    throw new Error(
+      `the replicas did not confirm the history read in time: ${err instanceof Error ? err.message : String(err)}`,
+      { cause: err },
+    );
+  }
+  return reply;
 }
 
 /** What the gate holds of a stored message. */
