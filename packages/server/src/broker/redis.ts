@@ -785,6 +785,8 @@ export function sendGated(
  * client retries); with no replica in sync WAIT asks for none, as for publishes.
  */
 export async function confirmedRead<R>(gate: ReplicaGate, read: () => Promise<R>): Promise<R> {
+  if (gate.room < 1)
+    throw new Error('too many writes wait for their replicas: the history read was not made');
   const { stored, replicated } = gate.send(read, () => undefined);
   const reply = await stored;
   try {
