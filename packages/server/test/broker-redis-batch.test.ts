@@ -17,6 +17,7 @@ import {
   type BatchReply,
   type PublishReply,
 } from '../src/broker/redis-batch.js';
+import type { ScriptCommands } from '../src/broker/redis.js';
 import { fanoutLua, fanoutManyArgs, fanoutManyLua } from '../src/broker/redis-scripts.js';
 import {
   FANOUT_BATCH,
@@ -218,15 +219,12 @@ describe('PublishBatcher', () => {
   });
 });
 
-describe('ReplicaGate#sendMany', () => {
-  const held = (n: number): HeldPayload => ({
-    pubsub: 'p',
-    payload: `${n} e 1 {}`,
-    meta: 'm',
-    stream: 's',
-    historySize: 10,
-  });
+/** A held payload of offset `n` (the gate and fanoutHeld only pass it on). */
+function held(n: number): HeldPayload {
+  return { pubsub: 'p', payload: `${n} e 1 {}`, meta: 'm', stream: 's', historySize: 10 };
+}
 
+describe('ReplicaGate#sendMany', () => {
   it('holds a batch as one send, fans its payloads out in order after the WAIT, and bounds by messages', async () => {
     const out: string[] = [];
     let fanouts = 0;
@@ -325,13 +323,6 @@ describe('ReplicaGate#sendMany', () => {
 });
 
 describe('fanoutHeld', () => {
-  const held = (n: number): HeldPayload => ({
-    pubsub: 'p',
-    payload: `${n} e 1 {}`,
-    meta: 'm',
-    stream: 's',
-    historySize: 10,
-  });
   const replyError = (message: string): Error =>
     Object.assign(new Error(message), { name: 'ReplyError' });
 
@@ -474,19 +465,10 @@ if (missing === false) {
     });
 
     it('fans many held payloads out in one call, in order, with the entry check of fanoutLua', async () => {
-      type Fanouts = {
-        one(
-          meta: string,
-          stream: string,
-          pubsub: string,
-          payload: string,
-          size: number,
-        ): Promise<number>;
-        many(...args: (string | number)[]): Promise<number>;
-      };
-      const conn = new Redis({ port: redis.port, host: '127.0.0.1' }) as Redis & Fanouts;
-      conn.defineCommand('one', { numberOfKeys: 2, lua: fanoutLua('PUBLISH') });
-      conn.defineCommand('many', { lua: fanoutManyLua('PUBLISH') });
+      const conn = new Redis({ port: redis.port, host: '127.0.0.1' }) as Redis &
+        Pick<ScriptCommands, 'sbFanout' | 'sbFanoutMany'>;
+      conn.defineCommand('sbFanout', { numberOfKeys: 2, lua: fanoutLua('PUBLISH') });
+      conn.defineCommand('sbFanoutMany', { lua: fanoutManyLua('PUBLISH') });
       const sub = new Redis({ port: redis.port, host: '127.0.0.1' });
       const got: string[] = [];
       sub.on('message', (_channel: string, payload: string) => got.push(payload));
@@ -511,15 +493,15 @@ if (missing === false) {
         ];
         const alone = [];
         for (const p of held)
-          alone.push(await conn.one(p.meta, p.stream, p.pubsub, p.payload, p.historySize));
+          alone.push(await conn.sbFanout(p.meta, p.stream, p.pubsub, p.payload, p.historySize));
         assert.deepEqual(alone, [1, 0, 0, 1, 0]);
         await eventually(() => got.length === 2, 2000, 'the checked ones, one by one');
         got.length = 0;
-        assert.equal(await conn.many(...fanoutManyArgs(held, true)), 2);
+        assert.equal(await conn.sbFanoutMany(...fanoutManyArgs(held, true)), 2);
         await eventually(() => got.length === 2, 2000, 'the checked ones, in one call');
         assert.deepEqual(got, ['1 E 100 frame1', '3 E 100 f3'], 'the same ones, in order');
         got.length = 0;
-        assert.equal(await conn.many(...fanoutManyArgs(held, false)), 5);
+        assert.equal(await conn.sbFanoutMany(...fanoutManyArgs(held, false)), 5);
         await eventually(() => got.length === 5, 2000, 'all, unchecked');
         assert.deepEqual(
           got,

@@ -243,8 +243,9 @@ export function runBatch(
   ];
   for (const req of batch)
     args.push(req.channel, req.head, settingsOf(req), req.dedupeMs > 0 ? req.id : '');
-  const [key, ...argv] = args as [string, ...string[]];
-  return cmd.sbPublishBatch(key, ...argv).then((raw) => decodeBatchReply(raw, batch.length, gated));
+  return cmd
+    .sbPublishBatch(...(args as [string, ...string[]]))
+    .then((raw) => decodeBatchReply(raw, batch.length, gated));
 }
 
 /** '<history size> <history ttl ms> <dedupe ms>', made once per namespace's history options. */

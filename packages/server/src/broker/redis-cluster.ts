@@ -21,11 +21,12 @@ import {
   sendGated,
   type Gated,
   confirmedRead,
+  fanoutOn,
   type ScriptCommands,
 } from './redis.js';
 import { createRedisKeys, type RedisKeys } from './redis-keys.js';
-import { HISTORY_LUA, fanoutLua, fanoutManyArgs, fanoutManyLua } from './redis-scripts.js';
-import { ReplicaGate, fanoutHeld, type HeldPayload } from './redis-wait.js';
+import { HISTORY_LUA, fanoutLua, fanoutManyLua } from './redis-scripts.js';
+import { ReplicaGate, type HeldPayload } from './redis-wait.js';
 import {
   DEFAULT_PUBLISH_BATCH,
   isNonLocalKey,
@@ -336,14 +337,9 @@ export class RedisClusterBroker implements Broker {
     }
     const unsent = await Promise.all(
       [...bySlot.values()].map((group) =>
-        fanoutHeld(
-          group,
-          (many) => cmd.sbFanoutMany(...fanoutManyArgs(many, verify)),
-          (h) =>
-            verify
-              ? cmd.sbFanout(h.meta, h.stream, h.pubsub, h.payload, h.historySize)
-              : cmd.spublish(h.pubsub, h.payload),
-        ).catch(() => group),
+        fanoutOn(cmd, group, verify, (pubsub, payload) => cmd.spublish(pubsub, payload)).catch(
+          () => group,
+        ),
       ),
     );
     if (unsent.every((u) => u.length === 0)) return [];

@@ -16,7 +16,7 @@ import type {
   PublishResult,
 } from './broker.js';
 import type { BridgeMetrics } from './bridge-metrics.js';
-import { newEpoch } from './epoch.js';
+import { newEpoch, uniqueIds } from './epoch.js';
 import { PublishError } from './publish-error.js';
 import { redisGlobMatcher } from './redis-glob.js';
 import { createRedisKeys, type RedisKeys } from './redis-keys.js';
@@ -390,14 +390,7 @@ export class RedisBroker implements Broker {
       {
         wait: (replicas, timeoutMs) => cmd.wait(replicas, timeoutMs),
         fanout: (held, verify) =>
-          fanoutHeld(
-            held,
-            (many) => cmd.sbFanoutMany(...fanoutManyArgs(many, verify)),
-            (h) =>
-              verify
-                ? cmd.sbFanout(h.meta, h.stream, h.pubsub, h.payload, h.historySize)
-                : cmd.publish(h.pubsub, h.payload),
-          ),
+          fanoutOn(cmd, held, verify, (pubsub, payload) => cmd.publish(pubsub, payload)),
         ready: () => cmd.status === 'ready',
       },
       {
@@ -778,6 +771,26 @@ export function sendGated(
 }
 
 /**
+ * fanoutHeld on one connection: many payloads in one fanoutManyLua call, one alone by `publish`
+ * (PUBLISH, or SPUBLISH on Cluster) or, checked against the master's entry, by fanoutLua.
+ */
+export function fanoutOn(
+  cmd: ScriptCommands,
+  held: readonly HeldPayload[],
+  verify: boolean,
+  publish: (pubsub: string, payload: string) => Promise<unknown>,
+): Promise<readonly HeldPayload[]> {
+  return fanoutHeld(
+    held,
+    (many) => cmd.sbFanoutMany(...fanoutManyArgs(many, verify)),
+    (h) =>
+      verify
+        ? cmd.sbFanout(h.meta, h.stream, h.pubsub, h.payload, h.historySize)
+        : publish(h.pubsub, h.payload),
+  );
+}
+
+/**
  * A read whose reply is handed over only once a WAIT after it confirmed (the script makes a
  * value-preserving write so the WAIT covers what it read): otherwise a resume could hand a
  * subscriber an entry, or a position, that a failover then discards and the new master gives to
@@ -853,12 +866,8 @@ export async function quit(conn: Redis | undefined): Promise<void> {
   }
 }
 
-let bridgeSeq = 0;
-const bridgePrefix = 'b-' + newEpoch() + '-';
 /** Ids for bridged messages: unique per node, no randomness per message. */
-function bridgeId(): string {
-  return bridgePrefix + (++bridgeSeq).toString(36);
-}
+const bridgeId = uniqueIds('b-');
 
 function rejectClassified(err: unknown): never {
   throw classify(err);
